@@ -1,0 +1,307 @@
+"""Configuration: the settings model, TOML file + drop-ins + DROPWARDEN_* environment, and its errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dropwarden.findings import Severity
+
+DEFAULT_CONFIG_PATH = Path("/etc/dropwarden/dropwarden.toml")
+ENV_PREFIX = "DROPWARDEN_"
+ENV_NESTED = "__"
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, so a typo cannot silently disable a rule."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
+def _check_severity(value: str) -> str:
+    Severity.parse(value)
+    return value.lower()
+
+
+class CustomRule(Strict):
+    """A rule written by the operator: a regex, the finding type it reports, and optional checks."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    type: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    pattern: str
+    severity: str = "medium"
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    validator: str | None = None
+    context: list[str] = []
+    context_window: int = Field(default=64, ge=1, le=4096)
+    ignore_case: bool = False
+
+    _pattern = field_validator("pattern")(_check_regex)
+    _severity = field_validator("severity")(_check_severity)
+
+
+class AllowList(Strict):
+    """Findings to drop: by exact value, by fingerprint (keeps secrets out of the config), regex, path glob."""
+
+    values: list[str] = []
+    fingerprints: list[str] = []
+    patterns: list[str] = []
+    paths: list[str] = []
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+
+class RulesSettings(Strict):
+    packs: list[Literal["pii", "secrets"]] = ["pii", "secrets"]
+    disable: list[str] = []
+    custom: list[CustomRule] = []
+    allow: AllowList = AllowList()
+    engine: Literal["auto", "hyperscan", "python"] = "auto"
+    max_match_length: int = Field(default=512, ge=16, le=65536)
+
+
+class LimitsSettings(Strict):
+    max_file_size: ByteSize = ByteSize(64 * 1024 * 1024)
+    detector_timeout: float = Field(default=30.0, gt=0)
+
+
+class StateSettings(Strict):
+    dir: Path = Path("/var/lib/dropwarden")
+
+
+class AuditSettings(Strict):
+    path: Path = Path("/var/log/dropwarden/audit.jsonl")
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_interval: float = Field(default=300.0, gt=0)
+    fsync: Literal["always", "batch", "never"] = "batch"
+
+
+class PluginsSettings(Strict):
+    allow: list[str] | None = None
+    strict: bool = False
+    config: dict[str, dict[str, Any]] = {}
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Defaults are the embedded default (see etc/dropwarden/dropwarden.toml)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    state: StateSettings = StateSettings()
+    audit: AuditSettings = AuditSettings()
+    rules: RulesSettings = RulesSettings()
+    limits: LimitsSettings = LimitsSettings()
+    plugins: PluginsSettings = PluginsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the files, which arrive as init kwargs.
+        return (env_settings, init_settings)
+
+    def plugin_config(self, name: str) -> dict[str, Any]:
+        return self.plugins.config.get(name, {})
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    source: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.key or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    files: tuple[Path, ...]
+    origins: dict[tuple[str | int, ...], str]
+
+    def source_of(self, loc: tuple[str | int, ...]) -> str:
+        return _source_of(self.origins, loc)
+
+
+def dropin_dir(config_path: Path) -> Path:
+    return config_path.with_name(config_path.stem + ".d")
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> LoadedConfig:
+    """Read the file (default path when None; missing default means embedded defaults), its drop-ins
+    (`<stem>.d/*.toml`, name order, deep merge), then environment overrides. Raises ConfigError."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    problems: list[ConfigProblem] = []
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str | int, ...], str] = {}
+    files: list[Path] = []
+
+    if path.exists():
+        candidates = [path, *sorted(dropin_dir(path).glob("*.toml"))]
+    elif explicit:
+        raise ConfigError([ConfigProblem(str(path), "", "configuration file not found")])
+    else:
+        candidates = sorted(dropin_dir(path).glob("*.toml"))
+
+    for candidate in candidates:
+        try:
+            with candidate.open("rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(ConfigProblem(str(candidate), "", f"TOML syntax error: {exc}"))
+            continue
+        except OSError as exc:
+            problems.append(ConfigProblem(str(candidate), "", f"cannot read: {exc.strerror}"))
+            continue
+        files.append(candidate)
+        _deep_merge(merged, data, str(candidate), (), origins)
+    if problems:
+        raise ConfigError(problems)
+
+    env_keys = _env_origins(environ)
+    try:
+        settings = _build(merged, environ)
+    except ValidationError as exc:
+        all_origins = {**origins, **env_keys}
+        raise ConfigError([_problem(err, all_origins) for err in exc.errors()]) from None
+    return LoadedConfig(settings, tuple(files), {**origins, **env_keys})
+
+
+def _build(merged: dict[str, Any], environ: dict[str, str]) -> Settings:
+    saved = os.environ.copy()
+    try:
+        os.environ.clear()
+        os.environ.update({k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
+        return Settings(**merged)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _deep_merge(
+    into: dict[str, Any],
+    new: dict[str, Any],
+    source: str,
+    prefix: tuple[str | int, ...],
+    origins: dict[tuple[str | int, ...], str],
+) -> None:
+    """Tables merge recursively; arrays of tables append (a drop-in adds a rule); other values replace."""
+    for key, value in new.items():
+        loc = (*prefix, key)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value, source, loc, origins)
+        elif _is_table_array(value) and _is_table_array(into.get(key)):
+            start = len(into[key])
+            into[key].extend(value)
+            for index, item in enumerate(value, start):
+                _record_origins(item, source, (*loc, index), origins)
+        else:
+            into[key] = value
+            _record_origins(value, source, loc, origins)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _record_origins(value: Any, source: str, loc: tuple[str | int, ...], origins: dict) -> None:
+    origins[loc] = source
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record_origins(sub, source, (*loc, key), origins)
+    elif _is_table_array(value):
+        for index, sub in enumerate(value):
+            _record_origins(sub, source, (*loc, index), origins)
+
+
+def _env_origins(environ: dict[str, str]) -> dict[tuple[str | int, ...], str]:
+    out: dict[tuple[str | int, ...], str] = {}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name != "DROPWARDEN_LOAD_PLUGINS":
+            loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTED))
+            out[loc] = f"environment {name}"
+    return out
+
+
+def _source_of(origins: dict[tuple[str | int, ...], str], loc: tuple[str | int, ...]) -> str:
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in origins:
+            return origins[loc[:length]]
+    return "defaults"
+
+
+def format_key(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(error: Any, origins: dict[tuple[str | int, ...], str]) -> ConfigProblem:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    source = _source_of(origins, loc)
+    if error["type"] == "extra_forbidden":
+        message = "unknown key" + _suggestion(loc)
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        if "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+    return ConfigProblem(source, format_key(loc), message)
+
+
+def _suggestion(loc: tuple[str | int, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return ""
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nested is None:
+            return ""
+        model = nested
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,59 @@
+"""Redacted excerpts and keyed fingerprints: how a finding names a value without revealing it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+_CONTEXT_CHARS = 16
+_MASK = "*" * 6
+_ALNUM_RUN = re.compile(r"[0-9０-９]")
+
+
+class Fingerprinter:
+    """HMAC-SHA256 of (type, normalised value) under a per-install key, truncated to 128 bits."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("fingerprint key must be at least 16 bytes")
+        self._key = key
+
+    def __call__(self, finding_type: str, value: str | bytes) -> str:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        normalised = normalise_value(value)
+        message = f"{finding_type}\x00{normalised}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def normalise_value(value: str) -> str:
+    """Fold width and drop separators so "0901234-5678" and "０９０ １２３４ ５６７８" correlate."""
+    folded = unicodedata.normalize("NFKC", value).strip().lower()
+    return re.sub(r"[\s\-‐‑‒–—―ー.()]", "", folded) if any(c.isdigit() for c in folded) else folded
+
+
+def mask_value(value: str) -> str:
+    """A fixed-width mask that keeps at most the last 2 characters (4 for values of 16+ characters).
+
+    The mask width does not depend on the value's length, and the visible tail is too short to
+    reconstruct any value the rule packs detect (a card shows at most its last four digits).
+    """
+    value = value.strip()
+    keep = 4 if len(value) >= 16 else 2 if len(value) >= 8 else 0
+    return _MASK + (value[-keep:] if keep else "")
+
+
+def excerpt(text: str, start: int, end: int, context: int = _CONTEXT_CHARS) -> str:
+    """Surrounding context with the value masked; digits in the context are masked too, since
+    a neighbouring value (another number on the same line) may be sensitive as well."""
+    before = text[max(0, start - context) : start]
+    after = text[end : end + context]
+    before = _ALNUM_RUN.sub("#", _one_line(before))
+    after = _ALNUM_RUN.sub("#", _one_line(after))
+    return f"{before}[{mask_value(text[start:end])}]{after}"
+
+
+def _one_line(fragment: str) -> str:
+    return "".join(" " if ch in "\r\n\t\v\f" or unicodedata.category(ch) == "Cc" else ch for ch in fragment)

@@ -1,0 +1,88 @@
+"""What plugins register (detectors, extractors, actions) and the registry that holds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from dropwarden.findings import Finding
+from dropwarden.views import View
+
+if TYPE_CHECKING:
+    from dropwarden.intake import Snapshot
+
+
+@dataclass(frozen=True)
+class DetectContext:
+    """What the core hands a detector besides the view: the fingerprint function and the file's name."""
+
+    fingerprint: Callable[[str, str | bytes], str]
+    display_path: str = ""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Judges views of the kinds in `view_kinds` ("text", "image"); returns findings, raises on failure.
+
+    The core calls `detect` (not a hook fan-out) so it can apply timeouts, the GPU gate and fault
+    isolation per detector. An exception becomes an `unscanned` problem, never "clean".
+    """
+
+    id: str
+    version: str
+    view_kinds: ClassVar[frozenset[str]] | frozenset[str]
+
+    def detect(self, view: View, ctx: DetectContext) -> list[Finding]: ...
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """Turns a snapshot (and the views found so far) into further views (text from PDF, OCR, ...)."""
+
+    id: str
+    version: str
+
+    def extract(self, snapshot: Snapshot, views: list[View]) -> list[View]: ...
+
+
+@runtime_checkable
+class Action(Protocol):
+    """Something done about a verdict (quarantine, alert, release). Used by the daemon."""
+
+    id: str
+
+    def describe(self) -> str: ...
+
+
+@dataclass
+class Registration:
+    plugin: str
+    kind: str
+    id: str
+    version: str
+    obj: Any
+
+
+@dataclass
+class Registry:
+    """Everything registered, keyed by id, with the plugin that registered it."""
+
+    detectors: dict[str, Detector] = field(default_factory=dict)
+    extractors: dict[str, Extractor] = field(default_factory=dict)
+    actions: dict[str, Action] = field(default_factory=dict)
+    registrations: list[Registration] = field(default_factory=list)
+
+    def add(self, kind: str, plugin: str, obj: Any) -> None:
+        table: dict[str, Any] = getattr(self, kind)
+        protocol = {"detectors": Detector, "extractors": Extractor, "actions": Action}[kind]
+        if not isinstance(obj, protocol):
+            raise TypeError(f"{plugin}: {obj!r} does not implement {protocol.__name__}")
+        if obj.id in table:
+            owner = next(r.plugin for r in self.registrations if r.kind == kind and r.id == obj.id)
+            raise ValueError(f"{plugin}: {kind[:-1]} id {obj.id!r} is already registered by {owner}")
+        table[obj.id] = obj
+        self.registrations.append(Registration(plugin, kind, obj.id, getattr(obj, "version", ""), obj))
+
+    def by_plugin(self, plugin: str) -> list[Registration]:
+        return [r for r in self.registrations if r.plugin == plugin]
