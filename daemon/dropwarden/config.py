@@ -145,6 +145,15 @@ class ConfigProblem:
         return f"{self.source}: {self.key or '(top level)'}: {self.message}"
 
 
+class SettingError(ValueError):
+    """A plugin's complaint about one configuration key, raised from its registration hook."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{format_key(loc)}: {message}")
+        self.loc = loc
+        self.message = message
+
+
 class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         super().__init__("\n".join(map(str, problems)))

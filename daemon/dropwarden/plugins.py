@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from dropwarden import hookspecs
-from dropwarden.config import Settings
+from dropwarden.config import SettingError, Settings
 from dropwarden.registry import Registry
 
 ENTRY_POINT_GROUP = "dropwarden"
@@ -38,6 +38,7 @@ class LoadError:
     stage: str  # "import", "register", "check"
     error: str
     detail: str = ""
+    setting: SettingError | None = None
 
     def __str__(self) -> str:
         return f"{self.name}: {self.stage} failed: {self.error}"
@@ -129,7 +130,9 @@ def build_registry(plugins: Plugins, settings: Settings) -> Registry:
                 impl.function(**{arg: offered[arg] for arg in impl.argnames})
             except Exception as exc:
                 broken.add(name)
-                _fail(plugins, strict, LoadError(name, "register", _describe(exc), traceback.format_exc()))
+                setting = exc if isinstance(exc, SettingError) else None
+                error = LoadError(name, "register", _describe(exc), traceback.format_exc(), setting)
+                _fail(plugins, strict, error)
                 _drop(registry, name)
     return registry
 

@@ -1,0 +1,36 @@
+# dropwarden developer entry points. `make test` on a fresh machine sets everything up and runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup system-deps test lint format bench-regex clean
+
+setup: system-deps $(VENV)/.installed
+
+# System packages (Debian): installed only when running as root with apt-get available.
+system-deps:
+	@sh packaging/dev/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest
+
+bench-regex: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/regex_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Built-in subcommands of the `dropwarden` command line, one module each."""

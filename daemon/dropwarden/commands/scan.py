@@ -1,0 +1,168 @@
+"""`dropwarden scan PATH…`: one-shot judging of files and trees, reported as a table, JSON or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from dropwarden.cli import EXIT_USAGE, app_context, config_option
+from dropwarden.judge import Judgement
+from dropwarden.plugins import PluginLoadError
+from dropwarden.runtime import build_runtime
+from dropwarden.verdict import Reason, VerdictKind, unscanned
+from dropwarden.walk import Entry, WalkError, walk
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNSCANNED = 0, 1, 3
+_PROGRESS_AFTER = 200
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@config_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]), default="text", show_default=True
+)
+@click.pass_context
+def scan(ctx: click.Context, paths: tuple[str, ...], config_path: Path | None, fmt: str) -> None:
+    """Judge files and directories (recursively) and report; nothing is moved.
+
+    Exit status: 0 nothing found, 1 findings, 2 usage or configuration error, 3 some file unscanned
+    and nothing found. Symbolic links are not followed; FIFOs, sockets and devices are reported as
+    unscanned without being opened.
+    """
+    settings = app_context(ctx, config_path).config().settings
+    try:
+        runtime = build_runtime(settings)
+    except PluginLoadError as exc:
+        click.echo(f"dropwarden: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    for error in runtime.plugins.errors:
+        click.echo(f"warning: plugin {error}", err=True)
+    started = time.monotonic()
+    judgements = _judge_all(runtime, paths, fmt)
+    try:
+        results: list[dict[str, Any]] = []
+        for judgement in judgements:
+            record = file_record(judgement)
+            if fmt == "jsonl":
+                click.echo(json.dumps(record, ensure_ascii=False))
+            results.append(record)
+    finally:
+        runtime.close()
+    summary = summarise(results, time.monotonic() - started)
+    if fmt == "json":
+        click.echo(json.dumps({"files": results, "summary": summary}, ensure_ascii=False, indent=2))
+    elif fmt == "text":
+        print_table(results, summary)
+    sys.exit(exit_code(summary))
+
+
+def _judge_all(runtime, paths: tuple[str, ...], fmt: str) -> Iterator[Judgement]:
+    show_progress = fmt == "text" and sys.stderr.isatty()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("judging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not show_progress,
+    )
+    task = progress.add_task("scan", total=None, visible=False)
+    with progress:
+        count = 0
+        for path in paths:
+            for item in walk(path):
+                if isinstance(item, WalkError):
+                    yield Judgement(item.display_path, unscanned(Reason.UNREADABLE, item.detail, "walk"))
+                else:
+                    yield _judge_entry(runtime, item)
+                count += 1
+                if count == _PROGRESS_AFTER:
+                    progress.update(task, visible=True)
+                progress.update(task, completed=count)
+
+
+def _judge_entry(runtime, entry: Entry) -> Judgement:
+    return runtime.judge.judge_name(entry.dir_fd, entry.name, entry.display_path)
+
+
+def file_record(judgement: Judgement) -> dict[str, Any]:
+    verdict = judgement.verdict
+    return {
+        "path": judgement.display_path,
+        "verdict": verdict.kind.value,
+        "reason": verdict.reason,
+        "sha256": judgement.sha256,
+        "type": judgement.file_type.name if judgement.file_type else None,
+        "findings": [
+            {
+                key: value
+                for key, value in finding.to_dict().items()
+                if key in ("type", "rule", "severity", "confidence", "location", "excerpt", "fingerprint")
+            }
+            for finding in verdict.findings
+        ],
+    }
+
+
+def summarise(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    verdicts = Counter(r["verdict"] for r in results)
+    types = Counter(f["type"] for r in results for f in r["findings"])
+    return {
+        "files": len(results),
+        **{kind.value: verdicts.get(kind.value, 0) for kind in VerdictKind},
+        "findings": sum(types.values()),
+        "findings_by_type": dict(sorted(types.items())),
+        "seconds": round(seconds, 3),
+    }
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if summary[VerdictKind.FINDING.value]:
+        return EXIT_FINDINGS
+    if summary[VerdictKind.UNSCANNED.value]:
+        return EXIT_UNSCANNED
+    return EXIT_CLEAN
+
+
+_STYLES = {"clean": "green", "finding": "bold red", "unscanned": "yellow"}
+
+
+def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    console = Console(highlight=False, soft_wrap=False)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("VERDICT")
+    table.add_column("PATH", overflow="fold")
+    table.add_column("DETAIL", overflow="fold")
+    for record in results:
+        if record["findings"]:
+            counts = Counter(f["type"] for f in record["findings"])
+            detail = ", ".join(f"{t}×{n}" if n > 1 else t for t, n in sorted(counts.items()))
+        else:
+            detail = record["reason"] or ""
+        path = record["path"].encode("unicode_escape").decode("ascii") if _unprintable(record["path"]) else (
+            record["path"]
+        )
+        verdict = record["verdict"]
+        table.add_row(f"[{_STYLES[verdict]}]{verdict}[/]", path, detail)
+    console.print(table)
+    by_type = ", ".join(f"{t} {n}" for t, n in summary["findings_by_type"].items())
+    console.print(
+        f"{summary['files']} files: {summary['clean']} clean, {summary['finding']} with findings, "
+        f"{summary['unscanned']} unscanned" + (f" — {by_type}" if by_type else "") + f" ({summary['seconds']}s)"
+    )
+
+
+def _unprintable(text: str) -> bool:
+    return not text.isprintable()

@@ -1,0 +1,56 @@
+"""Shared fixtures: configuration files, running the real CLI, and the CI rule that missing parts fail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when a component is missing on a developer machine; fail in CI, where it must be present."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, state_dir: Path):
+    """Write a config file whose state and audit paths live in tmp_path, plus the given TOML body."""
+
+    def write(body: str = "", name: str = "dropwarden.toml") -> Path:
+        path = tmp_path / "etc" / name
+        path.parent.mkdir(exist_ok=True)
+        header = f'[state]\ndir = "{state_dir}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+        path.write_text(header + body if "[state]" not in body else body)
+        return path
+
+    return write
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m dropwarden ARGS` as a real process, as an operator would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DROPWARDEN_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "dropwarden", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )

@@ -1,0 +1,141 @@
+"""Configuration: file, drop-ins and environment; `config check` names file, key and problem."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dropwarden.config import ConfigError, Settings, load_config
+
+from .conftest import REPO, run_cli
+
+
+def test_the_example_file_is_exactly_the_embedded_default():
+    example = REPO / "etc" / "dropwarden" / "dropwarden.toml"
+    assert load_config(example, environ={}).settings == Settings()
+
+
+def test_the_example_file_mentions_every_setting():
+    text = (REPO / "etc" / "dropwarden" / "dropwarden.toml").read_text()
+    documented = tomllib.loads(text.replace("# [[rules.custom]]", "").replace("# allow =", "allow ="))
+    for section, model in Settings.model_fields.items():
+        for key in model.annotation.model_fields:
+            assert key in documented[section] or f"# {key} =" in text, f"{section}.{key} undocumented"
+
+
+def test_a_missing_default_file_means_embedded_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr("dropwarden.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    loaded = load_config(None, environ={})
+    assert loaded.settings == Settings()
+    assert loaded.files == ()
+
+
+def test_drop_ins_merge_in_name_order_and_arrays_of_tables_append(write_config):
+    main = write_config('[[rules.custom]]\nid = "a"\ntype = "A"\npattern = "a+"\n[limits]\ndetector_timeout = 5\n')
+    dropins = main.parent / "dropwarden.d"
+    dropins.mkdir()
+    (dropins / "20-late.toml").write_text("[limits]\ndetector_timeout = 7\n")
+    (dropins / "10-early.toml").write_text(
+        '[limits]\ndetector_timeout = 6\nmax_file_size = "1MiB"\n'
+        '[[rules.custom]]\nid = "b"\ntype = "B"\npattern = "b+"\n'
+    )
+    settings = load_config(main, environ={}).settings
+    assert settings.limits.detector_timeout == 7
+    assert settings.limits.max_file_size == 1024 * 1024
+    assert [rule.id for rule in settings.rules.custom] == ["a", "b"]
+
+
+def test_environment_overrides_files(write_config):
+    path = write_config('[rules]\nengine = "python"\n')
+    settings = load_config(path, environ={"DROPWARDEN_RULES__ENGINE": "hyperscan"}).settings
+    assert settings.rules.engine == "hyperscan"
+
+
+def test_errors_name_the_drop_in_that_set_the_bad_key(write_config):
+    main = write_config()
+    (main.parent / "dropwarden.d").mkdir()
+    (main.parent / "dropwarden.d" / "50-bad.toml").write_text("[limits]\ndetector_timeot = 3\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(main, environ={})
+    (problem,) = raised.value.problems
+    assert problem.source.endswith("50-bad.toml")
+    assert problem.key == "limits.detector_timeot"
+    assert "did you mean 'detector_timeout'" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "message"),
+    [
+        ("[audit]\npth = 'x'\n", "audit.pth", "unknown key"),
+        ("[rulez]\npacks = []\n", "rulez", "unknown key"),
+        ("[limits]\ndetector_timeout = 'soon'\n", "limits.detector_timeout", "valid number"),
+        ("[rules]\npacks = ['pii', 'nonsense']\n", "rules.packs[1]", "'pii' or 'secrets'"),
+        (
+            "[[rules.custom]]\nid = 'x'\ntype = 'X'\npattern = '(unclosed'\n",
+            "rules.custom[0].pattern",
+            "invalid regular expression",
+        ),
+        (
+            "[[rules.custom]]\nid = 'x'\ntype = 'X'\npattern = 'x'\nseverity = 'dire'\n",
+            "rules.custom[0].severity",
+            "unknown severity",
+        ),
+        ("[rules.allow]\npatterns = ['[z-a]']\n", "rules.allow.patterns", "invalid regular expression"),
+    ],
+)
+def test_config_check_prints_one_line_naming_file_key_and_problem(write_config, body, key, message):
+    path = write_config(body)
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{path}: {key}: ")
+    assert message in lines[0]
+
+
+def test_config_check_reports_every_problem_not_just_the_first(write_config):
+    path = write_config("[audit]\npth = 'x'\n[limits]\ndetector_timeout = -1\n")
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 2
+    keys = sorted(line.split(": ")[1] for line in result.stderr.strip().splitlines())
+    assert keys == ["audit.pth", "limits.detector_timeout"]
+
+
+def test_config_check_names_an_environment_override(write_config):
+    path = write_config()
+    result = run_cli("config", "check", "--config", str(path), env={"DROPWARDEN_AUDIT__FSYNC": "sometimes"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("environment DROPWARDEN_AUDIT__FSYNC: audit.fsync: ")
+
+
+def test_config_check_reports_toml_syntax_errors_with_the_file(write_config):
+    path = write_config("[audit\n")
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{path}: (top level): TOML syntax error")
+
+
+def test_config_check_refuses_a_missing_explicit_file(tmp_path: Path):
+    result = run_cli("config", "check", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "configuration file not found" in result.stderr
+
+
+def test_config_check_accepts_a_valid_file(write_config):
+    path = write_config("[[rules.custom]]\nid = 'acme.emp'\ntype = 'EMPLOYEE_ID'\npattern = 'EMP-[0-9]{6}'\n")
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_config_check_reports_an_unknown_validator_as_a_configuration_problem(write_config):
+    path = write_config(
+        "[[rules.custom]]\nid = 'acme.emp'\ntype = 'EMPLOYEE_ID'\npattern = 'EMP'\nvalidator = 'no_such_check'\n"
+    )
+    result = run_cli("config", "check", "--config", str(path))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{path}: rules.custom[0].validator: ")
+    assert "no_such_check" in line
