@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup system-deps test lint format bench-regex clean
+.PHONY: setup system-deps test lint format run bench-regex clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -28,9 +28,17 @@ format: setup
 test: lint
 	$(BIN)/pytest
 
+# The daemon on the embedded defaults, watching demo/drop/inbox inside this checkout (Ctrl-C stops it).
+run: setup demo/dropwarden.toml
+	$(BIN)/dropwarden run --config demo/dropwarden.toml
+
+demo/dropwarden.toml: etc/dropwarden/demo.toml.in
+	mkdir -p demo
+	sed 's#@ROOT@#$(CURDIR)/demo#g' $< > $@
+
 bench-regex: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/regex_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo

@@ -24,7 +24,7 @@ DEFAULT_CHUNK_BYTES = MB
 MEAN_SEED_GAP = 10_000  # bytes between seeded items, on average
 
 # fmt: off
-EN_WORDS = (
+_EN_TEXT = (
     "the of and to in is was for on that with as by at from this be are it an or which have not has had "
     "were but all their they one can there been more also its new other some when would first about into "
     "than time only may after over such most these two many where through so made between then each year "
@@ -35,20 +35,26 @@ EN_WORDS = (
     "network server database cache queue worker thread process memory disk file folder upload download "
     "please confirm attached updated pending approved rejected scheduled completed delayed expected "
     "monday tuesday wednesday thursday friday morning afternoon evening week month draft final version"
-).split()
-JA_WORDS = (
+)
+_JA_TEXT = (
     "会議 資料 報告 顧客 注文 請求書 配送 倉庫 予算 計画 担当者 部署 本日 明日 来週 先月 確認 対応 "
     "進捗 課題 仕様 設計 開発 試験 本番 環境 障害 復旧 手順 申請 承認 契約 更新 送付 受領 連絡 "
     "システム サーバー データベース バックアップ ネットワーク アップロード ファイル フォルダ ログ "
     "お客様 取引先 営業 経理 総務 人事 品質 改善 提案 検討 結果 状況 予定 変更 追加 削除 完了 "
     "東京 大阪 名古屋 福岡 札幌 本社 支店 工場 出荷 在庫 納品 見積 発注 売上 四半期 年度"
-).split()
+)
+EN_WORDS = tuple(_EN_TEXT.split())
+JA_WORDS = tuple(_JA_TEXT.split())
 JA_PARTICLES = ("は", "の", "を", "に", "が", "で", "と", "も", "から", "まで", "について", "として")
-JA_ENDINGS = ("です。", "ます。", "しました。", "してください。", "となります。", "の予定です。", "を確認中です。")
+JA_ENDINGS = (
+    "です。", "ます。", "しました。", "してください。", "となります。", "の予定です。", "を確認中です。",
+)
 LOG_LEVELS = ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")
 SERVICES = ("api", "worker-3", "billing", "auth", "ingest", "scheduler", "gateway", "search")
 PATHS = ("/api/v1/orders", "/api/v1/users/me", "/healthz", "/api/v2/invoices", "/static/app.js", "/login")
-DOMAINS = ("example.com", "example.org", "mail.example.net", "corp.example.co.jp", "example.jp", "test.example.io")
+DOMAINS = (
+    "example.com", "example.org", "mail.example.net", "corp.example.co.jp", "example.jp", "test.example.io",
+)
 FIRST = ("john", "mary", "akira", "yuki", "li", "anna", "david", "sato", "kenji", "olivia", "noah", "emma")
 LAST = ("smith", "tanaka", "suzuki", "brown", "garcia", "yamamoto", "lee", "muller", "kobayashi", "wilson")
 NANP_AREAS = (212, 213, 305, 312, 404, 415, 503, 512, 617, 646, 702, 718, 808, 917, 206, 303)
@@ -170,7 +176,8 @@ class _Gen:
     def email(self) -> str:
         r = self.r
         sep = r.choice((".", "_", ""))
-        return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{r.randint(1, 99) if r.random() < 0.3 else ''}@{r.choice(DOMAINS)}"
+        number = str(r.randint(1, 99)) if r.random() < 0.3 else ""
+        return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{r.choice(DOMAINS)}"
 
     def phone(self) -> str:
         r = self.r
@@ -179,7 +186,9 @@ class _Gen:
             area, exch, line = r.choice(NANP_AREAS), r.randint(200, 999), self.digits(4)
             while exch % 100 == 11 or exch == 555:
                 exch = r.randint(200, 999)
-            fmt = r.choice(("({a}) {e}-{l}", "{a}-{e}-{l}", "{a}.{e}.{l}", "+1 {a}-{e}-{l}", "+1 ({a}) {e}-{l}"))
+            fmt = r.choice(
+                ("({a}) {e}-{l}", "{a}-{e}-{l}", "{a}.{e}.{l}", "+1 {a}-{e}-{l}", "+1 ({a}) {e}-{l}")
+            )
             return fmt.format(a=area, e=exch, l=line)
         if style == 1:  # Japanese domestic
             return r.choice(
@@ -256,7 +265,8 @@ class _Gen:
     def jwt(self) -> str:
         r = self.r
         header = b64url(b'{"alg":"HS256","typ":"JWT"}')
-        claims = f'{{"sub":"{r.randint(1000, 999999)}","name":"{r.choice(FIRST)}","iat":{r.randint(1_600_000_000, 1_800_000_000)}}}'
+        iat = r.randint(1_600_000_000, 1_800_000_000)
+        claims = f'{{"sub":"{r.randint(1000, 999999)}","name":"{r.choice(FIRST)}","iat":{iat}}}'
         return f"{header}.{b64url(claims.encode())}.{b64url(r.randbytes(32))}"
 
     # negatives ---------------------------------------------------------------------------------------
@@ -328,12 +338,18 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
     r = g.r
     ctx: dict[str, Callable[[], tuple[str, str]]] = {
         "email": lambda: r.choice(
-            (("Please contact ", " for the updated invoice."), ("連絡先：", "までお願いします。"), ("From: ", ""))
+            (
+                ("Please contact ", " for the updated invoice."),
+                ("連絡先：", "までお願いします。"),
+                ("From: ", ""),
+            )
         ),
         "phone": lambda: r.choice(
             (("You can reach me at ", " after 5pm."), ("電話番号：", ""), ("tel: ", " (office)"))
         ),
-        "card": lambda: r.choice((("Card number ", " exp 09/28"), ("カード番号 ", " 有効期限 09/28"), ("cc=", ""))),
+        "card": lambda: r.choice(
+            (("Card number ", " exp 09/28"), ("カード番号 ", " 有効期限 09/28"), ("cc=", ""))
+        ),
         "ssn": lambda: r.choice((("SSN: ", ""), ("Employee social security number ", " on file."))),
         "iban": lambda: r.choice((("IBAN: ", ""), ("Please wire the deposit to ", " by Friday."))),
         "my_number": lambda: r.choice((("マイナンバー：", ""), ("個人番号（マイナンバー）は", "です。"))),
@@ -355,7 +371,9 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
 SEED_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "github_token", "pem", "jwt")
 
 
-def generate(total_bytes: int, seed: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[list[str], list[Seeded]]:
+def generate(
+    total_bytes: int, seed: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> tuple[list[str], list[Seeded]]:
     g = _Gen(seed)
     r = g.r
     chunks: list[str] = []

@@ -43,7 +43,9 @@ def write_config(tmp_path: Path, state_dir: Path):
     return write
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `python -m dropwarden ARGS` as a real process, as an operator would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DROPWARDEN_")}
     full_env.update(env or {})

@@ -33,7 +33,9 @@ def test_a_missing_default_file_means_embedded_defaults(monkeypatch, tmp_path):
 
 
 def test_drop_ins_merge_in_name_order_and_arrays_of_tables_append(write_config):
-    main = write_config('[[rules.custom]]\nid = "a"\ntype = "A"\npattern = "a+"\n[limits]\ndetector_timeout = 5\n')
+    main = write_config(
+        '[[rules.custom]]\nid = "a"\ntype = "A"\npattern = "a+"\n[limits]\ndetector_timeout = 5\n'
+    )
     dropins = main.parent / "dropwarden.d"
     dropins.mkdir()
     (dropins / "20-late.toml").write_text("[limits]\ndetector_timeout = 7\n")

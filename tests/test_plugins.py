@@ -48,11 +48,11 @@ def dropwarden_register_commands(cli):
         print("acme says hello")
 '''
 
-BROKEN_IMPORT = '''
+BROKEN_IMPORT = """
 raise ImportError("acme_broken needs a library that is not installed")
-'''
+"""
 
-BROKEN_REGISTER = '''
+BROKEN_REGISTER = """
 from dropwarden.hookspecs import hookimpl
 
 
@@ -69,7 +69,7 @@ class Half:
 def dropwarden_register_detectors(register, settings):
     register(Half())
     raise RuntimeError("registration blew up half-way")
-'''
+"""
 
 
 def _package(root: Path, name: str, module_source: str, entry_point: str) -> Path:
@@ -107,8 +107,18 @@ def plugin_site(tmp_path_factory) -> Path:
         _package(root, "acme_half", BROKEN_REGISTER, 'acme-half = "acme_half"'),
     ]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), *map(str, sources)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            *map(str, sources),
+        ],
         check=True,
         capture_output=True,
     )
@@ -207,5 +217,8 @@ def test_loading_calls_no_hook_and_registration_is_isolated_per_plugin():
     assert calls == ["register"]
 
     with pytest.raises(PluginLoadError):
-        load_plugins(Settings(), entry_points_=[EntryPointStub("bad", ValueError("boom"))],
-                     environ={"DROPWARDEN_STRICT_PLUGINS": "1"})
+        load_plugins(
+            Settings(),
+            entry_points_=[EntryPointStub("bad", ValueError("boom"))],
+            environ={"DROPWARDEN_STRICT_PLUGINS": "1"},
+        )

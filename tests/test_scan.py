@@ -73,7 +73,15 @@ def test_findings_carry_the_documented_fields_and_never_the_raw_value(tree, writ
     (record,) = json.loads(out)["files"]
     assert set(record) >= {"path", "verdict", "reason", "sha256", "findings"}
     for finding in record["findings"]:
-        assert set(finding) == {"type", "rule", "severity", "confidence", "location", "excerpt", "fingerprint"}
+        assert set(finding) == {
+            "type",
+            "rule",
+            "severity",
+            "confidence",
+            "location",
+            "excerpt",
+            "fingerprint",
+        }
         assert finding["location"]["line"] == 1
     assert "jane.doe" not in out and "4111 1111 1111 1111" not in out and "4111111111111111" not in out
 

@@ -34,7 +34,7 @@ def test_text_in_each_supported_encoding_decodes_to_the_original(text, encoding,
 
 
 def test_latin_text_in_a_legacy_single_byte_encoding_still_decodes():
-    data = "Résumé of the naïve café owner, phone 415-555-0132. " .encode("latin-1") * 3
+    data = "Résumé of the naïve café owner, phone 415-555-0132. ".encode("latin-1") * 3
     assert "415-555-0132" in decode_text(data).text
 
 

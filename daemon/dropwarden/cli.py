@@ -59,9 +59,9 @@ def app_context(ctx: click.Context, config_path: Path | None) -> AppContext:
 
 
 def build_cli() -> click.Group:
-    from dropwarden.commands import audit, config, plugins, scan
+    from dropwarden.commands import audit, config, plugins, quarantine, run, scan
 
-    for command in (config.config, plugins.plugins, scan.scan, audit.audit):
+    for command in (config.config, plugins.plugins, scan.scan, audit.audit, run.run, quarantine.quarantine):
         cli.add_command(command)
     return cli
 

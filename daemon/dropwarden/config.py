@@ -57,7 +57,7 @@ class CustomRule(Strict):
 
 
 class AllowList(Strict):
-    """Findings to drop: by exact value, by fingerprint (keeps secrets out of the config), regex, path glob."""
+    """Findings to drop: by value, by fingerprint (keeps secrets out of the config), regex, path glob."""
 
     values: list[str] = []
     fingerprints: list[str] = []
@@ -97,6 +97,80 @@ class AuditSettings(Strict):
     fsync: Literal["always", "batch", "never"] = "batch"
 
 
+Action = Literal["quarantine", "alert"]
+
+
+def _actions(value: Any) -> Any:
+    """`"leave"` means no action; a single action may be written without brackets."""
+    if value == "leave":
+        return []
+    return [value] if isinstance(value, str) else value
+
+
+class WatchSettings(Strict):
+    """One drop folder and what to do with what lands in it."""
+
+    path: Path
+    name: str | None = None
+    recursive: bool = True
+    ignore: list[str] = ["*.part", "*.tmp", ".~lock*", "*.crdownload", ".*.swp"]
+    min_severity: str = "medium"
+    on_finding: list[Action] = ["quarantine", "alert"]
+    on_unscanned: list[Action] = ["quarantine"]
+    release_to: Path | None = None
+    quarantine_dir: Path | None = None
+    observer: Literal["inotify", "polling"] = "inotify"
+    polling_interval: float = Field(default=2.0, gt=0)
+
+    _severity = field_validator("min_severity")(_check_severity)
+
+    @field_validator("on_finding", "on_unscanned", mode="before")
+    @classmethod
+    def _leave_means_nothing(cls, value: Any) -> Any:
+        return _actions(value)
+
+    @field_validator("path", "release_to", "quarantine_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    @property
+    def id(self) -> str:
+        return self.name or str(self.path)
+
+
+class SinkSettings(Strict):
+    """Where alerts go. `jsonl` appends one ECS-shaped JSON object per line to `path`."""
+
+    type: Literal["jsonl"]
+    name: str | None = None
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.type}:{self.path}"
+
+
+class AlertsSettings(Strict):
+    sink: list[SinkSettings] = []
+    retry_initial: float = Field(default=1.0, gt=0)
+    retry_max: float = Field(default=300.0, gt=0)
+
+
+class DaemonSettings(Strict):
+    """How the daemon runs: concurrency, settling, reconciliation, shutdown."""
+
+    workers: int = Field(default=2, ge=1, le=64)
+    queue_size: int = Field(default=1000, ge=1)
+    settle_quiet: float = Field(default=0.02, ge=0)
+    settle_stat: float = Field(default=1.0, gt=0)
+    open_writer_timeout: float = Field(default=60.0, gt=0)
+    reconcile_interval: float = Field(default=300.0, gt=0)
+    drain_timeout: float = Field(default=20.0, ge=0)
+
+
 class PluginsSettings(Strict):
     allow: list[str] | None = None
     strict: bool = False
@@ -118,6 +192,19 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     limits: LimitsSettings = LimitsSettings()
     plugins: PluginsSettings = PluginsSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    watch: list[WatchSettings] = []
+
+    @field_validator("watch")
+    @classmethod
+    def _unique_watch_ids(cls, watches: list[WatchSettings]) -> list[WatchSettings]:
+        seen: set[str] = set()
+        for watch in watches:
+            if watch.id in seen:
+                raise ValueError(f"two watches share the id {watch.id!r}; give them distinct names")
+            seen.add(watch.id)
+        return watches
 
     @classmethod
     def settings_customise_sources(

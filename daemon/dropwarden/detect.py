@@ -51,7 +51,9 @@ class DetectorRunner:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def run(self, detectors: Iterable[Detector], views: Iterable[View], ctx: DetectContext) -> list[DetectorRun]:
+    def run(
+        self, detectors: Iterable[Detector], views: Iterable[View], ctx: DetectContext
+    ) -> list[DetectorRun]:
         runs: list[DetectorRun] = []
         for view in views:
             for detector in detectors:

@@ -74,5 +74,9 @@ class Judge:
                 Problem(Reason.UNSUPPORTED, f"no detector judges {extraction.file_type.name} files", "judge")
             )
         return Judgement(
-            snapshot.display_path, builder.build(), snapshot=snapshot, file_type=extraction.file_type, runs=runs
+            snapshot.display_path,
+            builder.build(),
+            snapshot=snapshot,
+            file_type=extraction.file_type,
+            runs=runs,
         )

@@ -29,3 +29,20 @@ def build_runtime(settings: Settings) -> Runtime:
     key = load_or_create_key(usable_state_dir(settings.state.dir), "fingerprint")
     judge = Judge(registry, settings, Fingerprinter(key))
     return Runtime(settings, plugins, registry, judge)
+
+
+def ruleset_version(runtime: Runtime) -> str:
+    """Changes whenever what judging means changes: rule settings or any detector's id/version.
+
+    The judged-file index is keyed by it, so a new ruleset re-judges files left in the folders.
+    """
+    import hashlib
+    import json
+
+    material = {
+        "rules": runtime.settings.rules.model_dump(mode="json"),
+        "limits": runtime.settings.limits.model_dump(mode="json"),
+        "detectors": sorted((d.id, d.version) for d in runtime.registry.detectors.values()),
+        "extractors": sorted((e.id, e.version) for e in runtime.registry.extractors.values()),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -28,7 +28,8 @@ def plugins(ctx: click.Context, config_path: Path | None, as_json: bool) -> None
                 "distribution": info.distribution,
                 "version": info.version,
                 "registered": [
-                    {"kind": r.kind[:-1], "id": r.id, "version": r.version} for r in registry.by_plugin(info.name)
+                    {"kind": r.kind[:-1], "id": r.id, "version": r.version}
+                    for r in registry.by_plugin(info.name)
                 ],
             }
             for info in loaded.plugins
@@ -40,7 +41,9 @@ def plugins(ctx: click.Context, config_path: Path | None, as_json: bool) -> None
         click.echo(json.dumps(report, indent=2))
         return
     for plugin in report["plugins"]:
-        click.echo(f"{plugin['name']} {plugin['version']} ({plugin['distribution']}: {plugin['entry_point']})")
+        click.echo(
+            f"{plugin['name']} {plugin['version']} ({plugin['distribution']}: {plugin['entry_point']})"
+        )
         for item in plugin["registered"]:
             click.echo(f"  {item['kind']:<9} {item['id']} {item['version']}")
     for name in report["skipped"]:

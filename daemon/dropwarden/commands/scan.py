@@ -151,8 +151,10 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
             detail = ", ".join(f"{t}×{n}" if n > 1 else t for t, n in sorted(counts.items()))
         else:
             detail = record["reason"] or ""
-        path = record["path"].encode("unicode_escape").decode("ascii") if _unprintable(record["path"]) else (
-            record["path"]
+        path = (
+            record["path"].encode("unicode_escape").decode("ascii")
+            if _unprintable(record["path"])
+            else (record["path"])
         )
         verdict = record["verdict"]
         table.add_row(f"[{_STYLES[verdict]}]{verdict}[/]", path, detail)
@@ -160,7 +162,9 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     by_type = ", ".join(f"{t} {n}" for t, n in summary["findings_by_type"].items())
     console.print(
         f"{summary['files']} files: {summary['clean']} clean, {summary['finding']} with findings, "
-        f"{summary['unscanned']} unscanned" + (f" — {by_type}" if by_type else "") + f" ({summary['seconds']}s)"
+        f"{summary['unscanned']} unscanned"
+        + (f" — {by_type}" if by_type else "")
+        + f" ({summary['seconds']}s)"
     )
 
 

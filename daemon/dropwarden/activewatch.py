@@ -1,0 +1,96 @@
+"""A configured watch made ready to act on: root fd, quarantine store, release directory, exclusions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dropwarden.config import WatchSettings
+from dropwarden.fsops import make_subdir_chain, open_dir
+from dropwarden.quarantine import QuarantineStore, default_quarantine_dir
+from dropwarden.watch import WatchedTree
+
+
+class WatchSetupError(Exception):
+    """A watch cannot be armed safely; the daemon refuses to start (or to reload) with it."""
+
+
+@dataclass
+class ActiveWatch:
+    settings: WatchSettings
+    root_fd: int
+    tree: WatchedTree
+    store: QuarantineStore | None
+    release_fd: int | None
+    excluded_dirs: frozenset[tuple[int, int]]  # (dev, ino) of our own directories inside the tree
+
+    @property
+    def id(self) -> str:
+        return self.settings.id
+
+    def display(self, relpath: str) -> str:
+        return os.fsencode(os.path.join(self.tree.root, relpath)).decode("utf-8", errors="backslashreplace")
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+        if self.release_fd is not None:
+            os.close(self.release_fd)
+        if self.store is not None:
+            self.store.close()
+
+
+def arm(settings: WatchSettings) -> ActiveWatch:
+    """Open everything a watch needs, refusing unsafe set-ups with an operator-facing message."""
+    root = os.path.abspath(settings.path)
+    try:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        root_fd = open_dir(root)
+    except OSError as exc:
+        raise WatchSetupError(
+            f"watch {settings.id}: cannot open {root}: {exc.strerror} (a symlink?)"
+        ) from None
+    store = release_fd = None
+    try:
+        needs_store = "quarantine" in settings.on_finding or "quarantine" in settings.on_unscanned
+        qdir = default_quarantine_dir(settings)
+        if needs_store:
+            try:
+                store = QuarantineStore.open(qdir, same_fs_as_fd=root_fd, create=True)
+            except Exception as exc:
+                raise WatchSetupError(f"watch {settings.id}: quarantine {qdir}: {exc}") from None
+        if settings.release_to is not None:
+            release_fd = _open_release(settings, root_fd)
+        excluded_paths = tuple(str(p) for p in (qdir, settings.release_to) if p is not None)
+        excluded = set()
+        for fd in (store.fd if store else None, release_fd):
+            if fd is not None:
+                st = os.fstat(fd)
+                excluded.add((st.st_dev, st.st_ino))
+        tree = WatchedTree(settings, root, tuple(os.path.abspath(p) for p in excluded_paths))
+        return ActiveWatch(settings, root_fd, tree, store, release_fd, frozenset(excluded))
+    except BaseException:
+        os.close(root_fd)
+        if store is not None:
+            store.close()
+        if release_fd is not None:
+            os.close(release_fd)
+        raise
+
+
+def _open_release(settings: WatchSettings, root_fd: int) -> int:
+    target = os.path.abspath(settings.release_to)  # type: ignore[arg-type]
+    try:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        fd = open_dir(target)
+    except OSError as exc:
+        raise WatchSetupError(f"watch {settings.id}: release_to {target}: {exc.strerror}") from None
+    if os.fstat(fd).st_dev != os.fstat(root_fd).st_dev:
+        os.close(fd)
+        raise WatchSetupError(
+            f"watch {settings.id}: release_to {target} is on another file system than {settings.path};"
+            " a release must be an atomic rename"
+        )
+    return fd
+
+
+__all__ = ["ActiveWatch", "WatchSetupError", "arm", "make_subdir_chain"]

@@ -1,0 +1,186 @@
+"""Alerts: ECS-shaped payloads, a durable outbox, and delivery to sinks with retry and backoff.
+
+An alert never carries a sensitive value: finding type, rule, severity, location and the keyed
+fingerprint only (no excerpt). Delivery is at least once; the alert id is stable across retries so
+a SIEM can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from dropwarden import __version__
+from dropwarden.config import AlertsSettings, SinkSettings
+from dropwarden.findings import Finding, Severity
+from dropwarden.state import State
+
+_ECS_SEVERITY = {
+    Severity.INFO: 1,
+    Severity.LOW: 21,
+    Severity.MEDIUM: 47,
+    Severity.HIGH: 73,
+    Severity.CRITICAL: 99,
+}
+
+
+class Sink(Protocol):
+    id: str
+
+    def send(self, payload: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """Appends one JSON object per line and fsyncs; opened per batch so rotation just works."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.id = settings.id
+        self.path: Path = settings.path
+
+    def send(self, payload: dict[str, Any]) -> None:
+        line = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        pass
+
+
+def build_sinks(settings: AlertsSettings) -> dict[str, Sink]:
+    return {sink.id: JsonlSink(sink) for sink in settings.sink}
+
+
+def alert_payload(
+    *,
+    alert_id: str,
+    watch: str,
+    path: str,
+    sha256: str | None,
+    size: int | None,
+    outcome: str,
+    reason: str | None,
+    findings: tuple[Finding, ...],
+    actions: tuple[str, ...],
+    audit_seq: int | None,
+) -> dict[str, Any]:
+    top = max((f.severity for f in findings), default=Severity.MEDIUM)
+    return {
+        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ecs": {"version": "8.11.0"},
+        "event": {
+            "id": alert_id,
+            "kind": "alert",
+            "category": ["file", "intrusion_detection"],
+            "type": ["info"],
+            "action": outcome,
+            "severity": _ECS_SEVERITY[top],
+            "reason": reason or ", ".join(sorted({f.type for f in findings})),
+            "provider": "dropwarden",
+        },
+        "file": {
+            "path": path,
+            "name": os.path.basename(path),
+            "size": size,
+            "hash": {"sha256": sha256} if sha256 else {},
+        },
+        "host": {"hostname": socket.gethostname()},
+        "observer": {"product": "dropwarden", "version": __version__},
+        "dropwarden": {
+            "watch": watch,
+            "verdict": outcome,
+            "actions": list(actions),
+            "audit_seq": audit_seq,
+            "findings": [
+                {
+                    "type": f.type,
+                    "rule": f.rule,
+                    "severity": str(f.severity),
+                    "confidence": round(f.confidence, 3),
+                    "location": f.location.to_dict(),
+                    "fingerprint": f.fingerprint,
+                }
+                for f in findings
+            ],
+        },
+    }
+
+
+class AlertDispatcher:
+    """Delivers due outbox rows to their sinks; a failing sink is retried with exponential backoff."""
+
+    def __init__(
+        self,
+        state: State,
+        sinks: dict[str, Sink],
+        settings: AlertsSettings,
+        on_health: Callable[[str, str | None], None] = lambda sink, problem: None,
+    ) -> None:
+        self.state = state
+        self.sinks = sinks
+        self.settings = settings
+        self._on_health = on_health
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
+        self.failing: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def deliver_due(self) -> int:
+        """One pass over due rows; returns how many were delivered."""
+        delivered = 0
+        for item in self.state.due_alerts(time.time()):
+            sink = self.sinks.get(item.sink)
+            if sink is None:
+                self.state.mark_failed(item.id, item.sink, "sink no longer configured", time.time() + 3600)
+                continue
+            try:
+                sink.send(item.payload)
+            except Exception as exc:
+                delay = min(
+                    self.settings.retry_max, self.settings.retry_initial * 2 ** min(item.attempts, 20)
+                )
+                self.state.mark_failed(
+                    item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay
+                )
+                if item.sink not in self.failing:
+                    self.failing[item.sink] = str(exc)
+                    self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
+                continue
+            self.state.mark_delivered(item.id, item.sink)
+            delivered += 1
+            if item.sink in self.failing:
+                del self.failing[item.sink]
+                self._on_health(item.sink, None)
+        return delivered
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception:  # the state database is busy or broken; try again shortly
+                pass
+            self._wake.wait(1.0)
+            self._wake.clear()

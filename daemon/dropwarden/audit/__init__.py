@@ -1,0 +1,36 @@
+"""Tamper-evident audit log: hash-chained canonical JSON lines with forward-secure keyed checkpoints.
+
+Format. One record per line: canonical JSON (sorted keys, no whitespace, UTF-8, no NaN) of
+`{seq, time, type, body, prev, hash}`; `seq` counts from 0, `time` is RFC 3339 UTC, `prev` is the
+previous record's `hash`, and `hash` is sha256 (hex) over the canonical record without `hash`. Record 0 is
+`log.open` (format, random `log_id`, `key_id` naming K_0, and the previous log's anchor if any). The log
+adds only these fields and its own bookkeeping records; bodies are the caller's.
+
+Checkpoints. A `checkpoint` record (every `checkpoint_every` records, every `checkpoint_interval` seconds
+with new records, at open and at close) carries `epoch` i and an HMAC-SHA256 under K_i over the record
+(hence over the chain head). Then K_{i+1} = SHA-256(tag || K_i) replaces K_i on disk
+(`<state>/keys/audit-current.json`, atomic replace, old bytes overwritten): someone who steals today's key
+can forge only checkpoints after the last one written. A verifier needs K_0 (`<state>/keys/audit-k0.key`,
+made when a log is created): copy it off-host and, for forward security, remove it from the host; the
+daemon needs it again only to start a new log (a new K_0 is then created: copy that one too). After each
+checkpoint the anchor `<state>/audit-anchor.json` (log_id, seq, hash, epoch, byte offset) is replaced, so a
+tail truncated past a checkpoint is detectable; records after the last checkpoint are protected by the
+chain only, which cannot see their truncation.
+
+Durability (`audit.fsync`). `always`: an append is durable when it returns (one fdatasync per append or
+`append_many`). `batch`: group commit; appends reach the page cache and are fsynced at most every ~20 ms
+(by the appender or a background thread), or when `sync()` returns (concurrent callers share one fsync).
+`never`: page cache only. Checkpoints are fsynced in every mode, before the anchor and the key move on.
+
+One writer: an exclusive flock on the log; a second writer gets AuditError. On open a torn last line
+(no newline: crash mid-write) is copied to `<log>.torn-<UTC time>`, the log is truncated to its last
+complete line, and an `audit.repair` record says bytes, sha256 and where they went. Any other damage
+(lines after the anchored checkpoint, or all lines when no anchor belongs to the log) raises AuditError;
+nothing else is repaired. `dropwarden audit verify` checks the whole file.
+"""
+
+from dropwarden.audit.chain import AuditError
+from dropwarden.audit.log import AuditLog, AuditRecord
+from dropwarden.audit.verify import VerifyResult, log_identity, verify
+
+__all__ = ["AuditError", "AuditLog", "AuditRecord", "VerifyResult", "log_identity", "verify"]

@@ -1,0 +1,93 @@
+"""File-system operations relative to directory fds that never follow links and never overwrite."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    _renameat2.restype = ctypes.c_int
+
+
+def rename_noreplace(src_dir_fd: int, src: str | bytes, dst_dir_fd: int, dst: str | bytes) -> None:
+    """Atomically move src to dst; raise FileExistsError instead of replacing an existing dst.
+
+    renameat2(RENAME_NOREPLACE) where the kernel and file system support it; otherwise link(2) then
+    unlink(2), which also never replaces (link fails with EEXIST) at the cost of a brief second name.
+    """
+    src_b, dst_b = os.fsencode(src), os.fsencode(dst)
+    if _renameat2 is not None:
+        if _renameat2(src_dir_fd, src_b, dst_dir_fd, dst_b, _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), os.fsdecode(dst_b))
+    os.link(src_b, dst_b, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+    os.unlink(src_b, dir_fd=src_dir_fd)
+
+
+def open_dir(path: str | bytes | os.PathLike, dir_fd: int | None = None) -> int:
+    """Open a directory without following a symlink at the last component."""
+    return os.open(path, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def open_subdir_chain(root_fd: int, parts: list[str]) -> int:
+    """Open root/parts[0]/parts[1]/… one component at a time, refusing symlinks at every step.
+
+    Raises OSError (ELOOP or ENOTDIR for a link or non-directory on the way). The caller closes the fd.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"refusing path component {part!r}")
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_subdir_chain(root_fd: int, parts: list[str], mode: int = 0o750) -> int:
+    """Like open_subdir_chain, creating missing components (mkdirat) on the way."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"refusing path component {part!r}")
+            try:
+                os.mkdir(part, mode, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def fsync_dir(dir_fd: int) -> None:
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:  # some file systems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+
+
+def is_private_dir(st: os.stat_result) -> bool:
+    """Ours and closed to group and others: what a quarantine directory must be."""
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077

@@ -1,0 +1,562 @@
+"""The quarantine store: a private same-filesystem directory of UUID-named files with JSON sidecars."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dropwarden import __version__
+from dropwarden.config import WatchSettings
+from dropwarden.fsops import DIR_FLAGS, fsync_dir, open_dir, open_subdir_chain, rename_noreplace
+from dropwarden.intake import Snapshot
+
+SIDECAR_FORMAT = 1
+SIDECAR_SUFFIX = ".json"
+STORE_DIR_NAME = ".dropwarden-quarantine"
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+_ID_RE = re.compile(r"[0-9a-f]{32}")
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class QuarantineError(Exception):
+    """An operation on the quarantine store was refused; the message is meant for the operator."""
+
+
+def default_quarantine_dir(watch: WatchSettings) -> Path:
+    """`watch.quarantine_dir`, else `<parent of the watch>/.dropwarden-quarantine/<safe watch name>`.
+
+    The default sits next to the watched folder (not inside it), so it is normally on the same file
+    system and out of reach of the folder's writers. A watch id that is not already a safe file name
+    (an unnamed watch's id is its path) is sanitised and suffixed with a short hash of the id, so two
+    watches never share a store.
+    """
+    if watch.quarantine_dir is not None:
+        return watch.quarantine_dir
+    name = _SAFE_NAME.sub("_", watch.id).lstrip(".")
+    if name != watch.id or not name:
+        digest = hashlib.sha256(watch.id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = f"{name.strip('_') or 'watch'}-{digest}"
+    return watch.path.parent / STORE_DIR_NAME / name
+
+
+def display_bytes(raw: bytes) -> str:
+    """A one-line, printable rendering of a path's bytes: invalid UTF-8 and control characters escaped."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def is_item_id(value: str) -> bool:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def sidecar_for(
+    snapshot: Snapshot,
+    *,
+    item_id: str,
+    watch_id: str,
+    watch_root: Path,
+    relative_path: bytes,
+    verdict: Any,
+    reason: Any,
+    findings: list[dict[str, Any]],
+    audit_seq: int | None,
+) -> dict[str, Any]:
+    """The sidecar describing a quarantined snapshot. `relative_path` is the path's bytes below the watch
+    root (subdirectories included); verdict and reason may be enums or strings."""
+    _check_id(item_id)
+    relative = relative_path.strip(b"/")
+    if not relative or any(part in (b"", b".", b"..") for part in relative.split(b"/")):
+        raise ValueError(f"not a relative path below the watch root: {relative_path!r}")
+    original = os.fsencode(watch_root).rstrip(b"/") + b"/" + relative
+    return {
+        "format": SIDECAR_FORMAT,
+        "id": item_id,
+        "original_path": display_bytes(original),
+        "original_path_b64": _b64(original),
+        "watch": watch_id,
+        "relative_path_b64": _b64(relative),
+        "owner": {"uid": snapshot.uid, "gid": snapshot.gid},
+        "mode": format(stat.S_IMODE(snapshot.mode), "04o"),
+        "size": snapshot.identity.size,
+        "mtime_ns": snapshot.identity.mtime_ns,
+        "ctime_ns": snapshot.ctime_ns,
+        "sha256": snapshot.sha256,
+        "verdict": _plain(verdict),
+        "reason": _plain(reason),
+        "findings": list(findings),
+        "audit_seq": audit_seq,
+        "quarantined_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "dropwarden_version": __version__,
+    }
+
+
+def destination_of(meta: dict[str, Any], to_dir: Path | None) -> bytes:
+    """Where `restore` puts an item: `to_dir/<original name>`, or the original path (bytes).
+    QuarantineError when the sidecar's paths are unusable."""
+    original = _unb64(meta, "original_path_b64")
+    relative = _unb64(meta, "relative_path_b64")
+    parts = relative.split(b"/")
+    if any(part in (b"", b".", b"..") for part in parts) or not original.endswith(b"/" + relative):
+        raise QuarantineError(f"sidecar of {meta.get('id')} holds unusable original/relative paths")
+    if to_dir is None:
+        return original
+    return os.fsencode(os.path.abspath(to_dir)).rstrip(b"/") + b"/" + parts[-1]
+
+
+class QuarantineStore:
+    """One open quarantine directory. Every operation is relative to the directory fd kept here."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: Path, *, same_fs_as_fd: int | None, create: bool) -> QuarantineStore:
+        """Open (creating with mode 0700 when `create`) the store at `path` and check that it is private.
+
+        Refused with QuarantineError: a symlink or non-directory, not owned by the effective uid, any
+        group/other permission bit, a parent directory that someone else could rename it out of, or a
+        different file system from `same_fs_as_fd` (the watch directory: the move in must be a rename).
+        """
+        path = Path(os.path.abspath(path))
+        if path == path.parent:
+            raise QuarantineError(f"quarantine directory {path} is not usable (file system root)")
+        parent_fd = _open_parent(path, create)
+        try:
+            fd = _open_store_dir(path, parent_fd, create)
+            try:
+                _check_private(path, fd, parent_fd, same_fs_as_fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        finally:
+            os.close(parent_fd)
+        return cls(path, fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> QuarantineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ items
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def move_in(self, src_dir_fd: int, name: str | bytes, item_id: str) -> os.stat_result:
+        """Rename `name` (relative to `src_dir_fd`) into the store as `item_id`, never replacing anything,
+        and return the lstat of what arrived: the caller compares it with the judged identity.
+
+        OSError from the rename passes through unchanged (FileExistsError: the id is taken; EXDEV: the
+        store is on another file system, which `open(same_fs_as_fd=…)` refuses up front)."""
+        _check_id(item_id)
+        rename_noreplace(src_dir_fd, name, self.fd, item_id)
+        fsync_dir(self.fd)
+        fsync_dir(src_dir_fd)
+        return os.stat(item_id, dir_fd=self.fd, follow_symlinks=False)
+
+    def write_sidecar(self, item_id: str, meta: dict[str, Any]) -> None:
+        """Write (or atomically replace) `<item_id>.json`, mode 0600, durable when this returns."""
+        _check_id(item_id)
+        data = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+        tmp = f".{item_id}{SIDECAR_SUFFIX}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=self.fd)
+        try:
+            try:
+                os.fchmod(fd, 0o600)
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, item_id + SIDECAR_SUFFIX, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+        fsync_dir(self.fd)
+
+    def has_item(self, item_id: str) -> bool:
+        return is_item_id(item_id) and self._is_regular(item_id)
+
+    def has_sidecar(self, item_id: str) -> bool:
+        return is_item_id(item_id) and self._is_regular(item_id + SIDECAR_SUFFIX)
+
+    def hash_item(self, item_id: str) -> str:
+        """sha256 (hex) of the quarantined file as it is now."""
+        _check_id(item_id)
+        try:
+            fd = os.open(item_id, _FILE_FLAGS, dir_fd=self.fd)
+        except OSError as exc:
+            raise QuarantineError(f"cannot read quarantine item {item_id}: {exc.strerror}") from None
+        try:
+            return _hash_fd(fd)
+        finally:
+            os.close(fd)
+
+    def read_sidecar(self, item_id: str) -> dict[str, Any]:
+        """The sidecar of `item_id`. QuarantineError when it is missing or not a sidecar of this id."""
+        _check_id(item_id)
+        name = item_id + SIDECAR_SUFFIX
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise QuarantineError(f"quarantine item {item_id} has no sidecar in {self.path}") from None
+        except OSError as exc:
+            raise QuarantineError(f"cannot read sidecar {self.path / name}: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise QuarantineError(f"sidecar {self.path / name} is not a regular file")
+            raw = _read_limited(fd, MAX_SIDECAR_BYTES)
+        finally:
+            os.close(fd)
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise QuarantineError(f"sidecar {self.path / name} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("id") != item_id:
+            raise QuarantineError(f"sidecar {self.path / name} does not describe item {item_id}")
+        return meta
+
+    def list_items(self) -> list[dict[str, Any]]:
+        """Every item, from its sidecar (plus `"sidecar": true`, `"file": <present>`); a file without a
+        sidecar (a crash between move and sidecar) as `{"id", "sidecar": false, "file": true, size…}`;
+        an unreadable sidecar as `{"id", "sidecar": false, "error": …}`. Sorted by quarantine time."""
+        files, sidecars = set(), set()
+        for name in os.listdir(self.fd):
+            if is_item_id(name):
+                files.add(name)
+            elif name.endswith(SIDECAR_SUFFIX) and is_item_id(name[: -len(SIDECAR_SUFFIX)]):
+                sidecars.add(name[: -len(SIDECAR_SUFFIX)])
+        items: list[dict[str, Any]] = []
+        for item_id in sorted(files | sidecars):
+            present = item_id in files and self._is_regular(item_id)
+            if item_id in sidecars:
+                try:
+                    meta = self.read_sidecar(item_id)
+                except QuarantineError as exc:
+                    items.append({"id": item_id, "sidecar": False, "file": present, "error": str(exc)})
+                    continue
+                items.append({**meta, "sidecar": True, "file": present})
+            elif present:
+                st = os.stat(item_id, dir_fd=self.fd, follow_symlinks=False)
+                items.append(
+                    {
+                        "id": item_id,
+                        "sidecar": False,
+                        "file": True,
+                        "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                    }
+                )
+        items.sort(key=lambda item: (str(item.get("quarantined_at", "")), item["id"]))
+        return items
+
+    def restore(self, item_id: str, to_dir: Path | None) -> Path:
+        """Move an item back, to `to_dir/<original name>` or to its original path, and return where.
+
+        Refused (QuarantineError, nothing changed) when the sidecar is missing, the quarantined bytes no
+        longer match its sha256, the destination directory cannot be opened without following a link,
+        or the destination name exists (never overwritten). The mode's permission bits (not set-id bits)
+        are restored and, when running as root, the owner; the sidecar is removed afterwards.
+        """
+        meta = self.read_sidecar(item_id)
+        destination = destination_of(meta, to_dir)
+        dest_dir, _, basename = destination.rpartition(b"/")
+        dest_display = display_bytes(destination)
+        if to_dir is not None:
+            dir_fd = self._open_dest(lambda: open_dir(to_dir), display_bytes(os.fsencode(to_dir)))
+        else:
+            relative = _unb64(meta, "relative_path_b64")
+            root = destination[: -len(relative) - 1] or b"/"
+            subdirs = [os.fsdecode(part) for part in relative.split(b"/")[:-1]]
+
+            def opener() -> int:
+                root_fd = open_dir(root)
+                try:
+                    return open_subdir_chain(root_fd, subdirs)
+                finally:
+                    os.close(root_fd)
+
+            dir_fd = self._open_dest(opener, display_bytes(dest_dir or b"/"))
+        try:
+            self._restore_into(item_id, meta, dir_fd, basename, dest_display)
+        finally:
+            os.close(dir_fd)
+        return Path(os.fsdecode(destination))
+
+    def purge(self, item_id: str) -> None:
+        """Delete an item's file and sidecar. QuarantineError when neither exists."""
+        _check_id(item_id)
+        removed = 0
+        for name in (item_id, item_id + SIDECAR_SUFFIX):
+            try:
+                os.unlink(name, dir_fd=self.fd)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        if not removed:
+            raise QuarantineError(f"no quarantine item {item_id} in {self.path}")
+        fsync_dir(self.fd)
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _is_regular(self, name: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
+
+    @staticmethod
+    def _open_dest(opener: Any, where: str) -> int:
+        try:
+            return opener()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                why = "a symbolic link on the way (not followed)"
+            elif exc.errno == errno.ENOENT:
+                why = "it no longer exists (restore with --to DIR)"
+            else:
+                why = exc.strerror or str(exc)
+            raise QuarantineError(f"cannot open destination directory {where}: {why}") from None
+
+    def _restore_into(self, item_id: str, meta: dict[str, Any], dir_fd: int, name: bytes, dest: str) -> None:
+        try:
+            fd = os.open(item_id, _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise QuarantineError(f"quarantine item {item_id} has a sidecar but no file") from None
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise QuarantineError(f"quarantine item {item_id} is not a regular file")
+            digest = _hash_fd(fd)
+            after = os.fstat(fd)
+            if digest != meta.get("sha256") or (before.st_size, before.st_mtime_ns) != (
+                after.st_size,
+                after.st_mtime_ns,
+            ):
+                raise QuarantineError(
+                    f"quarantine item {item_id} was altered: sha256 {digest} does not match the recorded"
+                    f" {meta.get('sha256')}; not restored"
+                )
+            try:
+                rename_noreplace(self.fd, item_id, dir_fd, name)
+                copied = False
+            except FileExistsError:
+                raise QuarantineError(f"destination exists: {dest}") from None
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise QuarantineError(f"cannot restore to {dest}: {exc.strerror}") from None
+                out = self._copy_out(fd, meta["sha256"], dir_fd, name, dest)
+                os.close(fd)
+                fd, copied = out, True
+            _restore_metadata(fd, meta)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(dir_fd)
+        if copied:
+            os.unlink(item_id, dir_fd=self.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item_id + SIDECAR_SUFFIX, dir_fd=self.fd)
+        fsync_dir(self.fd)
+
+    @staticmethod
+    def _copy_out(src_fd: int, sha256: str, dir_fd: int, name: bytes, dest: str) -> int:
+        """Another file system: copy with O_EXCL (never replaces), verifying the hash of what was copied."""
+        try:
+            out = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            raise QuarantineError(f"destination exists: {dest}") from None
+        except OSError as exc:
+            raise QuarantineError(f"cannot create {dest}: {exc.strerror}") from None
+        try:
+            digest = hashlib.sha256()
+            offset = 0
+            while chunk := os.pread(src_fd, _CHUNK, offset):
+                digest.update(chunk)
+                _write_all(out, chunk)
+                offset += len(chunk)
+            if digest.hexdigest() != sha256:
+                raise QuarantineError(f"quarantined bytes changed while copying to {dest}; not restored")
+        except BaseException:
+            os.close(out)
+            os.unlink(name, dir_fd=dir_fd)
+            raise
+        return out
+
+
+def _open_parent(path: Path, create: bool) -> int:
+    """An fd on the store's parent, creating missing ancestors (0700, no links followed) when `create`.
+
+    The deepest existing ancestor is opened as configured (links in the operator's path are theirs);
+    every directory this creates is opened without following links.
+    """
+    missing: list[str] = []
+    base = path.parent
+    while not os.path.lexists(base) and base != base.parent:
+        missing.append(base.name)
+        base = base.parent
+    if missing and not create:
+        raise QuarantineError(f"quarantine directory {path} does not exist")
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise QuarantineError(f"cannot open {base} (parent of quarantine {path}): {exc.strerror}") from None
+    try:
+        for part in reversed(missing):
+            fd = _mkdir_open(fd, part, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _mkdir_open(parent_fd: int, name: str, path: Path) -> int:
+    """mkdir `name` 0700 under parent_fd (if missing), open it without following links; closes parent_fd."""
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            created = True
+        except FileExistsError:
+            created = False
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        raise QuarantineError(_open_problem(path, exc)) from None
+    finally:
+        os.close(parent_fd)
+    if created:
+        os.fchmod(fd, 0o700)  # whatever the umask
+    return fd
+
+
+def _open_store_dir(path: Path, parent_fd: int, create: bool) -> int:
+    try:
+        if create:
+            try:
+                os.mkdir(path.name, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            else:
+                fd = os.open(path.name, DIR_FLAGS, dir_fd=parent_fd)
+                os.fchmod(fd, 0o700)
+                fsync_dir(parent_fd)
+                return fd
+        return os.open(path.name, DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        raise QuarantineError(f"quarantine directory {path} does not exist") from None
+    except OSError as exc:
+        raise QuarantineError(_open_problem(path, exc)) from None
+
+
+def _open_problem(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"refusing quarantine directory {path}: it is a symbolic link"
+    if exc.errno == errno.ENOTDIR:
+        return f"refusing quarantine directory {path}: it (or a component) is not a directory"
+    return f"cannot open quarantine directory {path}: {exc.strerror}"
+
+
+def _check_private(path: Path, fd: int, parent_fd: int, same_fs_as_fd: int | None) -> None:
+    st = os.fstat(fd)
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise QuarantineError(
+            f"refusing quarantine directory {path}: owned by uid {st.st_uid},"
+            f" not by this process's effective uid {euid}"
+        )
+    if st.st_mode & 0o077:
+        raise QuarantineError(
+            f"refusing quarantine directory {path}: mode {stat.S_IMODE(st.st_mode):04o} gives group/other"
+            f" access; it must be private (chmod 700 {path})"
+        )
+    parent = os.fstat(parent_fd)
+    if parent.st_uid not in (0, euid) or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
+        raise QuarantineError(
+            f"refusing quarantine directory {path}: its parent {path.parent} (uid {parent.st_uid}, mode"
+            f" {stat.S_IMODE(parent.st_mode):04o}) lets another user rename or replace it"
+        )
+    if same_fs_as_fd is not None:
+        other = os.fstat(same_fs_as_fd)
+        if other.st_dev != st.st_dev:
+            raise QuarantineError(
+                f"refusing quarantine directory {path}: it is on another file system than the watched"
+                " directory (a quarantine must be a rename); set quarantine_dir on the same file system"
+            )
+
+
+def _restore_metadata(fd: int, meta: dict[str, Any]) -> None:
+    """Owner first when root (chown clears set-id bits), then the permission bits."""
+    owner = meta.get("owner") or {}
+    if os.geteuid() == 0 and isinstance(owner.get("uid"), int) and isinstance(owner.get("gid"), int):
+        os.fchown(fd, owner["uid"], owner["gid"])
+    try:
+        mode = int(str(meta.get("mode")), 8) & 0o777
+    except ValueError:
+        mode = 0o600
+    os.fchmod(fd, mode)
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+def _read_limited(fd: int, limit: int) -> bytes:
+    chunks, total = [], 0
+    while chunk := os.read(fd, _CHUNK):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise QuarantineError(f"sidecar larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _check_id(item_id: str) -> None:
+    if not is_item_id(item_id):
+        raise QuarantineError(f"not a quarantine id: {item_id!r} (32 lowercase hex digits)")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(meta: dict[str, Any], key: str) -> bytes:
+    try:
+        return base64.b64decode(str(meta[key]), validate=True)
+    except (KeyError, ValueError):
+        raise QuarantineError(f"sidecar of {meta.get('id')} lacks a valid {key}") from None
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)

@@ -1,0 +1,268 @@
+"""The always-on service: arm watches, run settle/judge/act threads, reconcile, reload, drain, stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dropwarden import __version__
+from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
+from dropwarden.alerts import AlertDispatcher, build_sinks
+from dropwarden.audit import AuditLog
+from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
+from dropwarden.pipeline import Pipeline, PipelineContext
+from dropwarden.reconcile import reconcile
+from dropwarden.recovery import recover
+from dropwarden.runtime import Runtime, build_runtime, ruleset_version
+from dropwarden.settle import Settler, WorkItem
+from dropwarden.state import State
+from dropwarden.watch import Watcher
+
+log = structlog.get_logger("dropwarden.service")
+
+
+class StartupError(Exception):
+    """The daemon cannot start safely; the message says why, for the operator."""
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, config_path: Path | None) -> None:
+        self.loaded = loaded
+        self.settings: Settings = loaded.settings
+        self.config_path = config_path
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reload_requested = False
+        self._reconcile_requested: str | None = "startup"
+        self.degraded: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stop.set()
+        self._wake.set()
+
+    def request_reconcile(self, reason: str) -> None:
+        self._reconcile_requested = reason
+        self._wake.set()
+
+    # ------------------------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        settings = self.settings
+        settings.state.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.state = State(settings.state.dir / "state.db")
+        self.audit = AuditLog.open(settings.audit.path, settings.state.dir, settings.audit)
+        try:
+            return self._run()
+        finally:
+            self.audit.close()
+            self.state.close()
+
+    def _run(self) -> int:
+        runtime, watches = self._assemble(self.settings)
+        self.runtime = runtime
+        self.audit.append(
+            "daemon.start",
+            {
+                "version": __version__,
+                "pid": os.getpid(),
+                "watches": sorted(watches),
+                "config": [str(f) for f in self.loaded.files],
+            },
+        )
+        recovered = recover(self.state, self.audit, watches)
+        if recovered:
+            log.info("recovered interrupted actions", count=recovered)
+
+        self.work: queue.Queue[WorkItem] = queue.Queue(maxsize=self.settings.daemon.queue_size)
+        d = self.settings.daemon
+        self.settler = Settler(
+            self._resolve,
+            self.work,
+            quiet=d.settle_quiet,
+            stat_period=d.settle_stat,
+            open_writer_timeout=d.open_writer_timeout,
+            on_loss=self.request_reconcile,
+        )
+        self.sinks = build_sinks(self.settings.alerts)
+        self.alerts = AlertDispatcher(
+            self.state, self.sinks, self.settings.alerts, on_health=self._sink_health
+        )
+        context = PipelineContext(watches, runtime.judge, ruleset_version(runtime), list(self.sinks))
+        self.pipeline = Pipeline(context, self.state, self.audit, self.alerts, self.settler.notify)
+        self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        self.settler.start()
+        self.alerts.start()
+        self._start_workers(d.workers)
+        self.watcher.start()
+        log.info("watching", watches=sorted(watches), workers=d.workers, version=__version__)
+        self.ready()
+        self._main_loop()
+        return self._shutdown()
+
+    def ready(self) -> None:
+        """Hook for service managers (sd_notify READY=1 lands here)."""
+
+    def _assemble(self, settings: Settings) -> tuple[Runtime, dict[str, ActiveWatch]]:
+        if not settings.watch:
+            raise StartupError("no [[watch]] is configured: nothing to do")
+        runtime = build_runtime(settings)
+        for error in runtime.plugins.errors:
+            log.warning("plugin not loaded", plugin=error.name, stage=error.stage, error=error.error)
+        watches: dict[str, ActiveWatch] = {}
+        try:
+            for watch_settings in settings.watch:
+                watches[watch_settings.id] = arm(watch_settings)
+        except WatchSetupError as exc:
+            for watch in watches.values():
+                watch.close()
+            runtime.close()
+            raise StartupError(str(exc)) from None
+        return runtime, watches
+
+    def _resolve(self, watch_id: str, relpath: str) -> str | None:
+        watch = self.pipeline.context.watches.get(watch_id) if hasattr(self, "pipeline") else None
+        return os.path.join(watch.tree.root, relpath) if watch else None
+
+    def _start_workers(self, count: int) -> None:
+        for index in range(count):
+            thread = threading.Thread(target=self._worker, name=f"worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _worker(self) -> None:
+        while True:
+            item = self.work.get()
+            if item is None:  # type: ignore[comparison-overlap]
+                self.work.task_done()
+                return
+            try:
+                self.pipeline.process(item)
+            finally:
+                self.work.task_done()
+
+    def _main_loop(self) -> None:
+        next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            if time.monotonic() >= next_reconcile:
+                self._reconcile_requested = self._reconcile_requested or "periodic"
+            if self._reconcile_requested:
+                reason, self._reconcile_requested = self._reconcile_requested, None
+                self._reconcile(reason)
+                next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Called from the main loop about once a second (the systemd watchdog ping lands here)."""
+
+    def _reconcile(self, reason: str) -> None:
+        ctx = self.pipeline.context
+        total = 0
+        for watch in ctx.watches.values():
+            total += reconcile(watch, self.state, ctx.ruleset, self.settler.notify, self._stop.is_set)
+        log.info("reconciled", reason=reason, enqueued=total)
+
+    # ------------------------------------------------------------------------------------ reload
+
+    def _reload(self) -> None:
+        try:
+            loaded = load_config(self.config_path)
+            if loaded.settings.state != self.settings.state or loaded.settings.audit != self.settings.audit:
+                raise StartupError("[state] and [audit] cannot change on reload; restart the service")
+            runtime, watches = self._assemble(loaded.settings)
+        except (ConfigError, StartupError) as exc:
+            log.error("reload rejected; keeping the running configuration", error=str(exc))
+            self.audit.append("daemon.reload", {"accepted": False, "error": str(exc)[:2000]})
+            return
+        old_ctx, old_runtime = self.pipeline.context, self.runtime
+        self.watcher.stop()
+        self.pipeline.context = PipelineContext(
+            watches, runtime.judge, ruleset_version(runtime), list(build_sinks(loaded.settings.alerts))
+        )
+        self.alerts.sinks = build_sinks(loaded.settings.alerts)
+        self.alerts.settings = loaded.settings.alerts
+        self.loaded, self.settings, self.runtime = loaded, loaded.settings, runtime
+        self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
+        self.watcher.start()
+        # Workers may still hold the old context for the file in hand; give them a moment before closing.
+        retire = threading.Timer(30.0, lambda: (_close_watches(old_ctx.watches), old_runtime.close()))
+        retire.daemon = True  # never keeps a stopping daemon alive
+        retire.start()
+        self.audit.append(
+            "daemon.reload",
+            {"accepted": True, "watches": sorted(watches), "ruleset": self.pipeline.context.ruleset},
+        )
+        log.info("configuration reloaded", watches=sorted(watches))
+        self.request_reconcile("reload")
+
+    # ------------------------------------------------------------------------------------ stop
+
+    def _shutdown(self) -> int:
+        log.info("stopping", queued=self.work.qsize())
+        self.stopping()
+        self.watcher.stop()
+        self.settler.stop()
+        deadline = time.monotonic() + self.settings.daemon.drain_timeout
+        while self.work.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.work.qsize()
+        _discard(self.work)  # whatever is left is found again by the startup reconcile
+        for _ in self._threads:
+            self.work.put(None)  # type: ignore[arg-type]
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
+        self.alerts.stop()
+        self.audit.append("daemon.stop", {"judged": self.pipeline.counters.judged, "left_queued": left})
+        _close_watches(self.pipeline.context.watches)
+        self.runtime.close()
+        log.info("stopped", judged=self.pipeline.counters.judged, left_queued=left)
+        return 0
+
+    def stopping(self) -> None:
+        """Hook for service managers (sd_notify STOPPING=1 lands here)."""
+
+    def _sink_health(self, sink: str, problem: str | None) -> None:
+        if problem is None:
+            self.degraded.pop(f"sink:{sink}", None)
+        else:
+            self.degraded[f"sink:{sink}"] = problem
+            log.warning("alert sink failing; alerts stay in the outbox", sink=sink)
+
+
+def _close_watches(watches: dict[str, ActiveWatch]) -> None:
+    for watch in watches.values():
+        try:
+            watch.close()
+        except OSError:
+            pass
+
+
+def _discard(work: queue.Queue) -> None:
+    while True:
+        try:
+            work.get_nowait()
+            work.task_done()
+        except queue.Empty:
+            return

@@ -1,0 +1,372 @@
+"""Multi-pattern matching: one hyperscan prefilter pass over the UTF-8 bytes, confirmed by Python `re`.
+
+Both engines return the same thing: every rule's matches as `(rule index, char start, char end)`,
+exactly what `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted.
+
+`HyperscanEngine` compiles every rule with `HS_FLAG_PREFILTER` (a superset of the rule's matches,
+reported by end offset; no start-of-match tracking, which costs ~10x). The end offsets of one rule are
+merged into regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
+
+    ws = min_end - L          (L: the rule's longest match, capped; no match ending here starts earlier)
+    we = max_end + L + R + 64 (R: how far its lookaheads read; every attempt starting <= max_end reads
+                               only bytes below `we`, so it behaves exactly as over the whole text)
+
+and only matches starting at or before `max_end` are kept. Regions whose windows would overlap are
+merged, so the scan at `ws` is never inside a match of the whole-text scan. `re` sees the bytes before
+`ws`, so lookbehinds and \\b are exact. The result therefore equals the whole-text scan for every rule
+whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
+a pack rule may declare its own `max_length`). Rules hyperscan cannot compile even in prefilter mode
+fall back, one by one, to `finditer` over the whole text. `PythonEngine` is that fallback for all rules.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dropwarden_regex.rules import Rule
+
+Span = tuple[int, int, int]  # (rule index, char start, char end)
+
+MARGIN = 64
+_RELAX_ABOVE = 32  # bounded repeats {m,n} with n above this are widened to {m,} for hyperscan only
+_RELAX_LOW = 255  # ... and a lower bound above this is lowered to it
+_CACHE_SIZE = 16
+
+
+class MatchEngine(Protocol):
+    name: str
+
+    def scan(self, data: bytes, text: str) -> list[Span]:
+        """All matches of all rules in `text` (whose UTF-8 encoding is `data`), sorted."""
+        ...
+
+
+def hyperscan_available() -> bool:
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_cache: OrderedDict[tuple[Any, ...], MatchEngine] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def build_engine(rules: Sequence[Rule], kind: str = "auto", max_match_length: int = 512) -> MatchEngine:
+    """The engine for `rules`: "hyperscan", "python", or "auto" (hyperscan when importable).
+
+    Engines are cached by the rules' patterns, so building a detector again from the same settings
+    (a config reload, a detector per chunk) does not recompile the hyperscan database.
+    """
+    if kind not in ("auto", "hyperscan", "python"):
+        raise ValueError(f"rules.engine: unknown engine {kind!r} (expected auto, hyperscan or python)")
+    if kind == "auto":
+        kind = "hyperscan" if hyperscan_available() else "python"
+    elif kind == "hyperscan" and not hyperscan_available():
+        raise ValueError("rules.engine: 'hyperscan' is configured but the hyperscan module is not importable")
+    key = (kind, max_match_length, tuple(rule.engine_key() for rule in rules))
+    with _cache_lock:
+        engine = _cache.get(key)
+        if engine is not None:
+            _cache.move_to_end(key)
+            return engine
+    if kind == "python":
+        engine = PythonEngine(rules)
+    else:
+        engine = HyperscanEngine(rules, max_match_length)
+    with _cache_lock:
+        _cache[key] = engine
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return engine
+
+
+class PythonEngine:
+    """Every rule's `finditer` over the whole view: the reference semantics, and the fallback."""
+
+    name = "python"
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self._rules = [(index, rule.regex, rule.unicode) for index, rule in enumerate(rules)]
+
+    def scan(self, data: bytes, text: str) -> list[Span]:
+        byte_spans: list[Span] = []
+        char_spans: list[Span] = []
+        for index, regex, unicode in self._rules:
+            if unicode:
+                char_spans.extend((index, *m.span()) for m in regex.finditer(text))
+            else:
+                byte_spans.extend((index, *m.span()) for m in regex.finditer(data))
+        return finish(data, text, byte_spans, char_spans)
+
+
+class _Plan:
+    """How the hyperscan engine confirms one rule: its regex and window sizes (bytes)."""
+
+    __slots__ = ("back", "forward", "regex", "unicode")
+
+    def __init__(self, rule: Rule, max_match_length: int) -> None:
+        cap = rule.max_length if rule.max_length is not None else max_match_length
+        longest = min(rule.width[1], cap)
+        self.regex = rule.regex
+        self.unicode = rule.unicode
+        self.back = longest
+        self.forward = longest + rule.lookahead + MARGIN
+
+
+def _on_hit(rule: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
+    hits[rule].append(end)
+
+
+class HyperscanEngine:
+    """One prefilter scan for all rules, then per-rule confirmation in windows (see module docstring)."""
+
+    name = "hyperscan"
+
+    def __init__(self, rules: Sequence[Rule], max_match_length: int = 512) -> None:
+        import hyperscan
+
+        self._hs = hyperscan
+        self._plans = [_Plan(rule, max_match_length) for rule in rules]
+        self._local = threading.local()
+        # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
+        # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
+        # in prefilter mode, run as one whole-text `finditer` each.
+        candidates = [index for index, rule in enumerate(rules) if not rule.unicode]
+        self._db = self._compile(candidates, rules) if candidates else None
+        if self._db is None and candidates:
+            candidates = [index for index in candidates if self._compile([index], rules) is not None]
+            self._db = self._compile(candidates, rules) if candidates else None
+        compiled = set(candidates) if self._db is not None else set()
+        self.fallback = [index for index in range(len(rules)) if index not in compiled]
+
+    def _compile(self, indexes: list[int], rules: Sequence[Rule]) -> Any:
+        hs = self._hs
+        expressions, flags = [], []
+        for index in indexes:
+            rule = rules[index]
+            verbose = bool(rule.regex.flags & re.VERBOSE)
+            expressions.append(prefilter_expression(rule.prefilter or rule.pattern, verbose).encode("utf-8"))
+            flags.append(hs.HS_FLAG_PREFILTER | (hs.HS_FLAG_CASELESS if rule.ignore_case else 0))
+        db = hs.Database(mode=hs.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=expressions, ids=indexes, elements=len(indexes), flags=flags)
+        except hs.error:
+            return None
+        return db
+
+    def _scratch(self) -> Any:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
+        return scratch
+
+    def scan(self, data: bytes, text: str) -> list[Span]:
+        byte_spans: list[Span] = []
+        char_spans: list[Span] = []
+        if not data:
+            return []
+        plans = self._plans
+        hits: list[list[int]] = [[] for _ in plans]
+        if self._db is not None:
+            self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
+        size = len(data)
+        for index, ends in enumerate(hits):
+            if not ends:
+                continue
+            plan = plans[index]
+            finditer = plan.regex.finditer
+            for ws, max_end, we in _regions(ends, plan.back, plan.forward, size):
+                for m in finditer(data, ws, we):
+                    start = m.start()
+                    if start > max_end:
+                        break
+                    byte_spans.append((index, start, m.end()))
+        for index in self.fallback:
+            plan = plans[index]
+            if plan.unicode:
+                char_spans.extend((index, *m.span()) for m in plan.regex.finditer(text))
+            else:
+                byte_spans.extend((index, *m.span()) for m in plan.regex.finditer(data))
+        return finish(data, text, byte_spans, char_spans)
+
+
+def _regions(ends: list[int], back: int, forward: int, size: int) -> list[tuple[int, int, int]]:
+    """Merge one rule's hit end offsets into confirmation windows (ws, max_end, we), disjoint."""
+    ends.sort()
+    regions = []
+    first = last = ends[0]
+    for end in ends:
+        if end - back > last + forward:
+            regions.append((max(0, first - back), last, min(size, last + forward)))
+            first = end
+        last = end
+    regions.append((max(0, first - back), last, min(size, last + forward)))
+    return regions
+
+
+class CharCursor:
+    """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction."""
+
+    __slots__ = ("_b", "_c", "_data", "_identity", "_size")
+
+    def __init__(self, data: bytes, text: str) -> None:
+        self._data = data
+        self._size = len(data)
+        self._identity = len(data) == len(text)  # pure ASCII: offsets agree
+        self._b = self._c = 0
+
+    def at(self, offset: int, round_up: bool = False) -> int:
+        if self._identity:
+            return offset
+        data, size = self._data, self._size
+        if round_up:
+            while offset < size and data[offset] & 0xC0 == 0x80:
+                offset += 1
+        else:
+            while 0 < offset < size and data[offset] & 0xC0 == 0x80:
+                offset -= 1
+        if offset >= self._b:
+            self._c += len(data[self._b : offset].decode("utf-8", "surrogatepass"))
+        else:
+            self._c -= len(data[offset : self._b].decode("utf-8", "surrogatepass"))
+        self._b = offset
+        return self._c
+
+
+def finish(data: bytes, text: str, byte_spans: list[Span], char_spans: list[Span]) -> list[Span]:
+    """Convert byte spans to character spans (rounding out to whole characters), merge, sort."""
+    if byte_spans:
+        if len(data) == len(text):
+            char_spans.extend(byte_spans)
+        else:
+            byte_spans.sort(key=lambda span: span[1])
+            cursor = CharCursor(data, text)
+            for index, start, end in byte_spans:
+                char_start = cursor.at(start)
+                char_end = cursor.at(end, round_up=True)
+                char_spans.append((index, char_start, char_end))
+    char_spans.sort(key=lambda span: (span[1], span[2], span[0]))
+    return char_spans
+
+
+def prefilter_expression(pattern: str, verbose: bool = False) -> str:
+    """The hyperscan expression for a rule: `pattern` without lookaround assertions (hyperscan's
+    prefilter mode would approximate them anyway, at a high cost), without verbose-mode comments, and
+    with large bounded repeats widened (see `relax_repeats`). Dropping a constraint can only add
+    matches, so every match end of `pattern` is still reported."""
+    return relax_repeats(_strip_lookarounds(pattern, verbose))
+
+
+def _strip_lookarounds(pattern: str, verbose: bool) -> str:
+    out: list[str] = []
+    i, size = 0, len(pattern)
+    while i < size:
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif ch == "[":
+            end = _class_end(pattern, i)
+            out.append(pattern[i:end])
+            i = end
+        elif verbose and ch == "#":
+            newline = pattern.find("\n", i)
+            i = size if newline < 0 else newline
+        elif pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
+            i = _group_end(pattern, i, verbose)
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Index just past the character class starting at pattern[i] == "["."""
+    j = i + 1
+    if pattern.startswith("^", j):
+        j += 1
+    if pattern.startswith("]", j):
+        j += 1
+    while j < len(pattern):
+        if pattern[j] == "\\":
+            j += 2
+        elif pattern[j] == "]":
+            return j + 1
+        else:
+            j += 1
+    return len(pattern)
+
+
+def _group_end(pattern: str, i: int, verbose: bool) -> int:
+    """Index just past the group opening at pattern[i] == "("."""
+    depth, j, size = 0, i, len(pattern)
+    while j < size:
+        ch = pattern[j]
+        if ch == "\\":
+            j += 2
+            continue
+        if ch == "[":
+            j = _class_end(pattern, j)
+            continue
+        if verbose and ch == "#":
+            newline = pattern.find("\n", j)
+            j = size if newline < 0 else newline
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return size
+
+
+def relax_repeats(pattern: str, limit: int = _RELAX_ABOVE) -> str:
+    """`pattern` with bounded repeats {m,n}, n > limit, widened to {min(m, 255),}: a superset that
+    hyperscan compiles much faster (a prefilter only needs every real match end reported)."""
+    out: list[str] = []
+    i, size = 0, len(pattern)
+    in_class = False
+    while i < size:
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+            out.append(ch)
+            i += 1
+            continue
+        if ch == "[":
+            in_class = True
+            out.append(ch)
+            i += 1
+            # a ']' right after '[' or '[^' is a literal member
+            if pattern.startswith("^", i):
+                out.append("^")
+                i += 1
+            if pattern.startswith("]", i):
+                out.append("]")
+                i += 1
+            continue
+        if ch == "{":
+            close = pattern.find("}", i)
+            body = pattern[i + 1 : close] if close > 0 else ""
+            low, comma, high = body.partition(",")
+            if comma and high.isdigit() and (low.isdigit() or not low):
+                low_n = int(low or 0)  # Python reads {,n} as {0,n}; PCRE as a literal
+                out.append(f"{{{min(low_n, _RELAX_LOW)},}}" if int(high) > limit else f"{{{low_n},{high}}}")
+                i = close + 1
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)

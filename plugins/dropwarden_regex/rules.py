@@ -1,0 +1,203 @@
+"""Rule loading: the built-in packs, custom rules and the disable list, validated into `Rule` objects."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
+
+from dropwarden.config import RulesSettings
+from dropwarden.findings import Severity
+from dropwarden_regex.validators import Validator, get_validator
+
+PACKS = ("pii", "secrets")
+_PACK_KEYS = frozenset(
+    {"id", "type", "pattern", "severity", "confidence", "validator", "context", "context_window",
+     "ignore_case", "max_length", "prefilter", "description"}
+)  # fmt: skip
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_LOOKAHEAD_OPS = (sre_parse.ASSERT, sre_parse.ASSERT_NOT)
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One compiled rule.
+
+    `regex` is a bytes pattern matched against the view's UTF-8 bytes (ASCII semantics for \\d \\w \\b),
+    unless `unicode` is set: patterns holding non-ASCII characters, or str-only syntax, are matched
+    against the decoded text instead. `prefilter` (packs only) is an optional cheaper expression for
+    hyperscan that must report every end offset of a match of `pattern` (typically a suffix of it). `width` is the (min, max) match length in bytes (characters for
+    unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
+    """
+
+    id: str
+    type: str
+    pattern: str
+    severity: Severity
+    confidence: float
+    validator_name: str | None
+    validator: Validator | None
+    context: tuple[str, ...]
+    context_window: int
+    ignore_case: bool
+    max_length: int | None
+    prefilter: str | None
+    source: str
+    unicode: bool
+    regex: re.Pattern[Any]
+    width: tuple[int, int]
+    lookahead: int
+
+    def engine_key(self) -> tuple[str, bool, int | None, str | None]:
+        """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
+        return (self.pattern, self.ignore_case, self.max_length, self.prefilter)
+
+
+def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
+    """Validate one rule table (pack entry or custom rule) and compile it. `where` prefixes errors."""
+    rule_id = spec.get("id")
+    if not isinstance(rule_id, str) or not _ID.match(rule_id):
+        raise ValueError(f"{where}.id: expected a lower-case rule id like 'pii.email' (got {rule_id!r})")
+    rule_type = spec.get("type")
+    if not isinstance(rule_type, str) or not _TYPE.match(rule_type):
+        raise ValueError(f"{where}.type: expected an upper-case finding type like 'EMAIL' (got {rule_type!r})")
+    pattern = spec.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"{where}.pattern: expected a non-empty regular expression")
+    try:
+        severity = Severity.parse(spec.get("severity", "medium"))
+    except ValueError as exc:
+        raise ValueError(f"{where}.severity: {exc}") from None
+    confidence = float(spec.get("confidence", 0.8))
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"{where}.confidence: must be between 0 and 1 (got {confidence})")
+    validator_name = spec.get("validator")
+    validator = get_validator(validator_name, f"{where}.validator") if validator_name else None
+    context = tuple(str(word).casefold() for word in spec.get("context", ()) if str(word).strip())
+    context_window = int(spec.get("context_window", 64))
+    if context_window < 1:
+        raise ValueError(f"{where}.context_window: must be at least 1")
+    ignore_case = bool(spec.get("ignore_case", False))
+    max_length = spec.get("max_length")
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"{where}.max_length: expected a positive integer (got {max_length!r})")
+    prefilter = spec.get("prefilter")
+    if prefilter is not None:
+        try:
+            re.compile(prefilter.encode("ascii"))
+        except (re.error, UnicodeEncodeError) as exc:
+            raise ValueError(f"{where}.prefilter: invalid ASCII regular expression: {exc}") from None
+
+    regex, unicode = _compile(pattern, ignore_case, where)
+    parsed = sre_parse.parse(regex.pattern, regex.flags)
+    width = parsed.getwidth()
+    if width[0] == 0:
+        raise ValueError(f"{where}.pattern: the pattern can match the empty string")
+    return Rule(
+        id=rule_id,
+        type=rule_type,
+        pattern=pattern,
+        severity=severity,
+        confidence=confidence,
+        validator_name=validator_name,
+        validator=validator,
+        context=context,
+        context_window=context_window,
+        ignore_case=ignore_case,
+        max_length=max_length,
+        prefilter=prefilter,
+        source=source,
+        unicode=unicode,
+        regex=regex,
+        width=width,
+        lookahead=_lookahead_reach(parsed),
+    )
+
+
+def _compile(pattern: str, ignore_case: bool, where: str) -> tuple[re.Pattern[Any], bool]:
+    flags = re.IGNORECASE if ignore_case else 0
+    if pattern.isascii():
+        try:
+            return re.compile(pattern.encode("ascii"), flags), False
+        except re.error:
+            pass  # str-only syntax (\N{...}, \u...): match the decoded text instead
+    try:
+        return re.compile(pattern, flags), True
+    except re.error as exc:
+        raise ValueError(f"{where}.pattern: invalid regular expression: {exc}") from None
+
+
+def _lookahead_reach(parsed: Any) -> int:
+    """The longest a lookahead inside `parsed` may read, in pattern units (bounded by 1 MiB)."""
+    reach = 0
+    stack = [parsed]
+    while stack:
+        node = stack.pop()
+        for op, av in node:
+            if op in _LOOKAHEAD_OPS:
+                direction, sub = av
+                if direction == 1:
+                    reach = max(reach, min(sub.getwidth()[1], 1 << 20) + _lookahead_reach(sub))
+                stack.append(sub)
+            elif isinstance(av, sre_parse.SubPattern):
+                stack.append(av)
+            elif isinstance(av, tuple | list):
+                for item in av:
+                    if isinstance(item, sre_parse.SubPattern):
+                        stack.append(item)
+                    elif isinstance(item, list):
+                        stack.extend(sub for sub in item if isinstance(sub, sre_parse.SubPattern))
+    return reach
+
+
+def load_pack(name: str) -> list[Rule]:
+    """The rules of built-in pack `name` ("pii", "secrets"), in file order."""
+    if name not in PACKS:
+        raise ValueError(f"rules.packs: unknown pack {name!r} (known: {', '.join(PACKS)})")
+    text = resources.files("dropwarden_regex").joinpath("packs", f"{name}.toml").read_text("utf-8")
+    data = tomllib.loads(text)
+    rules = []
+    for index, spec in enumerate(data.get("rule", [])):
+        where = f"pack {name}: rule[{index}]"
+        unknown = set(spec) - _PACK_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        rules.append(compile_rule(spec, f"pack:{name}", where))
+    return rules
+
+
+def load_rules(settings: RulesSettings) -> list[Rule]:
+    """Packs in order, then custom rules; minus `settings.disable` (ids or globs like "pii.phone.*").
+
+    Raises ValueError naming the setting on: an unknown validator, an invalid or empty-matching
+    pattern, a custom id that repeats another rule's id, a disable entry that matches no rule.
+    """
+    every: list[Rule] = []
+    for pack in dict.fromkeys(settings.packs):
+        every.extend(load_pack(pack))
+    # Rules of packs not loaded still count as known ids (for `disable` and id clashes).
+    known_ids = {rule.id for rule in every}
+    for pack in PACKS:
+        if pack not in settings.packs:
+            known_ids.update(rule.id for rule in load_pack(pack))
+    for index, custom in enumerate(settings.custom):
+        where = f"rules.custom[{index}]"
+        spec = custom.model_dump()
+        if spec["id"] in known_ids:
+            raise ValueError(f"{where}.id: rule id {spec['id']!r} is already used by another rule")
+        rule = compile_rule(spec, "custom", where)
+        known_ids.add(rule.id)
+        every.append(rule)
+
+    disabled: set[str] = set()
+    for index, entry in enumerate(settings.disable):
+        hits = {rule_id for rule_id in known_ids if fnmatch.fnmatchcase(rule_id, entry)}
+        if not hits:
+            raise ValueError(f"rules.disable[{index}]: no rule matches {entry!r}")
+        disabled |= hits
+    return [rule for rule in every if rule.id not in disabled]

@@ -1,0 +1,283 @@
+"""Named checks that confirm a regex match is a real value (Luhn, SSN ranges, IBAN mod-97, My Number)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import unicodedata
+from collections.abc import Callable
+
+Validator = Callable[[str | bytes], bool]
+
+
+def _text(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return unicodedata.normalize("NFKC", value)
+
+
+def _digits(value: str | bytes) -> str:
+    """The ASCII digits of a value, full-width digits folded, every separator dropped."""
+    return "".join(ch for ch in _text(value) if "0" <= ch <= "9")
+
+
+# --- payment cards -------------------------------------------------------------------------------
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn (mod 10) checksum over a string of digits, check digit last."""
+    total = 0
+    for index, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if index % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def luhn_check_digit(payload: str) -> str:
+    """The digit that, appended to `payload`, makes the Luhn checksum pass."""
+    for candidate in "0123456789":
+        if luhn_ok(payload + candidate):
+            return candidate
+    raise AssertionError("unreachable: one digit always completes a Luhn sum")
+
+
+# (issuer, lowest prefix, highest prefix, allowed lengths). Prefixes compare as integers of the same
+# number of digits, so ("mastercard", "2221", "2720") covers 2221..2720.
+CARD_ISSUERS: tuple[tuple[str, str, str, frozenset[int]], ...] = (
+    ("amex", "34", "34", frozenset({15})),
+    ("amex", "37", "37", frozenset({15})),
+    ("visa", "4", "4", frozenset({13, 16, 19})),
+    ("mastercard", "51", "55", frozenset({16})),
+    ("mastercard", "2221", "2720", frozenset({16})),
+    ("mir", "2200", "2204", frozenset(range(16, 20))),
+    ("discover", "6011", "6011", frozenset(range(16, 20))),
+    ("discover", "644", "649", frozenset(range(16, 20))),
+    ("discover", "65", "65", frozenset(range(16, 20))),
+    ("discover", "622126", "622925", frozenset(range(16, 20))),
+    ("jcb", "3528", "3589", frozenset(range(16, 20))),
+    ("diners", "300", "305", frozenset(range(14, 20))),
+    ("diners", "3095", "3095", frozenset(range(14, 20))),
+    ("diners", "36", "36", frozenset(range(14, 20))),
+    ("diners", "38", "39", frozenset(range(16, 20))),
+    ("unionpay", "62", "62", frozenset(range(16, 20))),
+    ("maestro", "5018", "5018", frozenset(range(12, 20))),
+    ("maestro", "5020", "5020", frozenset(range(12, 20))),
+    ("maestro", "5038", "5038", frozenset(range(12, 20))),
+    ("maestro", "5893", "5893", frozenset(range(12, 20))),
+    ("maestro", "6304", "6304", frozenset(range(12, 20))),
+    ("maestro", "6759", "6759", frozenset(range(12, 20))),
+    ("maestro", "6761", "6763", frozenset(range(12, 20))),
+)
+
+
+def card_issuer(digits: str) -> str | None:
+    """The issuer whose prefix range and length rules `digits` fits, or None."""
+    for name, low, high, lengths in CARD_ISSUERS:
+        if len(digits) in lengths and low <= digits[: len(low)] <= high:
+            return name
+    return None
+
+
+def luhn_card(value: str | bytes) -> bool:
+    """A payment card number: 12-19 digits, a known issuer prefix and length, and a valid Luhn digit."""
+    digits = _digits(value)
+    return 12 <= len(digits) <= 19 and card_issuer(digits) is not None and luhn_ok(digits)
+
+
+# --- national identifiers ------------------------------------------------------------------------
+
+
+def us_ssn(value: str | bytes) -> bool:
+    """A US Social Security number: area not 000/666/900-999, group not 00, serial not 0000."""
+    digits = _digits(value)
+    if len(digits) != 9:
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area != "000" and area != "666" and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def my_number_check_digit(first11: str) -> int:
+    """The check digit of a Japanese Individual Number (マイナンバー) from its first 11 digits.
+
+    Weights, counted from the digit left of the check digit: n + 1 for n = 1..6, n - 5 for n = 7..11.
+    """
+    if len(first11) != 11 or not first11.isdigit():
+        raise ValueError("expected 11 digits")
+    total = 0
+    for n, ch in enumerate(reversed(first11), start=1):
+        total += int(ch) * (n + 1 if n <= 6 else n - 5)
+    remainder = total % 11
+    return 0 if remainder <= 1 else 11 - remainder
+
+
+def jp_my_number(value: str | bytes) -> bool:
+    """A Japanese Individual Number: exactly 12 digits whose last digit is the official check digit."""
+    digits = _digits(value)
+    return len(digits) == 12 and my_number_check_digit(digits[:11]) == int(digits[11])
+
+
+# --- bank accounts -------------------------------------------------------------------------------
+
+# IBAN length per country (SWIFT IBAN registry): SEPA countries and the other common ones.
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
+    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
+    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
+    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
+    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}  # fmt: skip
+
+
+def iban_mod97(iban: str) -> int:
+    """ISO 7064 mod 97-10 of an IBAN (country and check digits moved to the end, letters as 10..35)."""
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+
+
+def iban_check_digits(country: str, bban: str) -> str:
+    """The two check digits that make `country + check + bban` a valid IBAN."""
+    return f"{98 - iban_mod97(country + '00' + bban):02d}"
+
+
+def iban(value: str | bytes) -> bool:
+    """An IBAN: known country, that country's exact length, alphanumeric BBAN, mod-97 remainder 1."""
+    compact = "".join(_text(value).split()).upper()
+    if not (15 <= len(compact) <= 34) or not compact.isascii() or not compact.isalnum():
+        return False
+    country, check = compact[:2], compact[2:4]
+    if IBAN_LENGTHS.get(country) != len(compact) or not check.isdigit():
+        return False
+    return check not in ("00", "01", "99") and iban_mod97(compact) == 1
+
+
+# --- phone numbers -------------------------------------------------------------------------------
+
+
+def _nanp_ten(digits: str) -> bool:
+    if len(digits) != 10:
+        return False
+    area, exchange = digits[:3], digits[3:6]
+    if area[0] in "01" or area[1] == "9" or area[1:] == "11":
+        return False
+    return exchange[0] not in "01" and exchange[1:] != "11"
+
+
+def nanp_phone(value: str | bytes) -> bool:
+    """A North American number: optional country code 1, area code and exchange NXX and not N11."""
+    digits = _digits(value)
+    if len(digits) == 11 and digits[0] == "1":
+        digits = digits[1:]
+    return _nanp_ten(digits)
+
+
+_JP_ELEVEN_DIGIT_PREFIXES = ("050", "060", "070", "080", "090", "0800")
+
+
+def _jp_national(digits: str) -> bool:
+    if len(digits) < 10 or digits[0] != "0" or digits[1] == "0":
+        return False
+    return len(digits) == (11 if digits.startswith(_JP_ELEVEN_DIGIT_PREFIXES) else 10)
+
+
+def jp_phone(value: str | bytes) -> bool:
+    """A Japanese number in national format: trunk 0, then 9 digits (fixed, 0120, 0570) or 10 digits
+    (mobile 070/080/090, IP phone 050, 0800 free dial)."""
+    return _jp_national(_digits(value))
+
+
+# Country calling codes (ITU-T E.164 assignments), grouped by length.
+_CC1 = frozenset({"1", "7"})
+_CC2 = frozenset(
+    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 65 66 "
+    "81 82 84 86 90 91 92 93 94 95 98".split()
+)
+_CC3_PREFIXES = ("21", "22", "23", "24", "25", "26", "29", "35", "37", "38", "42", "50", "59", "67", "68",
+                 "69", "80", "85", "87", "88", "96", "97", "99")  # fmt: skip
+
+
+def _country_code(digits: str) -> str | None:
+    if digits[:1] in _CC1:
+        return digits[:1]
+    if digits[:2] in _CC2:
+        return digits[:2]
+    if digits[:2] in _CC3_PREFIXES:
+        return digits[:3]
+    return None
+
+
+def e164(value: str | bytes) -> bool:
+    """An international number: '+', an assigned country code, 8-15 digits in all; +1 numbers must be
+    valid NANP numbers and +81 numbers valid Japanese ones (without the trunk 0)."""
+    text = _text(value).strip()
+    digits = _digits(text)
+    if not text.startswith("+") or not 8 <= len(digits) <= 15:
+        return False
+    code = _country_code(digits)
+    if code is None:
+        return False
+    national = digits[len(code) :]
+    if code == "1":
+        return _nanp_ten(national)
+    if code == "81":
+        return _jp_national("0" + national)
+    return len(national) >= 6
+
+
+# --- internet identifiers and tokens -------------------------------------------------------------
+
+# Trailing "labels" that are file extensions, not TLDs: "icon@2x.png" is an asset name, not an address.
+_NOT_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "css", "js"})
+
+
+def email(value: str | bytes) -> bool:
+    """An e-mail address whose last label is not a file extension (retina assets like x@2x.png)."""
+    text = _text(value)
+    local, sep, domain = text.rpartition("@")
+    return bool(local and sep and "." in domain) and domain.rsplit(".", 1)[1].lower() not in _NOT_TLDS
+
+
+def _b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def jwt(value: str | bytes) -> bool:
+    """A JSON Web Token: three dot-separated base64url segments, the header a JSON object with "alg"."""
+    parts = _text(value).split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        return False
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+
+
+VALIDATORS: dict[str, Validator] = {
+    "luhn_card": luhn_card,
+    "us_ssn": us_ssn,
+    "iban": iban,
+    "jp_my_number": jp_my_number,
+    "nanp_phone": nanp_phone,
+    "jp_phone": jp_phone,
+    "e164": e164,
+    "email": email,
+    "jwt": jwt,
+}
+
+
+def get_validator(name: str, where: str) -> Validator:
+    """The validator called `name`; `where` names the setting (e.g. "rules.custom[0].validator")."""
+    try:
+        return VALIDATORS[name]
+    except KeyError:
+        known = ", ".join(sorted(VALIDATORS))
+        raise ValueError(f"{where}: unknown validator {name!r} (known: {known})") from None

@@ -1,0 +1,298 @@
+"""The daemon end to end: real inotify on real folders, the real process, its audit log and quarantine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+from .daemon_harness import DaemonProcess, audit_records
+
+PII = "Customer: jane.doe@example.org, card 4111 1111 1111 1111, call +1 415 555 0132\n"
+CLEAN = "Weekly status: all systems nominal. Next review on Thursday.\n"
+
+
+class Drop:
+    """A drop-folder layout in tmp_path and a config that watches it."""
+
+    def __init__(self, root: Path, extra: str = "", release: bool = True) -> None:
+        self.root = root
+        self.inbox = root / "drop" / "inbox"
+        self.outbound = root / "drop" / "outbound"
+        self.quarantine = root / "drop" / ".quarantine"
+        self.alerts = root / "log" / "alerts.jsonl"
+        self.audit = root / "log" / "audit.jsonl"
+        self.state = root / "state"
+        self.inbox.mkdir(parents=True)
+        self.config = root / "dropwarden.toml"
+        release_line = f'release_to = "{self.outbound}"\n' if release else ""
+        self.config.write_text(
+            f'[state]\ndir = "{self.state}"\n[audit]\npath = "{self.audit}"\n'
+            f"[daemon]\nreconcile_interval = 5.0\nsettle_stat = 0.3\n{extra}"
+            f'[[watch]]\nname = "inbox"\npath = "{self.inbox}"\nquarantine_dir = "{self.quarantine}"\n'
+            f"{release_line}"
+            f'[[alerts.sink]]\ntype = "jsonl"\npath = "{self.alerts}"\n'
+        )
+
+    def daemon(self, **env: str) -> DaemonProcess:
+        return DaemonProcess(self.config, self.audit, env)
+
+    def sidecars(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.quarantine.glob("*.json"))]
+
+    def alert_lines(self) -> list[dict]:
+        if not self.alerts.exists():
+            return []
+        return [json.loads(line) for line in self.alerts.read_text().splitlines()]
+
+    def verify_audit(self) -> subprocess.CompletedProcess:
+        return run_cli("audit", "verify", "--config", str(self.config), str(self.audit))
+
+
+@pytest.fixture
+def drop(tmp_path: Path) -> Drop:
+    return Drop(tmp_path)
+
+
+@pytest.fixture
+def running(drop: Drop):
+    daemon = drop.daemon().start()
+    yield daemon
+    daemon.stop()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_file_with_pii_is_quarantined_alerted_and_audited(drop, running):
+    dropped = write(drop.inbox / "customers.txt", PII)
+    os.chmod(dropped, 0o640)
+    running.wait_for(lambda: drop.sidecars(), what="quarantine sidecar")
+
+    assert not dropped.exists()
+    (sidecar,) = drop.sidecars()
+    item = drop.quarantine / sidecar["id"]
+    assert item.read_text() == PII
+    assert sidecar["original_path"] == str(dropped)
+    assert sidecar["mode"] in ("0o640", "0640", "640")
+    assert {f["type"] for f in sidecar["findings"]} >= {"EMAIL", "CREDIT_CARD"}
+    assert os.stat(drop.quarantine).st_mode & 0o777 == 0o700
+
+    (decision,) = running.decisions_for("customers.txt")
+    assert decision["verdict"] == "finding" and decision["outcome"] == "finding"
+    assert [a["op"] for a in decision["actions"]] == ["quarantine", "alert"]
+    assert sidecar["audit_seq"] == next(r["seq"] for r in running.records("decision"))
+    done = running.wait_for(lambda: running.records("action.done"), what="action.done")
+    assert done[0]["body"]["id"] == sidecar["id"]
+
+    (alert,) = running.wait_for(drop.alert_lines, what="alert")
+    assert alert["event"]["kind"] == "alert"
+    assert alert["file"]["hash"]["sha256"] == sidecar["sha256"]
+    everything = drop.audit.read_text() + drop.alerts.read_text() + json.dumps(sidecar)
+    for raw in ("jane.doe@example.org", "4111 1111 1111 1111", "4111111111111111", "415 555 0132"):
+        assert raw not in everything
+
+    running.stop()
+    verified = drop.verify_audit()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_clean_file_is_released_and_nothing_is_alerted(drop, running):
+    write(drop.inbox / "status.txt", CLEAN)
+    released = drop.outbound / "status.txt"
+    running.wait_for(released.exists, what="release")
+    assert released.read_text() == CLEAN
+    assert not (drop.inbox / "status.txt").exists()
+    (decision,) = running.decisions_for("status.txt")
+    assert decision["verdict"] == "clean" and [a["op"] for a in decision["actions"]] == ["release"]
+    assert drop.alert_lines() == []
+
+
+def test_a_clean_file_stays_put_without_release_to(tmp_path):
+    drop = Drop(tmp_path, release=False)
+    daemon = drop.daemon().start()
+    try:
+        write(drop.inbox / "status.txt", CLEAN)
+        daemon.wait_for(lambda: daemon.decisions_for("status.txt"), what="decision")
+        assert (drop.inbox / "status.txt").read_text() == CLEAN
+        assert daemon.decisions_for("status.txt")[0]["actions"] == []
+    finally:
+        daemon.stop()
+
+
+def test_a_slow_writer_is_judged_once_on_its_final_content(drop, running):
+    target = drop.inbox / "slow.txt"
+    with target.open("w") as handle:
+        handle.write(CLEAN)
+        handle.flush()
+        for _ in range(5):
+            time.sleep(0.5)
+            handle.write("more clean text\n")
+            handle.flush()
+        handle.write(PII)
+    running.wait_for(lambda: running.decisions_for("slow.txt"), what="decision")
+    time.sleep(1.5)
+    (decision,) = running.decisions_for("slow.txt")
+    assert decision["verdict"] == "finding"
+    assert decision["identity"]["size"] == len(CLEAN) + 5 * len("more clean text\n") + len(PII)
+
+
+def test_an_atomic_rename_in_is_judged(drop, running, tmp_path):
+    staging = tmp_path / "staging.txt"
+    staging.write_text(PII)
+    os.rename(staging, drop.inbox / "renamed-in.txt")
+    partial = drop.inbox / "report.part"
+    partial.write_text(PII)
+    os.rename(partial, drop.inbox / "report.txt")
+    running.wait_for(lambda: len(drop.sidecars()) == 2, what="both quarantined")
+    assert running.decisions_for("renamed-in.txt") and running.decisions_for("report.txt")
+    assert not running.decisions_for("report.part"), "an ignored partial name was judged"
+
+
+def test_files_dropped_while_the_daemon_is_down_are_judged_at_next_start(drop):
+    daemon = drop.daemon().start()
+    daemon.stop()
+    write(drop.inbox / "offline-pii.txt", PII)
+    (drop.inbox / "sub").mkdir()
+    write(drop.inbox / "sub" / "offline-clean.txt", CLEAN)
+    daemon = drop.daemon().start()
+    try:
+        daemon.wait_for(
+            lambda: drop.sidecars() and (drop.outbound / "sub" / "offline-clean.txt").exists(),
+            what="catch-up",
+        )
+        assert daemon.decisions_for("offline-pii.txt")[0]["origin"] == "reconcile"
+    finally:
+        daemon.stop()
+
+
+def test_links_fifos_and_hard_links_are_skipped_untouched_and_audited(drop, running, tmp_path):
+    secret = write(tmp_path / "outside-secret.txt", PII)
+    (drop.inbox / "link.txt").symlink_to(secret)
+    os.mkfifo(drop.inbox / "pipe")
+    original = write(tmp_path / "original.txt", PII)
+    os.link(original, drop.inbox / "hardlink.txt")
+
+    def skipped() -> dict[str, str]:
+        return {Path(r["body"]["path"]).name: r["body"]["reason"] for r in running.records("skipped")}
+
+    running.wait_for(lambda: len(skipped()) == 3, what="three skipped records")
+    assert skipped() == {"link.txt": "symlink", "pipe": "not_regular", "hardlink.txt": "hard_linked"}
+    assert secret.read_text() == PII and original.read_text() == PII
+    assert (drop.inbox / "link.txt").is_symlink() and (drop.inbox / "hardlink.txt").exists()
+    assert drop.sidecars() == []
+
+
+def test_names_with_newlines_and_invalid_utf8_are_judged_and_recorded_exactly(drop, running):
+    raw_name = b"evil\nname\xff.txt"
+    with open(os.path.join(os.fsencode(drop.inbox), raw_name), "wb") as handle:
+        handle.write(PII.encode())
+    (sidecar,) = running.wait_for(drop.sidecars, what="quarantine")
+    import base64
+
+    assert base64.b64decode(sidecar["original_path_b64"]) == os.fsencode(drop.inbox) + b"/" + raw_name
+    (decision,) = [r["body"] for r in running.records("decision")]
+    assert base64.b64decode(decision["path_b64"]).endswith(raw_name)
+
+
+def test_a_bad_configuration_on_reload_is_rejected_and_the_old_one_kept(drop, running):
+    good = drop.config.read_text()
+    drop.config.write_text(good + "\n[limits]\nmax_fil_size = 3\n")
+    running.signal(signal.SIGHUP)
+    running.wait_for(lambda: running.records("daemon.reload"), what="reload record")
+    assert running.records("daemon.reload")[0]["body"]["accepted"] is False
+    write(drop.inbox / "after-bad-reload.txt", PII)
+    running.wait_for(drop.sidecars, what="still judging")
+    drop.config.write_text(good.replace("on_finding", "on_finding") + '\n[rules]\ndisable = ["pii.email"]\n')
+    running.signal(signal.SIGHUP)
+    running.wait_for(lambda: len(running.records("daemon.reload")) == 2, what="second reload")
+    assert running.records("daemon.reload")[1]["body"]["accepted"] is True
+
+
+def test_sigterm_drains_and_exits_zero(drop):
+    daemon = drop.daemon().start()
+    for index in range(50):
+        write(drop.inbox / f"f{index}.txt", CLEAN)
+    assert daemon.stop() == 0
+    stop = daemon.records("daemon.stop")
+    assert stop, "no daemon.stop record"
+    assert drop.verify_audit().returncode == 0
+
+
+def test_a_burst_of_ten_thousand_files_is_judged_exactly_once_each(tmp_path):
+    drop = Drop(tmp_path, release=False)
+    daemon = drop.daemon().start()
+    try:
+        count = 10_000
+        for index in range(count):
+            (drop.inbox / f"burst-{index:05d}.txt").write_text(f"line {index}: nothing to see here\n")
+        daemon.wait_for(lambda: len(daemon.records("decision")) >= count, timeout=240, what="all decisions")
+        time.sleep(2)
+        names = [Path(r["body"]["path"]).name for r in daemon.records("decision")]
+        assert len(names) == count
+        assert len(set(names)) == count
+    finally:
+        daemon.stop()
+
+
+def test_kill_9_during_a_burst_loses_nothing(tmp_path):
+    import random
+
+    drop = Drop(tmp_path)
+    rng = random.Random(7)
+    names = [f"k{index:04d}.txt" for index in range(600)]
+    contents = {name: (PII if index % 3 == 0 else CLEAN) for index, name in enumerate(names)}
+    daemon = drop.daemon().start()
+    written = 0
+    for _round in range(3):
+        batch = names[written : written + 200]
+        for name in batch:
+            write(drop.inbox / name, contents[name])
+        written += len(batch)
+        time.sleep(rng.uniform(0.05, 0.6))
+        daemon.kill()
+        daemon = drop.daemon().start()
+    try:
+
+        def settled() -> bool:
+            in_folder = {p.name for p in drop.inbox.iterdir()}
+            return not in_folder and len(drop.sidecars()) + len(list(drop.outbound.iterdir())) == len(names)
+
+        daemon.wait_for(settled, timeout=120, what="every file released or quarantined")
+    finally:
+        daemon.stop()
+    sidecars = drop.sidecars()
+    quarantined = {Path(s["original_path"]).name for s in sidecars}
+    released = {p.name for p in drop.outbound.iterdir()}
+    assert quarantined | released == set(names)
+    assert {n for n in names if contents[n] == PII} == quarantined
+    decided_seqs = {r["seq"] for r in audit_records(drop.audit, "decision")}
+    for sidecar in sidecars:
+        assert (drop.quarantine / sidecar["id"]).exists()
+        assert sidecar["audit_seq"] in decided_seqs
+    verified = drop.verify_audit()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_daemon_refuses_a_quarantine_directory_that_is_a_symlink(tmp_path):
+    drop = Drop(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    drop.quarantine.symlink_to(elsewhere)
+    result = subprocess.run(
+        [sys.executable, "-m", "dropwarden", "run", "--config", str(drop.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "quarantine" in result.stderr and "cannot start" in result.stderr
