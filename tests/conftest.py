@@ -31,13 +31,16 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def write_config(tmp_path: Path, state_dir: Path):
-    """Write a config file whose state and audit paths live in tmp_path, plus the given TOML body."""
+    """Write a config file with the given TOML body; a drop-in beside it keeps state and audit in tmp_path."""
 
     def write(body: str = "", name: str = "dropwarden.toml") -> Path:
         path = tmp_path / "etc" / name
-        path.parent.mkdir(exist_ok=True)
-        header = f'[state]\ndir = "{state_dir}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
-        path.write_text(header + body if "[state]" not in body else body)
+        dropins = path.parent / (path.stem + ".d")
+        dropins.mkdir(parents=True, exist_ok=True)
+        (dropins / "00-test-paths.toml").write_text(
+            f'[state]\ndir = "{state_dir}"\n[audit]\npath = "{tmp_path / "audit.jsonl"}"\n'
+        )
+        path.write_text(body)
         return path
 
     return write

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dropwarden.audit import AuditError, AuditLog, verify
 from dropwarden.audit.chain import GENESIS_PREV, canonical, checkpoint_mac, evolve, key_id, record_hash
 from dropwarden.audit.store import anchor_path, current_key_path, k0_path, read_key_file
 from dropwarden.cli import build_cli
 from dropwarden.config import AuditSettings
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # With every=5 and 12 appends the log is (seq: line - 1):
 #   0 log.open, 1 checkpoint(open, epoch 0), 2-6 records, 7 checkpoint(count, 1), 8-12 records,

@@ -156,13 +156,20 @@ def test_sidecar_records_the_original_and_is_0600(store: QuarantineStore, drop: 
     assert meta["id"] == item_id
     assert base64.b64decode(meta["original_path_b64"]) == full
     assert base64.b64decode(meta["relative_path_b64"]) == relative
-    assert "\n" not in meta["original_path"] and meta["original_path"].endswith("report\\nfinal\\xff\\xfe.txt")
+    assert "\n" not in meta["original_path"] and meta["original_path"].endswith(
+        "report\\nfinal\\xff\\xfe.txt"
+    )
     assert meta["owner"] == {"uid": st.st_uid, "gid": st.st_gid}
     assert meta["mode"] == "0604"
     assert meta["size"] == len(SECRET) and meta["mtime_ns"] == st.st_mtime_ns
     assert meta["ctime_ns"] == snapshot.ctime_ns
     assert meta["sha256"] == hashlib.sha256(SECRET).hexdigest()
-    assert (meta["verdict"], meta["reason"], meta["watch"], meta["audit_seq"]) == ("finding", None, "inbox", 7)
+    assert (meta["verdict"], meta["reason"], meta["watch"], meta["audit_seq"]) == (
+        "finding",
+        None,
+        "inbox",
+        7,
+    )
     assert meta["findings"][0]["type"] == "CREDIT_CARD"
     assert meta["quarantined_at"].endswith("Z") and "T" in meta["quarantined_at"]
     assert meta["dropwarden_version"]
@@ -309,6 +316,35 @@ def test_restore_into_another_directory(store: QuarantineStore, drop: Path, tmp_
     assert os.listdir(store.path) == []
 
 
+def test_restore_to_another_file_system_copies_and_verifies(
+    store: QuarantineStore, drop: Path, tmp_path: Path
+):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is not a separate file system here")
+    target = shm / f"dropwarden-test-{os.getpid()}-{tmp_path.name}"
+    target.mkdir()
+    try:
+        put_file(drop, b"card.txt", mode=0o604)
+        mtime_ns = os.stat(drop / "card.txt").st_mtime_ns
+        item_id, _, _ = quarantine(store, drop, b"card.txt")
+        (target / "card.txt").write_bytes(b"already here")
+        with pytest.raises(QuarantineError, match="destination exists"):
+            store.restore(item_id, target)
+        assert (target / "card.txt").read_bytes() == b"already here" and store.has_item(item_id)
+        (target / "card.txt").unlink()
+
+        assert store.restore(item_id, target) == target / "card.txt"
+        assert (target / "card.txt").read_bytes() == SECRET
+        assert _mode(target / "card.txt") == 0o604
+        assert os.stat(target / "card.txt").st_mtime_ns == mtime_ns
+        assert os.listdir(store.path) == []
+    finally:
+        for child in target.iterdir():
+            child.unlink()
+        target.rmdir()
+
+
 def test_restore_refuses_an_existing_destination_and_touches_nothing(store: QuarantineStore, drop: Path):
     item_id, _, _ = quarantine(store, drop, ODD_NAME)
     full = put_file(drop, ODD_NAME, b"a new file with the same name", mode=0o600)
@@ -442,7 +478,10 @@ def test_cli_restore_refusals_exit_1_and_change_nothing(cli_setup, drop: Path, t
     result = run_cli("quarantine", "restore", item_id, "--config", str(config))
     assert result.returncode == 1 and "destination exists" in result.stderr
     assert (drop / "card.txt").read_bytes() == b"newer" and store.has_item(item_id)
-    assert [r["body"]["phase"] for r in audit_records(tmp_path, "quarantine.restore")] == ["intent", "refused"]
+    assert [r["body"]["phase"] for r in audit_records(tmp_path, "quarantine.restore")] == [
+        "intent",
+        "refused",
+    ]
 
     target = tmp_path / "review"
     target.mkdir()

@@ -64,9 +64,11 @@ class DetectorRunner:
     def _run_one(self, detector: Detector, view: View, ctx: DetectContext) -> DetectorRun:
         source = f"detector {detector.id} on {view.name}"
         started = time.perf_counter()
-        future = self._pool.submit(detector.detect, view, ctx)
         try:
-            findings = tuple(future.result(timeout=self.timeout))
+            if getattr(detector, "bounded", False):
+                findings = tuple(detector.detect(view, ctx))
+            else:
+                findings = tuple(self._pool.submit(detector.detect, view, ctx).result(timeout=self.timeout))
             problem = None
         except concurrent.futures.TimeoutError:
             findings, problem = (), Problem(Reason.TIMEOUT, f"no answer within {self.timeout:g}s", source)

@@ -332,8 +332,8 @@ class QuarantineStore:
         try:
             return opener()
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                why = "a symbolic link on the way (not followed)"
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                why = "a symbolic link or non-directory on the way (links are not followed)"
             elif exc.errno == errno.ENOENT:
                 why = "it no longer exists (restore with --to DIR)"
             else:
@@ -371,6 +371,8 @@ class QuarantineStore:
                 os.close(fd)
                 fd, copied = out, True
             _restore_metadata(fd, meta)
+            if copied and isinstance(meta.get("mtime_ns"), int):
+                os.utime(fd, ns=(meta["mtime_ns"], meta["mtime_ns"]))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -425,15 +427,19 @@ def _open_parent(path: Path, create: bool) -> int:
         raise QuarantineError(f"cannot open {base} (parent of quarantine {path}): {exc.strerror}") from None
     try:
         for part in reversed(missing):
-            fd = _mkdir_open(fd, part, path)
+            base = base / part
+            nxt = _mkdir_open(fd, base)
+            os.close(fd)
+            fd = nxt
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def _mkdir_open(parent_fd: int, name: str, path: Path) -> int:
-    """mkdir `name` 0700 under parent_fd (if missing), open it without following links; closes parent_fd."""
+def _mkdir_open(parent_fd: int, path: Path) -> int:
+    """mkdir `path.name` 0700 in parent_fd (if missing) and open it without following links."""
+    name = path.name
     try:
         try:
             os.mkdir(name, 0o700, dir_fd=parent_fd)
@@ -442,11 +448,10 @@ def _mkdir_open(parent_fd: int, name: str, path: Path) -> int:
             created = False
         fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
-        raise QuarantineError(_open_problem(path, exc)) from None
-    finally:
-        os.close(parent_fd)
+        raise QuarantineError(_open_problem(path, exc, parent_fd)) from None
     if created:
         os.fchmod(fd, 0o700)  # whatever the umask
+        fsync_dir(parent_fd)
     return fd
 
 
@@ -466,11 +471,16 @@ def _open_store_dir(path: Path, parent_fd: int, create: bool) -> int:
     except FileNotFoundError:
         raise QuarantineError(f"quarantine directory {path} does not exist") from None
     except OSError as exc:
-        raise QuarantineError(_open_problem(path, exc)) from None
+        raise QuarantineError(_open_problem(path, exc, parent_fd)) from None
 
 
-def _open_problem(path: Path, exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
+def _open_problem(path: Path, exc: OSError, parent_fd: int) -> str:
+    """O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR (or ELOOP): lstat says which it was."""
+    try:
+        is_link = stat.S_ISLNK(os.stat(path.name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        is_link = False
+    if exc.errno == errno.ELOOP or is_link:
         return f"refusing quarantine directory {path}: it is a symbolic link"
     if exc.errno == errno.ENOTDIR:
         return f"refusing quarantine directory {path}: it (or a component) is not a directory"

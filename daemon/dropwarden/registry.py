@@ -27,6 +27,9 @@ class Detector(Protocol):
 
     The core calls `detect` (not a hook fan-out) so it can apply timeouts, the GPU gate and fault
     isolation per detector. An exception becomes an `unscanned` problem, never "clean".
+
+    A detector whose running time is bounded by construction (linear-time matching, no I/O) may set
+    `bounded = True`: the core then calls it in the caller's thread, saving a thread hand-off per call.
     """
 
     id: str

@@ -29,6 +29,7 @@ _MAGIC: tuple[tuple[int, bytes, str, str], ...] = (
 )
 
 _SAMPLE = 8192
+_CONTROL_BYTES = bytes(b for b in range(0x20) if b not in b"\t\n\r\f\v\x1b")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def looks_like_text(sample: bytes) -> bool:
         return True
     if b"\x00" in sample:
         return False
-    controls = sum(1 for byte in sample if byte < 0x20 and byte not in b"\t\n\r\f\v\x1b")
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
     return controls <= len(sample) // 100
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -43,6 +45,18 @@ class WatchedTree:
         if is_ignored(os.path.basename(rel), self.settings.ignore):
             return None
         return rel
+
+
+# Subscribing only to what settling needs keeps the kernel queue (and watchdog's Python work) small:
+# no IN_MODIFY per write(2), no IN_OPEN/IN_CLOSE_NOWRITE for our own reads.
+_INOTIFY_EVENTS = [
+    FileCreatedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -86,8 +100,9 @@ class Watcher:
         if inotify_trees:
             observer = InotifyObserver(generate_full_events=True)
             for tree in inotify_trees:
+                handler = _Handler(tree, settler, polling=False)
                 observer.schedule(
-                    _Handler(tree, settler, polling=False), tree.root, recursive=tree.settings.recursive
+                    handler, tree.root, recursive=tree.settings.recursive, event_filter=_INOTIFY_EVENTS
                 )
             self._observers.append(observer)
         for tree in trees:

@@ -119,8 +119,8 @@ class _Plan:
         self.forward = longest + rule.lookahead + MARGIN
 
 
-def _on_hit(rule: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
-    hits[rule].append(end)
+def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
+    hits[expression].append(end)
 
 
 class HyperscanEngine:
@@ -138,27 +138,39 @@ class HyperscanEngine:
         # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
         # in prefilter mode, run as one whole-text `finditer` each.
         candidates = [index for index, rule in enumerate(rules) if not rule.unicode]
-        self._db = self._compile(candidates, rules) if candidates else None
-        if self._db is None and candidates:
-            candidates = [index for index in candidates if self._compile([index], rules) is not None]
-            self._db = self._compile(candidates, rules) if candidates else None
-        compiled = set(candidates) if self._db is not None else set()
-        self.fallback = [index for index in range(len(rules)) if index not in compiled]
+        compiled = self._compile({index: _expressions(rules[index], hyperscan) for index in candidates})
+        if compiled is None:
+            candidates = [
+                index for index in candidates if self._compile({index: _expressions(rules[index], hyperscan)})
+            ]
+            compiled = self._compile({index: _expressions(rules[index], hyperscan) for index in candidates})
+        self._db, self._expression_count, self._rule_expressions = compiled or (None, 0, {})
+        self.fallback = [index for index in range(len(rules)) if index not in self._rule_expressions]
 
-    def _compile(self, indexes: list[int], rules: Sequence[Rule]) -> Any:
+    def _compile(
+        self, wanted: dict[int, list[tuple[bytes, int]]]
+    ) -> tuple[Any, int, dict[int, tuple[int, ...]]] | None:
+        """One database for the rules' expressions; equal expressions (a trigger shared by several
+        rules) are compiled once and their hits go to every rule that names them."""
+        ids: dict[tuple[bytes, int], int] = {}
+        rule_expressions = {
+            index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
+            for index, expressions in wanted.items()
+        }
+        if not ids:
+            return None
         hs = self._hs
-        expressions, flags = [], []
-        for index in indexes:
-            rule = rules[index]
-            verbose = bool(rule.regex.flags & re.VERBOSE)
-            expressions.append(prefilter_expression(rule.prefilter or rule.pattern, verbose).encode("utf-8"))
-            flags.append(hs.HS_FLAG_PREFILTER | (hs.HS_FLAG_CASELESS if rule.ignore_case else 0))
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
-            db.compile(expressions=expressions, ids=indexes, elements=len(indexes), flags=flags)
+            db.compile(
+                expressions=[expression for expression, _ in ids],
+                ids=list(ids.values()),
+                elements=len(ids),
+                flags=[flags for _, flags in ids],
+            )
         except hs.error:
             return None
-        return db
+        return db, len(ids), rule_expressions
 
     def _scratch(self) -> Any:
         scratch = getattr(self._local, "scratch", None)
@@ -167,26 +179,30 @@ class HyperscanEngine:
         return scratch
 
     def scan(self, data: bytes, text: str) -> list[Span]:
-        byte_spans: list[Span] = []
-        char_spans: list[Span] = []
         if not data:
             return []
+        byte_spans: list[Span] = []
+        char_spans: list[Span] = []
         plans = self._plans
-        hits: list[list[int]] = [[] for _ in plans]
         if self._db is not None:
+            hits: list[list[int]] = [[] for _ in range(self._expression_count)]
             self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
-        size = len(data)
-        for index, ends in enumerate(hits):
-            if not ends:
-                continue
-            plan = plans[index]
-            finditer = plan.regex.finditer
-            for ws, max_end, we in _regions(ends, plan.back, plan.forward, size):
-                for m in finditer(data, ws, we):
-                    start = m.start()
-                    if start > max_end:
-                        break
-                    byte_spans.append((index, start, m.end()))
+            size = len(data)
+            for index, expression_ids in self._rule_expressions.items():
+                if len(expression_ids) == 1:
+                    ends = hits[expression_ids[0]]
+                else:
+                    ends = [end for expression in expression_ids for end in hits[expression]]
+                if not ends:
+                    continue
+                plan = plans[index]
+                finditer = plan.regex.finditer
+                for ws, max_end, we in _regions(ends, plan.back, plan.forward, size):
+                    for m in finditer(data, ws, we):
+                        start = m.start()
+                        if start > max_end:
+                            break
+                        byte_spans.append((index, start, m.end()))
         for index in self.fallback:
             plan = plans[index]
             if plan.unicode:
@@ -194,6 +210,18 @@ class HyperscanEngine:
             else:
                 byte_spans.extend((index, *m.span()) for m in plan.regex.finditer(data))
         return finish(data, text, byte_spans, char_spans)
+
+
+def _expressions(rule: Rule, hs: Any) -> list[tuple[bytes, int]]:
+    """The hyperscan expressions (with flags) whose hits stand for `rule`'s match ends."""
+    flags = hs.HS_FLAG_PREFILTER | (hs.HS_FLAG_CASELESS if rule.ignore_case else 0)
+    if not rule.prefilter:
+        verbose = bool(rule.regex.flags & re.VERBOSE)
+        return [(prefilter_expression(rule.pattern, verbose).encode("utf-8"), flags)]
+    return [
+        (prefilter_expression(source, bool(re.compile(source).flags & re.VERBOSE)).encode("utf-8"), flags)
+        for source in rule.prefilter
+    ]
 
 
 def _regions(ends: list[int], back: int, forward: int, size: int) -> list[tuple[int, int, int]]:

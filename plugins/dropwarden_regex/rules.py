@@ -30,8 +30,9 @@ class Rule:
 
     `regex` is a bytes pattern matched against the view's UTF-8 bytes (ASCII semantics for \\d \\w \\b),
     unless `unicode` is set: patterns holding non-ASCII characters, or str-only syntax, are matched
-    against the decoded text instead. `prefilter` (packs only) is an optional cheaper expression for
-    hyperscan that must report every end offset of a match of `pattern` (typically a suffix of it). `width` is the (min, max) match length in bytes (characters for
+    against the decoded text instead. `prefilter` (packs only) holds optional cheaper expressions for
+    hyperscan that together report every end offset of a match of `pattern` (a suffix of it, or a
+    trigger shared by several rules such as "a digit run with separators"). `width` is the (min, max) match length in bytes (characters for
     unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
     """
 
@@ -46,14 +47,14 @@ class Rule:
     context_window: int
     ignore_case: bool
     max_length: int | None
-    prefilter: str | None
+    prefilter: tuple[str, ...] | None
     source: str
     unicode: bool
     regex: re.Pattern[Any]
     width: tuple[int, int]
     lookahead: int
 
-    def engine_key(self) -> tuple[str, bool, int | None, str | None]:
+    def engine_key(self) -> tuple[str, bool, int | None, tuple[str, ...] | None]:
         """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
         return (self.pattern, self.ignore_case, self.max_length, self.prefilter)
 
@@ -88,10 +89,12 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
         raise ValueError(f"{where}.max_length: expected a positive integer (got {max_length!r})")
     prefilter = spec.get("prefilter")
     if prefilter is not None:
-        try:
-            re.compile(prefilter.encode("ascii"))
-        except (re.error, UnicodeEncodeError) as exc:
-            raise ValueError(f"{where}.prefilter: invalid ASCII regular expression: {exc}") from None
+        prefilter = (prefilter,) if isinstance(prefilter, str) else tuple(prefilter)
+        for expression in prefilter:
+            try:
+                re.compile(expression.encode("ascii"))
+            except (re.error, UnicodeEncodeError, AttributeError) as exc:
+                raise ValueError(f"{where}.prefilter: invalid ASCII regular expression: {exc}") from None
 
     regex, unicode = _compile(pattern, ignore_case, where)
     parsed = sre_parse.parse(regex.pattern, regex.flags)

@@ -164,7 +164,7 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
             _refuse(f"not restored: {item_id} cannot be restored without an audit record")
         try:
             restored = store.restore(item_id, to_dir)
-        except QuarantineError as exc:
+        except (QuarantineError, OSError) as exc:
             audit_event(
                 settings,
                 "quarantine.restore",
