@@ -150,39 +150,52 @@ class Recall:
         }
 
 
-def run_dropwarden(chunks: list[str], engine: str | None, repeat: int) -> tuple[Run, list[list[Any]]]:
-    """Time RegexDetector.detect over every chunk; the median of `repeat` passes is reported."""
-    run = Run("dropwarden")
-    try:
+class Harness:
+    """Builds `RegexDetector`s from the default settings (`Settings().rules`) and runs them over chunks,
+    one `TextView` per chunk. Raises ImportError when dropwarden's regex plugin is not importable."""
+
+    def __init__(self, engine: str | None) -> None:
         from dropwarden.config import Settings
         from dropwarden.redact import Fingerprinter
         from dropwarden.registry import DetectContext
         from dropwarden.views import TextView
         from dropwarden_regex.detector import RegexDetector
-    except ImportError as exc:
-        run.status = f"not installed ({exc})"
-        return run, []
 
+        self._detector_class = RegexDetector
+        self._view_class = TextView
+        self.rules = Settings().rules
+        if engine:
+            self.rules = self.rules.model_copy(update={"engine": engine})
+        self.ctx = DetectContext(fingerprint=Fingerprinter(b"k" * 32))
+
+    def detector(self, disable: list[str] | None = None) -> Any:
+        """A detector (rules in `disable` switched off), warmed up on a short text."""
+        rules = self.rules.model_copy(update={"disable": disable}) if disable else self.rules
+        detector = self._detector_class(rules)
+        self.scan(detector, ["warm-up a@example.com 4111 1111 1111 1111"])
+        return detector
+
+    def scan(self, detector: Any, chunks: list[str]) -> list[list[Any]]:
+        view = self._view_class
+        return [
+            detector.detect(view(name="text", text=chunk, encoding="utf-8"), self.ctx) for chunk in chunks
+        ]
+
+
+def run_dropwarden(harness: Harness, chunks: list[str], repeat: int) -> tuple[Run, list[list[Any]]]:
+    """Time the detector over every chunk; the median of `repeat` passes is reported."""
+    run = Run("dropwarden")
     start = time.perf_counter()
-    rules = Settings().rules
-    if engine:
-        rules = rules.model_copy(update={"engine": engine})
-    detector = RegexDetector(rules)
-    ctx = DetectContext(fingerprint=Fingerprinter(b"k" * 32))
-    detector.detect(
-        TextView(name="text", text="warm-up a@example.com 4111 1111 1111 1111", encoding="utf-8"), ctx
-    )
+    detector = harness.detector()
     run.setup_seconds = time.perf_counter() - start
-    run.detail = _describe_detector(detector, engine)
+    run.detail = _describe_detector(detector)
 
     passes: list[tuple[float, float]] = []
     results: list[list[Any]] = []
     for i in range(max(1, repeat)):
         this = Run("pass")
-        out: list[list[Any]] = []
         with timed(this):
-            for chunk in chunks:
-                out.append(detector.detect(TextView(name="text", text=chunk, encoding="utf-8"), ctx))
+            out = harness.scan(detector, chunks)
         passes.append((this.seconds, this.cpu_seconds))
         if i == 0:
             results = out
@@ -196,9 +209,9 @@ def run_dropwarden(chunks: list[str], engine: str | None, repeat: int) -> tuple[
     return run, results
 
 
-def _describe_detector(detector: Any, engine: str | None) -> str:
+def _describe_detector(detector: Any) -> str:
     name = getattr(getattr(detector, "engine", None), "name", None)
-    parts = [f"engine={name}" if isinstance(name, str) else f"engine={engine or 'settings'} (requested)"]
+    parts = [f"engine={name if isinstance(name, str) else '?'}"]
     rules = getattr(detector, "rules", None)
     if isinstance(rules, list):
         parts.append(f"{len(rules)} rules")
@@ -208,28 +221,17 @@ def _describe_detector(detector: Any, engine: str | None) -> str:
     return ", ".join(parts)
 
 
-def per_rule_costs(chunks: list[str], engine: str | None) -> list[tuple[str, float]]:
-    """Each rule alone (every other rule disabled through `rules.disable`): (rule id, ms per MB), costliest
-    first. Each figure includes the fixed per-view cost (encoding, one scan), so they do not add up."""
-    from dropwarden.config import Settings
-    from dropwarden.redact import Fingerprinter
-    from dropwarden.registry import DetectContext
-    from dropwarden.views import TextView
-    from dropwarden_regex.detector import RegexDetector
-
-    rules = Settings().rules
-    if engine:
-        rules = rules.model_copy(update={"engine": engine})
-    ids = [rule.id for rule in RegexDetector(rules).rules]
-    ctx = DetectContext(fingerprint=Fingerprinter(b"k" * 32))
+def per_rule_costs(harness: Harness, chunks: list[str]) -> list[tuple[str, float]]:
+    """Each rule alone (every other rule disabled through `rules.disable`): (rule id, CPU ms per MB),
+    costliest first. Each figure includes the fixed per-view cost, so they do not add up."""
+    ids = [rule.id for rule in harness.detector().rules]
     mb = _nbytes(chunks) / MB
     costs = []
     for rule_id in ids:
-        detector = RegexDetector(rules.model_copy(update={"disable": [i for i in ids if i != rule_id]}))
+        detector = harness.detector(disable=[i for i in ids if i != rule_id])
         run = Run(rule_id)
         with timed(run):
-            for chunk in chunks:
-                detector.detect(TextView(name="text", text=chunk, encoding="utf-8"), ctx)
+            harness.scan(detector, chunks)
         costs.append((rule_id, 1000 * run.cpu_seconds / mb))
     return sorted(costs, key=lambda item: -item[1])
 
@@ -469,13 +471,19 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_or_build(args.mb, args.seed, args.out, args.chunk_kb * 1000, rebuild=args.rebuild)
 
     log(f"dropwarden: {args.repeat} pass(es) over {len(corpus.chunks)} chunks ...")
-    ours, results = run_dropwarden(corpus.chunks, args.engine, args.repeat)
-    recall = measure_recall(corpus.seeded, results) if ours.ok else None
-    del results
+    recall: Recall | None = None
     costs: list[tuple[str, float]] = []
-    if args.per_rule and ours.ok:
-        log("dropwarden: each rule alone ...")
-        costs = per_rule_costs(corpus.chunks, args.engine)
+    try:
+        harness = Harness(args.engine)
+    except ImportError as exc:
+        ours = Run("dropwarden", status=f"not installed ({exc})")
+    else:
+        ours, results = run_dropwarden(harness, corpus.chunks, args.repeat)
+        recall = measure_recall(corpus.seeded, results)
+        del results
+        if args.per_rule:
+            log("dropwarden: each rule alone ...")
+            costs = per_rule_costs(harness, corpus.chunks)
 
     peer_runs: list[Run] = []
     peer_chunks = [] if args.no_peers else corpus.prefix(int(args.peer_mb * MB))

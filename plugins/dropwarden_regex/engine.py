@@ -144,8 +144,22 @@ class HyperscanEngine:
                 index for index in candidates if self._compile({index: _expressions(rules[index], hyperscan)})
             ]
             compiled = self._compile({index: _expressions(rules[index], hyperscan) for index in candidates})
-        self._db, self._expression_count, self._rule_expressions = compiled or (None, 0, {})
-        self.fallback = [index for index in range(len(rules)) if index not in self._rule_expressions]
+        self._db, self._expression_count, rule_expressions = compiled or (None, 0, {})
+        self.fallback = [index for index in range(len(rules)) if index not in rule_expressions]
+        # Rules with the same expressions (a shared trigger) share their regions, sized for the
+        # largest of them: a wider window than a rule needs keeps the result exact (module docstring).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, expression_ids in rule_expressions.items():
+            groups.setdefault(expression_ids, []).append(index)
+        self._groups = [
+            (
+                expression_ids,
+                members,
+                max(self._plans[i].back for i in members),
+                max(self._plans[i].forward for i in members),
+            )
+            for expression_ids, members in groups.items()
+        ]
 
     def _compile(
         self, wanted: dict[int, list[tuple[bytes, int]]]
@@ -188,21 +202,22 @@ class HyperscanEngine:
             hits: list[list[int]] = [[] for _ in range(self._expression_count)]
             self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
             size = len(data)
-            for index, expression_ids in self._rule_expressions.items():
+            for expression_ids, members, back, forward in self._groups:
                 if len(expression_ids) == 1:
                     ends = hits[expression_ids[0]]
                 else:
                     ends = [end for expression in expression_ids for end in hits[expression]]
                 if not ends:
                     continue
-                plan = plans[index]
-                finditer = plan.regex.finditer
-                for ws, max_end, we in _regions(ends, plan.back, plan.forward, size):
-                    for m in finditer(data, ws, we):
-                        start = m.start()
-                        if start > max_end:
-                            break
-                        byte_spans.append((index, start, m.end()))
+                regions = _regions(ends, back, forward, size)
+                for index in members:
+                    finditer = plans[index].regex.finditer
+                    for ws, max_end, we in regions:
+                        for m in finditer(data, ws, we):
+                            start = m.start()
+                            if start > max_end:
+                                break
+                            byte_spans.append((index, start, m.end()))
         for index in self.fallback:
             plan = plans[index]
             if plan.unicode:

@@ -307,7 +307,8 @@ class AuditLog:
                 self._sync_upto(self._written)
             if self._since_checkpoint >= self.settings.checkpoint_every:
                 self._checkpoint_locked("count")
-        if batch and time.monotonic() - self._last_sync >= BATCH_WINDOW:
+        # With the background thread running, it does the batch fsync: appenders never wait for a disk.
+        if batch and self._thread is None and time.monotonic() - self._last_sync >= BATCH_WINDOW:
             self._sync_upto(self._written, BATCH_WINDOW)
         if idle:
             self._kick.set()  # the background thread now has a deadline to keep
