@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,49 @@ def run_cli(
         env=full_env,
         timeout=timeout,
     )
+
+
+def _package(root: Path, name: str, module_source: str, entry_point: str) -> Path:
+    src = root / name
+    (src / name).mkdir(parents=True)
+    (src / name / "__init__.py").write_text(textwrap.dedent(module_source))
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [build-system]
+            requires = ["setuptools"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "{name.replace("_", "-")}"
+            version = "1.2.3"
+            [project.entry-points.dropwarden]
+            {entry_point}
+            [tool.setuptools]
+            packages = ["{name}"]
+            """
+        )
+    )
+    return src
+
+
+def install_plugins(root: Path, site: Path, packages: list[tuple[str, str, str]]) -> Path:
+    """Build each (name, module source, entry point line) as a distribution and pip-install them all
+    into `site`, a separate directory to put on PYTHONPATH: a real third-party installation."""
+    sources = [_package(root, name, source, entry_point) for name, source, entry_point in packages]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            *map(str, sources),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return site

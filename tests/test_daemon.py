@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import install_plugins, run_cli
 from .daemon_harness import DaemonProcess, audit_records
 
 PII = "Customer: jane.doe@example.org, card 4111 1111 1111 1111, call +1 415 555 0132\n"
@@ -296,3 +296,76 @@ def test_the_daemon_refuses_a_quarantine_directory_that_is_a_symlink(tmp_path):
     )
     assert result.returncode == 1
     assert "quarantine" in result.stderr and "cannot start" in result.stderr
+
+
+SLOW_DETECTOR = '''
+"""A detector that takes its time on files containing SLOW-MARKER, so a test can swap the file meanwhile."""
+import time
+
+from dropwarden.hookspecs import hookimpl
+
+
+class Slow:
+    id = "slow"
+    version = "1"
+    view_kinds = frozenset({"text"})
+
+    def detect(self, view, ctx):
+        if "SLOW-MARKER" in view.text:
+            time.sleep(2.0)
+        return []
+
+
+@hookimpl
+def dropwarden_register_detectors(register):
+    register(Slow())
+'''
+
+
+def test_a_file_replaced_between_judging_and_acting_is_not_acted_on_and_is_judged_again(tmp_path):
+    site = install_plugins(
+        tmp_path / "build", tmp_path / "site", [("slow_detector", SLOW_DETECTOR, 'slow = "slow_detector"')]
+    )
+    drop = Drop(tmp_path / "run")
+    daemon = DaemonProcess(drop.config, drop.audit, {"PYTHONPATH": str(site)}).start()
+    try:
+        write(drop.inbox / "swap.txt", PII + "SLOW-MARKER\n")
+        time.sleep(0.8)  # judged now, with the slow detector still running
+        replacement = write(tmp_path / "replacement.txt", CLEAN)
+        os.rename(replacement, drop.inbox / "swap.txt")
+        aborted = daemon.wait_for(lambda: daemon.records("action.aborted"), what="aborted action")
+        assert "changed after it was judged" in aborted[0]["body"]["reason"]
+        daemon.wait_for(lambda: len(daemon.decisions_for("swap.txt")) == 2, what="second judgement")
+        first, second = daemon.decisions_for("swap.txt")
+        assert first["verdict"] == "finding" and second["verdict"] == "clean"
+        assert drop.sidecars() == [], "the replacement was quarantined on the original's verdict"
+        daemon.wait_for((drop.outbound / "swap.txt").exists, what="replacement released")
+        assert (drop.outbound / "swap.txt").read_text() == CLEAN
+    finally:
+        daemon.stop()
+
+
+def test_quarantine_restore_round_trip_while_the_daemon_runs(drop, running):
+    dropped = write(drop.inbox / "needed.txt", PII)
+    (sidecar,) = running.wait_for(drop.sidecars, what="quarantine")
+    listed = run_cli("quarantine", "list", "--json", "--config", str(drop.config))
+    assert [item["id"] for item in json.loads(listed.stdout)] == [sidecar["id"]]
+
+    review = drop.root / "review"
+    review.mkdir()
+    occupant = write(review / "needed.txt", "someone else's file\n")
+    refused = run_cli("quarantine", "restore", sidecar["id"], "--to", str(review), "--config", str(drop.config))
+    assert refused.returncode == 1 and "exists" in refused.stderr
+    assert occupant.read_text() == "someone else's file\n"
+
+    restored = run_cli("quarantine", "restore", sidecar["id"], "--config", str(drop.config))
+    assert restored.returncode == 0, restored.stderr
+    decision = running.wait_for(
+        lambda: [d for d in running.decisions_for("needed.txt") if d["outcome"] == "operator_released"],
+        what="restored file judged",
+    )[0]
+    assert decision["operator_released_from"] == sidecar["id"]
+    assert decision["sha256"] == sidecar["sha256"]
+    assert drop.sidecars() == [], "the restored file was quarantined again"
+    kinds = [(r["body"]["phase"], r["body"].get("via")) for r in running.records("quarantine.restore")]
+    assert ("intent", "spool") in kinds and ("done", "spool") in kinds

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from dropwarden.config import Settings
 from dropwarden.hookspecs import hookimpl
 from dropwarden.plugins import PluginLoadError, build_registry, load_plugins
 
-from .conftest import run_cli
+from .conftest import install_plugins, run_cli
 
 GOOD = '''
 """A third-party detector: reports the marker ACME-CONFIDENTIAL."""
@@ -72,57 +69,21 @@ def dropwarden_register_detectors(register, settings):
 """
 
 
-def _package(root: Path, name: str, module_source: str, entry_point: str) -> Path:
-    src = root / name
-    (src / name).mkdir(parents=True)
-    (src / name / "__init__.py").write_text(textwrap.dedent(module_source))
-    (src / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "{name.replace("_", "-")}"
-            version = "1.2.3"
-            [project.entry-points.dropwarden]
-            {entry_point}
-            [tool.setuptools]
-            packages = ["{name}"]
-            """
-        )
-    )
-    return src
-
-
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
     """Third-party plugins really installed by pip into a separate site directory."""
     root = tmp_path_factory.mktemp("plugins")
     site = root / "site"
-    sources = [
-        _package(root, "acme_good", GOOD, 'acme = "acme_good"'),
-        _package(root, "acme_broken", BROKEN_IMPORT, 'acme-broken = "acme_broken"'),
-        _package(root, "acme_badref", "X = 1\n", 'acme-badref = "acme_badref:does_not_exist"'),
-        _package(root, "acme_half", BROKEN_REGISTER, 'acme-half = "acme_half"'),
-    ]
-    subprocess.run(
+    return install_plugins(
+        root,
+        site,
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            *map(str, sources),
+            ("acme_good", GOOD, 'acme = "acme_good"'),
+            ("acme_broken", BROKEN_IMPORT, 'acme-broken = "acme_broken"'),
+            ("acme_badref", "X = 1\n", 'acme-badref = "acme_badref:does_not_exist"'),
+            ("acme_half", BROKEN_REGISTER, 'acme-half = "acme_half"'),
         ],
-        check=True,
-        capture_output=True,
     )
-    return site
 
 
 def _env(site: Path, **extra: str) -> dict[str, str]:

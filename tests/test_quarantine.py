@@ -122,7 +122,8 @@ def test_move_in_keeps_bytes_and_identity(store: QuarantineStore, drop: Path):
     assert len(item_id) == 32 and int(item_id, 16) >= 0
     assert not (drop / "sub" / "card.txt").exists()
     assert (moved.st_dev, moved.st_ino) == (before.st_dev, before.st_ino)  # renamed, not copied
-    assert FileIdentity.of(moved) == snapshot.identity
+    kept = FileIdentity.of(moved)
+    assert (kept.size, kept.mtime_ns) == (snapshot.identity.size, snapshot.identity.mtime_ns)
     assert (store.path / item_id).read_bytes() == SECRET
     assert store.has_item(item_id) and store.has_sidecar(item_id)
     assert _mode(store.path) == 0o700
@@ -498,11 +499,13 @@ def test_cli_restore_refusals_exit_1_and_change_nothing(cli_setup, drop: Path, t
 def test_cli_refuses_to_act_without_the_audit_log(cli_setup, drop: Path, tmp_path: Path, state_dir: Path):
     config, store = cli_setup
     item_id, _, _ = quarantine(store, drop, b"card.txt")
-    held = AuditLog.open(tmp_path / "audit.jsonl", state_dir, AuditSettings(), background=False)  # the daemon
+    # A process that holds the log and never answers the spool: a hung daemon.
+    held = AuditLog.open(tmp_path / "audit.jsonl", state_dir, AuditSettings(), background=False)
+    impatient = {"DROPWARDEN_AUDIT__SPOOL_TIMEOUT": "1"}
     try:
-        result = run_cli("quarantine", "restore", item_id, "--config", str(config))
+        result = run_cli("quarantine", "restore", item_id, "--config", str(config), env=impatient)
         assert result.returncode == 1 and "audit" in result.stderr
-        result = run_cli("quarantine", "purge", item_id, "--yes", "--config", str(config))
+        result = run_cli("quarantine", "purge", item_id, "--yes", "--config", str(config), env=impatient)
         assert result.returncode == 1 and "audit" in result.stderr
     finally:
         held.close()

@@ -95,6 +95,7 @@ class AuditSettings(Strict):
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval: float = Field(default=300.0, gt=0)
     fsync: Literal["always", "batch", "never"] = "batch"
+    spool_timeout: float = Field(default=15.0, gt=0)
 
 
 Action = Literal["quarantine", "alert"]

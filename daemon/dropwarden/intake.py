@@ -20,16 +20,23 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_
 
 @dataclass(frozen=True, slots=True)
 class FileIdentity:
-    """What "the same file" means: same inode, same size, same modification time."""
+    """What "the same file" means: same inode, size, modification and change time.
+
+    ctime is stricter than the design's (dev, ino, size, mtime_ns): a rename or chmod also makes the
+    file "another version". That is what we want: a file an operator restores from quarantine comes
+    back with its old inode and mtime but a new ctime, and must be judged again; and a file whose
+    metadata changed between judging and acting is judged again rather than acted on.
+    """
 
     dev: int
     ino: int
     size: int
     mtime_ns: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileIdentity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def take_snapshot(
     identity = FileIdentity.of(after)
     if len(data) > max_size:
         return Refusal(Reason.TOO_LARGE, f"grew past the {max_size}-byte limit while reading", identity)
-    if len(data) != after.st_size or after.st_mtime_ns != st.st_mtime_ns:
+    if len(data) != after.st_size or identity != FileIdentity.of(st):
         return Refusal(Reason.CHANGED, "file changed while it was being read", identity)
     return Snapshot(
         display_path=display_path,

@@ -21,7 +21,7 @@ from dropwarden.audit import AuditLog
 from dropwarden.fsops import make_subdir_chain, open_subdir_chain, rename_noreplace
 from dropwarden.intake import FileIdentity, Snapshot
 from dropwarden.judge import Judge, Judgement
-from dropwarden.policy import Decision, decide
+from dropwarden.policy import Decision, decide, operator_release
 from dropwarden.quarantine import sidecar_for
 from dropwarden.settle import Hint, WorkItem
 from dropwarden.state import State
@@ -70,7 +70,13 @@ def path_fields(watch: ActiveWatch, relpath: str) -> dict[str, Any]:
 def identity_fields(identity: FileIdentity | None) -> dict[str, int] | None:
     if identity is None:
         return None
-    return {"dev": identity.dev, "ino": identity.ino, "size": identity.size, "mtime_ns": identity.mtime_ns}
+    return {
+        "dev": identity.dev,
+        "ino": identity.ino,
+        "size": identity.size,
+        "mtime_ns": identity.mtime_ns,
+        "ctime_ns": identity.ctime_ns,
+    }
 
 
 class Pipeline:
@@ -166,6 +172,11 @@ class Pipeline:
 
         decision = decide(watch.settings, judgement.verdict)
         snapshot = judgement.snapshot
+        released_from = None
+        if snapshot is not None and "quarantine" in decision.actions:
+            released_from = self.state.operator_released(snapshot.sha256)
+            if released_from is not None:
+                decision = operator_release(watch.settings, decision)
         planned: list[dict[str, Any]] = []
         item_id = alert_id = None
         if "quarantine" in decision.actions and snapshot is not None:
@@ -195,6 +206,7 @@ class Pipeline:
             "findings": [f.to_dict() for f in verdict.findings],
             "detectors": [run.to_dict() for run in judgement.runs],
             "actions": planned,
+            **({"operator_released_from": released_from} if released_from else {}),
             "ms": round((time.perf_counter() - started) * 1000, 3),
         }
         acting = [p for p in planned if p["op"] in ("quarantine", "release") and "id" in p]

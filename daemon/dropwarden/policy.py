@@ -28,3 +28,8 @@ def decide(watch: WatchSettings, verdict: Verdict) -> Decision:
         return Decision("unscanned", tuple(watch.on_unscanned))
     outcome = "below_threshold" if verdict.kind is VerdictKind.FINDING else "clean"
     return Decision(outcome, ("release",) if watch.release_to else ())
+
+
+def operator_release(watch: WatchSettings, decision: Decision) -> Decision:
+    """An operator restored this exact content from quarantine: record the findings, do not act again."""
+    return Decision("operator_released", ("release",) if watch.release_to else (), decision.acting_findings)

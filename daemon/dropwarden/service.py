@@ -16,6 +16,7 @@ from dropwarden import __version__
 from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
 from dropwarden.alerts import AlertDispatcher, build_sinks
 from dropwarden.audit import AuditLog
+from dropwarden.audit.spool import ingest
 from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
 from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.reconcile import reconcile
@@ -172,6 +173,7 @@ class Daemon:
                 reason, self._reconcile_requested = self._reconcile_requested, None
                 self._reconcile(reason)
                 next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
+            ingest(self.settings.state.dir, self.audit)
             self.heartbeat()
 
     def heartbeat(self) -> None:

@@ -26,8 +26,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS judged (
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    sha256 TEXT, verdict TEXT NOT NULL, ruleset TEXT NOT NULL, watch TEXT NOT NULL, judged_at REAL NOT NULL,
-    PRIMARY KEY (dev, ino, size, mtime_ns)
+    ctime_ns INTEGER NOT NULL, sha256 TEXT, verdict TEXT NOT NULL, ruleset TEXT NOT NULL,
+    watch TEXT NOT NULL, judged_at REAL NOT NULL,
+    PRIMARY KEY (dev, ino, size, mtime_ns, ctime_ns)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS intents (
     id TEXT PRIMARY KEY, op TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL,
@@ -38,6 +39,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     id TEXT NOT NULL, sink TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, delivered REAL, last_error TEXT,
     PRIMARY KEY (id, sink)
+);
+CREATE TABLE IF NOT EXISTS operator_released (
+    sha256 TEXT PRIMARY KEY, item_id TEXT NOT NULL, released REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
 """
@@ -96,8 +100,9 @@ class State:
         """The verdict recorded for exactly this file version under this ruleset, if any."""
         with self._lock:
             row = self._db.execute(
-                "SELECT verdict FROM judged WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ruleset=?",
-                (identity.dev, identity.ino, identity.size, identity.mtime_ns, ruleset),
+                "SELECT verdict FROM judged"
+                " WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=? AND ruleset=?",
+                (identity.dev, identity.ino, identity.size, identity.mtime_ns, identity.ctime_ns, ruleset),
             ).fetchone()
         return row[0] if row else None
 
@@ -106,12 +111,13 @@ class State:
     ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     identity.dev,
                     identity.ino,
                     identity.size,
                     identity.mtime_ns,
+                    identity.ctime_ns,
                     sha256,
                     verdict,
                     ruleset,
@@ -123,6 +129,25 @@ class State:
     def judged_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM judged").fetchone()[0]
+
+    # operator releases -------------------------------------------------------------------------
+
+    def allow_operator_release(self, sha256: str, item_id: str) -> None:
+        """Content an operator restored from quarantine: judged and recorded, but not acted on again."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO operator_released VALUES (?, ?, ?)", (sha256, item_id, time.time())
+            )
+
+    def revoke_operator_release(self, sha256: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM operator_released WHERE sha256=?", (sha256,))
+
+    def operator_released(self, sha256: str) -> str | None:
+        """The quarantine id the operator restored this content from, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT item_id FROM operator_released WHERE sha256=?", (sha256,)).fetchone()
+        return row[0] if row else None
 
     # intents -------------------------------------------------------------------------------------
 

@@ -137,14 +137,19 @@ class HyperscanEngine:
         # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
         # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
         # in prefilter mode, run as one whole-text `finditer` each.
-        candidates = [index for index, rule in enumerate(rules) if not rule.unicode]
-        compiled = self._compile({index: _expressions(rules[index], hyperscan) for index in candidates})
-        if compiled is None:
-            candidates = [
-                index for index in candidates if self._compile({index: _expressions(rules[index], hyperscan)})
-            ]
-            compiled = self._compile({index: _expressions(rules[index], hyperscan) for index in candidates})
+        wanted: dict[int, list[tuple[bytes, int]]] = {}
+        for index, rule in enumerate(rules):
+            if not rule.unicode:
+                try:
+                    wanted[index] = _expressions(rule, hyperscan)
+                except UnsupportedSyntax:
+                    pass
+        compiled = self._compile(wanted)
+        if compiled is None:  # find the culprits, compile the rest
+            wanted = {index: expressions for index, expressions in wanted.items() if self._compile({index: expressions})}
+            compiled = self._compile(wanted)
         self._db, self._expression_count, rule_expressions = compiled or (None, 0, {})
+        self._rule_expressions = rule_expressions
         self.fallback = [index for index in range(len(rules)) if index not in rule_expressions]
         # Rules with the same expressions (a shared trigger) share their regions, sized for the
         # largest of them: a wider window than a rule needs keeps the result exact (module docstring).
@@ -191,6 +196,13 @@ class HyperscanEngine:
         if scratch is None:
             scratch = self._local.scratch = self._hs.Scratch(self._db)
         return scratch
+
+    def prefilter_hits(self, data: bytes) -> dict[int, set[int]]:
+        """Rule index -> the end offsets its prefilter expressions report in `data` (for tests)."""
+        hits: list[list[int]] = [[] for _ in range(self._expression_count)]
+        if self._db is not None and data:
+            self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
+        return {index: {end for e in ids for end in hits[e]} for index, ids in self._rule_expressions.items()}
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         if not data:
@@ -306,6 +318,10 @@ def prefilter_expression(pattern: str, verbose: bool = False) -> str:
     return relax_repeats(_strip_lookarounds(pattern, verbose))
 
 
+class UnsupportedSyntax(ValueError):
+    """Python syntax that hyperscan would accept with another meaning (so no prefilter guarantee)."""
+
+
 def _strip_lookarounds(pattern: str, verbose: bool) -> str:
     out: list[str] = []
     i, size = 0, len(pattern)
@@ -316,6 +332,9 @@ def _strip_lookarounds(pattern: str, verbose: bool) -> str:
             i += 2
         elif ch == "[":
             end = _class_end(pattern, i)
+            if any(posix in pattern[i + 1 : end - 1] for posix in ("[:", "[=", "[.")):
+                # PCRE reads [[:alpha:]] as a POSIX class, Python as a set followed by "]"
+                raise UnsupportedSyntax(f"POSIX-like bracket in character class {pattern[i:end]!r}")
             out.append(pattern[i:end])
             i = end
         elif verbose and ch == "#":

@@ -10,9 +10,11 @@ from typing import Any, NoReturn
 
 import click
 
-from dropwarden.audit import AuditError, AuditLog
+from dropwarden.audit import AuditError
+from dropwarden.audit.spool import record_event
 from dropwarden.cli import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings, WatchSettings
+from dropwarden.state import State
 from dropwarden.quarantine import (
     QuarantineError,
     QuarantineStore,
@@ -30,23 +32,10 @@ def audit_event(settings: Settings, type: str, body: dict[str, Any]) -> int | No
     or None, with the reason on stderr, when the log cannot be opened or written (e.g. a running daemon
     holds its lock)."""
     try:
-        log = AuditLog.open(settings.audit.path, settings.state.dir, settings.audit, background=False)
-    except (AuditError, OSError) as exc:
+        return record_event(settings, type, body)
+    except (AuditError, OSError, ValueError, TypeError) as exc:
         click.echo(f"dropwarden: audit log unavailable: {exc}", err=True)
         return None
-    seq: int | None = None
-    try:
-        seq = log.append(type, body).seq
-        log.sync()
-    except (AuditError, OSError, ValueError, TypeError) as exc:
-        click.echo(f"dropwarden: cannot write the audit record: {exc}", err=True)
-    finally:
-        try:
-            log.close()
-        except (AuditError, OSError) as exc:
-            click.echo(f"dropwarden: cannot close the audit log: {exc}", err=True)
-            seq = None
-    return seq
 
 
 @click.group()
@@ -141,7 +130,8 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
 
     Refused when its bytes no longer match the recorded sha256, or when the destination exists
     (nothing is ever overwritten). Permission bits and, when run as root, the owner are restored.
-    Note: restoring into a watched folder lets the daemon judge the file again.
+    The restored content is marked as released by an operator: a daemon watching the destination
+    records it (outcome `operator_released`) instead of quarantining it again.
     """
     settings = app_context(ctx, config_path).config().settings
     watch, store = _locate(settings, item_id)
@@ -162,15 +152,22 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
         intent = audit_event(settings, "quarantine.restore", {**body, "phase": "intent"})
         if intent is None:
             _refuse(f"not restored: {item_id} cannot be restored without an audit record")
+        # Mark the content as released by an operator first, so a daemon watching the destination
+        # does not quarantine it again the moment it lands.
+        state = State(settings.state.dir / "state.db")
+        state.allow_operator_release(str(meta.get("sha256")), item_id)
         try:
             restored = store.restore(item_id, to_dir)
         except (QuarantineError, OSError) as exc:
+            state.revoke_operator_release(str(meta.get("sha256")))
+            state.close()
             audit_event(
                 settings,
                 "quarantine.restore",
                 {**body, "phase": "refused", "intent_seq": intent, "error": str(exc)},
             )
             _refuse(f"not restored: {exc}")
+    state.close()
     done = {**body, "destination": display_bytes(os.fsencode(restored)), "phase": "done"}
     if audit_event(settings, "quarantine.restore", {**done, "intent_seq": intent}) is None:
         click.echo(f"restored {item_id} to {done['destination']}")

@@ -1,0 +1,248 @@
+"""Matching engines of the regex plugin: hyperscan prefilter + confirmation equals plain Python re."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dropwarden.config import CustomRule, RulesSettings
+from dropwarden.redact import Fingerprinter
+from dropwarden.registry import DetectContext
+from dropwarden.views import TextView
+from dropwarden_regex import RegexDetector, engine
+from dropwarden_regex.engine import CharCursor, PythonEngine, build_engine, finish, prefilter_expression
+from dropwarden_regex.rules import load_rules
+from dropwarden_regex.validators import luhn_check_digit, my_number_check_digit
+
+
+def require_hyperscan():
+    """Skip when hyperscan is missing, except in CI (CI=true), where a missing hyperscan must fail."""
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail("hyperscan is not importable, and CI requires the hyperscan engine to be tested")
+        pytest.skip("hyperscan is not installed")
+
+
+def hyperscan_engine(rules, max_match_length: int = 512):
+    require_hyperscan()
+    return engine.HyperscanEngine(rules, max_match_length)
+
+
+CUSTOM = [
+    CustomRule(id="acme.employee", type="EMPLOYEE_ID", pattern=r"\bEMP-\d{4,8}\b", context=["employee"]),
+    CustomRule(id="acme.codename", type="CODENAME", pattern=r"project[ _-]?(falcon|osprey)", ignore_case=True),
+    CustomRule(id="acme.staff", type="STAFF_NO", pattern=r"社員番号[:：]?\s*[0-9０-９]{4,6}"),
+    CustomRule(id="acme.ascii", type="ASCII_FLAG", pattern=r"(?a)ref#\w{3,5}"),  # hyperscan rejects (?a)
+    CustomRule(id="acme.tail", type="TAIL", pattern=r"(?<=key=)[A-Z]{4}\d{2}(?=;)"),
+]
+RULES = load_rules(RulesSettings(custom=CUSTOM))
+
+
+def span_values(spans, text):
+    return [(RULES[index].id, text[start:end]) for index, start, end in spans]
+
+
+# --- a corpus rich in near-misses ----------------------------------------------------------------
+
+
+def _card(prefix: str, length: int, rng: random.Random) -> str:
+    payload = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
+    return payload + luhn_check_digit(payload)
+
+
+def _my_number(rng: random.Random) -> str:
+    first = "".join(rng.choice("0123456789") for _ in range(11))
+    return first + str(my_number_check_digit(first))
+
+
+FRAGMENTS = [
+    "jane.doe@example.com", "a@b.co", "x@2x.png", "@@", "user@", "(415) 555-2671", "415-555-2671",
+    "+1 415 555 2671", "+14155552671", "03-1234-5678", "090-1234-5678", "(03)1234-5678", "0120-123-456",
+    "+81 90 1234 5678", "4111 1111 1111 1111", "4111-1111-1111-1111", "378282246310005", "3782 822463 10005",
+    "536-22-1234", "000-12-3456", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "123456789018",
+    "1234 5678 9018", "マイナンバー", "個人番号", "My Number", "AKIAIOSFODNN7EXAMPLE", "ASIA", "ghp_",
+    "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "github_pat_", "-----BEGIN RSA PRIVATE KEY-----\n",
+    "-----END RSA PRIVATE KEY-----", "-----BEGIN OPENSSH PRIVATE KEY-----\\n",
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n",
+    "eyJhbGciOiJIUzI1NiJ9", ".eyJzdWIiOiIxIn0", ".c2lnbmF0dXJl", "EMP-123456", "employee", "Project Falcon",
+    "社員番号：１２３４５６", "ref#abc1", "key=ABCD12;", "123e4567-e89b-12d3-a456-426614174000",
+    "9f86d081884c7d659a2feaea0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0", "1700000000123", "9784061234567",
+    "2024-05-17", "3.14159", "é", "日本語", "\udc80", "\n", "\r\n", "\t", " ", "-", ".", "(", ")", "+", "_",
+]  # fmt: skip
+ALPHABET = "0123456789 -.()+@_:AKIZeyJghp\nx"
+
+corpus = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=ALPHABET, max_size=10)), max_size=60
+).map("".join)
+
+
+def seeded_corpus(seed: int, size: int) -> str:
+    rng = random.Random(seed)
+    parts: list[str] = []
+    total = 0
+    while total < size:
+        roll = rng.random()
+        if roll < 0.25:
+            part = rng.choice(FRAGMENTS)
+        elif roll < 0.35:
+            part = _card(rng.choice(["4", "51", "34", "6011", "3530", "62"]), rng.choice([15, 16, 19]), rng)
+            if rng.random() < 0.5:
+                part = " ".join(part[i : i + 4] for i in range(0, len(part), 4))
+        elif roll < 0.4:
+            part = _my_number(rng)
+        elif roll < 0.5:  # dense digit runs with separators: many prefilter hits, merged regions
+            part = "".join(rng.choice("0123456789 -") for _ in range(rng.randint(10, 400)))
+        else:
+            part = " ".join(rng.choice(["the", "report", "account", "番号", "total", "id", "no."]) for _ in range(8))
+        parts.append(part + rng.choice([" ", "\n", ", ", "", ": "]))
+        total += len(part)
+    return "".join(parts)
+
+
+# --- engine equivalence --------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=corpus)
+def test_hyperscan_and_python_engines_find_the_same_matches_on_random_text(text):
+    data = TextView(name="t", text=text, encoding="utf-8").utf8
+    assert hyperscan_engine(RULES).scan(data, text) == PythonEngine(RULES).scan(data, text)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hyperscan_and_python_engines_find_the_same_matches_on_a_large_seeded_corpus(seed):
+    text = seeded_corpus(seed, 120_000)
+    data = text.encode("utf-8", "surrogatepass")
+    expected = PythonEngine(RULES).scan(data, text)
+    assert len(expected) > 100
+    assert hyperscan_engine(RULES).scan(data, text) == expected
+
+
+def test_every_match_end_of_every_rule_is_a_prefilter_hit():
+    """The contract of the `prefilter` expressions in the packs: a superset of the real match ends."""
+    hs_engine = hyperscan_engine(RULES)
+    text = seeded_corpus(99, 200_000)
+    data = text.encode("utf-8", "surrogatepass")
+    hits = hs_engine.prefilter_hits(data)
+    for index, rule in enumerate(RULES):
+        if index in hs_engine.fallback:
+            continue
+        ends = {m.end() for m in rule.regex.finditer(data)}
+        assert ends, rule.id
+        assert ends <= hits[index], rule.id
+
+
+def test_the_detector_reports_the_same_findings_with_either_engine():
+    require_hyperscan()
+    text = seeded_corpus(7, 150_000) + "\nemployee EMP-123456\n"
+    ctx = DetectContext(Fingerprinter(b"k" * 32), "/srv/drop/x.txt")
+    view = TextView(name="text", text=text, encoding="utf-8")
+    with_hyperscan = RegexDetector(RulesSettings(custom=CUSTOM, engine="hyperscan"))
+    with_python = RegexDetector(RulesSettings(custom=CUSTOM, engine="python"))
+    assert with_hyperscan.engine.name == "hyperscan" and with_python.engine.name == "python"
+    findings = with_hyperscan.detect(view, ctx)
+    assert len({f.type for f in findings}) >= 9
+    assert findings == with_python.detect(view, ctx)
+
+
+def test_the_python_engine_alone_detects_every_type():
+    text = "\n".join(FRAGMENTS[:40]) + "\n" + seeded_corpus(3, 5000)
+    detector = RegexDetector(RulesSettings(engine="python"))
+    found = {f.type for f in detector.detect(TextView("text", text, "utf-8"), DetectContext(Fingerprinter(b"k" * 32)))}
+    assert {"EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "AWS_ACCESS_KEY", "GITHUB_TOKEN"} <= found
+
+
+def test_a_long_private_key_beyond_max_match_length_is_found_whole_by_both_engines():
+    body = "\n".join("MIIJKQIBAAKCAgEA" + "x" * 48 for _ in range(50))
+    text = f"id_rsa:\n-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\ntrailer"
+    data = text.encode()
+    spans = PythonEngine(RULES).scan(data, text)
+    assert hyperscan_engine(RULES).scan(data, text) == spans
+    (index, start, end), *_ = spans
+    assert RULES[index].type == "PRIVATE_KEY" and text[start:end].endswith("END RSA PRIVATE KEY-----")
+    assert end - start > 3000
+
+
+def test_rules_hyperscan_cannot_compile_fall_back_to_python_one_by_one():
+    hs_engine = hyperscan_engine(RULES)
+    fallback = {RULES[index].id for index in hs_engine.fallback}
+    assert fallback == {"acme.ascii", "acme.staff"}  # (?a) is Python-only; non-ASCII rules match decoded text
+    text = "ref#ab_1 and 社員番号：１２３４５６ and ref#xyz"
+    data = text.encode()
+    assert span_values(hs_engine.scan(data, text), text) == [
+        ("acme.ascii", "ref#ab_1"),
+        ("acme.staff", "社員番号：１２３４５６"),
+        ("acme.ascii", "ref#xyz"),
+    ]
+
+
+def test_concurrent_scans_from_several_threads_agree():
+    hs_engine = hyperscan_engine(RULES)
+    texts = [seeded_corpus(seed, 30_000) for seed in range(4)]
+    expected = [PythonEngine(RULES).scan(t.encode("utf-8", "surrogatepass"), t) for t in texts]
+    results: dict[int, list] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            results[i] = hs_engine.scan(texts[i].encode("utf-8", "surrogatepass"), texts[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in range(4)] == expected
+
+
+# --- engine selection ----------------------------------------------------------------------------
+
+
+def test_auto_selects_hyperscan_when_it_is_importable():
+    require_hyperscan()
+    assert build_engine(RULES, "auto").name == "hyperscan"
+
+
+def test_auto_falls_back_to_python_and_an_explicit_hyperscan_is_an_error_without_the_module(monkeypatch):
+    monkeypatch.setattr(engine, "hyperscan_available", lambda: False)
+    assert build_engine(RULES, "auto", 512).name == "python"
+    with pytest.raises(ValueError, match=r"rules\.engine: 'hyperscan' is configured but .* not importable"):
+        build_engine(RULES, "hyperscan", 777)
+
+
+def test_engines_are_cached_by_rule_set():
+    assert build_engine(RULES, "python") is build_engine(list(RULES), "python")
+    assert RegexDetector().engine is RegexDetector().engine
+
+
+# --- building blocks -----------------------------------------------------------------------------
+
+
+def test_prefilter_expressions_drop_lookarounds_and_comments_and_widen_large_repeats():
+    assert prefilter_expression(r"(?<![0-9])\d{4}(?=[a-z])x") == r"\d{4}x"
+    assert prefilter_expression(r"a(?<!b[)(])c(?!d\)e)f") == "acf"
+    assert prefilter_expression(r"[(?=]x{,3}y{2,5000}z{300,400}") == "[(?=]x{0,3}y{2,}z{255,}"
+    assert prefilter_expression("(?x) a  # (?=comment\n b", verbose=True) == "(?x) a  \n b"
+    with pytest.raises(engine.UnsupportedSyntax):
+        prefilter_expression(r"[[:alpha:]]+")
+
+
+def test_byte_offsets_are_converted_to_character_offsets():
+    text = "aé日\udc80😀b"
+    data = text.encode("utf-8", "surrogatepass")
+    cursor = CharCursor(data, text)
+    assert [cursor.at(b) for b in (0, 1, 3, 6, 9, 13, 14)] == [0, 1, 2, 3, 4, 5, 6]
+    assert cursor.at(2) == 1 and cursor.at(2, round_up=True) == 2  # inside "é"
+    spans = finish(data, text, [(0, 3, 6), (1, 9, 14)], [(2, 0, 1)])
+    assert spans == [(2, 0, 1), (0, 2, 3), (1, 4, 6)]
+
+
+def test_ascii_text_needs_no_offset_conversion():
+    text = "plain ascii"
+    assert finish(text.encode(), text, [(0, 6, 11)], []) == [(0, 6, 11)]
