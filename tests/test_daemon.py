@@ -346,7 +346,7 @@ def test_a_file_replaced_between_judging_and_acting_is_not_acted_on_and_is_judge
 
 
 def test_quarantine_restore_round_trip_while_the_daemon_runs(drop, running):
-    dropped = write(drop.inbox / "needed.txt", PII)
+    write(drop.inbox / "needed.txt", PII)
     (sidecar,) = running.wait_for(drop.sidecars, what="quarantine")
     listed = run_cli("quarantine", "list", "--json", "--config", str(drop.config))
     assert [item["id"] for item in json.loads(listed.stdout)] == [sidecar["id"]]
@@ -354,7 +354,9 @@ def test_quarantine_restore_round_trip_while_the_daemon_runs(drop, running):
     review = drop.root / "review"
     review.mkdir()
     occupant = write(review / "needed.txt", "someone else's file\n")
-    refused = run_cli("quarantine", "restore", sidecar["id"], "--to", str(review), "--config", str(drop.config))
+    refused = run_cli(
+        "quarantine", "restore", sidecar["id"], "--to", str(review), "--config", str(drop.config)
+    )
     assert refused.returncode == 1 and "exists" in refused.stderr
     assert occupant.read_text() == "someone else's file\n"
 

@@ -37,7 +37,9 @@ def hyperscan_engine(rules, max_match_length: int = 512):
 
 CUSTOM = [
     CustomRule(id="acme.employee", type="EMPLOYEE_ID", pattern=r"\bEMP-\d{4,8}\b", context=["employee"]),
-    CustomRule(id="acme.codename", type="CODENAME", pattern=r"project[ _-]?(falcon|osprey)", ignore_case=True),
+    CustomRule(
+        id="acme.codename", type="CODENAME", pattern=r"project[ _-]?(falcon|osprey)", ignore_case=True
+    ),
     CustomRule(id="acme.staff", type="STAFF_NO", pattern=r"社員番号[:：]?\s*[0-9０-９]{4,6}"),
     CustomRule(id="acme.ascii", type="ASCII_FLAG", pattern=r"(?a)ref#\w{3,5}"),  # hyperscan rejects (?a)
     CustomRule(id="acme.tail", type="TAIL", pattern=r"(?<=key=)[A-Z]{4}\d{2}(?=;)"),
@@ -100,7 +102,9 @@ def seeded_corpus(seed: int, size: int) -> str:
         elif roll < 0.5:  # dense digit runs with separators: many prefilter hits, merged regions
             part = "".join(rng.choice("0123456789 -") for _ in range(rng.randint(10, 400)))
         else:
-            part = " ".join(rng.choice(["the", "report", "account", "番号", "total", "id", "no."]) for _ in range(8))
+            part = " ".join(
+                rng.choice(["the", "report", "account", "番号", "total", "id", "no."]) for _ in range(8)
+            )
         parts.append(part + rng.choice([" ", "\n", ", ", "", ": "]))
         total += len(part)
     return "".join(parts)
@@ -155,7 +159,10 @@ def test_the_detector_reports_the_same_findings_with_either_engine():
 def test_the_python_engine_alone_detects_every_type():
     text = "\n".join(FRAGMENTS[:40]) + "\n" + seeded_corpus(3, 5000)
     detector = RegexDetector(RulesSettings(engine="python"))
-    found = {f.type for f in detector.detect(TextView("text", text, "utf-8"), DetectContext(Fingerprinter(b"k" * 32)))}
+    found = {
+        f.type
+        for f in detector.detect(TextView("text", text, "utf-8"), DetectContext(Fingerprinter(b"k" * 32)))
+    }
     assert {"EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "AWS_ACCESS_KEY", "GITHUB_TOKEN"} <= found
 
 

@@ -26,7 +26,9 @@ FINGERPRINT = Fingerprinter(KEY)
 
 def detect(text: str, rules: RulesSettings | None = None, path: str = "/srv/drop/in/report.txt"):
     detector = RegexDetector(rules if rules is not None else RulesSettings())
-    return detector.detect(TextView(name="text", text=text, encoding="utf-8"), DetectContext(FINGERPRINT, path))
+    return detector.detect(
+        TextView(name="text", text=text, encoding="utf-8"), DetectContext(FINGERPRINT, path)
+    )
 
 
 def values(findings, text: str) -> list[tuple[str, str]]:
@@ -95,7 +97,9 @@ DETECTED = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "template", "value"), DETECTED, ids=[f"{k}:{v[:16]}" for k, _, v in DETECTED])
+@pytest.mark.parametrize(
+    ("kind", "template", "value"), DETECTED, ids=[f"{k}:{v[:16]}" for k, _, v in DETECTED]
+)
 def test_each_finding_type_is_detected_in_realistic_text(kind, template, value):
     text = template.format(value)
     findings = detect(text)
@@ -137,7 +141,9 @@ def test_a_valid_my_number_without_context_words_is_not_reported():
 
 def test_my_number_context_may_follow_the_number_and_is_case_insensitive():
     number = my_number("55512345678")
-    assert values(detect(f"{number} is my MY NUMBER"), f"{number} is my MY NUMBER") == [("JP_MY_NUMBER", number)]
+    assert values(detect(f"{number} is my MY NUMBER"), f"{number} is my MY NUMBER") == [
+        ("JP_MY_NUMBER", number)
+    ]
 
 
 def test_my_number_context_farther_than_the_window_does_not_count():
@@ -185,7 +191,10 @@ def test_bare_digit_runs_and_lookalikes_produce_no_findings(text):
 
 
 @settings(max_examples=300)
-@given(digits=st.text(alphabet="0123456789", min_size=1, max_size=30), before=st.sampled_from(["", "no ", "#", "id="]))
+@given(
+    digits=st.text(alphabet="0123456789", min_size=1, max_size=30),
+    before=st.sampled_from(["", "no ", "#", "id="]),
+)
 def test_a_bare_digit_run_is_at_most_a_luhn_valid_card(digits, before):
     text = f"{before}{digits} end"
     found = values(detect(text), text)
@@ -232,7 +241,12 @@ def test_the_same_value_matched_by_two_rules_of_one_type_is_reported_once():
 def test_locations_are_character_offsets_with_one_based_lines_and_columns():
     text = "first line\n\nthird: 536-22-1234 and jane@example.com\n"
     ssn, mail = detect(text)
-    assert (ssn.location.line, ssn.location.column, ssn.location.offset, ssn.location.length) == (3, 8, 19, 11)
+    assert (ssn.location.line, ssn.location.column, ssn.location.offset, ssn.location.length) == (
+        3,
+        8,
+        19,
+        11,
+    )
     assert (mail.location.line, mail.location.column) == (3, 24)
     assert "[" in ssn.excerpt and "536-22-1234" not in ssn.excerpt
 
@@ -250,13 +264,21 @@ def test_packs_define_the_canonical_types_with_namespaced_ids():
 
 def test_only_the_configured_packs_are_loaded():
     text = "jane@example.com AKIAIOSFODNN7EXAMPLE"
-    assert values(detect(text, RulesSettings(packs=["secrets"])), text) == [("AWS_ACCESS_KEY", "AKIAIOSFODNN7EXAMPLE")]
+    assert values(detect(text, RulesSettings(packs=["secrets"])), text) == [
+        ("AWS_ACCESS_KEY", "AKIAIOSFODNN7EXAMPLE")
+    ]
 
 
 def test_disabled_rules_are_switched_off_by_id_or_glob():
     text = "jane@example.com, (415) 555-2671, 03-1234-5678, 536-22-1234"
-    assert {t for t, _ in values(detect(text, RulesSettings(disable=["pii.email"])), text)} == {"PHONE", "US_SSN"}
-    assert {t for t, _ in values(detect(text, RulesSettings(disable=["pii.phone.*"])), text)} == {"EMAIL", "US_SSN"}
+    assert {t for t, _ in values(detect(text, RulesSettings(disable=["pii.email"])), text)} == {
+        "PHONE",
+        "US_SSN",
+    }
+    assert {t for t, _ in values(detect(text, RulesSettings(disable=["pii.phone.*"])), text)} == {
+        "EMAIL",
+        "US_SSN",
+    }
 
 
 def test_disabling_an_unknown_rule_id_is_an_error():
@@ -301,7 +323,9 @@ def test_a_custom_ignore_case_rule_matches_either_case():
 
 def test_an_unknown_validator_name_raises_naming_the_rule():
     rules = RulesSettings(custom=[CustomRule(id="acme.x", type="X", pattern="x+", validator="foo")])
-    with pytest.raises(ValueError, match=r"rules\.custom\[0\]\.validator: unknown validator 'foo' \(known: .*iban"):
+    with pytest.raises(
+        ValueError, match=r"rules\.custom\[0\]\.validator: unknown validator 'foo' \(known: .*iban"
+    ):
         RegexDetector(rules)
 
 
@@ -314,7 +338,9 @@ def test_a_custom_rule_that_can_match_nothing_or_repeats_an_id_is_rejected():
 
 # --- allow-list ----------------------------------------------------------------------------------
 
-ALLOW_TEXT = "cards 4111 1111 1111 1111 and 5555 5555 5555 4444; mail jane@example.com and bob@corp.example.org"
+ALLOW_TEXT = (
+    "cards 4111 1111 1111 1111 and 5555 5555 5555 4444; mail jane@example.com and bob@corp.example.org"
+)
 
 
 def kinds_and_values(rules: RulesSettings, path: str = "/srv/drop/in/a.txt") -> list[tuple[str, str]]:
@@ -323,7 +349,10 @@ def kinds_and_values(rules: RulesSettings, path: str = "/srv/drop/in/a.txt") -> 
 
 def test_allow_list_values_are_compared_normalised():
     rules = RulesSettings(allow=AllowList(values=["4111111111111111", "JANE@example.com"]))
-    assert kinds_and_values(rules) == [("CREDIT_CARD", "5555 5555 5555 4444"), ("EMAIL", "bob@corp.example.org")]
+    assert kinds_and_values(rules) == [
+        ("CREDIT_CARD", "5555 5555 5555 4444"),
+        ("EMAIL", "bob@corp.example.org"),
+    ]
 
 
 def test_allow_list_fingerprints_suppress_a_value_without_naming_it():
@@ -335,7 +364,10 @@ def test_allow_list_fingerprints_suppress_a_value_without_naming_it():
 
 def test_allow_list_patterns_are_searched_in_the_value():
     rules = RulesSettings(allow=AllowList(patterns=[r"@example\.com$", r"^5555"]))
-    assert kinds_and_values(rules) == [("CREDIT_CARD", "4111 1111 1111 1111"), ("EMAIL", "bob@corp.example.org")]
+    assert kinds_and_values(rules) == [
+        ("CREDIT_CARD", "4111 1111 1111 1111"),
+        ("EMAIL", "bob@corp.example.org"),
+    ]
 
 
 def test_allow_list_paths_exempt_matching_files():
@@ -350,7 +382,9 @@ def test_allow_list_paths_exempt_matching_files():
 
 def test_the_plugin_hook_registers_a_conforming_regex_detector():
     registry = Registry()
-    dropwarden_register_detectors(register=lambda obj: registry.add("detectors", "regex", obj), settings=Settings())
+    dropwarden_register_detectors(
+        register=lambda obj: registry.add("detectors", "regex", obj), settings=Settings()
+    )
     detector = registry.detectors["regex"]
     assert isinstance(detector, RegexDetector) and isinstance(detector, Detector)
     assert detector.view_kinds == frozenset({"text"})

@@ -135,14 +135,33 @@ def test_ssns_must_have_nine_digits():
 
 # --- IBAN ----------------------------------------------------------------------------------------
 
-IBAN_COUNTRIES = ["DE", "FR", "GB", "NL", "BE", "ES", "IT", "AT", "CH", "NO", "PL", "SE", "IE", "MT", "SA", "BR"]
+IBAN_COUNTRIES = [
+    "DE",
+    "FR",
+    "GB",
+    "NL",
+    "BE",
+    "ES",
+    "IT",
+    "AT",
+    "CH",
+    "NO",
+    "PL",
+    "SE",
+    "IE",
+    "MT",
+    "SA",
+    "BR",
+]
 
 
 @st.composite
 def valid_ibans(draw: st.DrawFn) -> str:
     country = draw(st.sampled_from(IBAN_COUNTRIES))
     bban_length = v.IBAN_LENGTHS[country] - 4
-    bban = draw(st.text(alphabet=DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=bban_length, max_size=bban_length))
+    bban = draw(
+        st.text(alphabet=DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=bban_length, max_size=bban_length)
+    )
     return country + v.iban_check_digits(country, bban) + bban
 
 
@@ -162,7 +181,9 @@ def test_ibans_with_a_wrong_checksum_are_rejected(iban, delta):
 
 
 @given(iban=valid_ibans(), extra=st.sampled_from(["", "0", "12"]), cut=st.booleans())
-def test_ibans_of_the_wrong_length_for_their_country_are_rejected_even_with_a_valid_checksum(iban, extra, cut):
+def test_ibans_of_the_wrong_length_for_their_country_are_rejected_even_with_a_valid_checksum(
+    iban, extra, cut
+):
     country, bban = iban[:2], iban[4:]
     bban = bban[:-1] if cut or not extra else bban + extra
     assert not v.iban(country + v.iban_check_digits(country, bban) + bban)
@@ -221,7 +242,9 @@ def test_nanp_numbers_with_impossible_area_codes_or_exchanges_are_rejected(numbe
     assert not v.nanp_phone(number)
 
 
-@pytest.mark.parametrize("number", ["03-1234-5678", "090-1234-5678", "0120-123-456", "0465-12-3456", "050-1234-5678"])
+@pytest.mark.parametrize(
+    "number", ["03-1234-5678", "090-1234-5678", "0120-123-456", "0465-12-3456", "050-1234-5678"]
+)
 def test_valid_japanese_numbers_are_accepted(number):
     assert v.jp_phone(number)
 
@@ -231,12 +254,16 @@ def test_japanese_numbers_of_the_wrong_length_or_prefix_are_rejected(number):
     assert not v.jp_phone(number)
 
 
-@pytest.mark.parametrize("number", ["+14155552671", "+81 90 1234 5678", "+81-3-1234-5678", "+44 20 7946 0958"])
+@pytest.mark.parametrize(
+    "number", ["+14155552671", "+81 90 1234 5678", "+81-3-1234-5678", "+44 20 7946 0958"]
+)
 def test_valid_e164_numbers_are_accepted(number):
     assert v.e164(number)
 
 
-@pytest.mark.parametrize("number", ["+1 123 555 2671", "+81 090 1234 5678", "+999 1234 5678", "+44 1234", "14155552671"])
+@pytest.mark.parametrize(
+    "number", ["+1 123 555 2671", "+81 090 1234 5678", "+999 1234 5678", "+44 1234", "14155552671"]
+)
 def test_invalid_e164_numbers_are_rejected(number):
     assert not v.e164(number)
 
@@ -248,7 +275,10 @@ def _segment(obj: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-@given(alg=st.sampled_from(["HS256", "RS256", "ES384", "none"]), claims=st.dictionaries(st.text(max_size=5), st.integers()))
+@given(
+    alg=st.sampled_from(["HS256", "RS256", "ES384", "none"]),
+    claims=st.dictionaries(st.text(max_size=5), st.integers()),
+)
 def test_jwts_with_a_json_header_naming_alg_are_accepted(alg, claims):
     assert v.jwt(f"{_segment({'alg': alg, 'typ': 'JWT'})}.{_segment(claims)}.c2lnbmF0dXJl")
 
@@ -266,12 +296,22 @@ def test_email_addresses_are_accepted_but_retina_asset_names_are_not():
 
 
 def test_every_validator_is_registered_by_name():
-    assert set(v.VALIDATORS) >= {"luhn_card", "us_ssn", "iban", "jp_my_number", "nanp_phone", "jp_phone", "e164"}
+    assert set(v.VALIDATORS) >= {
+        "luhn_card",
+        "us_ssn",
+        "iban",
+        "jp_my_number",
+        "nanp_phone",
+        "jp_phone",
+        "e164",
+    }
     assert v.get_validator("iban", "x") is v.iban
 
 
 def test_an_unknown_validator_name_raises_naming_the_setting_and_the_known_ones():
-    with pytest.raises(ValueError, match=r"rules\.custom\[2\]\.validator: unknown validator 'foo' \(known: .*luhn_card"):
+    with pytest.raises(
+        ValueError, match=r"rules\.custom\[2\]\.validator: unknown validator 'foo' \(known: .*luhn_card"
+    ):
         v.get_validator("foo", "rules.custom[2].validator")
 
 

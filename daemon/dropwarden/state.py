@@ -146,7 +146,9 @@ class State:
     def operator_released(self, sha256: str) -> str | None:
         """The quarantine id the operator restored this content from, if any."""
         with self._lock:
-            row = self._db.execute("SELECT item_id FROM operator_released WHERE sha256=?", (sha256,)).fetchone()
+            row = self._db.execute(
+                "SELECT item_id FROM operator_released WHERE sha256=?", (sha256,)
+            ).fetchone()
         return row[0] if row else None
 
     # intents -------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from dropwarden.audit import AuditError
 from dropwarden.audit.spool import record_event
 from dropwarden.cli import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings, WatchSettings
-from dropwarden.state import State
 from dropwarden.quarantine import (
     QuarantineError,
     QuarantineStore,
@@ -23,6 +22,7 @@ from dropwarden.quarantine import (
     display_bytes,
     is_item_id,
 )
+from dropwarden.state import State
 
 EXIT_REFUSED = 1
 
