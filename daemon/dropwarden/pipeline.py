@@ -213,6 +213,16 @@ class Pipeline:
         record = self.audit.append("decision", body)
         if acting:
             self.audit.sync()  # the decision is the write-ahead intent: durable before anything moves
+        log.info(
+            "judged",
+            watch=watch.id,
+            path=body["path"],
+            outcome=decision.outcome,
+            types=sorted({f.type for f in verdict.findings}),
+            reason=verdict.reason,
+            actions=[p["op"] for p in planned],
+            audit_seq=record.seq,
+        )
         self._count("verdicts", decision.outcome)
         for finding in verdict.findings:
             self._count("findings", finding.type)
