@@ -371,3 +371,46 @@ def test_quarantine_restore_round_trip_while_the_daemon_runs(drop, running):
     assert drop.sidecars() == [], "the restored file was quarantined again"
     kinds = [(r["body"]["phase"], r["body"].get("via")) for r in running.records("quarantine.restore")]
     assert ("intent", "spool") in kinds and ("done", "spool") in kinds
+
+
+def test_a_down_alert_sink_loses_nothing_and_is_reported(tmp_path):
+    drop = Drop(tmp_path, extra="[alerts]\nretry_initial = 0.2\nretry_max = 0.5\n")
+    siem = tmp_path / "siem"
+    drop.config.write_text(drop.config.read_text().replace(str(drop.alerts), str(siem / "alerts.jsonl")))
+    daemon = drop.daemon().start()
+    try:
+        write(drop.inbox / "a.txt", PII)
+        write(drop.inbox / "b.txt", PII)
+        daemon.wait_for(lambda: len(drop.sidecars()) == 2, what="quarantined while the sink is down")
+        daemon.wait_for(
+            lambda: any('"alert sink failing' in line for line in daemon.log_lines),
+            what="sink failure logged",
+        )
+        siem.mkdir()  # the SIEM comes back
+        lines = daemon.wait_for(
+            lambda: (siem / "alerts.jsonl").exists() and (siem / "alerts.jsonl").read_text().splitlines(),
+            what="alerts delivered",
+        )
+        time.sleep(1.0)
+        lines = (siem / "alerts.jsonl").read_text().splitlines()
+        ids = [json.loads(line)["event"]["id"] for line in lines]
+        assert len(ids) == 2 and len(set(ids)) == 2
+    finally:
+        daemon.stop()
+
+
+def test_undelivered_alerts_survive_a_restart(tmp_path):
+    drop = Drop(tmp_path, extra="[alerts]\nretry_initial = 0.2\nretry_max = 0.5\n")
+    siem = tmp_path / "siem"
+    drop.config.write_text(drop.config.read_text().replace(str(drop.alerts), str(siem / "alerts.jsonl")))
+    daemon = drop.daemon().start()
+    write(drop.inbox / "a.txt", PII)
+    daemon.wait_for(drop.sidecars, what="quarantined")
+    daemon.kill()
+    siem.mkdir()
+    daemon = drop.daemon().start()
+    try:
+        daemon.wait_for(lambda: (siem / "alerts.jsonl").exists(), what="alert delivered after restart")
+    finally:
+        daemon.stop()
+    assert len((siem / "alerts.jsonl").read_text().splitlines()) == 1
