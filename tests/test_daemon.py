@@ -35,6 +35,7 @@ class Drop:
         release_line = f'release_to = "{self.outbound}"\n' if release else ""
         self.config.write_text(
             f'[state]\ndir = "{self.state}"\n[audit]\npath = "{self.audit}"\n'
+            f'[metrics]\nlisten = "127.0.0.1:0"\n'
             f"[daemon]\nreconcile_interval = 5.0\nsettle_stat = 0.3\n{extra}"
             f'[[watch]]\nname = "inbox"\npath = "{self.inbox}"\nquarantine_dir = "{self.quarantine}"\n'
             f"{release_line}"

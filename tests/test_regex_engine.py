@@ -30,9 +30,9 @@ def require_hyperscan():
         pytest.skip("hyperscan is not installed")
 
 
-def hyperscan_engine(rules, max_match_length: int = 512):
+def hyperscan_engine(rules):
     require_hyperscan()
-    return engine.HyperscanEngine(rules, max_match_length)
+    return build_engine(rules, "hyperscan", 512)
 
 
 CUSTOM = [
@@ -72,7 +72,8 @@ FRAGMENTS = [
     "1234 5678 9018", "マイナンバー", "個人番号", "My Number", "AKIAIOSFODNN7EXAMPLE", "ASIA", "ghp_",
     "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "github_pat_",
     "github_pat_11ABCDEFG0123456789abc_xxxxxxxxxxxxxxxxxxxxYYYYYYYYYYYYYYYYYYYY0123456789abcdefghi",
-    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "-----BEGIN RSA PRIVATE KEY-----\n",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+    "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBYr9Xv1pD8b2Q0hPcbPn8vZfV1Jb0mZK4VqL1fQk9AboAoGCCqGSM49\n-----END EC PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----\n",
     "-----END RSA PRIVATE KEY-----", "-----BEGIN OPENSSH PRIVATE KEY-----\\n",
     "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n",
     "eyJhbGciOiJIUzI1NiJ9", ".eyJzdWIiOiIxIn0", ".c2lnbmF0dXJl", "EMP-123456", "employee", "Project Falcon",

@@ -170,6 +170,25 @@ class DaemonSettings(Strict):
     open_writer_timeout: float = Field(default=60.0, gt=0)
     reconcile_interval: float = Field(default=300.0, gt=0)
     drain_timeout: float = Field(default=20.0, ge=0)
+    stall_timeout: float = Field(default=120.0, gt=0)
+
+
+class MetricsSettings(Strict):
+    """Prometheus metrics and /healthz on a loopback address ("" switches them off; port 0 picks one)."""
+
+    listen: str = "127.0.0.1:9468"
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if value:
+            from dropwarden.metrics import parse_listen
+
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                raise ValueError(f"expected a loopback HOST:PORT ({exc})") from None
+        return value
 
 
 class PluginsSettings(Strict):
@@ -194,6 +213,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     plugins: PluginsSettings = PluginsSettings()
     daemon: DaemonSettings = DaemonSettings()
+    metrics: MetricsSettings = MetricsSettings()
     alerts: AlertsSettings = AlertsSettings()
     watch: list[WatchSettings] = []
 

@@ -94,6 +94,7 @@ class Pipeline:
         self.alerts = alerts
         self._requeue = requeue
         self.counters = Counters()
+        self.observe: Callable[[str, float], None] = lambda stage, seconds: None  # metrics hook
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], bool] = {}  # key -> "seen again while in flight"
 
@@ -139,11 +140,16 @@ class Pipeline:
             identity = FileIdentity.of(st)
             if self.state.judged_verdict(identity, ctx.ruleset) is not None:
                 return  # this exact version was judged already
+            if item.settled_at:
+                self.observe("queue", max(0.0, time.monotonic() - item.settled_at))
             started = time.perf_counter()
             judgement = ctx.judge.judge_name(
                 dir_fd, name, watch.display(item.relpath), require_single_link=True
             )
+            judged = time.perf_counter()
+            self.observe("judge", judged - started)
             self._conclude(ctx, watch, dir_fd, item, judgement, started)
+            self.observe("act", time.perf_counter() - judged)
         finally:
             os.close(dir_fd)
 

@@ -15,9 +15,12 @@ import structlog
 from dropwarden import __version__
 from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
 from dropwarden.alerts import AlertDispatcher, build_sinks
-from dropwarden.audit import AuditLog
+from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
 from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
+from dropwarden.metrics import Metrics
+from dropwarden.metrics import Snapshot as MetricsSnapshot
+from dropwarden.notify import Notifier
 from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.reconcile import reconcile
 from dropwarden.recovery import recover
@@ -44,6 +47,11 @@ class Daemon:
         self._reconcile_requested: str | None = "startup"
         self.degraded: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
+        self._busy_since: dict[int, float] = {}  # worker index -> when it took its current file
+        self._reconciling = threading.Lock()
+        self.notifier = Notifier()
+        self.metrics: Metrics | None = None
+        self._last_ping = 0.0
 
     # ------------------------------------------------------------------------------------ signals
 
@@ -68,7 +76,12 @@ class Daemon:
         try:
             return self._run()
         finally:
-            self.audit.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            try:
+                self.audit.close()
+            except AuditError as exc:
+                log.error("audit log not closed cleanly", error=str(exc))
             self.state.close()
 
     def _run(self) -> int:
@@ -103,6 +116,15 @@ class Daemon:
         )
         context = PipelineContext(watches, runtime.judge, ruleset_version(runtime), list(self.sinks))
         self.pipeline = Pipeline(context, self.state, self.audit, self.alerts, self.settler.notify)
+        if self.settings.metrics.listen:
+            self.metrics = Metrics(self._metrics_snapshot)
+            try:
+                host, port = self.metrics.serve(self.settings.metrics.listen)
+            except OSError as exc:
+                self.metrics = None
+                raise StartupError(f"metrics: cannot listen on {self.settings.metrics.listen}: {exc}") from None
+            self.pipeline.observe = self.metrics.observe
+            log.info("metrics listening", host=host, port=port)
         self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -117,7 +139,19 @@ class Daemon:
         return self._shutdown()
 
     def ready(self) -> None:
-        """Hook for service managers (sd_notify READY=1 lands here)."""
+        """Every watch is armed and the startup reconcile is queued: tell the service manager."""
+        self.notifier.ready(self.status_line())
+
+    def status_line(self) -> str:
+        counters = self.pipeline.counters
+        unscanned = counters.verdicts.get("unscanned", 0)
+        text = (
+            f"judged {counters.judged} (findings {sum(counters.findings.values())}, unscanned {unscanned});"
+            f" queue {self.work.qsize()}, settling {self.settler.pending}"
+        )
+        if self.degraded:
+            text += "; degraded: " + ", ".join(sorted(self.degraded.values()))
+        return text
 
     def _assemble(self, settings: Settings) -> tuple[Runtime, dict[str, ActiveWatch]]:
         if not settings.watch:
@@ -142,25 +176,29 @@ class Daemon:
 
     def _start_workers(self, count: int) -> None:
         for index in range(count):
-            thread = threading.Thread(target=self._worker, name=f"worker-{index}", daemon=True)
+            thread = threading.Thread(target=self._worker, args=(index,), name=f"worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _worker(self) -> None:
+    def _worker(self, index: int) -> None:
         while True:
             item = self.work.get()
             if item is None:  # type: ignore[comparison-overlap]
                 self.work.task_done()
                 return
+            self._busy_since[index] = time.monotonic()
             try:
                 self.pipeline.process(item)
             finally:
+                self._busy_since.pop(index, None)
                 self.work.task_done()
 
     def _main_loop(self) -> None:
         next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
+        # Ping at a third of the watchdog period (systemd's advice), and look around at least every second.
+        tick = min(1.0, self.notifier.watchdog_usec / 3e6) if self.notifier.watchdog_usec else 1.0
         while not self._stop.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=tick)
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -169,26 +207,74 @@ class Daemon:
                 self._reload()
             if time.monotonic() >= next_reconcile:
                 self._reconcile_requested = self._reconcile_requested or "periodic"
-            if self._reconcile_requested:
+            if self._reconcile_requested and not self._reconciling.locked():
                 reason, self._reconcile_requested = self._reconcile_requested, None
-                self._reconcile(reason)
+                threading.Thread(
+                    target=self._reconcile, args=(reason,), name="reconcile", daemon=True
+                ).start()
                 next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
-            ingest(self.settings.state.dir, self.audit)
+            self._keep_audit_usable()
+            try:
+                ingest(self.settings.state.dir, self.audit)
+            except (AuditError, OSError) as exc:
+                log.error("audit spool not ingested", error=str(exc))
             self.heartbeat()
 
     def heartbeat(self) -> None:
-        """Called from the main loop about once a second (the systemd watchdog ping lands here)."""
+        """STATUS every tick; WATCHDOG=1 only while no worker is stuck on one file (a wedged pipeline
+        stops the pings, and systemd restarts us)."""
+        now = time.monotonic()
+        stalled = [now - since for since in list(self._busy_since.values())]
+        limit = self.settings.daemon.stall_timeout
+        if any(age > limit for age in stalled):
+            self.degraded["pipeline"] = f"a worker has been busy on one file for over {limit:g}s"
+        else:
+            self.degraded.pop("pipeline", None)
+            if self.notifier.watchdog_usec:
+                self.notifier.watchdog()
+        self.notifier.status(self.status_line())
+
+    def _keep_audit_usable(self) -> None:
+        """A failed write (disk full) poisons the log; reopen it once writing works again."""
+        problem = self.audit.broken
+        if problem is None:
+            self.degraded.pop("audit", None)
+            return
+        self.degraded["audit"] = f"audit log unwritable: {problem}"
+        try:
+            fresh = AuditLog.open(self.settings.audit.path, self.settings.state.dir, self.settings.audit)
+        except (AuditError, OSError):
+            return  # still failing; files stay where they are and are judged again later
+        old, self.audit = self.audit, fresh
+        self.pipeline.audit = fresh
+        try:
+            old.close()
+        except (AuditError, OSError):
+            pass
+        log.warning("audit log reopened after a write failure")
+        self.request_reconcile("audit reopened")
 
     def _reconcile(self, reason: str) -> None:
-        ctx = self.pipeline.context
-        total = 0
-        for watch in ctx.watches.values():
-            total += reconcile(watch, self.state, ctx.ruleset, self.settler.notify, self._stop.is_set)
-        log.info("reconciled", reason=reason, enqueued=total)
+        with self._reconciling:
+            ctx = self.pipeline.context
+            total = 0
+            for watch in ctx.watches.values():
+                try:
+                    total += reconcile(watch, self.state, ctx.ruleset, self.settler.notify, self._stop.is_set)
+                except OSError as exc:
+                    log.error("reconcile failed", watch=watch.id, error=str(exc))
+            log.info("reconciled", reason=reason, enqueued=total)
 
     # ------------------------------------------------------------------------------------ reload
 
     def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self._apply_reload()
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _apply_reload(self) -> None:
         try:
             loaded = load_config(self.config_path)
             if loaded.settings.state != self.settings.state or loaded.settings.audit != self.settings.audit:
@@ -236,14 +322,31 @@ class Daemon:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
         self.alerts.stop()
-        self.audit.append("daemon.stop", {"judged": self.pipeline.counters.judged, "left_queued": left})
+        try:
+            self.audit.append("daemon.stop", {"judged": self.pipeline.counters.judged, "left_queued": left})
+        except AuditError as exc:
+            log.error("stop not audited", error=str(exc))
         _close_watches(self.pipeline.context.watches)
         self.runtime.close()
         log.info("stopped", judged=self.pipeline.counters.judged, left_queued=left)
         return 0
 
     def stopping(self) -> None:
-        """Hook for service managers (sd_notify STOPPING=1 lands here)."""
+        self.notifier.stopping()
+
+    def _metrics_snapshot(self) -> MetricsSnapshot:
+        counters = self.pipeline.counters
+        return MetricsSnapshot(
+            verdicts=dict(counters.verdicts),
+            findings=dict(counters.findings),
+            actions=dict(counters.actions),
+            failures=dict(counters.failures),
+            queue_depth=self.work.qsize(),
+            settling=self.settler.pending,
+            outbox_depth=self.state.outbox_depth(),
+            degraded=dict(self.degraded),
+            gate={},
+        )
 
     def _sink_health(self, sink: str, problem: str | None) -> None:
         if problem is None:

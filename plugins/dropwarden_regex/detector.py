@@ -82,7 +82,9 @@ class RegexDetector:
             return True
         return any(pattern.search(value) for pattern in self._allow_patterns)
 
-    def _findings(self, view_name: str, text: str, kept: list[tuple[Rule, int, int, str, str]]) -> list[Finding]:
+    def _findings(
+        self, view_name: str, text: str, kept: list[tuple[Rule, int, int, str, str]]
+    ) -> list[Finding]:
         findings = []
         line, line_start, scanned = 1, 0, 0
         for rule, start, end, _value, fingerprint in kept:  # sorted by start
@@ -100,7 +102,11 @@ class RegexDetector:
                     severity=rule.severity,
                     confidence=rule.confidence,
                     location=Location(
-                        view=view_name, line=line, column=start - line_start + 1, offset=start, length=end - start
+                        view=view_name,
+                        line=line,
+                        column=start - line_start + 1,
+                        offset=start,
+                        length=end - start,
                     ),
                     excerpt=redact.excerpt(text, start, end),
                     fingerprint=fingerprint,
@@ -129,10 +135,20 @@ def _compile_settings(settings_json: str) -> _Compiled:
     allow = settings.allow
     state: dict[str, Any] = {
         "rules": [
-            [r.id, r.type, r.pattern, int(r.severity), r.confidence, r.validator_name, list(r.context),
-             r.context_window, r.ignore_case, r.max_length]
+            [
+                r.id,
+                r.type,
+                r.pattern,
+                int(r.severity),
+                r.confidence,
+                r.validator_name,
+                list(r.context),
+                r.context_window,
+                r.ignore_case,
+                r.max_length,
+            ]
             for r in rules
-        ],  # fmt: skip
+        ],
         "allow": allow.model_dump(),
         "max_match_length": settings.max_match_length,
     }

@@ -75,10 +75,7 @@ def build_engine(rules: Sequence[Rule], kind: str = "auto", max_match_length: in
         if engine is not None:
             _cache.move_to_end(key)
             return engine
-    if kind == "python":
-        engine = PythonEngine(rules)
-    else:
-        engine = HyperscanEngine(rules, max_match_length)
+    engine = PythonEngine(rules) if kind == "python" else HyperscanEngine(rules, max_match_length)
     with _cache_lock:
         _cache[key] = engine
         while len(_cache) > _CACHE_SIZE:
@@ -146,7 +143,11 @@ class HyperscanEngine:
                     pass
         compiled = self._compile(wanted)
         if compiled is None:  # find the culprits, compile the rest
-            wanted = {index: expressions for index, expressions in wanted.items() if self._compile({index: expressions})}
+            wanted = {
+                index: expressions
+                for index, expressions in wanted.items()
+                if self._compile({index: expressions})
+            }
             compiled = self._compile(wanted)
         self._db, self._expression_count, rule_expressions = compiled or (None, 0, {})
         self._rule_expressions = rule_expressions

@@ -32,8 +32,9 @@ class Rule:
     unless `unicode` is set: patterns holding non-ASCII characters, or str-only syntax, are matched
     against the decoded text instead. `prefilter` (packs only) holds optional cheaper expressions for
     hyperscan that together report every end offset of a match of `pattern` (a suffix of it, or a
-    trigger shared by several rules such as "a digit run with separators"). `width` is the (min, max) match length in bytes (characters for
-    unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
+    trigger shared by several rules such as "a digit run with separators"). `width` is the (min, max)
+    match length in bytes (characters for unicode rules), max uncapped; `lookahead` is how far
+    lookaheads may read past a match.
     """
 
     id: str
@@ -66,7 +67,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
         raise ValueError(f"{where}.id: expected a lower-case rule id like 'pii.email' (got {rule_id!r})")
     rule_type = spec.get("type")
     if not isinstance(rule_type, str) or not _TYPE.match(rule_type):
-        raise ValueError(f"{where}.type: expected an upper-case finding type like 'EMAIL' (got {rule_type!r})")
+        raise ValueError(f"{where}.type: expected an finding type like 'EMAIL' (got {rule_type!r})")
     pattern = spec.get("pattern")
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"{where}.pattern: expected a non-empty regular expression")

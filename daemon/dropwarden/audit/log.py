@@ -363,6 +363,11 @@ class AuditLog:
         self.close()
 
     @property
+    def broken(self) -> str | None:
+        """Why the log cannot take appends any more (a failed write or fsync), or None."""
+        return None if self._broken is None else str(self._broken)
+
+    @property
     def last_seq(self) -> int:
         return self._next_seq - 1
 

@@ -1,0 +1,151 @@
+"""Prometheus metrics and the health endpoint, served on a loopback address.
+
+Counters are read from the pipeline's own tallies at scrape time (one source of truth); stage
+latencies are histograms the pipeline observes as it goes. `GET /healthz` answers 200 when the
+daemon is healthy and 503 with the degraded reasons otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass
+class Snapshot:
+    """What the collector reports, gathered by the daemon when scraped."""
+
+    verdicts: dict[str, int]
+    findings: dict[str, int]
+    actions: dict[str, int]
+    failures: dict[str, int]
+    queue_depth: int
+    settling: int
+    outbox_depth: int
+    degraded: dict[str, str]
+    gate: dict[str, dict[str, float]]
+
+
+class _DaemonCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield _counter("dropwarden_files_judged", "Files judged, by outcome.", "outcome", snap.verdicts)
+        yield _counter("dropwarden_findings", "Findings, by type.", "type", snap.findings)
+        yield _counter("dropwarden_actions", "Actions taken, by action.", "action", snap.actions)
+        yield _counter("dropwarden_failures", "Pipeline and action failures, by kind.", "kind", snap.failures)
+        yield GaugeMetricFamily(
+            "dropwarden_queue_depth", "Settled files waiting to be judged.", snap.queue_depth
+        )
+        yield GaugeMetricFamily("dropwarden_settling", "Files waiting to be complete.", snap.settling)
+        yield GaugeMetricFamily("dropwarden_outbox_depth", "Alerts not yet delivered.", snap.outbox_depth)
+        degraded = GaugeMetricFamily(
+            "dropwarden_degraded", "1 while the daemon is degraded, by reason.", labels=["reason"]
+        )
+        for reason in snap.degraded:
+            degraded.add_metric([reason], 1)
+        yield degraded
+        yield GaugeMetricFamily(
+            "dropwarden_healthy", "1 when nothing is degraded.", 0 if snap.degraded else 1
+        )
+        waiting = GaugeMetricFamily(
+            "dropwarden_gate_waiting", "Jobs waiting at the GPU gate.", labels=["resource"]
+        )
+        in_flight = GaugeMetricFamily(
+            "dropwarden_gate_in_flight", "Jobs holding the GPU gate.", labels=["resource"]
+        )
+        waits = CounterMetricFamily(
+            "dropwarden_gate_waits", "Jobs that had to wait at the gate.", labels=["resource"]
+        )
+        for resource, stats in snap.gate.items():
+            waiting.add_metric([resource], stats.get("waiting", 0))
+            in_flight.add_metric([resource], stats.get("in_flight", 0))
+            waits.add_metric([resource], stats.get("waits", 0))
+        yield from (waiting, in_flight, waits)
+
+
+def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+class Metrics:
+    """The registry, the stage histogram, and the HTTP server for /metrics and /healthz."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stage_seconds = Histogram(
+            "dropwarden_stage_seconds",
+            "Time spent per pipeline stage.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_DaemonCollector(snapshot))
+        self._snapshot = snapshot
+        self._server: ThreadingHTTPServer | None = None
+        self.address: tuple[str, int] | None = None
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
+
+    def serve(self, listen: str) -> tuple[str, int]:
+        host, port = parse_listen(listen)
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/metrics":
+                    self._answer(200, generate_latest(metrics.registry), "text/plain; version=0.0.4")
+                elif self.path.split("?")[0] == "/healthz":
+                    degraded = metrics._snapshot().degraded
+                    body: dict[str, Any] = {"status": "degraded" if degraded else "ok", "degraded": degraded}
+                    self._answer(503 if degraded else 200, json.dumps(body).encode(), "application/json")
+                else:
+                    self._answer(404, b"not found\n", "text/plain")
+
+            def _answer(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self.address = server.server_address[:2]  # type: ignore[assignment]
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        return self.address  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """ "127.0.0.1:9468" or "[::1]:9468"; only loopback addresses are accepted."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"metrics address {listen!r} is not a loopback address")
+    return host, int(port)
