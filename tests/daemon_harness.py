@@ -110,3 +110,11 @@ def audit_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
             if kind is None or record["type"] == kind:
                 out.append(record)
     return out
+
+
+def metrics_port(daemon: DaemonProcess) -> int:
+    """The port the daemon's metrics server bound (configured as port 0 in tests)."""
+    for line in daemon.log_lines:
+        if '"event": "metrics listening"' in line:
+            return int(json.loads(line)["port"])
+    raise AssertionError("no metrics listening line in the daemon's log")

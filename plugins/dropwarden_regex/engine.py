@@ -116,12 +116,39 @@ class _Plan:
         self.forward = longest + rule.lookahead + MARGIN
 
 
-def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
-    hits[expression].append(end)
+class _Database:
+    """One compiled hyperscan database: which expressions stand for which rules, and how to window them."""
+
+    def __init__(
+        self,
+        db: Any,
+        ids: dict[tuple[bytes, int], int],
+        rule_expressions: dict[int, tuple[int, ...]],
+        plans: list[_Plan],
+    ) -> None:
+        self.db = db
+        self.ids = ids  # (expression, flags) -> hyperscan id
+        self.expression_count = len(ids)
+        self.rule_expressions = rule_expressions
+        # Rules with the same expressions (a shared trigger) share their regions, sized for the
+        # largest of them: a wider window than a rule needs keeps the result exact (module docstring).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, expression_ids in rule_expressions.items():
+            groups.setdefault(expression_ids, []).append(index)
+        self.groups = [
+            (ids, members, max(plans[i].back for i in members), max(plans[i].forward for i in members))
+            for ids, members in groups.items()
+        ]
 
 
 class HyperscanEngine:
-    """One prefilter scan for all rules, then per-rule confirmation in windows (see module docstring)."""
+    """One prefilter scan for all rules, then per-rule confirmation in windows (see module docstring).
+
+    Two databases: the fast one uses each rule's `trigger` where it has one (a coarse expression shared
+    by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
+    stops once a trigger has reported more than `trigger_budget` hits (numeric tables, logs), and the
+    precise database scans the view instead, so confirmation stays proportional to real candidates.
+    """
 
     name = "hyperscan"
 
@@ -131,54 +158,49 @@ class HyperscanEngine:
         self._hs = hyperscan
         self._plans = [_Plan(rule, max_match_length) for rule in rules]
         self._local = threading.local()
+        self.trigger_budget = (256, 512)  # (minimum, bytes per hit): at most max(256, len // 512) hits
         # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
         # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
         # in prefilter mode, run as one whole-text `finditer` each.
-        wanted: dict[int, list[tuple[bytes, int]]] = {}
+        precise: dict[int, list[tuple[bytes, int]]] = {}
+        fast: dict[int, list[tuple[bytes, int]]] = {}
         for index, rule in enumerate(rules):
-            if not rule.unicode:
-                try:
-                    wanted[index] = _expressions(rule, hyperscan)
-                except UnsupportedSyntax:
-                    pass
+            if rule.unicode:
+                continue
+            try:
+                expressions = _expressions(rule, hyperscan, use_trigger=False)
+                fast[index] = _expressions(rule, hyperscan, use_trigger=True)
+            except UnsupportedSyntax:
+                continue
+            precise[index] = expressions
+        self._precise = self._compile_all(precise)
+        compiled = set(self._precise.rule_expressions) if self._precise else set()
+        fast = {index: expressions for index, expressions in fast.items() if index in compiled}
+        triggers = {expression for index in compiled if rules[index].trigger for expression in fast[index]}
+        self._fast = (self._compile(fast) if triggers else None) or self._precise
+        self._trigger_ids = frozenset(
+            self._fast.ids[expression] for expression in triggers if self._fast is not self._precise
+        )
+        self.fallback = [index for index in range(len(rules)) if index not in compiled]
+
+    def _compile_all(self, wanted: dict[int, list[tuple[bytes, int]]]) -> _Database | None:
+        """A database of all `wanted` rules, or of those that compile (the others fall back)."""
+        if not wanted:
+            return None
         compiled = self._compile(wanted)
         if compiled is None:  # find the culprits, compile the rest
-            wanted = {
-                index: expressions
-                for index, expressions in wanted.items()
-                if self._compile({index: expressions})
-            }
-            compiled = self._compile(wanted)
-        self._db, self._expression_count, rule_expressions = compiled or (None, 0, {})
-        self._rule_expressions = rule_expressions
-        self.fallback = [index for index in range(len(rules)) if index not in rule_expressions]
-        # Rules with the same expressions (a shared trigger) share their regions, sized for the
-        # largest of them: a wider window than a rule needs keeps the result exact (module docstring).
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, expression_ids in rule_expressions.items():
-            groups.setdefault(expression_ids, []).append(index)
-        self._groups = [
-            (
-                expression_ids,
-                members,
-                max(self._plans[i].back for i in members),
-                max(self._plans[i].forward for i in members),
-            )
-            for expression_ids, members in groups.items()
-        ]
+            wanted = {index: expressions for index, expressions in wanted.items() if self._compile({index: expressions})}
+            compiled = self._compile(wanted) if wanted else None
+        return compiled
 
-    def _compile(
-        self, wanted: dict[int, list[tuple[bytes, int]]]
-    ) -> tuple[Any, int, dict[int, tuple[int, ...]]] | None:
-        """One database for the rules' expressions; equal expressions (a trigger shared by several
-        rules) are compiled once and their hits go to every rule that names them."""
+    def _compile(self, wanted: dict[int, list[tuple[bytes, int]]]) -> _Database | None:
+        """Equal expressions (a trigger shared by several rules) are compiled once; their hits go to
+        every rule that names them."""
         ids: dict[tuple[bytes, int], int] = {}
         rule_expressions = {
             index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
             for index, expressions in wanted.items()
         }
-        if not ids:
-            return None
         hs = self._hs
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
@@ -190,20 +212,52 @@ class HyperscanEngine:
             )
         except hs.error:
             return None
-        return db, len(ids), rule_expressions
+        return _Database(db, ids, rule_expressions, self._plans)
 
-    def _scratch(self) -> Any:
-        scratch = getattr(self._local, "scratch", None)
+    def _scratch(self, database: _Database) -> Any:
+        scratches = getattr(self._local, "scratches", None)
+        if scratches is None:
+            scratches = self._local.scratches = {}
+        scratch = scratches.get(id(database))
         if scratch is None:
-            scratch = self._local.scratch = self._hs.Scratch(self._db)
+            scratch = scratches[id(database)] = self._hs.Scratch(database.db)
         return scratch
 
-    def prefilter_hits(self, data: bytes) -> dict[int, set[int]]:
-        """Rule index -> the end offsets its prefilter expressions report in `data` (for tests)."""
-        hits: list[list[int]] = [[] for _ in range(self._expression_count)]
-        if self._db is not None and data:
-            self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
-        return {index: {end for e in ids for end in hits[e]} for index, ids in self._rule_expressions.items()}
+    def _hits(self, data: bytes, precise: bool = False) -> tuple[_Database, list[list[int]]] | None:
+        """Run the fast database (the precise one if asked, or once a trigger overflows its budget)."""
+        fast = self._fast
+        if fast is None:
+            return None
+        if not precise and self._trigger_ids:
+            hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
+            minimum, per_hit = self.trigger_budget
+            budget = max(minimum, len(data) // per_hit)
+            triggers = self._trigger_ids
+
+            def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+                ends = hits[expression]
+                ends.append(end)
+                return expression in triggers and len(ends) > budget or None
+
+            try:
+                fast.db.scan(data, match_event_handler=on_hit, scratch=self._scratch(fast))
+                return fast, hits
+            except self._hs.ScanTerminated:
+                pass
+        database = self._precise if precise or self._trigger_ids else fast
+        if database is None:
+            return None
+        hits = [[] for _ in range(database.expression_count)]
+        database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
+        return database, hits
+
+    def prefilter_hits(self, data: bytes, precise: bool = False) -> dict[int, set[int]]:
+        """Rule index -> the end offsets its expressions report in `data` (for tests)."""
+        found = self._hits(data, precise) if data else None
+        if found is None:
+            return {}
+        database, hits = found
+        return {index: {end for e in ids for end in hits[e]} for index, ids in database.rule_expressions.items()}
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         if not data:
@@ -211,11 +265,11 @@ class HyperscanEngine:
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
         plans = self._plans
-        if self._db is not None:
-            hits: list[list[int]] = [[] for _ in range(self._expression_count)]
-            self._db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch())
+        found = self._hits(data)
+        if found is not None:
+            database, hits = found
             size = len(data)
-            for expression_ids, members, back, forward in self._groups:
+            for expression_ids, members, back, forward in database.groups:
                 if len(expression_ids) == 1:
                     ends = hits[expression_ids[0]]
                 else:
@@ -240,15 +294,24 @@ class HyperscanEngine:
         return finish(data, text, byte_spans, char_spans)
 
 
-def _expressions(rule: Rule, hs: Any) -> list[tuple[bytes, int]]:
-    """The hyperscan expressions (with flags) whose hits stand for `rule`'s match ends."""
+def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
+    hits[expression].append(end)
+
+
+def _expressions(rule: Rule, hs: Any, use_trigger: bool) -> list[tuple[bytes, int]]:
+    """The hyperscan expressions (with flags) whose hits stand for `rule`'s match ends: its trigger
+    (fast database), else its prefilter expressions, else its own pattern."""
     flags = hs.HS_FLAG_PREFILTER | (hs.HS_FLAG_CASELESS if rule.ignore_case else 0)
-    if not rule.prefilter:
+    if use_trigger and rule.trigger:
+        sources: tuple[str, ...] = (rule.trigger,)
+    elif rule.prefilter:
+        sources = rule.prefilter
+    else:
         verbose = bool(rule.regex.flags & re.VERBOSE)
         return [(prefilter_expression(rule.pattern, verbose).encode("utf-8"), flags)]
     return [
         (prefilter_expression(source, bool(re.compile(source).flags & re.VERBOSE)).encode("utf-8"), flags)
-        for source in rule.prefilter
+        for source in sources
     ]
 
 

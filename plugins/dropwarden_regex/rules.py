@@ -17,7 +17,7 @@ from dropwarden_regex.validators import Validator, get_validator
 PACKS = ("pii", "secrets")
 _PACK_KEYS = frozenset(
     {"id", "type", "pattern", "severity", "confidence", "validator", "context", "context_window",
-     "ignore_case", "max_length", "prefilter", "description"}
+     "ignore_case", "max_length", "prefilter", "trigger", "description"}
 )  # fmt: skip
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -31,8 +31,9 @@ class Rule:
     `regex` is a bytes pattern matched against the view's UTF-8 bytes (ASCII semantics for \\d \\w \\b),
     unless `unicode` is set: patterns holding non-ASCII characters, or str-only syntax, are matched
     against the decoded text instead. `prefilter` (packs only) holds optional cheaper expressions for
-    hyperscan that together report every end offset of a match of `pattern` (a suffix of it, or a
-    trigger shared by several rules such as "a digit run with separators"). `width` is the (min, max)
+    hyperscan that together report every end offset of a match of `pattern`; `trigger` (packs only) is
+    a coarser such expression shared by several rules ("a digit run"), used while it fires rarely
+    (see `engine.HyperscanEngine`). `width` is the (min, max)
     match length in bytes (characters for unicode rules), max uncapped; `lookahead` is how far
     lookaheads may read past a match.
     """
@@ -49,15 +50,16 @@ class Rule:
     ignore_case: bool
     max_length: int | None
     prefilter: tuple[str, ...] | None
+    trigger: str | None
     source: str
     unicode: bool
     regex: re.Pattern[Any]
     width: tuple[int, int]
     lookahead: int
 
-    def engine_key(self) -> tuple[str, bool, int | None, tuple[str, ...] | None]:
+    def engine_key(self) -> tuple[str, bool, int | None, tuple[str, ...] | None, str | None]:
         """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
-        return (self.pattern, self.ignore_case, self.max_length, self.prefilter)
+        return (self.pattern, self.ignore_case, self.max_length, self.prefilter, self.trigger)
 
 
 def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
@@ -91,11 +93,13 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
     prefilter = spec.get("prefilter")
     if prefilter is not None:
         prefilter = (prefilter,) if isinstance(prefilter, str) else tuple(prefilter)
-        for expression in prefilter:
+    trigger = spec.get("trigger")
+    for key, expressions in (("prefilter", prefilter or ()), ("trigger", (trigger,) if trigger else ())):
+        for expression in expressions:
             try:
                 re.compile(expression.encode("ascii"))
             except (re.error, UnicodeEncodeError, AttributeError) as exc:
-                raise ValueError(f"{where}.prefilter: invalid ASCII regular expression: {exc}") from None
+                raise ValueError(f"{where}.{key}: invalid ASCII regular expression: {exc}") from None
 
     regex, unicode = _compile(pattern, ignore_case, where)
     parsed = sre_parse.parse(regex.pattern, regex.flags)
@@ -115,6 +119,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
         ignore_case=ignore_case,
         max_length=max_length,
         prefilter=prefilter,
+        trigger=trigger,
         source=source,
         unicode=unicode,
         regex=regex,
