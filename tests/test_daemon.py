@@ -98,7 +98,9 @@ def test_a_file_with_pii_is_quarantined_alerted_and_audited(drop, running):
     (alert,) = running.wait_for(drop.alert_lines, what="alert")
     assert alert["event"]["kind"] == "alert"
     assert alert["file"]["hash"]["sha256"] == sidecar["sha256"]
-    everything = drop.audit.read_text() + drop.alerts.read_text() + json.dumps(sidecar)
+    everything = (
+        drop.audit.read_text() + drop.alerts.read_text() + json.dumps(sidecar) + "\n".join(running.log_lines)
+    )
     for raw in ("jane.doe@example.org", "4111 1111 1111 1111", "4111111111111111", "415 555 0132"):
         assert raw not in everything
 

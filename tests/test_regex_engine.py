@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -116,34 +117,63 @@ def seeded_corpus(seed: int, size: int) -> str:
 # --- engine equivalence --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["fast", "precise"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=corpus)
-def test_hyperscan_and_python_engines_find_the_same_matches_on_random_text(text):
+def test_hyperscan_and_python_engines_find_the_same_matches_on_random_text(path, text):
+    require_hyperscan()
     data = TextView(name="t", text=text, encoding="utf-8").utf8
-    assert hyperscan_engine(RULES).scan(data, text) == PythonEngine(RULES).scan(data, text)
+    assert engine_on_path(path).scan(data, text) == PythonEngine(RULES).scan(data, text)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_hyperscan_and_python_engines_find_the_same_matches_on_a_large_seeded_corpus(seed):
+@functools.cache
+def engine_on_path(path: str) -> engine.HyperscanEngine:
+    """A private hyperscan engine forced onto one path: "fast" (shared triggers, never overflowing)
+    or "precise" (the first trigger hit overflows, so every view is rescanned with the rules' own
+    prefilter expressions)."""
+    hs_engine = engine.HyperscanEngine(RULES, 512)
+    hs_engine.trigger_budget = (1 << 40, 1) if path == "fast" else (0, 1 << 40)
+    return hs_engine
+
+
+@pytest.mark.parametrize("path", ["fast", "precise"])
+@pytest.mark.parametrize("seed", range(4))
+def test_hyperscan_and_python_engines_find_the_same_matches_on_a_large_seeded_corpus(seed, path):
+    require_hyperscan()
     text = seeded_corpus(seed, 120_000)
     data = text.encode("utf-8", "surrogatepass")
     expected = PythonEngine(RULES).scan(data, text)
     assert len(expected) > 100
-    assert hyperscan_engine(RULES).scan(data, text) == expected
+    assert engine_on_path(path).scan(data, text) == expected
 
 
-def test_every_match_end_of_every_rule_is_a_prefilter_hit():
-    """The contract of the `prefilter` expressions in the packs: a superset of the real match ends."""
-    hs_engine = hyperscan_engine(RULES)
+@pytest.mark.parametrize("path", ["fast", "precise"])
+def test_every_match_end_of_every_rule_is_a_prefilter_hit(path):
+    """The contract of `trigger` and `prefilter` in the packs: a superset of the real match ends."""
+    require_hyperscan()
+    hs_engine = engine_on_path(path)
     text = seeded_corpus(99, 200_000)
     data = text.encode("utf-8", "surrogatepass")
-    hits = hs_engine.prefilter_hits(data)
+    hits = hs_engine.prefilter_hits(data, precise=path == "precise")
     for index, rule in enumerate(RULES):
         if index in hs_engine.fallback:
             continue
         ends = {m.end() for m in rule.regex.finditer(data)}
         assert ends, rule.id
         assert ends <= hits[index], rule.id
+
+
+def test_numeric_text_overflows_the_shared_trigger_and_is_rescanned_precisely():
+    require_hyperscan()
+    hs_engine = build_engine(RULES, "hyperscan", 512)
+    log = "".join(
+        f"2024-05-17 12:{i % 60:02d}:00 GET /items/{10000 + i} 200 {i % 9000 + 1000}ms\n" for i in range(3000)
+    )
+    log += "contact (415) 555-2671\n"
+    data = log.encode()
+    assert len(hs_engine.prefilter_hits(data, precise=False)) > 0
+    assert span_values(hs_engine.scan(data, log), log) == [("pii.phone.nanp", "(415) 555-2671")]
+    assert hs_engine.scan(data, log) == PythonEngine(RULES).scan(data, log)
 
 
 def test_the_detector_reports_the_same_findings_with_either_engine():

@@ -242,3 +242,18 @@ def test_the_watchdog_period_is_only_ours_when_watchdog_pid_matches(monkeypatch)
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
     assert Notifier().watchdog_usec == 0
 
+
+def test_logs_are_json_for_the_journal_only_when_stderr_is_the_journal_stream(tmp_path, monkeypatch):
+    import sys
+
+    from dropwarden import logs
+
+    with open(tmp_path / "stderr", "w") as fake_stderr:
+        st = os.fstat(fake_stderr.fileno())
+        monkeypatch.setattr(sys, "stderr", fake_stderr)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.under_journald()
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        assert not logs.under_journald()
+        monkeypatch.delenv("JOURNAL_STREAM")
+        assert not logs.under_journald()
