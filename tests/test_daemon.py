@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import install_plugins, run_cli
-from .daemon_harness import DaemonProcess, audit_records
+from .conftest import install_plugins, require, run_cli
+from .daemon_harness import DaemonProcess, audit_records, metrics_port
 
 PII = "Customer: jane.doe@example.org, card 4111 1111 1111 1111, call +1 415 555 0132\n"
 CLEAN = "Weekly status: all systems nominal. Next review on Thursday.\n"
@@ -417,3 +419,52 @@ def test_undelivered_alerts_survive_a_restart(tmp_path):
     finally:
         daemon.stop()
     assert len((siem / "alerts.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: a disk that can really fill up."""
+    require(os.geteuid() == 0, "root (to mount a tmpfs)")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_degrades_the_daemon_loses_nothing_and_recovers(small_disk):
+    drop = Drop(small_disk)
+    daemon = drop.daemon().start()
+    try:
+        port = metrics_port(daemon)
+        staged = write(small_disk / "staged.txt", PII)
+        filler = small_disk / "filler"
+        with open(filler, "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+        os.rename(staged, drop.inbox / "while-full.txt")
+
+        def degraded() -> dict:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            except urllib.error.HTTPError as exc:
+                return json.loads(exc.read())["degraded"]
+            return {}
+
+        reasons = daemon.wait_for(degraded, what="degraded health")
+        assert "audit" in reasons
+        assert (drop.inbox / "while-full.txt").read_text() == PII, "the file must stay put while unaudited"
+
+        filler.unlink()
+        daemon.wait_for(drop.sidecars, timeout=30, what="judged after space came back")
+        daemon.wait_for(lambda: not degraded(), what="healthy again")
+    finally:
+        daemon.stop()
+    verified = drop.verify_audit()
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -240,17 +240,18 @@ class Daemon:
         if problem is None:
             self.degraded.pop("audit", None)
             return
-        self.degraded["audit"] = f"audit log unwritable: {problem}"
+        self.degraded.setdefault("audit", f"audit log unwritable: {problem}")
+        # Our own lock on the log would refuse the new handle: let go of the poisoned one first. Until
+        # the reopen works, appends fail, nothing moves, and files wait to be judged again.
+        try:
+            self.audit.close()
+        except (AuditError, OSError):
+            pass
         try:
             fresh = AuditLog.open(self.settings.audit.path, self.settings.state.dir, self.settings.audit)
         except (AuditError, OSError):
-            return  # still failing; files stay where they are and are judged again later
-        old, self.audit = self.audit, fresh
-        self.pipeline.audit = fresh
-        try:
-            old.close()
-        except (AuditError, OSError):
-            pass
+            return
+        self.audit = self.pipeline.audit = fresh
         log.warning("audit log reopened after a write failure")
         self.request_reconcile("audit reopened")
 

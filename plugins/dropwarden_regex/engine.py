@@ -3,9 +3,11 @@
 Both engines return the same thing: every rule's matches as `(rule index, char start, char end)`,
 exactly what `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted.
 
-`HyperscanEngine` compiles every rule with `HS_FLAG_PREFILTER` (a superset of the rule's matches,
-reported by end offset; no start-of-match tracking, which costs ~10x). The end offsets of one rule are
-merged into regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
+`HyperscanEngine` compiles, for every rule, expressions whose hits are a superset of the rule's match
+*end* offsets: the rule's pattern itself in `HS_FLAG_PREFILTER` mode (lookarounds dropped, large
+repeats widened: both only add matches), or the pack's cheaper `prefilter`/`trigger` expressions (see
+packs/pii.toml). No start-of-match tracking: it costs ~10x. The end offsets of one rule are merged into
+regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
 
     ws = min_end - L          (L: the rule's longest match, capped; no match ending here starts earlier)
     we = max_end + L + R + 64 (R: how far its lookaheads read; every attempt starting <= max_end reads
@@ -15,8 +17,11 @@ and only matches starting at or before `max_end` are kept. Regions whose windows
 merged, so the scan at `ws` is never inside a match of the whole-text scan. `re` sees the bytes before
 `ws`, so lookbehinds and \\b are exact. The result therefore equals the whole-text scan for every rule
 whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
-a pack rule may declare its own `max_length`). Rules hyperscan cannot compile even in prefilter mode
-fall back, one by one, to `finditer` over the whole text. `PythonEngine` is that fallback for all rules.
+a pack rule may declare its own `max_length`).
+
+Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
+against the decoded text, while hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one
+by one to `finditer` over the whole text. `PythonEngine` is that fallback for all rules.
 """
 
 from __future__ import annotations
@@ -89,12 +94,15 @@ class PythonEngine:
     name = "python"
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._rules = [(index, rule.regex, rule.unicode) for index, rule in enumerate(rules)]
+        self._rules = [(index, rule.regex, rule.unicode, rule.context) for index, rule in enumerate(rules)]
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
-        for index, regex, unicode in self._rules:
+        folded = FoldedText(text)
+        for index, regex, unicode, context in self._rules:
+            if context and not folded.contains_any(context):
+                continue
             if unicode:
                 char_spans.extend((index, *m.span()) for m in regex.finditer(text))
             else:
@@ -102,16 +110,37 @@ class PythonEngine:
         return finish(data, text, byte_spans, char_spans)
 
 
+class FoldedText:
+    """The view's text case-folded, computed at most once, for "is any context word present at all?".
+
+    A rule with context words cannot produce a finding in a view that holds none of them (casefold
+    maps character by character, so a word in a window is a word in the whole text); both engines
+    skip such a rule, so a CSV of 12-digit numbers costs nothing for the My Number rule.
+    """
+
+    __slots__ = ("_folded", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._folded: str | None = None
+
+    def contains_any(self, words: tuple[str, ...]) -> bool:
+        if self._folded is None:
+            self._folded = self._text.casefold()
+        return any(word in self._folded for word in words)
+
+
 class _Plan:
     """How the hyperscan engine confirms one rule: its regex and window sizes (bytes)."""
 
-    __slots__ = ("back", "forward", "regex", "unicode")
+    __slots__ = ("back", "context", "forward", "regex", "unicode")
 
     def __init__(self, rule: Rule, max_match_length: int) -> None:
         cap = rule.max_length if rule.max_length is not None else max_match_length
         longest = min(rule.width[1], cap)
         self.regex = rule.regex
         self.unicode = rule.unicode
+        self.context = rule.context
         self.back = longest
         self.forward = longest + rule.lookahead + MARGIN
 
@@ -189,7 +218,11 @@ class HyperscanEngine:
             return None
         compiled = self._compile(wanted)
         if compiled is None:  # find the culprits, compile the rest
-            wanted = {index: expressions for index, expressions in wanted.items() if self._compile({index: expressions})}
+            wanted = {
+                index: expressions
+                for index, expressions in wanted.items()
+                if self._compile({index: expressions})
+            }
             compiled = self._compile(wanted) if wanted else None
         return compiled
 
@@ -237,7 +270,7 @@ class HyperscanEngine:
             def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
                 ends = hits[expression]
                 ends.append(end)
-                return expression in triggers and len(ends) > budget or None
+                return (expression in triggers and len(ends) > budget) or None
 
             try:
                 fast.db.scan(data, match_event_handler=on_hit, scratch=self._scratch(fast))
@@ -251,13 +284,20 @@ class HyperscanEngine:
         database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
         return database, hits
 
+    def scan_path(self, data: bytes) -> str:
+        """Which database `scan` uses for `data`: "fast" or "precise" (for tests and diagnostics)."""
+        found = self._hits(data)
+        return "precise" if found is not None and found[0] is not self._fast else "fast"
+
     def prefilter_hits(self, data: bytes, precise: bool = False) -> dict[int, set[int]]:
         """Rule index -> the end offsets its expressions report in `data` (for tests)."""
         found = self._hits(data, precise) if data else None
         if found is None:
             return {}
         database, hits = found
-        return {index: {end for e in ids for end in hits[e]} for index, ids in database.rule_expressions.items()}
+        return {
+            index: {end for e in ids for end in hits[e]} for index, ids in database.rule_expressions.items()
+        }
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         if not data:
@@ -265,6 +305,7 @@ class HyperscanEngine:
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
         plans = self._plans
+        folded = FoldedText(text)
         found = self._hits(data)
         if found is not None:
             database, hits = found
@@ -278,7 +319,10 @@ class HyperscanEngine:
                     continue
                 regions = _regions(ends, back, forward, size)
                 for index in members:
-                    finditer = plans[index].regex.finditer
+                    plan = plans[index]
+                    if plan.context and not folded.contains_any(plan.context):
+                        continue
+                    finditer = plan.regex.finditer
                     for ws, max_end, we in regions:
                         for m in finditer(data, ws, we):
                             start = m.start()
@@ -287,6 +331,8 @@ class HyperscanEngine:
                             byte_spans.append((index, start, m.end()))
         for index in self.fallback:
             plan = plans[index]
+            if plan.context and not folded.contains_any(plan.context):
+                continue
             if plan.unicode:
                 char_spans.extend((index, *m.span()) for m in plan.regex.finditer(text))
             else:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 
 Validator = Callable[[str | bytes], bool]
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
 def _text(value: str | bytes) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
-    return unicodedata.normalize("NFKC", value)
+    return value if value.isascii() else unicodedata.normalize("NFKC", value)
 
 
 def _digits(value: str | bytes) -> str:
     """The ASCII digits of a value, full-width digits folded, every separator dropped."""
-    return "".join(ch for ch in _text(value) if "0" <= ch <= "9")
+    return _NOT_DIGIT.sub("", _text(value))
 
 
 # --- payment cards -------------------------------------------------------------------------------
@@ -75,11 +79,24 @@ CARD_ISSUERS: tuple[tuple[str, str, str, frozenset[int]], ...] = (
 )
 
 
-def card_issuer(digits: str) -> str | None:
-    """The issuer whose prefix range and length rules `digits` fits, or None."""
+def _issuer_table() -> dict[str, list[tuple[str, frozenset[int]]]]:
+    table: dict[str, list[tuple[str, frozenset[int]]]] = {}
     for name, low, high, lengths in CARD_ISSUERS:
-        if len(digits) in lengths and low <= digits[: len(low)] <= high:
-            return name
+        for prefix in range(int(low), int(high) + 1):
+            table.setdefault(str(prefix), []).append((name, lengths))
+    return table
+
+
+_ISSUERS_BY_PREFIX = _issuer_table()
+_PREFIX_LENGTHS = sorted({len(low) for _, low, _, _ in CARD_ISSUERS}, reverse=True)
+
+
+def card_issuer(digits: str) -> str | None:
+    """The issuer whose prefix range and length rules `digits` fits (longest prefix first), or None."""
+    for size in _PREFIX_LENGTHS:
+        for name, lengths in _ISSUERS_BY_PREFIX.get(digits[:size], ()):
+            if len(digits) in lengths:
+                return name
     return None
 
 
