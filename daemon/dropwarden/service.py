@@ -122,7 +122,9 @@ class Daemon:
                 host, port = self.metrics.serve(self.settings.metrics.listen)
             except OSError as exc:
                 self.metrics = None
-                raise StartupError(f"metrics: cannot listen on {self.settings.metrics.listen}: {exc}") from None
+                raise StartupError(
+                    f"metrics: cannot listen on {self.settings.metrics.listen}: {exc}"
+                ) from None
             self.pipeline.observe = self.metrics.observe
             log.info("metrics listening", host=host, port=port)
         self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
