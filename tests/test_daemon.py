@@ -468,3 +468,31 @@ def test_a_full_disk_degrades_the_daemon_loses_nothing_and_recovers(small_disk):
         daemon.stop()
     verified = drop.verify_audit()
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_directory_moved_in_has_its_files_judged(drop, running, tmp_path):
+    batch = tmp_path / "batch"
+    (batch / "deeper").mkdir(parents=True)
+    write(batch / "one.txt", PII)
+    write(batch / "deeper" / "two.txt", CLEAN)
+    os.rename(batch, drop.inbox / "batch")
+    running.wait_for(
+        lambda: drop.sidecars() and (drop.outbound / "batch" / "deeper" / "two.txt").exists(),
+        what="files of the moved-in directory",
+    )
+    assert Path(drop.sidecars()[0]["original_path"]).name == "one.txt"
+
+
+def test_a_polling_watch_judges_files_too(tmp_path):
+    drop = Drop(tmp_path)
+    drop.config.write_text(
+        drop.config.read_text().replace(
+            'name = "inbox"', 'name = "inbox"\nobserver = "polling"\npolling_interval = 0.3'
+        )
+    )
+    daemon = drop.daemon().start()
+    try:
+        write(drop.inbox / "polled.txt", PII)
+        daemon.wait_for(drop.sidecars, what="quarantine via the polling observer")
+    finally:
+        daemon.stop()
