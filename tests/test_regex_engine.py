@@ -80,7 +80,8 @@ FRAGMENTS = [
     "eyJhbGciOiJIUzI1NiJ9", ".eyJzdWIiOiIxIn0", ".c2lnbmF0dXJl", "EMP-123456", "employee", "Project Falcon",
     "社員番号：１２３４５６", "ref#abc1", "key=ABCD12;", "123e4567-e89b-12d3-a456-426614174000",
     "9f86d081884c7d659a2feaea0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0", "1700000000123", "9784061234567",
-    "2024-05-17", "3.14159", "é", "日本語", "\udc80", "\n", "\r\n", "\t", " ", "-", ".", "(", ")", "+", "_",
+    "2024-05-17", "3.14159", "é", "日本語", "０３－１２３４－５６７８", "（０３）１２３４－５６７８", "０９０ー１２３４ー５６７８",
+    "１２３４　５６７８　９０１８", "１２３４５６７８９０１８", "２０２４年", "－", "　", "\udc80", "\n", "\r\n", "\t", " ", "-", ".", "(", ")", "+", "_",
 ]  # fmt: skip
 ALPHABET = "0123456789 -.()+@_:AKIZeyJghp\nx"
 
@@ -260,6 +261,17 @@ def test_auto_falls_back_to_python_and_an_explicit_hyperscan_is_an_error_without
 def test_engines_are_cached_by_rule_set():
     assert build_engine(RULES, "python") is build_engine(list(RULES), "python")
     assert RegexDetector().engine is RegexDetector().engine
+
+
+def test_rules_that_differ_only_in_context_words_get_their_own_engine():
+    def detector(word: str) -> RegexDetector:
+        rule = CustomRule(id="acme.ref", type="REF", pattern=r"\bREF-\d{4}\b", context=[word])
+        return RegexDetector(RulesSettings(packs=[], custom=[rule]))
+
+    text = "invoice REF-1234"
+    view, ctx = TextView("text", text, "utf-8"), DetectContext(Fingerprinter(b"k" * 32))
+    assert [f.type for f in detector("invoice").detect(view, ctx)] == ["REF"]
+    assert detector("order").detect(view, ctx) == []
 
 
 # --- building blocks -----------------------------------------------------------------------------

@@ -74,6 +74,8 @@ DETECTED = [
     ("PHONE", "フリーダイヤル {}", "0120-123-456"),
     ("PHONE", "From abroad dial {} please.", "+81 90 1234 5678"),
     ("PHONE", "Our London number is {}.", "+44 20 7946 0958"),
+    ("PHONE", "電話：{}（代表）", "０３－１２３４－５６７８"),
+    ("PHONE", "携帯電話 {} まで", "０９０ー１２３４ー５６７８"),
     ("CREDIT_CARD", "Card number: {} exp 12/27", "4111 1111 1111 1111"),
     ("CREDIT_CARD", "Paid with {}.", "5555-5555-5555-4444"),
     ("CREDIT_CARD", "amex={};", "378282246310005"),
@@ -86,6 +88,7 @@ DETECTED = [
     ("JP_MY_NUMBER", "マイナンバー：{}", my_number("12345678901")),
     ("JP_MY_NUMBER", "個人番号 {} を提出してください", "9876 5432 1018"),
     ("JP_MY_NUMBER", "My Number: {}", "1234-5678-9018"),
+    ("JP_MY_NUMBER", "マイナンバー　{}", "１２３４　５６７８　９０１８"),
     ("AWS_ACCESS_KEY", "aws_access_key_id = {}", "AKIAIOSFODNN7EXAMPLE"),
     ("AWS_ACCESS_KEY", 'export AWS_ACCESS_KEY_ID="{}"', "ASIAY34FZKBOKMUTVV7A"),
     ("GITHUB_TOKEN", "token: {}", GITHUB_CLASSIC),
@@ -135,7 +138,13 @@ def test_a_japanese_document_in_utf8_yields_my_number_phone_and_email_with_chara
 
 def test_a_valid_my_number_without_context_words_is_not_reported():
     number = my_number("10023456789")
-    for text in (f"注文番号：{number}", f"Invoice {number} was paid.", f"tracking {number}"):
+    full_width = number.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    for text in (
+        f"注文番号：{number}",
+        f"Invoice {number} was paid.",
+        f"tracking {number}",
+        f"注文番号：{full_width}",
+    ):
         assert detect(text) == []
 
 
@@ -252,6 +261,12 @@ def test_locations_are_character_offsets_with_one_based_lines_and_columns():
 
 
 # --- packs, disable, custom rules ----------------------------------------------------------------
+
+
+def test_pack_patterns_are_ascii_and_matched_against_utf8_bytes():
+    for pack in ("pii", "secrets"):
+        for rule in load_pack(pack):
+            assert rule.pattern.isascii() and not rule.unicode, rule.id
 
 
 def test_packs_define_the_canonical_types_with_namespaced_ids():

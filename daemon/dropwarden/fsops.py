@@ -41,8 +41,9 @@ def open_dir(path: str | bytes | os.PathLike, dir_fd: int | None = None) -> int:
     return os.open(path, DIR_FLAGS, dir_fd=dir_fd)
 
 
-def open_subdir_chain(root_fd: int, parts: list[str]) -> int:
-    """Open root/parts[0]/parts[1]/… one component at a time, refusing symlinks at every step.
+def open_subdir_chain(root_fd: int, parts: list[str], *, create_mode: int | None = None) -> int:
+    """Open root/parts[0]/parts[1]/… one component at a time, refusing symlinks at every step;
+    with `create_mode`, missing components are created (mkdirat) on the way.
 
     Raises OSError (ELOOP or ENOTDIR for a link or non-directory on the way). The caller closes the fd.
     """
@@ -51,6 +52,11 @@ def open_subdir_chain(root_fd: int, parts: list[str]) -> int:
         for part in parts:
             if part in ("", ".", ".."):
                 raise OSError(errno.EINVAL, f"refusing path component {part!r}")
+            if create_mode is not None:
+                try:
+                    os.mkdir(part, create_mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
             nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = nxt
@@ -61,23 +67,8 @@ def open_subdir_chain(root_fd: int, parts: list[str]) -> int:
 
 
 def make_subdir_chain(root_fd: int, parts: list[str], mode: int = 0o750) -> int:
-    """Like open_subdir_chain, creating missing components (mkdirat) on the way."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if part in ("", ".", ".."):
-                raise OSError(errno.EINVAL, f"refusing path component {part!r}")
-            try:
-                os.mkdir(part, mode, dir_fd=fd)
-            except FileExistsError:
-                pass
-            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    """open_subdir_chain, creating missing components."""
+    return open_subdir_chain(root_fd, parts, create_mode=mode)
 
 
 def fsync_dir(dir_fd: int) -> None:

@@ -1,4 +1,4 @@
-"""The regex detector: engine matches -> validators -> context words -> allow-list -> redacted findings."""
+"""The regex detector: engine matches (with context words) -> validators -> allow-list -> findings."""
 
 from __future__ import annotations
 
@@ -66,8 +66,6 @@ class RegexDetector:
             rule = rules[index]
             value = text[start:end]
             if rule.validator is not None and not rule.validator(value):
-                continue
-            if rule.context and not _has_context(text, start, end, rule.context, rule.context_window):
                 continue
             fingerprint = ctx.fingerprint(rule.type, value)
             if self._value_allowed(value, fingerprint):
@@ -162,13 +160,6 @@ def _compile_settings(settings_json: str) -> _Compiled:
         allow_patterns=tuple(re.compile(pattern) for pattern in allow.patterns),
         allow_paths=tuple(allow.paths),
     )
-
-
-def _has_context(text: str, start: int, end: int, words: tuple[str, ...], window: int) -> bool:
-    """Whether any context word occurs within `window` characters before or after the match."""
-    before = text[max(0, start - window) : start].casefold()
-    after = text[end : end + window].casefold()
-    return any(word in before or word in after for word in words)
 
 
 def _dedupe(kept: list[tuple[Rule, int, int, str, str]]) -> list[tuple[Rule, int, int, str, str]]:

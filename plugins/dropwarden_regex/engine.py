@@ -1,7 +1,8 @@
 """Multi-pattern matching: one hyperscan prefilter pass over the UTF-8 bytes, confirmed by Python `re`.
 
 Both engines return the same thing: every rule's matches as `(rule index, char start, char end)`,
-exactly what `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted.
+exactly what `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted;
+matches of a rule with context words only where one occurs nearby (`has_context`).
 
 `HyperscanEngine` compiles, for every rule, expressions whose hits are a superset of the rule's match
 *end* offsets: the rule's pattern itself in `HS_FLAG_PREFILTER` mode (lookarounds dropped, large
@@ -94,46 +95,24 @@ class PythonEngine:
     name = "python"
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._rules = [(index, rule.regex, rule.unicode, rule.context) for index, rule in enumerate(rules)]
+        self._rules = [(index, rule.regex, rule.unicode) for index, rule in enumerate(rules)]
+        self._contexts = contexts_of(rules)
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
-        folded = FoldedText(text)
-        for index, regex, unicode, context in self._rules:
-            if context and not folded.contains_any(context):
-                continue
+        for index, regex, unicode in self._rules:
             if unicode:
                 char_spans.extend((index, *m.span()) for m in regex.finditer(text))
             else:
                 byte_spans.extend((index, *m.span()) for m in regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans)
-
-
-class FoldedText:
-    """The view's text case-folded, computed at most once, for "is any context word present at all?".
-
-    A rule with context words cannot produce a finding in a view that holds none of them (casefold
-    maps character by character, so a word in a window is a word in the whole text); both engines
-    skip such a rule, so a CSV of 12-digit numbers costs nothing for the My Number rule.
-    """
-
-    __slots__ = ("_folded", "_text")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._folded: str | None = None
-
-    def contains_any(self, words: tuple[str, ...]) -> bool:
-        if self._folded is None:
-            self._folded = self._text.casefold()
-        return any(word in self._folded for word in words)
+        return finish(data, text, byte_spans, char_spans, self._contexts)
 
 
 class _Plan:
     """How the hyperscan engine confirms one rule: its regex and window sizes (bytes)."""
 
-    __slots__ = ("back", "context", "forward", "regex", "unicode")
+    __slots__ = ("back", "context", "forward", "regex", "unicode", "window")
 
     def __init__(self, rule: Rule, max_match_length: int) -> None:
         cap = rule.max_length if rule.max_length is not None else max_match_length
@@ -141,6 +120,7 @@ class _Plan:
         self.regex = rule.regex
         self.unicode = rule.unicode
         self.context = rule.context
+        self.window = rule.context_window
         self.back = longest
         self.forward = longest + rule.lookahead + MARGIN
 
@@ -186,6 +166,7 @@ class HyperscanEngine:
 
         self._hs = hyperscan
         self._plans = [_Plan(rule, max_match_length) for rule in rules]
+        self._contexts = contexts_of(rules)
         self._local = threading.local()
         self.trigger_budget = (256, 512)  # (minimum, bytes per hit): at most max(256, len // 512) hits
         # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
@@ -305,7 +286,6 @@ class HyperscanEngine:
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
         plans = self._plans
-        folded = FoldedText(text)
         found = self._hits(data)
         if found is not None:
             database, hits = found
@@ -320,10 +300,9 @@ class HyperscanEngine:
                 regions = _regions(ends, back, forward, size)
                 for index in members:
                     plan = plans[index]
-                    if plan.context and not folded.contains_any(plan.context):
-                        continue
                     finditer = plan.regex.finditer
-                    for ws, max_end, we in regions:
+                    rule_regions = _near_context(regions, plan, data, text) if plan.context else regions
+                    for ws, max_end, we in rule_regions:
                         for m in finditer(data, ws, we):
                             start = m.start()
                             if start > max_end:
@@ -331,13 +310,11 @@ class HyperscanEngine:
                             byte_spans.append((index, start, m.end()))
         for index in self.fallback:
             plan = plans[index]
-            if plan.context and not folded.contains_any(plan.context):
-                continue
             if plan.unicode:
                 char_spans.extend((index, *m.span()) for m in plan.regex.finditer(text))
             else:
                 byte_spans.extend((index, *m.span()) for m in plan.regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans)
+        return finish(data, text, byte_spans, char_spans, self._contexts)
 
 
 def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
@@ -359,6 +336,36 @@ def _expressions(rule: Rule, hs: Any, use_trigger: bool) -> list[tuple[bytes, in
         (prefilter_expression(source, bool(re.compile(source).flags & re.VERBOSE)).encode("utf-8"), flags)
         for source in sources
     ]
+
+
+def contexts_of(rules: Sequence[Rule]) -> dict[int, tuple[tuple[str, ...], int]]:
+    """Rule index -> (context words, window) for the rules that need context words."""
+    return {index: (rule.context, rule.context_window) for index, rule in enumerate(rules) if rule.context}
+
+
+def has_context(text: str, start: int, end: int, words: tuple[str, ...], window: int) -> bool:
+    """Whether a (case-folded) context word occurs within `window` characters before or after."""
+    before = text[max(0, start - window) : start].casefold()
+    after = text[end : end + window].casefold()
+    return any(word in before or word in after for word in words)
+
+
+def _near_context(
+    regions: list[tuple[int, int, int]], plan: _Plan, data: bytes, text: str
+) -> list[tuple[int, int, int]]:
+    """The regions whose surroundings hold a context word: a match in a region lies inside it, so its
+    context window lies inside the region widened by the window (casefold maps character by
+    character, so a word in a match's window is a word in that slice). Cheap where candidates are
+    many (a CSV of 12-digit numbers without the word My Number is skipped in one pass)."""
+    cursor = CharCursor(data, text)
+    kept = []
+    for region in regions:
+        ws, _, we = region
+        start, end = cursor.at(ws), cursor.at(we, round_up=True)
+        around = text[max(0, start - plan.window) : end + plan.window].casefold()
+        if any(word in around for word in plan.context):
+            kept.append(region)
+    return kept
 
 
 def _regions(ends: list[int], back: int, forward: int, size: int) -> list[tuple[int, int, int]]:
@@ -404,8 +411,15 @@ class CharCursor:
         return self._c
 
 
-def finish(data: bytes, text: str, byte_spans: list[Span], char_spans: list[Span]) -> list[Span]:
-    """Convert byte spans to character spans (rounding out to whole characters), merge, sort."""
+def finish(
+    data: bytes,
+    text: str,
+    byte_spans: list[Span],
+    char_spans: list[Span],
+    contexts: dict[int, tuple[tuple[str, ...], int]] | None = None,
+) -> list[Span]:
+    """Convert byte spans to character spans (rounding out to whole characters), keep the matches
+    of context rules that have a context word nearby (`has_context`), merge, sort."""
     if byte_spans:
         if len(data) == len(text):
             char_spans.extend(byte_spans)
@@ -416,6 +430,12 @@ def finish(data: bytes, text: str, byte_spans: list[Span], char_spans: list[Span
                 char_start = cursor.at(start)
                 char_end = cursor.at(end, round_up=True)
                 char_spans.append((index, char_start, char_end))
+    if contexts:
+        char_spans = [
+            span
+            for span in char_spans
+            if span[0] not in contexts or has_context(text, span[1], span[2], *contexts[span[0]])
+        ]
     char_spans.sort(key=lambda span: (span[1], span[2], span[0]))
     return char_spans
 

@@ -33,9 +33,8 @@ class Rule:
     against the decoded text instead. `prefilter` (packs only) holds optional cheaper expressions for
     hyperscan that together report every end offset of a match of `pattern`; `trigger` (packs only) is
     a coarser such expression shared by several rules ("a digit run"), used while it fires rarely
-    (see `engine.HyperscanEngine`). `width` is the (min, max)
-    match length in bytes (characters for unicode rules), max uncapped; `lookahead` is how far
-    lookaheads may read past a match.
+    (see `engine.HyperscanEngine`). `width` is the (min, max) match length in bytes (characters for
+    unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
     """
 
     id: str
@@ -57,9 +56,17 @@ class Rule:
     width: tuple[int, int]
     lookahead: int
 
-    def engine_key(self) -> tuple[str, bool, int | None, tuple[str, ...] | None, str | None]:
+    def engine_key(self) -> tuple[Any, ...]:
         """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
-        return (self.pattern, self.ignore_case, self.max_length, self.prefilter, self.trigger)
+        return (
+            self.pattern,
+            self.ignore_case,
+            self.max_length,
+            self.prefilter,
+            self.trigger,
+            self.context,
+            self.context_window,
+        )
 
 
 def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
@@ -69,7 +76,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
         raise ValueError(f"{where}.id: expected a lower-case rule id like 'pii.email' (got {rule_id!r})")
     rule_type = spec.get("type")
     if not isinstance(rule_type, str) or not _TYPE.match(rule_type):
-        raise ValueError(f"{where}.type: expected an finding type like 'EMAIL' (got {rule_type!r})")
+        raise ValueError(f"{where}.type: expected a finding type like 'EMAIL' (got {rule_type!r})")
     pattern = spec.get("pattern")
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"{where}.pattern: expected a non-empty regular expression")
@@ -176,7 +183,10 @@ def load_pack(name: str) -> list[Rule]:
         unknown = set(spec) - _PACK_KEYS
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-        rules.append(compile_rule(spec, f"pack:{name}", where))
+        rule = compile_rule(spec, f"pack:{name}", where)
+        if rule.unicode:  # a stray non-ASCII character (even in a comment) would change the semantics
+            raise ValueError(f"{where}.pattern: pack patterns must be ASCII (UTF-8 bytes as \\xNN escapes)")
+        rules.append(rule)
     return rules
 
 

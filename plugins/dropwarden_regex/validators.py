@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import unicodedata
@@ -79,22 +80,21 @@ CARD_ISSUERS: tuple[tuple[str, str, str, frozenset[int]], ...] = (
 )
 
 
-def _issuer_table() -> dict[str, list[tuple[str, frozenset[int]]]]:
+@functools.cache
+def _issuers_by_prefix() -> tuple[dict[str, list[tuple[str, frozenset[int]]]], list[int]]:
+    """Every concrete prefix of CARD_ISSUERS -> its (issuer, lengths), and the prefix sizes, longest first."""
     table: dict[str, list[tuple[str, frozenset[int]]]] = {}
     for name, low, high, lengths in CARD_ISSUERS:
         for prefix in range(int(low), int(high) + 1):
             table.setdefault(str(prefix), []).append((name, lengths))
-    return table
-
-
-_ISSUERS_BY_PREFIX = _issuer_table()
-_PREFIX_LENGTHS = sorted({len(low) for _, low, _, _ in CARD_ISSUERS}, reverse=True)
+    return table, sorted({len(low) for _, low, _, _ in CARD_ISSUERS}, reverse=True)
 
 
 def card_issuer(digits: str) -> str | None:
     """The issuer whose prefix range and length rules `digits` fits (longest prefix first), or None."""
-    for size in _PREFIX_LENGTHS:
-        for name, lengths in _ISSUERS_BY_PREFIX.get(digits[:size], ()):
+    table, sizes = _issuers_by_prefix()
+    for size in sizes:
+        for name, lengths in table.get(digits[:size], ()):
             if len(digits) in lengths:
                 return name
     return None
