@@ -496,3 +496,20 @@ def test_a_polling_watch_judges_files_too(tmp_path):
         daemon.wait_for(drop.sidecars, what="quarantine via the polling observer")
     finally:
         daemon.stop()
+
+
+def test_the_daemon_refuses_a_watch_it_could_not_act_on(tmp_path):
+    drop = Drop(tmp_path)
+    subprocess.run(["mount", "--bind", "-o", "ro", str(drop.inbox), str(drop.inbox)], check=False)
+    try:
+        require(os.geteuid() == 0 and not os.access(drop.inbox, os.W_OK), "a read-only bind mount (root)")
+        result = subprocess.run(
+            [sys.executable, "-m", "dropwarden", "run", "--config", str(drop.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["umount", str(drop.inbox)], check=False)
+    assert result.returncode == 1
+    assert "not writable" in result.stderr and "ReadWritePaths" in result.stderr

@@ -51,6 +51,14 @@ def arm(settings: WatchSettings) -> ActiveWatch:
         ) from None
     store = release_fd = None
     try:
+        acts = bool(settings.on_finding or settings.on_unscanned or settings.release_to)
+        if acts and not os.access(root, os.W_OK | os.X_OK):
+            # Catch a read-only mount (ProtectSystem=strict without ReadWritePaths) at start,
+            # not at the first file that needs moving.
+            raise WatchSetupError(
+                f"watch {settings.id}: {root} is not writable by this process, so no file could be moved"
+                " (with systemd: add it to ReadWritePaths=)"
+            )
         needs_store = "quarantine" in settings.on_finding or "quarantine" in settings.on_unscanned
         qdir = default_quarantine_dir(settings)
         if needs_store:
