@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dropwarden.config import AllowList, CustomRule, RulesSettings, Settings
+from dropwarden.config import AllowList, CustomRule, RulesSettings, SettingError, Settings
 from dropwarden.findings import Severity
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Detector, Registry
@@ -342,6 +342,19 @@ def test_an_unknown_validator_name_raises_naming_the_rule():
         ValueError, match=r"rules\.custom\[0\]\.validator: unknown validator 'foo' \(known: .*iban"
     ):
         RegexDetector(rules)
+
+
+def test_rule_problems_are_setting_errors_that_config_check_reports_by_key():
+    custom = [
+        CustomRule(id="acme.ok", type="OK", pattern="ok+"),
+        CustomRule(id="acme.x", type="X", pattern="x+", validator="foo"),
+    ]
+    with pytest.raises(SettingError) as caught:
+        RegexDetector(RulesSettings(custom=custom))
+    assert caught.value.loc == ("rules", "custom", 1, "validator")
+    with pytest.raises(SettingError) as caught:
+        RegexDetector(RulesSettings(disable=["nope"]))
+    assert caught.value.loc == ("rules", "disable", 0)
 
 
 def test_a_custom_rule_that_can_match_nothing_or_repeats_an_id_is_rejected():

@@ -1,29 +1,4 @@
-"""Multi-pattern matching: one hyperscan prefilter pass over the UTF-8 bytes, confirmed by Python `re`.
-
-Both engines return the same thing: every rule's matches as `(rule index, char start, char end)`,
-exactly what `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted;
-matches of a rule with context words only where one occurs nearby (`has_context`).
-
-`HyperscanEngine` compiles, for every rule, expressions whose hits are a superset of the rule's match
-*end* offsets: the rule's pattern itself in `HS_FLAG_PREFILTER` mode (lookarounds dropped, large
-repeats widened: both only add matches), or the pack's cheaper `prefilter`/`trigger` expressions (see
-packs/pii.toml). No start-of-match tracking: it costs ~10x. The end offsets of one rule are merged into
-regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
-
-    ws = min_end - L          (L: the rule's longest match, capped; no match ending here starts earlier)
-    we = max_end + L + R + 64 (R: how far its lookaheads read; every attempt starting <= max_end reads
-                               only bytes below `we`, so it behaves exactly as over the whole text)
-
-and only matches starting at or before `max_end` are kept. Regions whose windows would overlap are
-merged, so the scan at `ws` is never inside a match of the whole-text scan. `re` sees the bytes before
-`ws`, so lookbehinds and \\b are exact. The result therefore equals the whole-text scan for every rule
-whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
-a pack rule may declare its own `max_length`).
-
-Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
-against the decoded text, while hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one
-by one to `finditer` over the whole text. `PythonEngine` is that fallback for all rules.
-"""
+"""Multi-pattern matching: one hyperscan prefilter pass over the UTF-8 bytes, confirmed by Python `re`."""
 
 from __future__ import annotations
 
@@ -33,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from dropwarden.config import SettingError
 from dropwarden_regex.rules import Rule
 
 Span = tuple[int, int, int]  # (rule index, char start, char end)
@@ -44,6 +20,10 @@ _CACHE_SIZE = 16
 
 
 class MatchEngine(Protocol):
+    """Both engines return every rule's matches as `(rule index, char start, char end)`: exactly what
+    `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted; for a rule
+    with context words, only the matches with one nearby (`has_context`)."""
+
     name: str
 
     def scan(self, data: bytes, text: str) -> list[Span]:
@@ -70,11 +50,15 @@ def build_engine(rules: Sequence[Rule], kind: str = "auto", max_match_length: in
     (a config reload, a detector per chunk) does not recompile the hyperscan database.
     """
     if kind not in ("auto", "hyperscan", "python"):
-        raise ValueError(f"rules.engine: unknown engine {kind!r} (expected auto, hyperscan or python)")
+        raise SettingError(
+            ("rules", "engine"), f"unknown engine {kind!r} (expected auto, hyperscan or python)"
+        )
     if kind == "auto":
         kind = "hyperscan" if hyperscan_available() else "python"
     elif kind == "hyperscan" and not hyperscan_available():
-        raise ValueError("rules.engine: 'hyperscan' is configured but the hyperscan module is not importable")
+        raise SettingError(
+            ("rules", "engine"), "'hyperscan' is configured but the hyperscan module is not importable"
+        )
     key = (kind, max_match_length, tuple(rule.engine_key() for rule in rules))
     with _cache_lock:
         engine = _cache.get(key)
@@ -140,7 +124,7 @@ class _Database:
         self.expression_count = len(ids)
         self.rule_expressions = rule_expressions
         # Rules with the same expressions (a shared trigger) share their regions, sized for the
-        # largest of them: a wider window than a rule needs keeps the result exact (module docstring).
+        # largest of them: a wider window than a rule needs keeps the result exact (HyperscanEngine).
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, expression_ids in rule_expressions.items():
             groups.setdefault(expression_ids, []).append(index)
@@ -151,12 +135,32 @@ class _Database:
 
 
 class HyperscanEngine:
-    """One prefilter scan for all rules, then per-rule confirmation in windows (see module docstring).
+    """One hyperscan scan for all rules, then per-rule confirmation by Python `re` in small windows.
+
+    For every rule, expressions whose hits are a superset of the rule's match *end* offsets are
+    compiled with `HS_FLAG_PREFILTER`: the rule's pattern itself (lookarounds dropped, large repeats
+    widened: both only add matches), or the pack's cheaper `prefilter`/`trigger` expressions (see
+    packs/pii.toml). No start-of-match tracking: it costs ~10x. The end offsets of one rule are merged
+    into regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
+
+        ws = min_end - L           L: the rule's longest match (capped): no match ending here starts earlier
+        we = max_end + L + R + 64  R: how far its lookaheads read: every attempt starting <= max_end reads
+                                   only bytes below `we`, so it behaves exactly as over the whole text
+
+    and only matches starting at or before `max_end` are kept. Regions whose windows would overlap are
+    merged, so the scan at `ws` is never inside a match of the whole-text scan; `re` sees the bytes
+    before `ws`, so lookbehinds and \\b are exact. The result equals the whole-text scan for every rule
+    whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
+    a pack rule may declare its own `max_length`).
 
     Two databases: the fast one uses each rule's `trigger` where it has one (a coarse expression shared
     by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
-    stops once a trigger has reported more than `trigger_budget` hits (numeric tables, logs), and the
+    stops once a trigger has reported more than `trigger_budget` hits (logs, numeric tables), and the
     precise database scans the view instead, so confirmation stays proportional to real candidates.
+
+    Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
+    against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
+    one to `finditer` over the whole text, as `PythonEngine` does for all rules.
     """
 
     name = "hyperscan"

@@ -10,9 +10,11 @@ from importlib import resources
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
-from dropwarden.config import RulesSettings
+from dropwarden.config import RulesSettings, SettingError
 from dropwarden.findings import Severity
-from dropwarden_regex.validators import Validator, get_validator
+from dropwarden_regex.validators import VALIDATORS, Validator, unknown_validator
+
+Where = tuple[str | int, ...] | str  # a configuration key ("rules", "custom", 0) or a pack rule's name
 
 PACKS = ("pii", "secrets")
 _PACK_KEYS = frozenset(
@@ -69,34 +71,44 @@ class Rule:
         )
 
 
-def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
-    """Validate one rule table (pack entry or custom rule) and compile it. `where` prefixes errors."""
+def problem(where: Where, key: str, message: str) -> ValueError:
+    """An error about `key` of the rule at `where`: a `SettingError` (which `dropwarden config check`
+    reports against the file and key it came from) for configuration keys, else a ValueError."""
+    if isinstance(where, tuple):
+        return SettingError((*where, key) if key else where, message)
+    return ValueError(f"{where}.{key}: {message}" if key else f"{where}: {message}")
+
+
+def compile_rule(spec: dict[str, Any], source: str, where: Where) -> Rule:
+    """Validate one rule table (pack entry or custom rule) and compile it; errors name `where`."""
     rule_id = spec.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
-        raise ValueError(f"{where}.id: expected a lower-case rule id like 'pii.email' (got {rule_id!r})")
+        raise problem(where, "id", f"expected a lower-case rule id like 'pii.email' (got {rule_id!r})")
     rule_type = spec.get("type")
     if not isinstance(rule_type, str) or not _TYPE.match(rule_type):
-        raise ValueError(f"{where}.type: expected a finding type like 'EMAIL' (got {rule_type!r})")
+        raise problem(where, "type", f"expected a finding type like 'EMAIL' (got {rule_type!r})")
     pattern = spec.get("pattern")
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"{where}.pattern: expected a non-empty regular expression")
+        raise problem(where, "pattern", "expected a non-empty regular expression")
     try:
         severity = Severity.parse(spec.get("severity", "medium"))
     except ValueError as exc:
-        raise ValueError(f"{where}.severity: {exc}") from None
+        raise problem(where, "severity", str(exc)) from None
     confidence = float(spec.get("confidence", 0.8))
     if not 0.0 <= confidence <= 1.0:
-        raise ValueError(f"{where}.confidence: must be between 0 and 1 (got {confidence})")
+        raise problem(where, "confidence", f"must be between 0 and 1 (got {confidence})")
     validator_name = spec.get("validator")
-    validator = get_validator(validator_name, f"{where}.validator") if validator_name else None
+    if validator_name and validator_name not in VALIDATORS:
+        raise problem(where, "validator", unknown_validator(validator_name))
+    validator = VALIDATORS[validator_name] if validator_name else None
     context = tuple(str(word).casefold() for word in spec.get("context", ()) if str(word).strip())
     context_window = int(spec.get("context_window", 64))
     if context_window < 1:
-        raise ValueError(f"{where}.context_window: must be at least 1")
+        raise problem(where, "context_window", "must be at least 1")
     ignore_case = bool(spec.get("ignore_case", False))
     max_length = spec.get("max_length")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"{where}.max_length: expected a positive integer (got {max_length!r})")
+        raise problem(where, "max_length", f"expected a positive integer (got {max_length!r})")
     prefilter = spec.get("prefilter")
     if prefilter is not None:
         prefilter = (prefilter,) if isinstance(prefilter, str) else tuple(prefilter)
@@ -106,13 +118,13 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
             try:
                 re.compile(expression.encode("ascii"))
             except (re.error, UnicodeEncodeError, AttributeError) as exc:
-                raise ValueError(f"{where}.{key}: invalid ASCII regular expression: {exc}") from None
+                raise problem(where, key, f"invalid ASCII regular expression: {exc}") from None
 
     regex, unicode = _compile(pattern, ignore_case, where)
     parsed = sre_parse.parse(regex.pattern, regex.flags)
     width = parsed.getwidth()
     if width[0] == 0:
-        raise ValueError(f"{where}.pattern: the pattern can match the empty string")
+        raise problem(where, "pattern", "the pattern can match the empty string")
     return Rule(
         id=rule_id,
         type=rule_type,
@@ -135,7 +147,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: str) -> Rule:
     )
 
 
-def _compile(pattern: str, ignore_case: bool, where: str) -> tuple[re.Pattern[Any], bool]:
+def _compile(pattern: str, ignore_case: bool, where: Where) -> tuple[re.Pattern[Any], bool]:
     flags = re.IGNORECASE if ignore_case else 0
     if pattern.isascii():
         try:
@@ -145,7 +157,7 @@ def _compile(pattern: str, ignore_case: bool, where: str) -> tuple[re.Pattern[An
     try:
         return re.compile(pattern, flags), True
     except re.error as exc:
-        raise ValueError(f"{where}.pattern: invalid regular expression: {exc}") from None
+        raise problem(where, "pattern", f"invalid regular expression: {exc}") from None
 
 
 def _lookahead_reach(parsed: Any) -> int:
@@ -174,7 +186,7 @@ def _lookahead_reach(parsed: Any) -> int:
 def load_pack(name: str) -> list[Rule]:
     """The rules of built-in pack `name` ("pii", "secrets"), in file order."""
     if name not in PACKS:
-        raise ValueError(f"rules.packs: unknown pack {name!r} (known: {', '.join(PACKS)})")
+        raise SettingError(("rules", "packs"), f"unknown pack {name!r} (known: {', '.join(PACKS)})")
     text = resources.files("dropwarden_regex").joinpath("packs", f"{name}.toml").read_text("utf-8")
     data = tomllib.loads(text)
     rules = []
@@ -182,10 +194,10 @@ def load_pack(name: str) -> list[Rule]:
         where = f"pack {name}: rule[{index}]"
         unknown = set(spec) - _PACK_KEYS
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+            raise problem(where, "", f"unknown keys {sorted(unknown)}")
         rule = compile_rule(spec, f"pack:{name}", where)
         if rule.unicode:  # a stray non-ASCII character (even in a comment) would change the semantics
-            raise ValueError(f"{where}.pattern: pack patterns must be ASCII (UTF-8 bytes as \\xNN escapes)")
+            raise problem(where, "pattern", "pack patterns must be ASCII (UTF-8 bytes as \\xNN escapes)")
         rules.append(rule)
     return rules
 
@@ -205,10 +217,10 @@ def load_rules(settings: RulesSettings) -> list[Rule]:
         if pack not in settings.packs:
             known_ids.update(rule.id for rule in load_pack(pack))
     for index, custom in enumerate(settings.custom):
-        where = f"rules.custom[{index}]"
+        where: Where = ("rules", "custom", index)
         spec = custom.model_dump()
         if spec["id"] in known_ids:
-            raise ValueError(f"{where}.id: rule id {spec['id']!r} is already used by another rule")
+            raise problem(where, "id", f"rule id {spec['id']!r} is already used by another rule")
         rule = compile_rule(spec, "custom", where)
         known_ids.add(rule.id)
         every.append(rule)
@@ -217,6 +229,6 @@ def load_rules(settings: RulesSettings) -> list[Rule]:
     for index, entry in enumerate(settings.disable):
         hits = {rule_id for rule_id in known_ids if fnmatch.fnmatchcase(rule_id, entry)}
         if not hits:
-            raise ValueError(f"rules.disable[{index}]: no rule matches {entry!r}")
+            raise SettingError(("rules", "disable", index), f"no rule matches {entry!r}")
         disabled |= hits
     return [rule for rule in every if rule.id not in disabled]

@@ -297,10 +297,14 @@ VALIDATORS: dict[str, Validator] = {
 }
 
 
+def unknown_validator(name: str) -> str:
+    """The complaint about a validator name that is not registered, listing the known ones."""
+    return f"unknown validator {name!r} (known: {', '.join(sorted(VALIDATORS))})"
+
+
 def get_validator(name: str, where: str) -> Validator:
     """The validator called `name`; `where` names the setting (e.g. "rules.custom[0].validator")."""
     try:
         return VALIDATORS[name]
     except KeyError:
-        known = ", ".join(sorted(VALIDATORS))
-        raise ValueError(f"{where}: unknown validator {name!r} (known: {known})") from None
+        raise ValueError(f"{where}: {unknown_validator(name)}") from None
