@@ -55,5 +55,9 @@ def excerpt(text: str, start: int, end: int, context: int = _CONTEXT_CHARS) -> s
     return f"{before}[{mask_value(text[start:end])}]{after}"
 
 
+_CONTROLS_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
 def _one_line(fragment: str) -> str:
-    return "".join(" " if ch in "\r\n\t\v\f" or unicodedata.category(ch) == "Cc" else ch for ch in fragment)
+    """Control characters (line breaks included) become spaces, so an excerpt is one line."""
+    return fragment.translate(_CONTROLS_TO_SPACE)

@@ -46,6 +46,9 @@ class RegexDetector:
         self._allow_fingerprints = compiled.allow_fingerprints
         self._allow_patterns = compiled.allow_patterns
         self._allow_paths = compiled.allow_paths
+        # Linear-time matching lets the core call us inline (no thread hand-off per file). Custom
+        # rules run through Python's backtracking `re`, so with any of them we take the timeout path.
+        self.bounded = self.engine.name == "hyperscan" and not settings.custom
 
     def path_allowed(self, display_path: str) -> bool:
         """Whether `rules.allow.paths` exempts this file (fnmatch globs against the display path)."""
