@@ -257,3 +257,49 @@ def test_logs_are_json_for_the_journal_only_when_stderr_is_the_journal_stream(tm
         assert not logs.under_journald()
         monkeypatch.delenv("JOURNAL_STREAM")
         assert not logs.under_journald()
+
+
+SLOW_LOADER = '''
+"""A detector with a slow warm-up, standing in for a large model load."""
+import time
+
+from dropwarden.hookspecs import hookimpl
+
+
+class SlowLoader:
+    id = "slow-loader"
+    version = "1"
+    view_kinds = frozenset({"image"})
+
+    def warm_up(self):
+        time.sleep(1.5)
+
+    def detect(self, view, ctx):
+        return []
+
+
+@hookimpl
+def dropwarden_register_detectors(register):
+    register(SlowLoader())
+'''
+
+
+def test_start_up_time_is_extended_while_a_detector_warms_up(tmp_path):
+    site = install_plugins(
+        tmp_path / "build", tmp_path / "site", [("slow_loader", SLOW_LOADER, 'slow-loader = "slow_loader"')]
+    )
+    drop = Drop(tmp_path / "run")
+    listener = NotifyListener(str(tmp_path / "notify"))
+    daemon = DaemonProcess(
+        drop.config, drop.audit, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "PYTHONPATH": str(site)}
+    )
+    try:
+        daemon.start()
+        wait_until(lambda: "READY=1" in listener.fields(), what="READY=1")
+        fields = listener.fields()
+        extend = next(i for i, f in enumerate(fields) if f.startswith("EXTEND_TIMEOUT_USEC="))
+        assert extend < fields.index("READY=1")
+        assert any('"event": "detector ready"' in line and "slow-loader" in line for line in daemon.log_lines)
+    finally:
+        listener.close()
+        daemon.stop()

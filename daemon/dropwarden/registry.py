@@ -28,6 +28,9 @@ class Detector(Protocol):
     The core calls `detect` (not a hook fan-out) so it can apply timeouts, the GPU gate and fault
     isolation per detector. An exception becomes an `unscanned` problem, never "clean".
 
+    A detector that must load something large (a model) may define `warm_up()`: the daemon calls it
+    once before reporting ready, extending systemd's start timeout meanwhile (EXTEND_TIMEOUT_USEC).
+
     A detector whose running time is bounded by construction (linear-time matching, no I/O) may set
     `bounded = True`: the core then calls it in the caller's thread, saving a thread hand-off per call.
     """

@@ -99,6 +99,7 @@ class Daemon:
         recovered = recover(self.state, self.audit, watches)
         if recovered:
             log.info("recovered interrupted actions", count=recovered)
+        self._warm_up(runtime)
 
         self.work: queue.Queue[WorkItem] = queue.Queue(maxsize=self.settings.daemon.queue_size)
         d = self.settings.daemon
@@ -171,6 +172,32 @@ class Daemon:
             runtime.close()
             raise StartupError(str(exc)) from None
         return runtime, watches
+
+    def _warm_up(self, runtime: Runtime) -> None:
+        """Let detectors load what they need (a large model) before READY=1, asking systemd for more
+        start-up time while they do. A warm-up failure is logged; the detector then fails per file."""
+        for detector in runtime.registry.detectors.values():
+            warm_up = getattr(detector, "warm_up", None)
+            if warm_up is None:
+                continue
+            done = threading.Event()
+
+            def keep_extending(done: threading.Event = done) -> None:
+                while not done.wait(10.0):
+                    self.notifier.extend_timeout(30.0)
+
+            self.notifier.extend_timeout(30.0)
+            threading.Thread(target=keep_extending, name="extend-timeout", daemon=True).start()
+            started = time.monotonic()
+            try:
+                warm_up()
+                log.info("detector ready", detector=detector.id, seconds=round(time.monotonic() - started, 2))
+            except Exception as exc:
+                log.error(
+                    "detector warm-up failed", detector=detector.id, error=f"{type(exc).__name__}: {exc}"
+                )
+            finally:
+                done.set()
 
     def _resolve(self, watch_id: str, relpath: str) -> str | None:
         watch = self.pipeline.context.watches.get(watch_id) if hasattr(self, "pipeline") else None
