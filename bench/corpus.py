@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = 2  # bump on any change to the output: it names the cache files
+GENERATOR_VERSION = 3  # bump on any change to the output: it names the cache files
 MB = 1_000_000  # bytes; every "MB" in the benchmark is 10^6 bytes of UTF-8 text
 DEFAULT_CHUNK_BYTES = MB
 MEAN_SEED_GAP = 10_000  # bytes between seeded items, on average
@@ -179,13 +179,18 @@ class _Gen:
         number = str(r.randint(1, 99)) if r.random() < 0.3 else ""
         return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{r.choice(DOMAINS)}"
 
+    def nanp_exchange(self) -> int:
+        """A central-office code that is in service: not N11, not 555 (fictional numbers)."""
+        while True:
+            exchange = self.r.randint(200, 999)
+            if exchange % 100 != 11 and exchange != 555:
+                return exchange
+
     def phone(self) -> str:
         r = self.r
         style = r.randrange(3)
         if style == 0:  # NANP
-            area, exch, line = r.choice(NANP_AREAS), r.randint(200, 999), self.digits(4)
-            while exch % 100 == 11 or exch == 555:
-                exch = r.randint(200, 999)
+            area, exch, line = r.choice(NANP_AREAS), self.nanp_exchange(), self.digits(4)
             fmt = r.choice(
                 ("({a}) {e}-{l}", "{a}-{e}-{l}", "{a}.{e}.{l}", "+1 {a}-{e}-{l}", "+1 ({a}) {e}-{l}")
             )
@@ -207,7 +212,7 @@ class _Gen:
                 f"+81-3-{self.digits(4)}-{self.digits(4)}",
                 f"+49 30 {r.randint(2, 9)}{self.digits(7)}",
                 f"+33 1 {self.digits(2)} {self.digits(2)} {self.digits(2)} {self.digits(2)}",
-                f"+1{r.choice(NANP_AREAS)}{r.randint(200, 554)}{self.digits(4)}",
+                f"+1{r.choice(NANP_AREAS)}{self.nanp_exchange()}{self.digits(4)}",
             )
         )
 

@@ -75,7 +75,9 @@ def plugin_options(settings: Settings) -> dict[str, Any]:
     raw = settings.plugin_config("vision")
     for key in raw:
         if key not in _PLUGIN_KEYS:
-            raise SettingError(("plugins", "config", "vision", key), f"unknown key (known: {sorted(_PLUGIN_KEYS)})")
+            raise SettingError(
+                ("plugins", "config", "vision", key), f"unknown key (known: {sorted(_PLUGIN_KEYS)})"
+            )
     marker = raw.get("image_marker", "")
     if not isinstance(marker, str) or len(marker) > 64:
         raise SettingError(("plugins", "config", "vision", "image_marker"), "expected a short string")

@@ -41,7 +41,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        """"closed", "open", or "half_open" (open time elapsed: the next call is a trial, or is one)."""
+        """ "closed", "open", or "half_open" (open time elapsed: the next call is a trial, or is one)."""
         with self._lock:
             if self._state == OPEN and self._clock() >= self._opened_at + self.open_seconds:
                 return HALF_OPEN

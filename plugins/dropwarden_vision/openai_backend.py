@@ -18,7 +18,14 @@ import openai
 import structlog
 
 from dropwarden.config import SettingError
-from dropwarden_vision.backend import MAX_TOKENS, BackendError, GateBusy, chat_messages, plugin_options, safe_text
+from dropwarden_vision.backend import (
+    MAX_TOKENS,
+    BackendError,
+    GateBusy,
+    chat_messages,
+    plugin_options,
+    safe_text,
+)
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings, VisionSettings
@@ -32,7 +39,9 @@ PLACEHOLDER_KEY = "sk-no-key"
 FORMATS = ("json_schema", "json_object", "prompt")
 _T = TypeVar("_T")
 # A 4xx/5xx whose message says this is about the requested structured output, not anything else.
-_FORMAT_COMPLAINT = re.compile(r"response_format|json_schema|json_object|schema|grammar|guided|validation", re.I)
+_FORMAT_COMPLAINT = re.compile(
+    r"response_format|json_schema|json_object|schema|grammar|guided|validation", re.I
+)
 _NOT_FORMAT_STATUSES = frozenset({401, 402, 403, 404, 408, 409, 429})
 
 # Response format that worked, per (base URL, model), for the life of the process.
@@ -156,7 +165,7 @@ class OpenAIBackend:
         settings: Settings,
         spec: VerdictSpec,
         *,
-        gate: Gate | None | bool = True,
+        gate: Gate | bool | None = True,
         api_key: ApiKey | None = None,
     ) -> None:
         vision = settings.vision
@@ -368,7 +377,11 @@ class _AllRejected(BackendError):
 
 
 def _rejects_format(exc: EndpointStatusError) -> bool:
-    return exc.status >= 400 and exc.status not in _NOT_FORMAT_STATUSES and bool(_FORMAT_COMPLAINT.search(exc.detail))
+    return (
+        exc.status >= 400
+        and exc.status not in _NOT_FORMAT_STATUSES
+        and bool(_FORMAT_COMPLAINT.search(exc.detail))
+    )
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -398,6 +411,8 @@ def _deadline(vision: VisionSettings, detector_timeout: float) -> float:
     with the client's back-off between them; kept just under the core's detector timeout so that a
     late request is cancelled here rather than left running after the core gave up."""
     backoff = sum(min(8.0, 0.5 * 2**i) for i in range(vision.retries))
-    full = vision.timeout * (vision.retries + 3) + backoff + (vision.timeout if vision.gate_resource else 0) + 1
+    full = (
+        vision.timeout * (vision.retries + 3) + backoff + (vision.timeout if vision.gate_resource else 0) + 1
+    )
     cap = detector_timeout - min(1.0, detector_timeout / 10)
     return max(0.1, min(full, cap))

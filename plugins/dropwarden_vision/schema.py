@@ -25,7 +25,9 @@ _CATEGORY_HELP = {
     "payment_card": "credit, debit or prepaid card (front or back), or its number written down",
     "bank_document": "bank statement, cheque, account details, transfer or loan form",
     "medical": "medical record, prescription, lab result, insurance or health card",
-    "screenshot_with_personal_data": "screenshot of an app, e-mail, chat or form showing someone's personal data",
+    "screenshot_with_personal_data": (
+        "screenshot of an app, e-mail, chat or form showing someone's personal data"
+    ),
     "handwriting_personal": "handwritten notes with personal data (names with addresses, numbers, passwords)",
     "other": "any other personal, financial or secret data (passwords, keys, HR or legal files)",
 }
