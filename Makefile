@@ -14,7 +14,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,systemd]'
+	$(BIN)/pip install --quiet -e '.[dev,systemd,llamacpp]'
 	touch $@
 
 lint: setup

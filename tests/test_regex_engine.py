@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import random
@@ -149,8 +150,10 @@ def test_hyperscan_and_python_engines_find_the_same_matches_on_a_large_seeded_co
 
 
 @pytest.mark.parametrize("path", ["fast", "precise"])
-def test_every_match_end_of_every_rule_is_a_prefilter_hit(path):
-    """The contract of `trigger` and `prefilter` in the packs: a superset of the real match ends."""
+def test_every_match_of_every_rule_holds_a_prefilter_hit(path):
+    """The contract of `trigger` and `prefilter` in the packs: every real match contains a hit
+    (start <= hit <= end, and hit <= start + hit_back where a rule declares it); where a rule has no
+    prefilter, its own pattern reports every match end."""
     require_hyperscan()
     hs_engine = engine_on_path(path)
     text = seeded_corpus(99, 200_000)
@@ -159,9 +162,16 @@ def test_every_match_end_of_every_rule_is_a_prefilter_hit(path):
     for index, rule in enumerate(RULES):
         if index in hs_engine.fallback:
             continue
-        ends = {m.end() for m in rule.regex.finditer(data)}
-        assert ends, rule.id
-        assert ends <= hits[index], rule.id
+        spans = [m.span() for m in rule.regex.finditer(data)]
+        assert spans, rule.id
+        if not rule.prefilter and not rule.trigger:
+            assert {end for _, end in spans} <= hits[index], rule.id
+            continue
+        ordered = sorted(hits[index])
+        for start, end in spans:
+            last = min(end, start + rule.hit_back) if rule.hit_back else end  # and no further than hit_back
+            first = bisect.bisect_left(ordered, start)
+            assert first < len(ordered) and ordered[first] <= last, (rule.id, data[start:end])
 
 
 def test_numeric_text_overflows_the_shared_trigger_and_is_rescanned_precisely():
@@ -299,3 +309,20 @@ def test_byte_offsets_are_converted_to_character_offsets():
 def test_ascii_text_needs_no_offset_conversion():
     text = "plain ascii"
     assert finish(text.encode(), text, [(0, 6, 11)], []) == [(0, 6, 11)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ﬁndividual number 123456789018",  # "ﬁ" case-folds to "fi": the folded text holds the word
+        "MY NUMBER: 1234 5678 9018 and later ＭＹ ＮＵＭＢＥＲ 123456789018",
+        "個人番号は１２３４５６７８９０１８、my_number=123456789018",
+    ],
+)
+def test_context_words_are_found_as_casefold_finds_them(text):
+    require_hyperscan()
+    data = text.encode("utf-8")
+    expected = PythonEngine(RULES).scan(data, text)
+    assert expected or "ＭＹ" in text
+    for path in ("fast", "precise"):
+        assert engine_on_path(path).scan(data, text) == expected

@@ -223,7 +223,7 @@ class VisionSettings(Strict):
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: Path | None = None
     response_format: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: float = Field(default=25.0, gt=0)
     retries: int = Field(default=1, ge=0, le=10)
     max_in_flight: int = Field(default=4, ge=1)
     gate_resource: str = "vision-endpoint"

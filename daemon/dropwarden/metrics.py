@@ -65,7 +65,7 @@ class _DaemonCollector(Collector):
             "dropwarden_gate_waiting", "Jobs waiting at the GPU gate.", labels=["resource"]
         )
         in_flight = GaugeMetricFamily(
-            "dropwarden_gate_in_flight", "Jobs holding the GPU gate.", labels=["resource"]
+            "dropwarden_gate_in_flight", "Slots of the GPU gate held by this process.", labels=["resource"]
         )
         waits = CounterMetricFamily(
             "dropwarden_gate_waits", "Jobs that had to wait at the gate.", labels=["resource"]

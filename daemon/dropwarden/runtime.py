@@ -21,6 +21,25 @@ class Runtime:
 
     def close(self) -> None:
         self.judge.close()
+        for detector in self.registry.detectors.values():
+            close = getattr(detector, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # a detector failing to close must not stop the others
+                    pass
+
+    def health(self) -> dict[str, str]:
+        """Degraded reasons reported by detectors (an open circuit breaker, say)."""
+        reasons: dict[str, str] = {}
+        for detector in self.registry.detectors.values():
+            health = getattr(detector, "health", None)
+            if health is not None:
+                try:
+                    reasons.update(health())
+                except Exception as exc:
+                    reasons[f"detector:{detector.id}"] = f"health check failed: {exc}"
+        return reasons
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -18,6 +18,7 @@ from dropwarden.alerts import AlertDispatcher, build_sinks
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
 from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
+from dropwarden.gate import get_gate
 from dropwarden.metrics import Metrics
 from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.notify import Notifier
@@ -261,7 +262,15 @@ class Daemon:
             self.degraded.pop("pipeline", None)
             if self.notifier.watchdog_usec:
                 self.notifier.watchdog()
+        self._merge_detector_health()
         self.notifier.status(self.status_line())
+
+    def _merge_detector_health(self) -> None:
+        reported = self.runtime.health()
+        for key in [k for k in self.degraded if k.startswith("detector:") and k[9:] not in reported]:
+            del self.degraded[key]
+        for key, reason in reported.items():
+            self.degraded[f"detector:{key}"] = reason
 
     def _keep_audit_usable(self) -> None:
         """A failed write (disk full) poisons the log; reopen it once writing works again."""
@@ -375,7 +384,7 @@ class Daemon:
             settling=self.settler.pending,
             outbox_depth=self.state.outbox_depth(),
             degraded=dict(self.degraded),
-            gate={},
+            gate=get_gate(self.settings.gpu).stats(),
         )
 
     def _sink_health(self, sink: str, problem: str | None) -> None:

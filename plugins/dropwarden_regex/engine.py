@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -96,7 +99,7 @@ class PythonEngine:
 class _Plan:
     """How the hyperscan engine confirms one rule: its regex and window sizes (bytes)."""
 
-    __slots__ = ("back", "context", "forward", "regex", "unicode", "window")
+    __slots__ = ("back", "context", "context_odd", "context_words", "forward", "regex", "unicode", "window")
 
     def __init__(self, rule: Rule, max_match_length: int) -> None:
         cap = rule.max_length if rule.max_length is not None else max_match_length
@@ -105,7 +108,15 @@ class _Plan:
         self.unicode = rule.unicode
         self.context = rule.context
         self.window = rule.context_window
-        self.back = longest
+        # hyperscan expressions (ASCII case ignored) for the context words, and for the other characters
+        # whose case folding holds a character of one: near one of those, a region without a word in
+        # its bytes is checked on the case-folded text (`_near_context`)
+        words = [word.encode("utf-8", "surrogatepass").lower() for word in rule.context]
+        odd = [c.encode("utf-8", "surrogatepass") for c in _fold_preimages("".join(rule.context))]
+        self.context_words = _literals(words) if words else None
+        self.context_odd = _literals(odd) if odd else None
+        # how far before a hit a match may start: its length at most, less where the pack says so
+        self.back = min(longest, rule.hit_back) if rule.hit_back else longest
         self.forward = longest + rule.lookahead + MARGIN
 
 
@@ -157,6 +168,8 @@ class HyperscanEngine:
     by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
     stops once a trigger has reported more than `trigger_budget` hits (logs, numeric tables), and the
     precise database scans the view instead, so confirmation stays proportional to real candidates.
+    The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
+    is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
 
     Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
     against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
@@ -172,7 +185,9 @@ class HyperscanEngine:
         self._plans = [_Plan(rule, max_match_length) for rule in rules]
         self._contexts = contexts_of(rules)
         self._local = threading.local()
-        self.trigger_budget = (256, 512)  # (minimum, bytes per hit): at most max(256, len // 512) hits
+        # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
+        # more than one per `bytes per hit` of the view scanned so far
+        self.trigger_budget = (256, 512)
         # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
         # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
         # in prefilter mode, run as one whole-text `finditer` each.
@@ -213,12 +228,17 @@ class HyperscanEngine:
 
     def _compile(self, wanted: dict[int, list[tuple[bytes, int]]]) -> _Database | None:
         """Equal expressions (a trigger shared by several rules) are compiled once; their hits go to
-        every rule that names them."""
+        every rule that names them. The context words of the wanted rules come along."""
         ids: dict[tuple[bytes, int], int] = {}
         rule_expressions = {
             index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
             for index, expressions in wanted.items()
         }
+        for index in wanted:
+            plan = self._plans[index]
+            for literal in (plan.context_words, plan.context_odd):
+                if literal is not None:
+                    ids.setdefault(literal, len(ids))
         hs = self._hs
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
@@ -249,13 +269,13 @@ class HyperscanEngine:
         if not precise and self._trigger_ids:
             hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
             minimum, per_hit = self.trigger_budget
-            budget = max(minimum, len(data) // per_hit)
             triggers = self._trigger_ids
 
             def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
                 ends = hits[expression]
                 ends.append(end)
-                return (expression in triggers and len(ends) > budget) or None
+                # over budget so far: decided early, so a dense view is not scanned twice in full
+                return (expression in triggers and len(ends) > minimum and len(ends) > end // per_hit) or None
 
             try:
                 fast.db.scan(data, match_event_handler=on_hit, scratch=self._scratch(fast))
@@ -305,7 +325,9 @@ class HyperscanEngine:
                 for index in members:
                     plan = plans[index]
                     finditer = plan.regex.finditer
-                    rule_regions = _near_context(regions, plan, data, text) if plan.context else regions
+                    rule_regions = (
+                        _near_context(regions, plan, data, text, database, hits) if plan.context else regions
+                    )
                     for ws, max_end, we in rule_regions:
                         for m in finditer(data, ws, we):
                             start = m.start()
@@ -355,21 +377,64 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
 
 
 def _near_context(
-    regions: list[tuple[int, int, int]], plan: _Plan, data: bytes, text: str
+    regions: list[tuple[int, int, int]],
+    plan: _Plan,
+    data: bytes,
+    text: str,
+    database: _Database,
+    hits: list[list[int]],
 ) -> list[tuple[int, int, int]]:
     """The regions whose surroundings hold a context word: a match in a region lies inside it, so its
     context window lies inside the region widened by the window (casefold maps character by
     character, so a word in a match's window is a word in that slice). Cheap where candidates are
-    many (a CSV of 12-digit numbers without the word My Number is skipped in one pass)."""
+    many (a CSV of 12-digit numbers without the word My Number is skipped in one pass).
+
+    The scan has found the words in the bytes (ASCII case ignored): a word in the case-folded text is
+    one of those, within 4 bytes per character of the region, unless a character that case-folds into
+    a word's characters (`_Plan.context_odd`, such as "ﬁ") is near; only then is the text checked."""
+    words = sorted(hits[database.ids[plan.context_words]]) if plan.context_words else []
+    odd = sorted(hits[database.ids[plan.context_odd]]) if plan.context_odd else []
+    reach = 4 * plan.window + 4
     cursor = CharCursor(data, text)
     kept = []
     for region in regions:
         ws, _, we = region
+        low, high = ws - reach, we + reach
+        i = bisect.bisect_left(words, low)
+        if i < len(words) and words[i] <= high:
+            kept.append(region)
+            continue
+        i = bisect.bisect_left(odd, low)
+        if i == len(odd) or odd[i] > high:
+            continue
         start, end = cursor.at(ws), cursor.at(we, round_up=True)
         around = text[max(0, start - plan.window) : end + plan.window].casefold()
         if any(word in around for word in plan.context):
             kept.append(region)
     return kept
+
+
+def _literals(literals: list[bytes]) -> tuple[bytes, int]:
+    """A hyperscan expression (with flags) for any of `literals`, ASCII letters in either case."""
+    import hyperscan
+
+    escaped = (b"".join(b"\\x%02x" % byte for byte in literal) for literal in sorted(set(literals)))
+    return b"|".join(escaped), hyperscan.HS_FLAG_CASELESS
+
+
+@functools.cache
+def _fold_preimages(chars: str) -> tuple[str, ...]:
+    """The non-ASCII characters, other than `chars` themselves, whose case folding holds one of
+    `chars` (for "individual": "ﬁ", "İ", ...); with ASCII upper case, the only ways a case-folded
+    text can hold a word made of `chars` that its bytes, ASCII case ignored, do not."""
+    wanted = set(chars)
+    found = []
+    for low in range(0x80, sys.maxunicode + 1, 256):  # most blocks fold to themselves: skip them whole
+        block = "".join(map(chr, range(low, min(low + 256, sys.maxunicode + 1))))
+        if block.casefold() != block:
+            found.extend(c for c in block if c.casefold() != c and not wanted.isdisjoint(c.casefold()))
+    found.extend(c for c in chars if c.isascii() and c.casefold() != c)  # a word never matches then anyway
+    return tuple(sorted(set(found) - wanted))
 
 
 def _regions(ends: list[int], back: int, forward: int, size: int) -> list[tuple[int, int, int]]:
@@ -430,10 +495,13 @@ def finish(
         else:
             byte_spans.sort(key=lambda span: span[1])
             cursor = CharCursor(data, text)
+            at = cursor.at
             for index, start, end in byte_spans:
-                char_start = cursor.at(start)
-                char_end = cursor.at(end, round_up=True)
-                char_spans.append((index, char_start, char_end))
+                char_start = at(start)
+                if data[start] < 0x80 and data[start:end].isascii():  # a whole-character, ASCII match
+                    char_spans.append((index, char_start, char_start + end - start))
+                else:
+                    char_spans.append((index, char_start, at(end, round_up=True)))
     if contexts:
         char_spans = [
             span

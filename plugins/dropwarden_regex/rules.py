@@ -19,7 +19,7 @@ Where = tuple[str | int, ...] | str  # a configuration key ("rules", "custom", 0
 PACKS = ("pii", "secrets")
 _PACK_KEYS = frozenset(
     {"id", "type", "pattern", "severity", "confidence", "validator", "context", "context_window",
-     "ignore_case", "max_length", "prefilter", "trigger", "description"}
+     "ignore_case", "max_length", "prefilter", "trigger", "hit_back", "description"}
 )  # fmt: skip
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -33,7 +33,8 @@ class Rule:
     `regex` is a bytes pattern matched against the view's UTF-8 bytes (ASCII semantics for \\d \\w \\b),
     unless `unicode` is set: patterns holding non-ASCII characters, or str-only syntax, are matched
     against the decoded text instead. `prefilter` (packs only) holds optional cheaper expressions for
-    hyperscan that together report every end offset of a match of `pattern`; `trigger` (packs only) is
+    hyperscan that together report an offset inside every match of `pattern`, and `hit_back` how far
+    before such a hit a match may start (default: its longest match); `trigger` (packs only) is
     a coarser such expression shared by several rules ("a digit run"), used while it fires rarely
     (see `engine.HyperscanEngine`). `width` is the (min, max) match length in bytes (characters for
     unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
@@ -57,6 +58,7 @@ class Rule:
     regex: re.Pattern[Any]
     width: tuple[int, int]
     lookahead: int
+    hit_back: int | None = None
 
     def engine_key(self) -> tuple[Any, ...]:
         """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
@@ -68,6 +70,7 @@ class Rule:
             self.trigger,
             self.context,
             self.context_window,
+            self.hit_back,
         )
 
 
@@ -120,6 +123,13 @@ def compile_rule(spec: dict[str, Any], source: str, where: Where) -> Rule:
             except (re.error, UnicodeEncodeError, AttributeError) as exc:
                 raise problem(where, key, f"invalid ASCII regular expression: {exc}") from None
 
+    hit_back = spec.get("hit_back")
+    if hit_back is not None:
+        if not isinstance(hit_back, int) or hit_back < 1:
+            raise problem(where, "hit_back", f"expected a positive integer (got {hit_back!r})")
+        if not prefilter or trigger:
+            raise problem(where, "hit_back", "needs a `prefilter` and no `trigger`")
+
     regex, unicode = _compile(pattern, ignore_case, where)
     parsed = sre_parse.parse(regex.pattern, regex.flags)
     width = parsed.getwidth()
@@ -144,6 +154,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: Where) -> Rule:
         regex=regex,
         width=width,
         lookahead=_lookahead_reach(parsed),
+        hit_back=hit_back,
     )
 
 

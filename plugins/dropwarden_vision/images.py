@@ -92,7 +92,7 @@ def prepare_frames(data: bytes, limits: ImageLimits) -> list[PreparedImage]:
     except MemoryError:
         raise ImageRejected("not enough memory to decode the image") from None
     except OSError as exc:
-        if "truncated" in str(exc):
+        if "truncated" in str(exc).lower():
             raise ImageRejected(f"truncated image file ({_short(exc)})") from None
         raise ImageRejected(f"cannot decode the image: {_short(exc)}") from None
     except Exception as exc:  # Pillow's plugins raise SyntaxError, ValueError, struct.error, EOFError...

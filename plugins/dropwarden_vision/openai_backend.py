@@ -204,11 +204,12 @@ class OpenAIBackend:
             runner, self._runner = self._runner, None
         if runner is None:
             return
-        client = self._client
+        client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
                 runner.submit(client.close()).result(timeout=2)
         runner.stop()
+        self._semaphore = self._probe_lock = None  # bound to the stopped loop
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         future = self._loop().submit(coro)

@@ -1,0 +1,43 @@
+"""Built-in vision plugin: registers `VisionDetector` (when `[vision] enabled`) and `dropwarden doctor`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dropwarden.config import SettingError
+from dropwarden.hookspecs import hookimpl
+from dropwarden_vision.detector import VERSION, VisionDetector
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import click
+
+    from dropwarden.config import Settings
+
+__version__ = VERSION
+__all__ = ["VisionDetector", "__version__", "dropwarden_register_commands", "dropwarden_register_detectors"]
+
+
+@hookimpl
+def dropwarden_register_detectors(register: Callable[[Any], None], settings: Settings) -> None:
+    """Register the vision detector when `settings.vision.enabled`; nothing otherwise."""
+    vision = settings.vision
+    if not vision.enabled:
+        return
+    resources = settings.gpu.resources
+    if vision.backend == "openai" and vision.gate_resource and vision.gate_resource not in resources:
+        raise SettingError(
+            ("vision", "gate_resource"),
+            f"no GPU gate resource {vision.gate_resource!r} in [gpu] resources (have: {sorted(resources)});"
+            ' add it there or set gate_resource = "" for no gate',
+        )
+    register(VisionDetector(settings))
+
+
+@hookimpl
+def dropwarden_register_commands(cli: click.Group) -> None:
+    """`dropwarden doctor`: check the configured vision endpoint."""
+    from dropwarden_vision.doctor import doctor
+
+    cli.add_command(doctor)

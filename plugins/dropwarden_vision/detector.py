@@ -1,0 +1,150 @@
+"""The vision detector: prepare the image, ask the backend through the circuit breaker, map to findings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from dropwarden.config import VisionCategory
+from dropwarden.findings import Finding, Location, Severity
+from dropwarden_vision.backend import BackendError, VisionBackend, create_backend, plugin_options
+from dropwarden_vision.circuit import CircuitBreaker
+from dropwarden_vision.images import ImageLimits, PreparedImage, prepare_frames
+from dropwarden_vision.schema import Answer, MalformedAnswer, VerdictSpec
+
+if TYPE_CHECKING:
+    from dropwarden.config import Settings
+    from dropwarden.registry import DetectContext
+    from dropwarden.views import View
+
+log = structlog.get_logger("dropwarden.vision")
+
+VERSION = "1.0.0"
+EXCERPT = "[image judged by vision model]"
+FALLBACK_CATEGORY = "other"
+_FALLBACK = VisionCategory(type="VISION_OTHER", severity="low")
+
+
+def endpoint_failure(exc: Exception) -> bool:
+    """What counts against the backend for the circuit breaker: no answer, or an unusable one."""
+    return isinstance(exc, BackendError | MalformedAnswer)
+
+
+class VisionDetector:
+    """Judges image views with a vision-language model.
+
+    A sensitive answer at or above `vision.min_confidence` gives one finding per category; a clean answer
+    gives none; every failure raises (the core records the view as unscanned with the message). The
+    model's free-text description never leaves this object.
+
+    Attributes: `id` ("vision"), `version` (detector version + hash of what shapes a verdict: model,
+    prompt, categories, image limits...), `view_kinds`, `backend`, `circuit`. Methods besides `detect`:
+    `health()` for the daemon's degraded state, `close()`.
+    """
+
+    id = "vision"
+    view_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
+
+    def __init__(self, settings: Settings, backend: VisionBackend | None = None) -> None:
+        vision = settings.vision
+        options = plugin_options(settings)
+        self.settings = vision
+        self.spec = VerdictSpec.from_settings(vision)
+        self.limits = ImageLimits(
+            max_side=vision.max_side,
+            max_pixels=vision.max_pixels,
+            max_frames=vision.max_frames,
+            encoding=options["image_format"],
+        )
+        self.categories = {name: vision.categories[name] for name in vision.categories}
+        self.severities = {name: Severity.parse(c.severity) for name, c in self.categories.items()}
+        self.circuit = CircuitBreaker(vision.circuit_failures, vision.circuit_open_seconds)
+        self.version = _version(vision, options)
+        self.backend = backend if backend is not None else create_backend(settings, self.spec)
+
+    def detect(self, view: View, ctx: DetectContext) -> list[Finding]:
+        if getattr(view, "kind", None) != "image":
+            return []
+        frames = prepare_frames(view.data, self.limits)  # type: ignore[union-attr]
+        findings: list[Finding] = []
+        for frame in frames:
+            try:
+                answer = self.circuit.call(lambda frame=frame: self.backend.judge(frame), endpoint_failure)
+            except Exception as exc:
+                if not findings:
+                    raise
+                # Earlier frames already make this a finding, which is what the verdict would be anyway
+                # (findings outrank problems); keep them rather than lose them to this frame's failure.
+                log.warning(
+                    "vision: a later frame failed; keeping the findings of earlier frames",
+                    frame=frame.provenance.get("frame"),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                break
+            findings.extend(self._findings(view.name, frame, answer, ctx))
+        return findings
+
+    def health(self) -> dict[str, str]:
+        """`{"vision": reason}` while the circuit breaker is open or half-open, `{}` otherwise."""
+        reason = self.circuit.health()
+        return {"vision": reason} if reason else {}
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def warm_up(self) -> None:
+        """Load an embedded model before the daemon reports ready (the daemon extends its start timeout)."""
+        load = getattr(self.backend, "load", None)
+        if load is not None:
+            load()
+
+    def _findings(
+        self, view_name: str, frame: PreparedImage, answer: Answer, ctx: DetectContext
+    ) -> list[Finding]:
+        if not answer.contains_sensitive or answer.confidence < self.settings.min_confidence:
+            return []
+        names = [name if name in self.categories else FALLBACK_CATEGORY for name in answer.categories]
+        extra: dict[str, Any] = {
+            "frame": frame.provenance.get("frame", 0),
+            "frames_judged": frame.provenance.get("frames_judged", 1),
+            "format": frame.provenance.get("format"),
+            "model": self.settings.model,
+        }
+        if frame.provenance.get("frames_unjudged"):
+            extra["frames_unjudged"] = True
+        findings = []
+        for name in dict.fromkeys(names or [FALLBACK_CATEGORY]):
+            category = self.categories.get(name, _FALLBACK)
+            findings.append(
+                Finding(
+                    type=category.type,
+                    rule=f"vision.{name}",
+                    detector=self.id,
+                    detector_version=self.version,
+                    severity=self.severities.get(name) or Severity.parse(category.severity),
+                    confidence=answer.confidence,
+                    location=Location(view=view_name),
+                    excerpt=EXCERPT,
+                    fingerprint=ctx.fingerprint(category.type, frame.sha256),
+                    extra=dict(extra),
+                )
+            )
+        return findings
+
+
+def _version(vision: Any, options: dict[str, Any]) -> str:
+    """Changes when what a verdict means changes, so the judged-file index re-judges old files."""
+    material = {
+        "backend": vision.backend,
+        "model": vision.model if vision.backend == "openai" else str(vision.model_path),
+        "prompt": vision.prompt,
+        "categories": {name: c.model_dump() for name, c in vision.categories.items()},
+        "limits": [vision.max_side, vision.max_pixels, vision.max_frames],
+        "min_confidence": vision.min_confidence,
+        "options": options,
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{VERSION}+vm.{digest}"
