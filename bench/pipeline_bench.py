@@ -87,15 +87,14 @@ def start_daemon(root: Path, workers: int) -> tuple[subprocess.Popen, Path, Path
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "dropwarden", "run", "--config", str(config), "--log-format", "json"],
-        stderr=subprocess.PIPE,
+        stderr=(root / "daemon.log").open("w"),  # a file: an unread pipe would fill and stall the daemon
         text=True,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if '"event": "watching"' in line:
-            break
-    else:
-        raise SystemExit("daemon did not start")
+    deadline = time.monotonic() + 60
+    while '"event": "watching"' not in (root / "daemon.log").read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("daemon did not start:\n" + (root / "daemon.log").read_text())
+        time.sleep(0.05)
     return proc, inbox, audit
 
 

@@ -219,7 +219,9 @@ class Pipeline:
         record = self.audit.append("decision", body)
         if acting:
             self.audit.sync()  # the decision is the write-ahead intent: durable before anything moves
-        log.info(
+        # Clean files are the bulk: the audit log has them; the service log keeps to what needs a look.
+        log_at = log.info if decision.outcome in ("finding", "unscanned") else log.debug
+        log_at(
             "judged",
             watch=watch.id,
             path=body["path"],
