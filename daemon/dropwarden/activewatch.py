@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from dropwarden.config import WatchSettings
 from dropwarden.fsops import make_subdir_chain, open_dir
 from dropwarden.quarantine import QuarantineStore, default_quarantine_dir
+from dropwarden.walk import display_path
 from dropwarden.watch import WatchedTree
 
 
@@ -29,7 +30,7 @@ class ActiveWatch:
         return self.settings.id
 
     def display(self, relpath: str) -> str:
-        return os.fsencode(os.path.join(self.tree.root, relpath)).decode("utf-8", errors="backslashreplace")
+        return display_path(os.path.join(self.tree.root, relpath))
 
     def close(self) -> None:
         os.close(self.root_fd)

@@ -59,7 +59,7 @@ class PipelineContext:
 def path_fields(watch: ActiveWatch, relpath: str) -> dict[str, Any]:
     """The file's path for records: readable text, plus the exact bytes when they are not UTF-8."""
     raw = os.fsencode(os.path.join(watch.tree.root, relpath))
-    fields: dict[str, Any] = {"path": raw.decode("utf-8", errors="backslashreplace")}
+    fields: dict[str, Any] = {"path": watch.display(relpath)}
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:

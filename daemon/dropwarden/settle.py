@@ -137,7 +137,7 @@ class Settler:
             self._pending.pop(key, None)
             return
         if hint in (Hint.CLOSED, Hint.MOVED_IN):
-            self._arm(key, _Pending(hint, now + self.quiet, origin, self._stat(key)))
+            self._arm(key, hint, origin, now)
         elif hint is Hint.CREATED or hint is Hint.MODIFIED:
             if hint is Hint.CREATED:
                 st = self._lstat(key)
@@ -145,17 +145,22 @@ class Settler:
                     # Links, FIFOs, hard links: complete the moment they exist; intake refuses them.
                     self._ready.append(WorkItem(key[0], key[1], origin, time.monotonic()))
                     return
-            if entry is None or entry.hint is not Hint.STAT:
-                self._arm(key, _Pending(hint, now + self.open_writer_timeout, origin, self._stat(key)))
-            else:
-                self._arm(key, _Pending(Hint.STAT, now + self.stat_period, origin, self._stat(key)))
+            # A file already settling by stat (polling, synthetic create) keeps settling by stat.
+            self._arm(key, Hint.STAT if entry is not None and entry.hint is Hint.STAT else hint, origin, now)
         elif hint is Hint.STAT:
             if entry is not None:
                 # Already settling: events know more than a sweep (a writer may still hold the file).
                 return
-            self._arm(key, _Pending(Hint.STAT, now + self.stat_period, origin, self._stat(key)))
+            self._arm(key, Hint.STAT, origin, now)
 
-    def _arm(self, key: tuple[str, str], entry: _Pending) -> None:
+    def _period(self, hint: Hint) -> float:
+        """How long a file must stay unchanged, by what we know of it."""
+        if hint in (Hint.CLOSED, Hint.MOVED_IN):
+            return self.quiet
+        return self.stat_period if hint is Hint.STAT else self.open_writer_timeout
+
+    def _arm(self, key: tuple[str, str], hint: Hint, origin: str, now: float) -> None:
+        entry = _Pending(hint, now + self._period(hint), origin, self._stat(key))
         self._pending[key] = entry
         heapq.heappush(self._heap, (entry.deadline, next(self._counter), key))
 
@@ -169,13 +174,8 @@ class Settler:
             self._ready.append(WorkItem(key[0], key[1], entry.origin, time.monotonic()))
             return
         # Still changing: wait another period of the same kind.
-        period = (
-            self.quiet
-            if entry.hint in (Hint.CLOSED, Hint.MOVED_IN)
-            else (self.stat_period if entry.hint is Hint.STAT else self.open_writer_timeout)
-        )
         entry.seen = current
-        entry.deadline = now + period
+        entry.deadline = now + self._period(entry.hint)
         heapq.heappush(self._heap, (entry.deadline, next(self._counter), key))
 
     def _flush_ready(self) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from dropwarden.fsops import DIR_FLAGS
 
 
 @dataclass(frozen=True)
@@ -43,21 +42,25 @@ def walk(path: str) -> Iterator[Entry | WalkError]:
         return
     if stat.S_ISDIR(st.st_mode):
         try:
-            fd = os.open(path, _DIR_FLAGS)
+            fd = os.open(path, DIR_FLAGS)
         except OSError as exc:
             yield WalkError(display_path(path), exc.strerror or str(exc))
             return
-        with contextlib.closing(_FdCloser(fd)):
+        try:
             yield from _walk_dir(fd, path)
+        finally:
+            os.close(fd)
         return
     parent, name = os.path.split(os.path.normpath(path))
     try:
-        fd = os.open(parent or ".", _DIR_FLAGS)
+        fd = os.open(parent or ".", DIR_FLAGS)
     except OSError as exc:
         yield WalkError(display_path(path), exc.strerror or str(exc))
         return
-    with contextlib.closing(_FdCloser(fd)):
+    try:
         yield Entry(fd, name, display_path(path))
+    finally:
+        os.close(fd)
 
 
 def _walk_dir(fd: int, prefix: str) -> Iterator[Entry | WalkError]:
@@ -73,17 +76,11 @@ def _walk_dir(fd: int, prefix: str) -> Iterator[Entry | WalkError]:
             yield Entry(fd, name, display_path(child))
             continue
         try:
-            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            sub = os.open(name, DIR_FLAGS, dir_fd=fd)
         except OSError as exc:
             yield WalkError(display_path(child), exc.strerror or str(exc))
             continue
-        with contextlib.closing(_FdCloser(sub)):
+        try:
             yield from _walk_dir(sub, child)
-
-
-class _FdCloser:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
+        finally:
+            os.close(sub)
