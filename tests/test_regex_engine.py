@@ -326,3 +326,15 @@ def test_context_words_are_found_as_casefold_finds_them(text):
     assert expected or "ＭＹ" in text
     for path in ("fast", "precise"):
         assert engine_on_path(path).scan(data, text) == expected
+
+
+@pytest.mark.parametrize("kind", ["python", "hyperscan"])
+def test_engines_return_only_matches_their_validator_accepts(kind):
+    if kind == "hyperscan":
+        require_hyperscan()
+    text = "tracking 4111111111111112 card 4111111111111111 ＳＳＮ 000-12-3456 ssn 123-45-6789"
+    spans = build_engine(RULES, kind).scan(text.encode(), text)
+    assert [(RULES[i].id, text[s:e]) for i, s, e in spans] == [
+        ("pii.credit_card", "4111111111111111"),
+        ("pii.us_ssn", "123-45-6789"),
+    ]

@@ -62,3 +62,16 @@ def test_sniffing_uses_magic_bytes_not_names():
 def test_an_invalid_utf16_body_after_a_bom_is_a_decode_error():
     with pytest.raises(DecodeError):
         decode_text(b"\xff\xfe" + b"\x00\xd8")  # lone high surrogate
+
+
+def test_a_utf8_file_keeps_its_own_bytes_for_byte_matchers_and_other_encodings_do_not():
+    from dropwarden.views import TextView
+
+    data = JAPANESE.encode("utf-8")
+    decoded = decode_text(data)
+    assert decoded.utf8 is data
+    view = TextView.from_utf8("text", decoded.text, decoded.utf8)
+    assert view.utf8 is data and view.utf8 == view.text.encode("utf-8")
+    assert decode_text(b"\xef\xbb\xbf" + data).utf8 == data  # BOM stripped
+    assert decode_text(JAPANESE.encode("shift_jis")).utf8 is None
+    assert decode_text(ENGLISH.encode("utf-16-le") * 4).utf8 is None

@@ -29,7 +29,11 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor]) -> Extrac
         except DecodeError as exc:
             out.problems.append(Problem(Reason.DECODE_ERROR, str(exc), "text"))
         else:
-            out.views.append(TextView("text", decoded.text, decoded.encoding, {"source": "file"}))
+            provenance = {"source": "file"}
+            if decoded.utf8 is not None:
+                out.views.append(TextView.from_utf8("text", decoded.text, decoded.utf8, provenance))
+            else:
+                out.views.append(TextView("text", decoded.text, decoded.encoding, provenance))
     elif file_type.kind == "image":
         out.views.append(ImageView("image", snapshot.data, file_type.name, {"source": "file"}))
     for extractor in extractors:

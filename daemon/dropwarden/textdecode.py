@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from charset_normalizer import from_bytes
 
@@ -30,6 +30,9 @@ class DecodeError(ValueError):
 class Decoded:
     text: str
     encoding: str
+    # The source bytes when they are exactly `text` in UTF-8 (a strict UTF-8 decode): byte-oriented
+    # matchers scan them as they are instead of encoding the text again.
+    utf8: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def decode_text(data: bytes) -> Decoded:
@@ -41,7 +44,7 @@ def decode_text(data: bytes) -> Decoded:
     if bomless is not None:
         return _strict(data, bomless)
     try:
-        return Decoded(data.decode("utf-8"), "utf-8")
+        return Decoded(data.decode("utf-8"), "utf-8", data)
     except UnicodeDecodeError:
         pass
     japanese = _japanese(data)
@@ -55,7 +58,7 @@ def decode_text(data: bytes) -> Decoded:
 
 def _strict(data: bytes, encoding: str) -> Decoded:
     try:
-        return Decoded(data.decode(encoding), encoding)
+        return Decoded(data.decode(encoding), encoding, data if encoding == "utf-8" else None)
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid {encoding} at byte {exc.start}") from None
 

@@ -22,6 +22,16 @@ class TextView:
         """The text as UTF-8 bytes: what byte-oriented matchers (hyperscan) scan."""
         return self.text.encode("utf-8", errors="surrogatepass")
 
+    @classmethod
+    def from_utf8(
+        cls, name: str, text: str, utf8: bytes, provenance: dict[str, Any] | None = None
+    ) -> TextView:
+        """A view of `text` whose UTF-8 encoding is already at hand (the file's own bytes): `utf8`
+        then costs nothing. The caller guarantees `utf8 == text.encode("utf-8")`."""
+        view = cls(name, text, "utf-8", provenance or {})
+        view.__dict__["utf8"] = utf8  # fills the cached property
+        return view
+
 
 @dataclass(frozen=True)
 class ImageView:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from dropwarden.config import SettingError
 from dropwarden_regex.rules import Rule
+from dropwarden_regex.validators import Validator
 
 Span = tuple[int, int, int]  # (rule index, char start, char end)
 
@@ -25,7 +26,8 @@ _CACHE_SIZE = 16
 class MatchEngine(Protocol):
     """Both engines return every rule's matches as `(rule index, char start, char end)`: exactly what
     `rule.regex.finditer` over the whole view yields (leftmost, non-overlapping), sorted; for a rule
-    with context words, only the matches with one nearby (`has_context`)."""
+    with a validator, only the matches it accepts; for a rule with context words, only the matches
+    with one nearby (`has_context`)."""
 
     name: str
 
@@ -84,6 +86,7 @@ class PythonEngine:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self._rules = [(index, rule.regex, rule.unicode) for index, rule in enumerate(rules)]
         self._contexts = contexts_of(rules)
+        self._validators = validators_of(rules)
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         byte_spans: list[Span] = []
@@ -93,7 +96,7 @@ class PythonEngine:
                 char_spans.extend((index, *m.span()) for m in regex.finditer(text))
             else:
                 byte_spans.extend((index, *m.span()) for m in regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans, self._contexts)
+        return finish(data, text, byte_spans, char_spans, self._contexts, self._validators)
 
 
 class _Plan:
@@ -184,6 +187,7 @@ class HyperscanEngine:
         self._hs = hyperscan
         self._plans = [_Plan(rule, max_match_length) for rule in rules]
         self._contexts = contexts_of(rules)
+        self._validators = validators_of(rules)
         self._local = threading.local()
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
@@ -340,7 +344,7 @@ class HyperscanEngine:
                 char_spans.extend((index, *m.span()) for m in plan.regex.finditer(text))
             else:
                 byte_spans.extend((index, *m.span()) for m in plan.regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans, self._contexts)
+        return finish(data, text, byte_spans, char_spans, self._contexts, self._validators)
 
 
 def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
@@ -367,6 +371,11 @@ def _expressions(rule: Rule, hs: Any, use_trigger: bool) -> list[tuple[bytes, in
 def contexts_of(rules: Sequence[Rule]) -> dict[int, tuple[tuple[str, ...], int]]:
     """Rule index -> (context words, window) for the rules that need context words."""
     return {index: (rule.context, rule.context_window) for index, rule in enumerate(rules) if rule.context}
+
+
+def validators_of(rules: Sequence[Rule]) -> dict[int, Validator]:
+    """Rule index -> validator for the rules that have one."""
+    return {index: rule.validator for index, rule in enumerate(rules) if rule.validator is not None}
 
 
 def has_context(text: str, start: int, end: int, words: tuple[str, ...], window: int) -> bool:
@@ -486,22 +495,42 @@ def finish(
     byte_spans: list[Span],
     char_spans: list[Span],
     contexts: dict[int, tuple[tuple[str, ...], int]] | None = None,
+    validators: dict[int, Validator] | None = None,
 ) -> list[Span]:
-    """Convert byte spans to character spans (rounding out to whole characters), keep the matches
-    of context rules that have a context word nearby (`has_context`), merge, sort."""
+    """Keep the matches that pass their rule's validator, convert byte spans to character spans
+    (rounding out to whole characters), keep the matches of context rules that have a context word
+    nearby (`has_context`), merge, sort.
+
+    Most matches are ASCII and most candidates fail their validator (card-shaped numbers in tables):
+    an ASCII match is validated on its own bytes, before the costlier conversion of its offsets."""
+    if validators:
+        char_spans = [
+            span
+            for span in char_spans
+            if (check := validators.get(span[0])) is None or check(text[span[1] : span[2]])
+        ]
+    else:
+        validators = {}
     if byte_spans:
-        if len(data) == len(text):
-            char_spans.extend(byte_spans)
-        else:
+        identity = len(data) == len(text)  # pure ASCII: offsets agree
+        if not identity:
             byte_spans.sort(key=lambda span: span[1])
-            cursor = CharCursor(data, text)
-            at = cursor.at
-            for index, start, end in byte_spans:
-                char_start = at(start)
-                if data[start] < 0x80 and data[start:end].isascii():  # a whole-character, ASCII match
+        at = CharCursor(data, text).at
+        for index, start, end in byte_spans:
+            check = validators.get(index)
+            if identity:
+                if check is None or check(data[start:end].decode("ascii")):
+                    char_spans.append((index, start, end))
+                continue
+            chunk = data[start:end]
+            if chunk.isascii():  # whole ASCII characters: the character span is as long
+                if check is None or check(chunk.decode("ascii")):
+                    char_start = at(start)
                     char_spans.append((index, char_start, char_start + end - start))
-                else:
-                    char_spans.append((index, char_start, at(end, round_up=True)))
+            else:
+                char_start, char_end = at(start), at(end, round_up=True)
+                if check is None or check(text[char_start:char_end]):
+                    char_spans.append((index, char_start, char_end))
     if contexts:
         char_spans = [
             span
