@@ -161,7 +161,8 @@ class HyperscanEngine:
         we = max_end + L + R + 64  R: how far its lookaheads read: every attempt starting <= max_end reads
                                    only bytes below `we`, so it behaves exactly as over the whole text
 
-    and only matches starting at or before `max_end` are kept. Regions whose windows would overlap are
+    and only matches starting at or before `max_end` are kept (so the scan stops at the first match
+    ending past it: every later match starts later still). Regions whose windows would overlap are
     merged, so the scan at `ws` is never inside a match of the whole-text scan; `re` sees the bytes
     before `ws`, so lookbehinds and \\b are exact. The result equals the whole-text scan for every rule
     whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
@@ -334,10 +335,12 @@ class HyperscanEngine:
                     )
                     for ws, max_end, we in rule_regions:
                         for m in finditer(data, ws, we):
-                            start = m.start()
+                            start, end = m.span()
                             if start > max_end:
                                 break
-                            byte_spans.append((index, start, m.end()))
+                            byte_spans.append((index, start, end))
+                            if end > max_end:  # any further match starts past max_end: done, unscanned
+                                break
         for index in self.fallback:
             plan = plans[index]
             if plan.unicode:
