@@ -11,10 +11,13 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@sh packaging/dev/system-deps.sh
 
+# torch before the mangaocr extra: 2.13.0 is a CPU build on this project's machines (~0.9 GB);
+# an unpinned torch would pull a CUDA build of several GB.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,systemd,llamacpp]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,systemd,llamacpp,mangaocr]'
 	touch $@
 
 lint: setup

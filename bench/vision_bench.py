@@ -287,6 +287,7 @@ def write_config(root: Path, url: str, concurrency: int, workers: int, extra: st
         f'[gpu]\nlock_dir = "{root / "gate"}"\n'
         f'[vision]\nenabled = true\nbase_url = "{url}"\nmodel = "{MODEL}"\n'
         f'response_format = "json_schema"\nmax_in_flight = {concurrency}\nretries = 0\ntimeout = 30\n'
+        "[ocr]\nenabled = false\n"  # the vision detector alone: no Tesseract run per image
         f'[[watch]]\npath = "{inbox}"\nquarantine_dir = "{root / ".quarantine"}"\n'
         f'on_finding = "leave"\non_unscanned = "leave"\n' + extra
     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dropwarden.findings import Finding
 from dropwarden.registry import DetectContext, Detector
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import View
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,13 @@ class DetectorRunner:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def call(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+        """`fn(*args)` in a worker thread, waited for at most `timeout` seconds (TimeoutError beyond);
+        `inline` calls it in the caller's thread instead (for work bounded by construction)."""
+        if inline:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result(timeout=self.timeout)
+
     def run(
         self, detectors: Iterable[Detector], views: Iterable[View], ctx: DetectContext
     ) -> list[DetectorRun]:
@@ -65,10 +76,10 @@ class DetectorRunner:
         source = f"detector {detector.id} on {view.name}"
         started = time.perf_counter()
         try:
-            if getattr(detector, "bounded", False):
-                findings = tuple(detector.detect(view, ctx))
-            else:
-                findings = tuple(self._pool.submit(detector.detect, view, ctx).result(timeout=self.timeout))
+            bounded = getattr(detector, "bounded", False)
+            findings = tuple(self.call(detector.detect, view, ctx, inline=bounded))
+            if findings and ("bbox" in view.provenance or "boxes" in view.provenance):
+                findings = tuple(locate(finding, view) for finding in findings)
             problem = None
         except concurrent.futures.TimeoutError:
             findings, problem = (), Problem(Reason.TIMEOUT, f"no answer within {self.timeout:g}s", source)
@@ -76,3 +87,37 @@ class DetectorRunner:
             findings, problem = (), Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
         elapsed = (time.perf_counter() - started) * 1000
         return DetectorRun(detector.id, detector.version, view.name, elapsed, findings, problem)
+
+
+def locate(finding: Finding, view: View) -> Finding:
+    """Give a finding in a text view read from an image (OCR) the bounding box of what it matched.
+
+    Such a view's provenance holds `bbox`, the box of all its text, and may hold `boxes`: (start, end,
+    bbox) character ranges of the text in order (the words the engine read). A finding with a text
+    offset gets the union of the boxes its span overlaps; one without, the whole view's box. A box
+    the detector set itself is kept.
+    """
+    location = finding.location
+    if location.bbox is not None:
+        return finding
+    box = None
+    boxes = view.provenance.get("boxes") or ()
+    if location.offset is not None and boxes:
+        start = location.offset
+        end = start + max(location.length or 0, 1)
+        for box_start, box_end, part in boxes:
+            if box_start >= end:
+                break
+            if box_end > start:
+                box = part if box is None else _union(box, part)
+    if box is None:
+        box = view.provenance.get("bbox")
+    if box is None:
+        return finding
+    left, top, right, bottom = (int(v) for v in box)
+    located = dataclasses.replace(location, bbox=(left, top, right, bottom))
+    return dataclasses.replace(finding, location=located)
+
+
+def _union(a: Any, b: Any) -> tuple[int, int, int, int]:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))

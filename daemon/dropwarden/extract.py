@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dropwarden.intake import Snapshot
 from dropwarden.registry import Extractor
@@ -11,6 +12,9 @@ from dropwarden.sniff import FileType, sniff
 from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
+
+if TYPE_CHECKING:
+    from dropwarden.detect import DetectorRunner
 
 
 @dataclass
@@ -20,7 +24,15 @@ class Extraction:
     problems: list[Problem] = field(default_factory=list)
 
 
-def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor]) -> Extraction:
+def extract_views(
+    snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner | None = None
+) -> Extraction:
+    """The file's own view (decoded text or the image), then each extractor's views.
+
+    With a `runner`, extractors run through it: in a worker thread, bounded by its timeout, unless the
+    extractor sets `bounded = True`. Failures and timeouts become problems (the file is then never
+    "clean"), as detectors' do.
+    """
     file_type = sniff(snapshot.data)
     out = Extraction(file_type)
     if file_type.kind == "text":
@@ -37,10 +49,30 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor]) -> Extrac
     elif file_type.kind == "image":
         out.views.append(ImageView("image", snapshot.data, file_type.name, {"source": "file"}))
     for extractor in extractors:
+        kinds = getattr(extractor, "view_kinds", None)
+        if kinds is not None and not any(view.kind in kinds for view in out.views):
+            continue  # nothing for it here: no thread hand-off for, say, OCR on a text file
+        source = f"extractor {extractor.id}"
         try:
-            out.views.extend(extractor.extract(snapshot, list(out.views)))
+            if runner is None:
+                views = extractor.extract(snapshot, list(out.views))
+            else:
+                inline = getattr(extractor, "bounded", False)
+                views = runner.call(extractor.extract, snapshot, list(out.views), inline=inline)
+            out.views.extend(views)
+        except TimeoutError:
+            timeout = runner.timeout if runner is not None else 0
+            out.problems.append(Problem(Reason.TIMEOUT, f"no answer within {timeout:g}s", source))
         except Exception as exc:
-            out.problems.append(
-                Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", f"extractor {extractor.id}")
-            )
+            out.problems.append(_problem(exc, source))
     return out
+
+
+def _problem(exc: Exception, source: str) -> Problem:
+    """An extractor's failure as a Problem: an exception with a `reason` attribute naming a Reason
+    ("timeout", "too_large", ...) keeps it; anything else is a detector_error."""
+    try:
+        reason = Reason(getattr(exc, "reason", None))
+    except ValueError:
+        return Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
+    return Problem(reason, str(exc), source)

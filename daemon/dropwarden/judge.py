@@ -57,7 +57,7 @@ class Judge:
         return self.judge_snapshot(taken)
 
     def judge_snapshot(self, snapshot: Snapshot) -> Judgement:
-        extraction = extract_views(snapshot, self.registry.extractors.values())
+        extraction = extract_views(snapshot, self.registry.extractors.values(), self.runner)
         builder = VerdictBuilder()
         for problem in extraction.problems:
             builder.add_problem(problem)

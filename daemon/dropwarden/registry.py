@@ -44,7 +44,20 @@ class Detector(Protocol):
 
 @runtime_checkable
 class Extractor(Protocol):
-    """Turns a snapshot (and the views found so far) into further views (text from PDF, OCR, ...)."""
+    """Turns a snapshot (and the views found so far) into further views (text from PDF, OCR, ...).
+
+    The core calls `extract` in a worker thread bounded by `[limits] detector_timeout` (inline when the
+    extractor sets `bounded = True`). An extractor may set `view_kinds` (e.g. {"image"}): it is then
+    called only for files with a view of one of those kinds. To say why it could not extract, raise an
+    exception whose `reason` attribute names a `dropwarden.verdict.Reason` value ("timeout",
+    "too_large", "decode_error", ...); any other exception is a `detector_error`. Either way the file
+    is `unscanned`, never "clean".
+
+    Like a detector, an extractor may define `warm_up()` (called before READY=1) and `close()`.
+
+    A text view read from an image carries `bbox` (and optionally `boxes`, see
+    `dropwarden.detect.locate`) in its provenance: findings in it get the bounding box of their match.
+    """
 
     id: str
     version: str

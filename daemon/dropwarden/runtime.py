@@ -21,12 +21,12 @@ class Runtime:
 
     def close(self) -> None:
         self.judge.close()
-        for detector in self.registry.detectors.values():
+        for detector in [*self.registry.detectors.values(), *self.registry.extractors.values()]:
             close = getattr(detector, "close", None)
             if close is not None:
                 try:
                     close()
-                except Exception:  # a detector failing to close must not stop the others
+                except Exception:  # one failing to close must not stop the others
                     pass
 
     def health(self) -> dict[str, str]:

@@ -175,9 +175,10 @@ class Daemon:
         return runtime, watches
 
     def _warm_up(self, runtime: Runtime) -> None:
-        """Let detectors load what they need (a large model) before READY=1, asking systemd for more
-        start-up time while they do. A warm-up failure is logged; the detector then fails per file."""
-        for detector in runtime.registry.detectors.values():
+        """Let detectors and extractors load what they need (a large model) before READY=1, asking
+        systemd for more start-up time while they do. A warm-up failure is logged; the detector (or
+        extractor) then fails per file."""
+        for detector in [*runtime.registry.detectors.values(), *runtime.registry.extractors.values()]:
             warm_up = getattr(detector, "warm_up", None)
             if warm_up is None:
                 continue

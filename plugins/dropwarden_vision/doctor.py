@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,9 @@ Check = tuple[bool, str]
 @config_option
 @click.pass_context
 def doctor(ctx: click.Context, config_path: Path | None) -> None:
-    """Check the vision backend: endpoint reachable, model served, accepted response format, and an
-    image round trip. Exit status 0 when every check passes, 1 otherwise."""
+    """Check the vision backend (endpoint reachable, model served, accepted response format, an image
+    round trip) and OCR (Tesseract and its languages, a test image). Exit status 0 when every check
+    passes, 1 otherwise; `note:` lines are not failures."""
     from dropwarden.logs import configure
 
     configure("warning")
@@ -35,9 +37,16 @@ def doctor(ctx: click.Context, config_path: Path | None) -> None:
     ok = True
     if not settings.vision.enabled:
         click.echo("note: [vision] enabled = false: the daemon does not use this backend; checking it anyway")
-    for passed, text in run_checks(settings):
-        click.echo(f"{'ok' if passed else 'FAIL'}: {text}")
-        ok = ok and passed
+    checks: list[Iterator[tuple[bool | None, str]]] = [run_checks(settings)]
+    try:
+        from dropwarden_ocr.doctor import run_checks as ocr_checks
+    except ImportError:  # the OCR plugin is not installed
+        pass
+    else:
+        checks.append(ocr_checks(settings))
+    for passed, text in itertools.chain(*checks):
+        click.echo(f"{'note' if passed is None else 'ok' if passed else 'FAIL'}: {text}")
+        ok = ok and passed is not False
     sys.exit(0 if ok else 1)
 
 

@@ -1,0 +1,49 @@
+"""What an OCR engine is: image in, recognised text regions (with bounding boxes) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# (left, top, right, bottom), right and bottom exclusive. An engine reports boxes in pixels of the image
+# it was given; the extractor maps them to pixels of the original (upright) image before they are used.
+BBox = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class OcrRegion:
+    """One recognised block of text and where it sits in the image."""
+
+    text: str
+    bbox: BBox
+    confidence: float | None = None  # 0..1 where the engine reports one
+    vertical: bool = False
+    # Finer boxes where the engine has them (Tesseract's words): (start, end, bbox) character ranges
+    # of `text`, in order. A finding then gets the box of the words it matched, not the whole region's.
+    parts: tuple[tuple[int, int, BBox], ...] = ()
+
+
+class OcrError(Exception):
+    """The engine could not read the image (crashed, timed out, refused it): the file is `unscanned`.
+
+    `reason` is a `dropwarden.verdict.Reason` value name ("timeout", "detector_error", "too_large").
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class OcrEngine(Protocol):
+    """An OCR engine. `name` ("tesseract", "mangaocr") and `model` (language data or model path) go
+    into each view's provenance. `recognise` must return by `deadline` (time.monotonic()) or raise
+    OcrError("timeout", ...)."""
+
+    name: str
+    model: str
+
+    def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]: ...

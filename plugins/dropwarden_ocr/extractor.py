@@ -1,0 +1,190 @@
+"""The OCR extractor: a file's image → one engine → one normalised text view with boxes per word."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dropwarden.images import (
+    ImageRejected,
+    check_size,
+    has_frame,
+    open_untrusted,
+    render_frame,
+    upright_size,
+)
+from dropwarden.views import TextView, View
+from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion
+from dropwarden_ocr.normalize import normalize
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from dropwarden.config import OcrSettings
+    from dropwarden.intake import Snapshot
+
+VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One frame as the engine sees it (grey, upright, at most `max_side`) and the factors that map its
+    pixels back to the original upright frame's."""
+
+    image: Image.Image
+    size: tuple[int, int]  # the original frame's, upright
+    scale: tuple[float, float]
+    frame: int = 0
+
+    def to_original(self, box: BBox) -> BBox:
+        sx, sy = self.scale
+        width, height = self.size
+        return (
+            max(0, math.floor(box[0] * sx)),
+            max(0, math.floor(box[1] * sy)),
+            min(width, math.ceil(box[2] * sx)),
+            min(height, math.ceil(box[3] * sy)),
+        )
+
+
+def load_pages(data: bytes, max_pixels: int, max_side: int, max_frames: int = 1) -> tuple[list[Page], bool]:
+    """Decode the first `max_frames` frames (pages of a TIFF, frames of an animation) with the core's
+    limits, each refused before decoding when over `max_pixels`. Returns them and whether more frames
+    follow. Raises OcrError: "too_large" for a size limit, "decode_error" for a damaged file."""
+    pages: list[Page] = []
+    try:
+        with open_untrusted(data) as image:
+            for index in range(max_frames):
+                if index:
+                    try:
+                        image.seek(index)
+                    except EOFError:
+                        break
+                check_size(image.size, max_pixels, "ocr.max_pixels")
+                stored = image.size
+                frame, orientation = render_frame(image, max_side)
+                grey = frame.convert("L")
+                width, height = upright_size(stored, orientation)
+                pages.append(Page(grey, (width, height), (width / grey.width, height / grey.height), index))
+            more = has_frame(image, len(pages))
+    except ImageRejected as exc:
+        raise OcrError("too_large" if exc.too_large else "decode_error", exc.reason) from None
+    return pages, more
+
+
+class OcrExtractor:
+    """Runs `engine` on the image of each image file, bounded by `[ocr] timeout`, and returns a text
+    view per frame read, named "ocr:<engine>" (then "ocr:<engine>:frame<N>"): the regions' normalised
+    text, one per line, with provenance (engine, model, frame, the image's size, the box of every
+    region and word) from which findings get their boxes."""
+
+    view_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
+
+    def __init__(self, engine: OcrEngine, settings: OcrSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.id = f"ocr-{engine.name}"
+        # what decides the text read: the engine and its model, the limits, frames, confidence cut
+        engine_id = [engine.name, engine.model, getattr(engine, "version", "")]
+        material = [*engine_id, settings.model_dump(mode="json")]
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:10]
+        self.version = f"{VERSION}+{engine.name}.{digest}"
+
+    def warm_up(self) -> None:
+        """Load the engine's model now, where it has one (MangaOCR); the daemon calls this before READY."""
+        warm_up = getattr(self.engine, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+    def extract(self, snapshot: Snapshot, views: list[View]) -> list[View]:
+        out: list[View] = []
+        for view in views:
+            if view.kind == "image" and view.provenance.get("source") == "file":
+                out.extend(self.read_frames(view.data, view.name))  # type: ignore[union-attr]
+        return out
+
+    def read(self, data: bytes, source: str = "image") -> TextView:
+        """OCR of an image's (first frame's) bytes as a text view; raises OcrError on failure."""
+        return self.read_frames(data, source)[0]
+
+    def read_frames(self, data: bytes, source: str = "image") -> list[TextView]:
+        """One text view per frame read (up to `[ocr] max_frames`), all within one `[ocr] timeout`:
+        "ocr:<engine>" for the first, "ocr:<engine>:frame<N>" for the others. Raises OcrError."""
+        deadline = time.monotonic() + self.settings.timeout
+        pages, more = load_pages(
+            data, self.settings.max_pixels, self.settings.max_side, self.settings.max_frames
+        )
+        views = []
+        for page in pages:
+            try:
+                regions = self.engine.recognise(page.image, deadline)
+            except OcrError:
+                raise
+            except Exception as exc:
+                raise OcrError("detector_error", f"{self.engine.name}: {type(exc).__name__}: {exc}") from None
+            minimum = self.settings.min_confidence
+            kept = [r for r in regions if r.confidence is None or r.confidence >= minimum]
+            name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
+            view = build_view(name, self.engine, kept, page, source)
+            view.provenance.update(frames_read=len(pages), frames_unread=more)
+            views.append(view)
+        return views
+
+
+def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Page, source: str) -> TextView:
+    """Join the regions' normalised texts with newlines; record the original-pixel box of every region
+    and of every part (word) as character ranges of the joined text."""
+    pieces: list[str] = []
+    boxes: list[tuple[int, int, BBox]] = []
+    described: list[dict[str, Any]] = []
+    offset = 0
+    for region in regions:
+        normal = normalize(region.text, vertical=region.vertical)
+        if not normal.text.strip():
+            continue
+        parts = region.parts or ((0, len(region.text), region.bbox),)
+        for start, end, box in parts:
+            first, last = normal.span(start, end)
+            if last > first:
+                boxes.append((offset + first, offset + last, page.to_original(box)))
+        described.append(
+            {
+                "bbox": page.to_original(region.bbox),
+                "start": offset,
+                "end": offset + len(normal.text),
+                "confidence": None if region.confidence is None else round(region.confidence, 3),
+                "vertical": region.vertical,
+            }
+        )
+        pieces.append(normal.text)
+        offset += len(normal.text) + 1
+    provenance: dict[str, Any] = {
+        "source": "ocr",
+        "engine": engine.name,
+        "model": engine.model,
+        "image_view": source,
+        "frame": page.frame,
+        "image_size": page.size,
+        "bbox": _union([r["bbox"] for r in described]) if described else (0, 0, *page.size),
+        "boxes": tuple(boxes),
+        "regions": tuple(described),
+    }
+    return TextView(name, "\n".join(pieces), "utf-8", provenance)
+
+
+def _union(boxes: list[BBox]) -> BBox:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )

@@ -1,0 +1,354 @@
+"""The Tesseract engine: the `tesseract` CLI per image (no shell), TSV words grouped into lines with boxes.
+
+Tesseract never parses attacker bytes: the image, decoded and size-checked by Pillow, reaches it as a
+PGM on stdin. Each run is bounded: a deadline (the whole process group is killed past it), an
+address-space limit, OMP_THREAD_LIMIT. One pass with `jpn+jpn_vert+eng` and automatic layout (psm 3)
+reads horizontal Japanese, vertical Japanese and English on the same page: the layout analysis finds
+vertical blocks and recognises them with the vertical model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from dropwarden.config import TesseractSettings
+
+INSTALL_HINT = "apt install tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng"
+_STDERR_CHARS = 300
+# Between two narrow (Latin, digit) words, a gap wider than this share of the line's thickness is a
+# space; narrower gaps, and any boundary with a CJK character, join without one (Japanese has none).
+_SPACE_GAP = 0.2
+_LEVELS = {"block": 2, "paragraph": 3, "line": 4}
+
+Level = Literal["block", "paragraph", "line"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What is installed: the binary's path and version and its languages, or why it cannot run."""
+
+    path: str | None
+    version: str = ""
+    languages: tuple[str, ...] = ()
+    problem: str | None = None
+
+    def missing(self, wanted: str) -> list[str]:
+        return [lang for lang in wanted.split("+") if lang not in self.languages]
+
+
+_probed: dict[tuple[str, str | None], Probe] = {}
+
+
+def probe(binary: str = "tesseract", tessdata_dir: str | None = None) -> Probe:
+    """Find the binary, its version and languages (`--version`, `--list-langs`). A working install is
+    remembered for the process; a missing one is looked for again (installed later, then reloaded)."""
+    key = (binary, tessdata_dir)
+    if key not in _probed:
+        found = _probe(binary, tessdata_dir)
+        if found.problem is not None:
+            return found
+        _probed[key] = found
+    return _probed[key]
+
+
+def _probe(binary: str, tessdata_dir: str | None) -> Probe:
+    path = shutil.which(binary)
+    if path is None:
+        return Probe(None, problem=f"{binary!r} not found ({INSTALL_HINT})")
+    data = ["--tessdata-dir", tessdata_dir] if tessdata_dir else []
+    try:
+        version = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, env=_env(1)
+        ).stdout.split("\n", 1)[0]
+        listed = subprocess.run(
+            [path, *data, "--list-langs"], capture_output=True, text=True, timeout=10, env=_env(1)
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Probe(path, problem=f"{path} does not run: {exc}")
+    languages = tuple(line.strip() for line in listed.stdout.splitlines()[1:] if line.strip())
+    if listed.returncode != 0:
+        return Probe(path, version, problem=f"{path} --list-langs failed: {_tail(listed.stderr)}")
+    return Probe(path, version.removeprefix("tesseract ").strip(), languages)
+
+
+@dataclass(frozen=True)
+class Word:
+    """One TSV word row: its place in the layout, box, confidence (0..100) and text."""
+
+    block: int
+    paragraph: int
+    line: int
+    box: BBox
+    confidence: float
+    text: str
+
+
+@dataclass
+class Tsv:
+    """Parsed TSV: the words, and the layout boxes per level (2 block, 3 paragraph, 4 line)."""
+
+    words: list[Word] = field(default_factory=list)
+    layout: dict[int, list[tuple[tuple[int, ...], BBox]]] = field(default_factory=dict)
+
+
+def parse_tsv(tsv: str) -> Tsv:
+    out = Tsv()
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t", 11)
+        if len(cols) < 11:
+            continue
+        try:
+            level, _page, block, par, line, _word, left, top, width, height = map(int, cols[:10])
+            confidence = float(cols[10])
+        except ValueError:
+            continue
+        box = (left, top, left + width, top + height)
+        if level == 5:
+            text = cols[11].strip() if len(cols) > 11 else ""
+            if text:
+                out.words.append(Word(block, par, line, box, confidence, text))
+        elif level in (2, 3, 4):
+            key = (block, par, line)[: level - 1]
+            out.layout.setdefault(level, []).append((key, box))
+    return out
+
+
+def lines_to_regions(words: list[Word], min_confidence: float = 0.0) -> list[OcrRegion]:
+    """One region per layout line, in reading order: the words joined, each word's box as a part."""
+    lines: dict[tuple[int, int, int], list[Word]] = {}
+    threshold = min_confidence * 100
+    for word in words:
+        if word.confidence >= threshold or word.confidence < 0:
+            lines.setdefault((word.block, word.paragraph, word.line), []).append(word)
+    return [_region(line) for line in lines.values() if line]
+
+
+def _region(words: list[Word]) -> OcrRegion:
+    box = _union([w.box for w in words])
+    vertical = _is_vertical(words, box)
+    thickness = statistics.median((w.box[2] - w.box[0]) if vertical else (w.box[3] - w.box[1]) for w in words)
+    text = ""
+    parts: list[tuple[int, int, BBox]] = []
+    previous: Word | None = None
+    for word in words:
+        if previous is not None and _narrow(previous.text[-1]) and _narrow(word.text[0]):
+            gap = word.box[1] - previous.box[3] if vertical else word.box[0] - previous.box[2]
+            if gap > _SPACE_GAP * thickness:
+                text += " "
+        parts.append((len(text), len(text) + len(word.text), word.box))
+        text += word.text
+        previous = word
+    confidences = [w.confidence for w in words if w.confidence >= 0]
+    confidence = sum(confidences) / len(confidences) / 100 if confidences else None
+    return OcrRegion(text, box, confidence, vertical, tuple(parts))
+
+
+def _is_vertical(words: list[Word], box: BBox) -> bool:
+    """A line much taller than wide whose words (if several) go down the page."""
+    if len(words) == 1 and len(words[0].text) < 2:
+        return False
+    tall = (box[3] - box[1]) > 2 * (box[2] - box[0])
+    downwards = all(b.box[1] >= a.box[1] for a, b in itertools.pairwise(words))
+    return tall and downwards
+
+
+def _narrow(ch: str) -> bool:
+    folded = unicodedata.normalize("NFKC", ch)[:1] or ch
+    return unicodedata.east_asian_width(folded) not in ("W", "F")
+
+
+def _union(boxes: list[BBox]) -> BBox:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+class TesseractEngine:
+    """`OcrEngine` over the tesseract CLI, configured by `[ocr.tesseract]`."""
+
+    name = "tesseract"
+
+    def __init__(self, settings: TesseractSettings, *, min_confidence: float = 0.0) -> None:
+        self.settings = settings
+        self.min_confidence = min_confidence
+        self.tessdata_dir = str(settings.tessdata_dir) if settings.tessdata_dir else None
+        found = probe(settings.binary, self.tessdata_dir)
+        if found.problem:
+            raise OcrError("detector_error", found.problem)
+        missing = found.missing(settings.languages)
+        if missing:
+            raise OcrError(
+                "detector_error",
+                f"tesseract has no language data for {', '.join(missing)}"
+                f" (have: {', '.join(found.languages) or 'none'}; {INSTALL_HINT})",
+            )
+        self.path = found.path or settings.binary
+        self.model = settings.languages
+        self.version = f"{found.version} psm {settings.psm}"
+        # Layout analysis needs some language to run: `region_languages` (osd), else the recognition ones.
+        wanted = settings.region_languages
+        self.region_languages = wanted if not found.missing(wanted) else settings.languages
+
+    def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]:
+        tsv = run_tesseract(
+            image,
+            deadline,
+            path=self.path,
+            languages=self.settings.languages,
+            psm=self.settings.psm,
+            threads=self.settings.threads,
+            max_memory_mib=self.settings.max_memory_mib,
+            tessdata_dir=self.tessdata_dir,
+        )
+        return lines_to_regions(parse_tsv(tsv).words, self.min_confidence)
+
+    def find_regions(self, image: Image.Image, deadline: float) -> list[BBox]:
+        """Text regions for an engine that reads one block per call (MangaOCR): layout boxes only."""
+        return tesseract_regions(
+            image,
+            deadline,
+            binary=self.path,
+            languages=self.region_languages,
+            psm=self.settings.psm,
+            level=self.settings.region_level,
+            threads=self.settings.threads,
+            max_memory_mib=self.settings.max_memory_mib,
+            tessdata_dir=self.tessdata_dir,
+        )
+
+
+def tesseract_regions(
+    image: Image.Image,
+    deadline: float,
+    *,
+    binary: str = "tesseract",
+    languages: str = "osd",
+    psm: int = 3,
+    level: Level = "block",
+    threads: int = 1,
+    max_memory_mib: int = 1024,
+    tessdata_dir: str | None = None,
+) -> list[BBox]:
+    """Boxes of the text blocks (paragraphs, lines) Tesseract's layout analysis finds, in reading
+    order, in pixels of `image`. Layout does not depend on the language; `osd` recognises fastest.
+    Raises OcrError ("timeout", "detector_error") like `recognise`."""
+    tsv = parse_tsv(
+        run_tesseract(
+            image,
+            deadline,
+            path=binary,
+            languages=languages,
+            psm=psm,
+            threads=threads,
+            max_memory_mib=max_memory_mib,
+            tessdata_dir=tessdata_dir,
+        )
+    )
+    depth = _LEVELS[level] - 1
+    with_words = {(w.block, w.paragraph, w.line)[:depth] for w in tsv.words}
+    return [box for key, box in tsv.layout.get(_LEVELS[level], []) if key in with_words]
+
+
+def run_tesseract(
+    image: Image.Image,
+    deadline: float,
+    *,
+    path: str,
+    languages: str,
+    psm: int,
+    threads: int = 1,
+    max_memory_mib: int = 1024,
+    tessdata_dir: str | None = None,
+) -> str:
+    """Tesseract's TSV for `image` (grey PGM on stdin). Raises OcrError("timeout") past `deadline`
+    (the process group is killed) and OcrError("detector_error") when it fails or is killed."""
+    budget = deadline - time.monotonic()
+    if budget <= 0:
+        raise OcrError("timeout", "no time left for tesseract")
+    grey = image if image.mode == "L" else image.convert("L")
+    pgm = b"P5\n%d %d\n255\n" % grey.size + grey.tobytes()
+    data = ["--tessdata-dir", tessdata_dir] if tessdata_dir else []
+    command = [path, *data, "-", "-", "-l", languages, "--psm", str(psm), "-c", "tessedit_create_tsv=1"]
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(threads),
+            process_group=0,
+            preexec_fn=_limit_memory(max_memory_mib),
+        )
+    except OSError as exc:
+        raise OcrError("detector_error", f"cannot run {path}: {exc}") from None
+    try:
+        stdout, stderr = process.communicate(pgm, timeout=budget)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        raise OcrError("timeout", f"tesseract did not finish within {budget:.1f}s") from None
+    except BaseException:
+        _kill(process)
+        raise
+    if process.returncode != 0:
+        raise OcrError("detector_error", _failure(process.returncode, stderr, max_memory_mib))
+    return stdout.decode("utf-8", errors="replace")
+
+
+def _limit_memory(mib: int) -> Callable[[], None]:
+    """A preexec function setting RLIMIT_AS. It runs between fork and exec, so it only makes one system
+    call through a module imported beforehand: no lock another thread could hold is needed."""
+    limit = mib * 1024 * 1024
+    setrlimit, which = resource.setrlimit, resource.RLIMIT_AS
+
+    def apply() -> None:
+        setrlimit(which, (limit, limit))
+
+    return apply
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.communicate()
+
+
+def _failure(code: int, stderr: bytes, mib: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        hint = f" (memory limit {mib} MiB: ocr.tesseract.max_memory_mib)" if name == "SIGABRT" else ""
+        return f"tesseract killed by {name}{hint}: {_tail(stderr)}"
+    return f"tesseract exited with status {code}: {_tail(stderr)}"
+
+
+def _tail(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Estimating resolution")] or lines
+    message = lines[-1] if lines else "no message"
+    return message if len(message) <= _STDERR_CHARS else message[: _STDERR_CHARS - 1] + "…"
+
+
+def _env(threads: int) -> dict[str, str]:
+    """A minimal environment: no inherited TESSDATA_PREFIX or locale surprises."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_THREAD_LIMIT": str(threads), "LC_ALL": "C"}
