@@ -47,3 +47,13 @@ class OcrEngine(Protocol):
     model: str
 
     def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]: ...
+
+
+def union(boxes: list[BBox]) -> BBox:
+    """The smallest box holding all of `boxes` (at least one)."""
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )

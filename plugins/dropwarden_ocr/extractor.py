@@ -18,7 +18,7 @@ from dropwarden.images import (
     upright_size,
 )
 from dropwarden.views import TextView, View
-from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion
+from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion, union
 from dropwarden_ocr.normalize import normalize
 
 if TYPE_CHECKING:
@@ -174,17 +174,8 @@ def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Pag
         "image_view": source,
         "frame": page.frame,
         "image_size": page.size,
-        "bbox": _union([r["bbox"] for r in described]) if described else (0, 0, *page.size),
+        "bbox": union([r["bbox"] for r in described]) if described else (0, 0, *page.size),
         "boxes": tuple(boxes),
         "regions": tuple(described),
     }
     return TextView(name, "\n".join(pieces), "utf-8", provenance)
-
-
-def _union(boxes: list[BBox]) -> BBox:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )

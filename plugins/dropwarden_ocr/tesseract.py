@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
+from dropwarden_ocr.engine import BBox, OcrError, OcrRegion, union
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -140,7 +140,7 @@ def lines_to_regions(words: list[Word], min_confidence: float = 0.0) -> list[Ocr
 
 
 def _region(words: list[Word]) -> OcrRegion:
-    box = _union([w.box for w in words])
+    box = union([w.box for w in words])
     vertical = _is_vertical(words, box)
     thickness = statistics.median((w.box[2] - w.box[0]) if vertical else (w.box[3] - w.box[1]) for w in words)
     text = ""
@@ -171,15 +171,6 @@ def _is_vertical(words: list[Word], box: BBox) -> bool:
 def _narrow(ch: str) -> bool:
     folded = unicodedata.normalize("NFKC", ch)[:1] or ch
     return unicodedata.east_asian_width(folded) not in ("W", "F")
-
-
-def _union(boxes: list[BBox]) -> BBox:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
 
 
 class TesseractEngine:
