@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup system-deps test lint format run bench-regex clean
+.PHONY: setup system-deps test lint format run bench-regex bench-ocr clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -44,6 +44,9 @@ demo/dropwarden.toml: etc/dropwarden/demo.toml.in
 bench-regex: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/regex_bench.py
+
+bench-ocr: setup
+	$(BIN)/python bench/ocr_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo
