@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import install_plugins, require, run_cli
+from .conftest import REPO, install_plugins, require, run_cli
 from .daemon_harness import DaemonProcess, audit_records, metrics_port
 
 PII = "Customer: jane.doe@example.org, card 4111 1111 1111 1111, call +1 415 555 0132\n"
@@ -513,3 +514,55 @@ def test_the_daemon_refuses_a_watch_it_could_not_act_on(tmp_path):
         subprocess.run(["umount", str(drop.inbox)], check=False)
     assert result.returncode == 1
     assert "not writable" in result.stderr and "ReadWritePaths" in result.stderr
+
+
+def test_a_rotated_audit_log_is_closed_and_the_chain_goes_on_in_a_new_file(drop, running):
+    write(drop.inbox / "before.txt", PII)
+    running.wait_for(lambda: running.decisions_for("before.txt"), what="decision before rotation")
+    rotated = drop.audit.with_name("audit.jsonl.1")
+    os.rename(drop.audit, rotated)  # what logrotate does (without copytruncate)
+    running.wait_for(drop.audit.exists, what="a new audit log")  # noticed within a second, no signal
+
+    write(drop.inbox / "after.txt", PII)
+    running.wait_for(lambda: running.decisions_for("after.txt"), what="decision after rotation")
+    old = audit_records(rotated)
+    assert old[-1]["type"] == "checkpoint" and old[-1]["body"]["reason"] == "close"
+    assert any(r["type"] == "decision" and r["body"]["path"].endswith("/before.txt") for r in old)
+    assert not any(r["type"] == "decision" and r["body"]["path"].endswith("/after.txt") for r in old)
+    opened = running.records()[0]
+    assert opened["type"] == "log.open"
+    assert opened["body"]["previous"] == {k: old[-1][k] for k in ("seq", "hash")} | {
+        "log_id": old[-1]["body"]["log_id"]
+    }
+
+    running.stop()
+    for path in (rotated, drop.audit):
+        verified = run_cli("audit", "verify", "--config", str(drop.config), str(path))
+        assert verified.returncode == 0, f"{path}: {verified.stdout}{verified.stderr}"
+
+
+def test_the_shipped_logrotate_config_rotates_the_audit_log_under_the_running_daemon(drop, running, tmp_path):
+    require(shutil.which("logrotate") is not None, "logrotate")
+    shipped = (REPO / "packaging" / "logrotate" / "dropwarden").read_text()
+    config = tmp_path / "logrotate.conf"
+    config.write_text(shipped.replace("/var/log/dropwarden/audit.jsonl", str(drop.audit)))
+    write(drop.inbox / "before.txt", PII)
+    running.wait_for(lambda: running.decisions_for("before.txt"), what="decision before rotation")
+
+    rotate = subprocess.run(
+        ["logrotate", "--force", "--state", str(tmp_path / "logrotate.state"), str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert rotate.returncode == 0, rotate.stderr
+    (rotated,) = drop.audit.parent.glob("audit.jsonl-*")
+    running.wait_for(drop.audit.exists, what="a new audit log")
+    write(drop.inbox / "after.txt", PII)
+    running.wait_for(lambda: running.decisions_for("after.txt"), what="decision after rotation")
+    running.stop()
+
+    assert audit_records(rotated)[-1]["body"]["reason"] == "close"
+    assert audit_records(drop.audit)[0]["body"]["previous"]["hash"] == audit_records(rotated)[-1]["hash"]
+    for path in (rotated, drop.audit):
+        verified = run_cli("audit", "verify", "--config", str(drop.config), str(path))
+        assert verified.returncode == 0, f"{path}: {verified.stdout}{verified.stderr}"

@@ -274,25 +274,36 @@ class Daemon:
             self.degraded[f"detector:{key}"] = reason
 
     def _keep_audit_usable(self) -> None:
-        """A failed write (disk full) poisons the log; reopen it once writing works again."""
+        """A failed write (disk full) poisons the log: reopen it once writing works again. A log renamed
+        away (rotation: rename, never copy-and-truncate) is closed with a final checkpoint and continued
+        in a new file at the configured path, whose first record names the old file's last checkpoint."""
         problem = self.audit.broken
-        if problem is None:
+        rotated = problem is None and self.audit.moved
+        if problem is None and not rotated:
             self.degraded.pop("audit", None)
             return
-        self.degraded.setdefault("audit", f"audit log unwritable: {problem}")
-        # Our own lock on the log would refuse the new handle: let go of the poisoned one first. Until
-        # the reopen works, appends fail, nothing moves, and files wait to be judged again.
+        if problem is not None:
+            self.degraded.setdefault("audit", f"audit log unwritable: {problem}")
+        # Our own lock on the log would refuse the new handle: let go of the old one first. Until the
+        # reopen works, appends fail, nothing moves, and files wait to be judged again.
         try:
             self.audit.close()
         except (AuditError, OSError):
             pass
         try:
             fresh = AuditLog.open(self.settings.audit.path, self.settings.state.dir, self.settings.audit)
-        except (AuditError, OSError):
+        except (AuditError, OSError) as exc:
+            if rotated:
+                self.degraded["audit"] = f"audit log not reopened after rotation: {exc}"
+                log.error("audit log not reopened after rotation", error=str(exc))
             return
         self.audit = self.pipeline.audit = fresh
-        log.warning("audit log reopened after a write failure")
-        self.request_reconcile("audit reopened")
+        if rotated:
+            log.info("audit log rotated", path=str(fresh.path), log_id=fresh.log_id)
+        else:
+            log.warning("audit log reopened after a write failure")
+        # A worker that was appending to the old log as it closed has its file judged again.
+        self.request_reconcile("audit rotated" if rotated else "audit reopened")
 
     def _reconcile(self, reason: str) -> None:
         with self._reconciling:

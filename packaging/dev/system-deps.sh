@@ -1,7 +1,7 @@
 #!/bin/sh
 # Debian packages the test suite and the daemon's optional parts need. Idempotent; root only.
 set -eu
-PACKAGES="python3-venv systemd systemd-container debootstrap libsystemd-dev pkg-config
+PACKAGES="python3-venv systemd systemd-container debootstrap libsystemd-dev pkg-config logrotate
     tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng fonts-noto-cjk"
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: not root or no apt-get; assuming these are installed: $PACKAGES" >&2

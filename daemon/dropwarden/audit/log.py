@@ -364,8 +364,24 @@ class AuditLog:
 
     @property
     def broken(self) -> str | None:
-        """Why the log cannot take appends any more (a failed write or fsync), or None."""
-        return None if self._broken is None else str(self._broken)
+        """Why the log cannot take appends any more (a failed write or fsync, or closed), or None."""
+        if self._broken is not None:
+            return str(self._broken)
+        return "closed" if self._closed else None
+
+    @property
+    def moved(self) -> bool:
+        """Whether `path` no longer names the file this log writes: renamed away by log rotation, or
+        deleted. The writer then closes it and opens a new log at `path` (see `AuditLog.open`: its
+        first record names the last checkpoint of this one)."""
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+            mine = os.fstat(self._fd)
+        except FileNotFoundError:
+            return not self._closed
+        except OSError:  # closed meanwhile, or the folder unreadable: nothing to follow
+            return False
+        return (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino)
 
     @property
     def last_seq(self) -> int:
