@@ -600,3 +600,44 @@ def test_interval_checkpoint_from_the_background_thread(log_path: Path, state_di
         seq = anchor(state_dir)["seq"]
         assert seq == opened + 2 and records(log_path)[seq]["body"]["reason"] == "interval"
     assert verify(log_path, k0(state_dir), anchor(state_dir)).ok
+
+
+# ------------------------------------------------------------------------------------------ rotation
+
+
+@pytest.fixture
+def rotated(log_path: Path, state_dir: Path, write_config: Any) -> tuple[list[Path], Path]:
+    """Three files as log rotation leaves them, oldest first, and the configuration."""
+    files = [log_path.with_name("audit.jsonl-1"), log_path.with_name("audit.jsonl-2"), log_path]
+    for name in files[:2]:
+        write_log(log_path, state_dir, appends=3)
+        log_path.rename(name)
+    write_log(log_path, state_dir, appends=3)
+    return files, write_config()
+
+
+def test_rotated_files_verify_together_each_anchored_by_the_next(rotated: tuple[list[Path], Path]) -> None:
+    files, config = rotated
+    out = cli_verify(*map(str, files), "--config", str(config))
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines() == [
+        f"{files[0]}: OK: 6 records, last seq 5, 2 checkpoints, MACs verified, continued by {files[1]}",
+        f"{files[1]}: OK: 6 records, last seq 5, 2 checkpoints, MACs verified, continued by {files[2]}",
+        f"{files[2]}: OK: 6 records, last seq 5, 2 checkpoints, MACs verified, anchor matched",
+    ]
+
+
+def test_a_rotated_file_left_out_shows(rotated: tuple[list[Path], Path]) -> None:
+    files, config = rotated
+    out = cli_verify(str(files[0]), str(files[2]), "--config", str(config))
+    assert out.exit_code == 1
+    assert f"{files[2]}: DAMAGED at line 1 (seq 0): it does not continue {files[0]}" in out.stdout
+
+
+def test_a_rotated_file_truncated_past_its_last_checkpoint_shows(rotated: tuple[list[Path], Path]) -> None:
+    files, config = rotated
+    files[1].write_bytes(b"".join(lines(files[1])[:-1]))  # the closing checkpoint cut off
+    out = cli_verify(*map(str, files), "--config", str(config))
+    assert_cli_damaged(out, 6, 5, "truncated past a checkpoint")
+    assert f"{files[1]}: DAMAGED" in out.stdout
+    assert f"{files[0]}: OK" in out.stdout and f"{files[2]}: OK" in out.stdout

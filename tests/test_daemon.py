@@ -563,6 +563,6 @@ def test_the_shipped_logrotate_config_rotates_the_audit_log_under_the_running_da
 
     assert audit_records(rotated)[-1]["body"]["reason"] == "close"
     assert audit_records(drop.audit)[0]["body"]["previous"]["hash"] == audit_records(rotated)[-1]["hash"]
-    for path in (rotated, drop.audit):
-        verified = run_cli("audit", "verify", "--config", str(drop.config), str(path))
-        assert verified.returncode == 0, f"{path}: {verified.stdout}{verified.stderr}"
+    verified = run_cli("audit", "verify", "--config", str(drop.config), str(rotated), str(drop.audit))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"continued by {drop.audit}" in verified.stdout

@@ -31,6 +31,14 @@ nothing else is repaired. `dropwarden audit verify` checks the whole file.
 
 from dropwarden.audit.chain import AuditError
 from dropwarden.audit.log import AuditLog, AuditRecord
-from dropwarden.audit.verify import VerifyResult, log_identity, verify
+from dropwarden.audit.verify import VerifyResult, log_identity, previous_log, verify
 
-__all__ = ["AuditError", "AuditLog", "AuditRecord", "VerifyResult", "log_identity", "verify"]
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "AuditRecord",
+    "VerifyResult",
+    "log_identity",
+    "previous_log",
+    "verify",
+]

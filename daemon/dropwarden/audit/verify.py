@@ -97,12 +97,29 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
 
 def log_identity(path: Path) -> tuple[str, str] | None:
     """(log_id, key_id) from the log.open record on the first line, None when unreadable."""
+    body = _open_body(path)
+    if body is not None and isinstance(body.get("log_id"), str) and isinstance(body.get("key_id"), str):
+        return body["log_id"], body["key_id"]
+    return None
+
+
+def previous_log(path: Path) -> dict[str, Any] | None:
+    """The log before this one, as its log.open record names it: the log_id, seq and hash of that
+    log's last checkpoint when this one was started (rotation, or a new file at restart); None when
+    the first line names none or is unreadable. It anchors that older file (`verify`'s `anchor`)."""
+    body = _open_body(path)
+    previous = body.get("previous") if body is not None else None
+    if isinstance(previous, dict) and all(isinstance(previous.get(k), t) for k, t in _ANCHOR_FIELDS.items()):
+        return {k: previous[k] for k in _ANCHOR_FIELDS}
+    return None
+
+
+def _open_body(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as handle:
             record = json.loads(handle.readline(1 << 20))
-        body = record["body"]
-        if record["type"] == OPEN and isinstance(body["log_id"], str) and isinstance(body["key_id"], str):
-            return body["log_id"], body["key_id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("type") == OPEN and isinstance(record.get("body"), dict):
+        return record["body"]
     return None
