@@ -566,3 +566,27 @@ def test_settings_are_checked_when_the_engine_is_built(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_regions"):
         MangaOcrEngine(tmp_path, device="cpu", max_regions=0)
     assert MangaOcrEngine(tmp_path, device="cuda:1", use_gate=False).device == "cuda:1"
+
+
+MDWE_CHILD = """
+import ctypes, sys, time
+from PIL import Image
+assert ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, REFUSE_EXEC_GAIN
+from dropwarden_ocr.mangaocr import MangaOcrEngine, writable_code_forbidden
+assert writable_code_forbidden()
+regions = MangaOcrEngine(sys.argv[1], device="cpu").recognise(Image.new("L", (120, 40), 255), time.monotonic() + 60)
+print(regions[0].text)
+"""
+
+
+def test_mangaocr_runs_on_the_cpu_where_executable_memory_is_forbidden(tiny_model: Path):
+    """The shipped unit sets MemoryDenyWriteExecute=yes, under which oneDNN's generated kernels fail;
+    the kernel's per-process MDWE (Linux 6.3+) stands in for it here."""
+    import subprocess
+
+    child = subprocess.run(
+        [sys.executable, "-c", MDWE_CHILD, str(tiny_model)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == OUTPUT_CHAR
+    assert "oneDNN off" in child.stdout + child.stderr

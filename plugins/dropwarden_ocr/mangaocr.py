@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import re
 import threading
 import time
@@ -52,6 +53,17 @@ _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 VERTICAL_ASPECT = 1.5  # a region this many times taller than wide is taken for vertical text
 _hub_lock = threading.Lock()
+
+
+def writable_code_forbidden() -> bool:
+    """Whether this process may not map memory writable and executable: systemd's
+    `MemoryDenyWriteExecute=yes` (the shipped unit sets it) or the kernel's per-process MDWE."""
+    try:
+        probe = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except OSError:
+        return True
+    probe.close()
+    return False
 
 
 class MangaOcrEngine:
@@ -312,6 +324,12 @@ class MangaOcrEngine:
 
         device = self._resolve_device(torch)
         self.resolved_device = device
+        if device == "cpu" and torch.backends.mkldnn.enabled and writable_code_forbidden():
+            # oneDNN generates its CPU kernels at run time; here that fails ("could not create a
+            # primitive"). PyTorch's own kernels need no generated code, and a ViT's one convolution
+            # is a small share of the work.
+            torch.backends.mkldnn.enabled = False
+            log.info("mangaocr: oneDNN off: this process may not create executable memory")
         directory = self._model_dir()
         started = time.monotonic()
         with self._gate_slot(deadline), _hub_offline(), _on_cuda_device(torch, device):
