@@ -237,6 +237,9 @@ def test_the_daemon_quarantines_an_image_with_pii_and_audits_its_box(tmp_path, o
     assert finding["type"] == "CREDIT_CARD" and finding["location"]["view"] == "ocr:tesseract"
     assert overlap(finding["location"]["bbox"], page.seeded[0].box) > 0.8
     assert not (inbox / "scan.png").exists()
+    digits = "".join(ch for ch in CARD if ch.isdigit())
+    written = audit.read_text() + "\n".join(daemon.log_lines)
+    assert CARD not in written and digits not in written  # what OCR read is never written down
 
 
 # ------------------------------------------------------------------------------------ bounded and hostile
