@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dropwarden.findings import Finding
+from dropwarden.findings import Finding, bbox_union
 from dropwarden.registry import DetectContext, Detector
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import View
@@ -100,7 +100,7 @@ def locate(finding: Finding, view: View) -> Finding:
     location = finding.location
     if location.bbox is not None:
         return finding
-    box = None
+    covered = []
     boxes = view.provenance.get("boxes") or ()
     if location.offset is not None and boxes:
         start = location.offset
@@ -109,15 +109,10 @@ def locate(finding: Finding, view: View) -> Finding:
             if box_start >= end:
                 break
             if box_end > start:
-                box = part if box is None else _union(box, part)
-    if box is None:
-        box = view.provenance.get("bbox")
+                covered.append(part)
+    box = bbox_union(covered) if covered else view.provenance.get("bbox")
     if box is None:
         return finding
     left, top, right, bottom = (int(v) for v in box)
     located = dataclasses.replace(location, bbox=(left, top, right, bottom))
     return dataclasses.replace(finding, location=located)
-
-
-def _union(a: Any, b: Any) -> tuple[int, int, int, int]:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))

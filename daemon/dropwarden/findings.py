@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -32,6 +33,15 @@ class Severity(IntEnum):
         return self.name.lower()
 
 
+BBox = tuple[int, int, int, int]  # (left, top, right, bottom) in image pixels
+
+
+def bbox_union(boxes: Iterable[BBox]) -> BBox:
+    """The smallest box holding all of `boxes` (at least one)."""
+    lefts, tops, rights, bottoms = zip(*boxes, strict=True)
+    return (min(lefts), min(tops), max(rights), max(bottoms))
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where in which view a finding sits: a text span (line, char offset) or an image region (bbox)."""
@@ -41,7 +51,7 @@ class Location:
     column: int | None = None
     offset: int | None = None
     length: int | None = None
-    bbox: tuple[int, int, int, int] | None = None
+    bbox: BBox | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from dropwarden.findings import BBox
+
 if TYPE_CHECKING:
     from PIL import Image
 
-# (left, top, right, bottom), right and bottom exclusive. An engine reports boxes in pixels of the image
-# it was given; the extractor maps them to pixels of the original (upright) image before they are used.
-BBox = tuple[int, int, int, int]
+# BBox: (left, top, right, bottom), right and bottom exclusive. An engine reports boxes in pixels of the
+# image it was given; the extractor maps them to pixels of the original (upright) image before use.
+__all__ = ["BBox", "OcrEngine", "OcrError", "OcrRegion"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,3 @@ class OcrEngine(Protocol):
     model: str
 
     def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]: ...
-
-
-def union(boxes: list[BBox]) -> BBox:
-    """The smallest box holding all of `boxes` (at least one)."""
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dropwarden.findings import bbox_union
 from dropwarden.images import (
     ImageRejected,
     check_size,
@@ -18,7 +19,7 @@ from dropwarden.images import (
     upright_size,
 )
 from dropwarden.views import TextView, View
-from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion, union
+from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion
 from dropwarden_ocr.normalize import normalize
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Pag
         "image_view": source,
         "frame": page.frame,
         "image_size": page.size,
-        "bbox": union([r["bbox"] for r in described]) if described else (0, 0, *page.size),
+        "bbox": bbox_union([r["bbox"] for r in described]) if described else (0, 0, *page.size),
         "boxes": tuple(boxes),
         "regions": tuple(described),
     }

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from dropwarden_ocr.engine import BBox, OcrError, OcrRegion, union
+from dropwarden.findings import bbox_union
+from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -140,7 +141,7 @@ def lines_to_regions(words: list[Word], min_confidence: float = 0.0) -> list[Ocr
 
 
 def _region(words: list[Word]) -> OcrRegion:
-    box = union([w.box for w in words])
+    box = bbox_union([w.box for w in words])
     vertical = _is_vertical(words, box)
     thickness = statistics.median((w.box[2] - w.box[0]) if vertical else (w.box[3] - w.box[1]) for w in words)
     text = ""
