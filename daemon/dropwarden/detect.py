@@ -62,6 +62,10 @@ class DetectorRunner:
             return fn(*args)
         return self._pool.submit(fn, *args).result(timeout=self.timeout)
 
+    def timed_out(self, source: str) -> Problem:
+        """The problem for a call that gave no answer within the timeout."""
+        return Problem(Reason.TIMEOUT, f"no answer within {self.timeout:g}s", source)
+
     def run(
         self, detectors: Iterable[Detector], views: Iterable[View], ctx: DetectContext
     ) -> list[DetectorRun]:
@@ -82,7 +86,7 @@ class DetectorRunner:
                 findings = tuple(locate(finding, view) for finding in findings)
             problem = None
         except concurrent.futures.TimeoutError:
-            findings, problem = (), Problem(Reason.TIMEOUT, f"no answer within {self.timeout:g}s", source)
+            findings, problem = (), self.timed_out(source)
         except Exception as exc:
             findings, problem = (), Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
         elapsed = (time.perf_counter() - started) * 1000

@@ -24,14 +24,12 @@ class Extraction:
     problems: list[Problem] = field(default_factory=list)
 
 
-def extract_views(
-    snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner | None = None
-) -> Extraction:
+def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner) -> Extraction:
     """The file's own view (decoded text or the image), then each extractor's views.
 
-    With a `runner`, extractors run through it: in a worker thread, bounded by its timeout, unless the
-    extractor sets `bounded = True`. Failures and timeouts become problems (the file is then never
-    "clean"), as detectors' do.
+    Extractors run through `runner`: in a worker thread, bounded by its timeout, unless the extractor
+    sets `bounded = True`. Failures and timeouts become problems (the file is then never "clean"), as
+    detectors' do.
     """
     file_type = sniff(snapshot.data)
     out = Extraction(file_type)
@@ -54,15 +52,10 @@ def extract_views(
             continue  # nothing for it here: no thread hand-off for, say, OCR on a text file
         source = f"extractor {extractor.id}"
         try:
-            if runner is None:
-                views = extractor.extract(snapshot, list(out.views))
-            else:
-                inline = getattr(extractor, "bounded", False)
-                views = runner.call(extractor.extract, snapshot, list(out.views), inline=inline)
-            out.views.extend(views)
+            inline = getattr(extractor, "bounded", False)
+            out.views.extend(runner.call(extractor.extract, snapshot, list(out.views), inline=inline))
         except TimeoutError:
-            timeout = runner.timeout if runner is not None else 0
-            out.problems.append(Problem(Reason.TIMEOUT, f"no answer within {timeout:g}s", source))
+            out.problems.append(runner.timed_out(source))
         except Exception as exc:
             out.problems.append(_problem(exc, source))
     return out
