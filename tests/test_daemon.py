@@ -521,7 +521,8 @@ def test_a_rotated_audit_log_is_closed_and_the_chain_goes_on_in_a_new_file(drop,
     running.wait_for(lambda: running.decisions_for("before.txt"), what="decision before rotation")
     rotated = drop.audit.with_name("audit.jsonl.1")
     os.rename(drop.audit, rotated)  # what logrotate does (without copytruncate)
-    running.wait_for(drop.audit.exists, what="a new audit log")  # noticed within a second, no signal
+    drop.audit.touch(mode=0o640)  # and, with its `create` option, an empty file in its place
+    running.wait_for(lambda: audit_records(drop.audit), what="a new audit log")  # noticed, no signal
 
     write(drop.inbox / "after.txt", PII)
     running.wait_for(lambda: running.decisions_for("after.txt"), what="decision after rotation")
