@@ -232,7 +232,7 @@ class QuarantineStore:
             os.close(fd)
         try:
             meta = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than json can read
             raise QuarantineError(f"sidecar {self.path / name} is not valid JSON: {exc}") from None
         if not isinstance(meta, dict) or meta.get("id") != item_id:
             raise QuarantineError(f"sidecar {self.path / name} does not describe item {item_id}")
