@@ -289,7 +289,7 @@ def test_inserted_record_is_caught_by_the_chain_without_any_key(log_path: Path, 
 
 def test_inserted_record_with_recomputed_chain(log_path: Path, state_dir: Path, written: Path) -> None:
     """Renumbered and rehashed after the insertion: the chain alone cannot tell; the next checkpoint's MAC
-    under K_0 does (its seq and prev changed), and so does the anchor (the anchored checkpoint moved)."""
+    under K_0 does (its seq and prev changed), and so does the anchor (the anchored record moved)."""
     recs = records(log_path)
     forged = {
         "seq": 0,
@@ -308,7 +308,7 @@ def test_inserted_record_with_recomputed_chain(log_path: Path, state_dir: Path, 
     assert "MAC does not verify" in with_key.message
     with_anchor = verify(log_path, None, anchor(state_dir))
     assert (with_anchor.ok, with_anchor.first_bad_seq) == (False, 16)
-    assert "differs from the checkpoint recorded in the anchor" in with_anchor.message
+    assert "differs from the one the anchor names" in with_anchor.message
     assert_cli_damaged(cli_verify(str(log_path), "--config", str(written)), 9, 8, "MAC does not verify")
 
 
@@ -320,10 +320,8 @@ def test_tail_truncated_past_a_checkpoint_is_caught_by_the_anchor(
     assert verify(log_path, k0(state_dir)).ok  # what is left is a valid log: only the anchor knows better
     result = verify(log_path, k0(state_dir), anchor(state_dir))
     assert (result.ok, result.first_bad_line, result.first_bad_seq) == (False, 13, 12)
-    assert "truncated past a checkpoint" in result.message
-    assert_cli_damaged(
-        cli_verify(str(log_path), "--config", str(written)), 13, 12, "truncated past a checkpoint"
-    )
+    assert "tail was truncated (5 records cut off)" in result.message
+    assert_cli_damaged(cli_verify(str(log_path), "--config", str(written)), 13, 12, "tail was truncated")
     # --anchor overrides discovery (a copy kept off-host).
     copy = tmp_path / "anchor-copy.json"
     copy.write_bytes(anchor_path(state_dir).read_bytes())
@@ -594,10 +592,10 @@ def test_interval_checkpoint_from_the_background_thread(log_path: Path, state_di
     with AuditLog.open(log_path, state_dir, settings_) as log:
         log.append("file.judged", {"verdict": "clean"})
         deadline = time.monotonic() + 5
-        opened = anchor(state_dir)["seq"]
-        while anchor(state_dir)["seq"] == opened and time.monotonic() < deadline:
+        opened = anchor(state_dir)["checkpoint"]["seq"]
+        while anchor(state_dir)["checkpoint"]["seq"] == opened and time.monotonic() < deadline:
             time.sleep(0.02)
-        seq = anchor(state_dir)["seq"]
+        seq = anchor(state_dir)["checkpoint"]["seq"]
         assert seq == opened + 2 and records(log_path)[seq]["body"]["reason"] == "interval"
     assert verify(log_path, k0(state_dir), anchor(state_dir)).ok
 
@@ -638,6 +636,6 @@ def test_a_rotated_file_truncated_past_its_last_checkpoint_shows(rotated: tuple[
     files, config = rotated
     files[1].write_bytes(b"".join(lines(files[1])[:-1]))  # the closing checkpoint cut off
     out = cli_verify(*map(str, files), "--config", str(config))
-    assert_cli_damaged(out, 6, 5, "truncated past a checkpoint")
+    assert_cli_damaged(out, 6, 5, "tail was truncated")
     assert f"{files[1]}: DAMAGED" in out.stdout
     assert f"{files[0]}: OK" in out.stdout and f"{files[2]}: OK" in out.stdout

@@ -2,7 +2,9 @@
 
 An alert never carries a sensitive value: finding type, rule, severity, location and the keyed
 fingerprint only (no excerpt). Delivery is at least once; the alert id is stable across retries so
-a SIEM can de-duplicate.
+a SIEM can de-duplicate. Every alert carries the audit log's durable chain head
+(`dropwarden.audit_head`: log_id, seq, hash), and `HeadBeacon` sends it on its own now and then
+(`audit.head` events): copies off the host that prove what the log held.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def alert_payload(
     findings: tuple[Finding, ...],
     actions: tuple[str, ...],
     audit_seq: int | None,
+    audit_head: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`audit_head`: the durable audit chain head (log_id, seq, hash) when the alert was raised."""
     top = max((f.severity for f in findings), default=Severity.MEDIUM)
     return {
         "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -103,6 +107,7 @@ def alert_payload(
             "verdict": outcome,
             "actions": list(actions),
             "audit_seq": audit_seq,
+            "audit_head": audit_head,
             "findings": [
                 {
                     "type": f.type,
@@ -116,6 +121,57 @@ def alert_payload(
             ],
         },
     }
+
+
+def audit_head_payload(head: dict[str, Any]) -> dict[str, Any]:
+    """An `audit.head` event: the durable audit chain head (log_id, seq, hash) and the last checkpoint."""
+    point = head.get("checkpoint") or {}
+    return {
+        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ecs": {"version": "8.11.0"},
+        "event": {
+            "id": head_event_id(head),
+            "kind": "event",
+            "category": ["file"],
+            "type": ["info"],
+            "action": "audit.head",
+            "provider": "dropwarden",
+        },
+        "host": {"hostname": socket.gethostname()},
+        "observer": {"product": "dropwarden", "version": __version__},
+        "dropwarden": {
+            "audit_head": {k: head[k] for k in ("log_id", "seq", "hash")},
+            "audit_checkpoint": {k: point[k] for k in ("seq", "epoch") if k in point},
+        },
+    }
+
+
+def head_event_id(head: dict[str, Any]) -> str:
+    """Stable per head, so a redelivered or re-enqueued event de-duplicates."""
+    return f"audit-head-{head['log_id']}-{head['seq']}"
+
+
+class HeadBeacon:
+    """Puts an `audit.head` event in the outbox for every sink every `interval` seconds, when the
+    anchored (durable) head has moved since the last one. interval 0: never."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = time.monotonic() + interval
+        self._sent: tuple[str, int] | None = None
+
+    def tick(self, head: dict[str, Any] | None, state: State, sinks: list[str]) -> bool:
+        """Enqueue the event when due; True when one was enqueued (then kick the dispatcher)."""
+        now = time.monotonic()
+        if not self.interval or now < self._next or head is None or not sinks:
+            return False
+        self._next = now + self.interval
+        key = (head["log_id"], head["seq"])
+        if key == self._sent:
+            return False
+        state.enqueue_alert(head_event_id(head), sinks, audit_head_payload(head))
+        self._sent = key
+        return True
 
 
 class AlertDispatcher:

@@ -93,9 +93,10 @@ class StateSettings(Strict):
 class AuditSettings(Strict):
     path: Path = Path("/var/log/dropwarden/audit.jsonl")
     checkpoint_every: int = Field(default=1000, ge=1)
-    checkpoint_interval: float = Field(default=300.0, gt=0)
+    checkpoint_interval: float = Field(default=10.0, gt=0)
     fsync: Literal["always", "batch", "never"] = "batch"
     spool_timeout: float = Field(default=15.0, gt=0)
+    head_interval: float = Field(default=60.0, ge=0)  # seconds between audit.head events; 0: none
 
 
 Action = Literal["quarantine", "alert"]

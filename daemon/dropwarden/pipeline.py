@@ -247,6 +247,7 @@ class Pipeline:
                 findings=decision.acting_findings,
                 actions=decision.actions,
                 audit_seq=record.seq,
+                audit_head=self.audit.durable_head(),
             )
             self.state.enqueue_alert(alert_id, ctx.sinks, payload)
             self.alerts.kick()

@@ -14,9 +14,10 @@ import structlog
 
 from dropwarden import __version__
 from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import AlertDispatcher, build_sinks
+from dropwarden.alerts import AlertDispatcher, HeadBeacon, build_sinks
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
+from dropwarden.audit.store import k0_on_host
 from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
 from dropwarden.gate import get_gate
 from dropwarden.metrics import Metrics
@@ -47,6 +48,8 @@ class Daemon:
         self._reload_requested = False
         self._reconcile_requested: str | None = "startup"
         self.degraded: dict[str, str] = {}
+        self.warnings: dict[str, str] = {}  # in STATUS, not in /healthz: nothing is broken
+        self.head_beacon = HeadBeacon(loaded.settings.audit.head_interval)
         self._threads: list[threading.Thread] = []
         self._busy_since: dict[int, float] = {}  # worker index -> when it took its current file
         self._reconciling = threading.Lock()
@@ -74,6 +77,7 @@ class Daemon:
         settings.state.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         self.state = State(settings.state.dir / "state.db")
         self.audit = AuditLog.open(settings.audit.path, settings.state.dir, settings.audit)
+        self._check_audit_key()
         try:
             return self._run()
         finally:
@@ -155,6 +159,8 @@ class Daemon:
         )
         if self.degraded:
             text += "; degraded: " + ", ".join(sorted(self.degraded.values()))
+        if self.warnings:
+            text += "; warning: " + ", ".join(sorted(self.warnings.values()))
         return text
 
     def _assemble(self, settings: Settings) -> tuple[Runtime, dict[str, ActiveWatch]]:
@@ -249,6 +255,7 @@ class Daemon:
                 ingest(self.settings.state.dir, self.audit)
             except (AuditError, OSError) as exc:
                 log.error("audit spool not ingested", error=str(exc))
+            self._send_audit_head()
             self.heartbeat()
 
     def heartbeat(self) -> None:
@@ -264,7 +271,30 @@ class Daemon:
             if self.notifier.watchdog_usec:
                 self.notifier.watchdog()
         self._merge_detector_health()
+        self._check_audit_key()
         self.notifier.status(self.status_line())
+
+    def _check_audit_key(self) -> None:
+        """Warn (log once, STATUS while it lasts) while K_0 is on the host: whoever reads it can forge
+        the audit log and its anchor."""
+        path = k0_on_host(self.settings.state.dir)
+        if path is None:
+            self.warnings.pop("audit-k0", None)
+        elif "audit-k0" not in self.warnings:
+            self.warnings["audit-k0"] = "audit K_0 on this host (dropwarden audit export-key)"
+            log.warning(
+                "audit K_0 is still on this host: whoever can read it can forge the audit log and its"
+                " anchor; store it offline and remove it with `dropwarden audit export-key`",
+                path=str(path),
+            )
+
+    def _send_audit_head(self) -> None:
+        """An audit.head event to the alert sinks now and then: the durable head, copied off the host."""
+        try:
+            if self.head_beacon.tick(self.audit.anchored, self.state, list(self.alerts.sinks)):
+                self.alerts.kick()
+        except Exception as exc:  # the state database is busy or broken: the next tick tries again
+            log.error("audit head not queued for the alert sinks", error=f"{type(exc).__name__}: {exc}")
 
     def _merge_detector_health(self) -> None:
         reported = self.runtime.health()

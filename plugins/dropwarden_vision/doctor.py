@@ -28,8 +28,8 @@ Check = tuple[bool, str]
 @click.pass_context
 def doctor(ctx: click.Context, config_path: Path | None) -> None:
     """Check the vision backend (endpoint reachable, model served, accepted response format, an image
-    round trip) and OCR (Tesseract and its languages, a test image). Exit status 0 when every check
-    passes, 1 otherwise; `note:` lines are not failures."""
+    round trip), OCR (Tesseract and its languages, a test image) and that the audit log's K_0 is off
+    the host. Exit status 0 when every check passes, 1 otherwise; `note:` lines are not failures."""
     from dropwarden.logs import configure
 
     configure("warning")
@@ -44,6 +44,9 @@ def doctor(ctx: click.Context, config_path: Path | None) -> None:
         pass
     else:
         checks.append(ocr_checks(settings))
+    from dropwarden.commands.audit import doctor_checks as audit_checks
+
+    checks.append(audit_checks(settings))
     for passed, text in itertools.chain(*checks):
         click.echo(f"{'note' if passed is None else 'ok' if passed else 'FAIL'}: {text}")
         ok = ok and passed is not False

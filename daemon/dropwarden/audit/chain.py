@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -27,6 +28,17 @@ _KEY_ID = b"dropwarden-audit-key-id\x00"
 
 class AuditError(Exception):
     """The log cannot be opened or written safely: damage, a lock held by another writer, a missing key."""
+
+
+def new_log_advice(path: str) -> str:
+    """The exact commands that keep a damaged log as evidence and let the daemon begin a new one."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = shlex.quote(f"{path}.damaged-{stamp}")
+    return (
+        f"keep the file as evidence and let the daemon begin a new log: `mv {shlex.quote(path)} {aside}`,"
+        " then start dropwarden again (`systemctl restart dropwarden`); the new log's first record names"
+        f" the last anchored record of the old one, and `dropwarden audit verify {aside}` shows the damage"
+    )
 
 
 class Damage(Exception):
@@ -56,6 +68,13 @@ def record_hash(fields: dict[str, Any]) -> str:
 def evolve(key: bytes) -> bytes:
     """K_{i+1} = SHA-256("dropwarden-audit-evolve\\0" || K_i): one-way, so K_i does not give K_{i-1}."""
     return hashlib.sha256(_EVOLVE + key).digest()
+
+
+def evolve_to(key: bytes, steps: int) -> bytes:
+    """The key `steps` evolutions after `key` (K_n from K_0 with steps=n)."""
+    for _ in range(steps):
+        key = evolve(key)
+    return key
 
 
 def key_id(k0: bytes) -> str:
@@ -121,7 +140,9 @@ def parse_line(raw: bytes) -> dict[str, Any]:
 class ChainChecker:
     """Feed complete lines in order; raises Damage at the first one that does not chain.
 
-    With K_0 it also checks each checkpoint's MAC, evolving the key as the writer did."""
+    With K_0 it also checks each checkpoint's MAC, evolving the key as the writer did. A log continues
+    the key chain of the log before it: its log.open names the epoch of its first checkpoint
+    (`key_epoch`, absent for 0), and checkpoint epochs count on from there."""
 
     def __init__(self, k0: bytes | None = None) -> None:
         self.k0 = k0
@@ -129,14 +150,17 @@ class ChainChecker:
         self.head: str | None = GENESIS_PREV
         self.log_id: str | None = None
         self.key_id: str | None = None
-        self.checkpoints = 0
+        self.key_epoch = 0  # the epoch of this log's first checkpoint
+        self.epoch = 0  # the epoch the next checkpoint must carry
+        self.checkpoints = 0  # checkpoints seen
+        self.last_checkpoint: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
         self._key = k0
 
-    def resume(self, log_id: str, key_id: str, next_seq: int, checkpoints: int) -> None:
+    def resume(self, log_id: str, key_id: str, next_seq: int, epoch: int) -> None:
         """Continue at a later record without its predecessors (its `prev` is taken on trust; no MACs)."""
         self.log_id, self.key_id = log_id, key_id
-        self.next_seq, self.checkpoints = next_seq, checkpoints
+        self.next_seq, self.epoch = next_seq, epoch
         self.head = None
         self._key = None
 
@@ -172,19 +196,25 @@ class ChainChecker:
         if not isinstance(body.get("log_id"), str) or not isinstance(body.get("key_id"), str):
             raise Damage("the log.open record lacks log_id or key_id", 0)
         self.log_id, self.key_id = body["log_id"], body["key_id"]
+        epoch = body.get("key_epoch", 0)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise Damage(f"the log.open record has an invalid key_epoch {epoch!r}", 0)
+        self.key_epoch = self.epoch = epoch
         if self.k0 is not None and key_id(self.k0) != self.key_id:
             raise Damage(
                 f"the given K_0 (key id {key_id(self.k0)}) is not this log's key (key id {self.key_id}):"
                 " wrong key file, or the log was rewritten",
                 0,
             )
+        if self._key is not None:
+            self._key = evolve_to(self._key, epoch)
 
     def _check_checkpoint(self, record: dict[str, Any]) -> None:
         body, seq = record["body"], record["seq"]
         epoch = body.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch != self.checkpoints:
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch != self.epoch:
             raise Damage(
-                f"checkpoint epoch {epoch!r} where {self.checkpoints} was expected:"
+                f"checkpoint epoch {epoch!r} where {self.epoch} was expected:"
                 " a checkpoint was removed or forged",
                 seq,
             )
@@ -200,4 +230,6 @@ class ChainChecker:
                     seq,
                 )
             self._key = evolve(self._key)
+        self.epoch += 1
         self.checkpoints += 1
+        self.last_checkpoint = record

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dropwarden.audit import store
 from dropwarden.audit.chain import (
@@ -31,15 +31,28 @@ from dropwarden.audit.chain import (
     canonical,
     checkpoint_mac,
     evolve,
+    evolve_to,
     iter_lines,
     key_id,
+    new_log_advice,
     utc_now,
 )
+from dropwarden.audit.store import anchored_checkpoint
 from dropwarden.config import AuditSettings
 from dropwarden.keys import load_or_create_key
 
 _CREATE_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 BATCH_WINDOW = 0.02  # fsync=batch: at most one fsync per this many seconds, unless sync() is called
+ANCHOR_WINDOW = 0.02  # the anchor names the durable head: rewritten at most this often (and at checkpoints)
+
+
+class _Tip(NamedTuple):
+    """The end of what was written, consistently: next seq, head hash, size, the last checkpoint."""
+
+    next_seq: int
+    head: str
+    size: int
+    checkpoint: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,15 @@ class AuditLog:
         self._last_sync = time.monotonic()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._key_id = ""
+        self._checkpoint_info: dict[str, Any] | None = None  # the last checkpoint: seq, hash, epoch, offset
+        self._tip = _Tip(0, GENESIS_PREV, 0, None)
+        self._synced_tip: _Tip | None = None  # the newest tip known durable
+        self._anchor_lock = threading.Lock()
+        self._anchored_next = 0  # records below this seq are named by the anchor
+        self._last_anchor = 0.0
+        self._anchor_kicked = False
+        self._anchor: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------- opening
 
@@ -124,24 +146,27 @@ class AuditLog:
         checker = None
         if end:
             with os.fdopen(os.dup(self._fd), "rb") as handle:
-                checker = self._check_existing(handle, end, anchor)
+                checker = self._check_existing(handle, end, size, anchor)
         # Nothing has been modified up to here: damage raises before any repair.
         if checker is None:
-            k0 = load_or_create_key(self.state_dir, store.K0_NAME)
-            self.log_id, self._key, self._epoch = secrets.token_hex(16), k0, 0
+            self.log_id = secrets.token_hex(16)
+            self._key, self._epoch, self._key_id = self._chain_key(anchor)
             self._next_seq, self._head = 0, GENESIS_PREV
-            self._save_key(scrub=False)
+            self._save_key(scrub=True)
         else:
             assert checker.log_id is not None and checker.last is not None
-            self.log_id = checker.log_id
+            self.log_id, self._key_id = checker.log_id, checker.key_id or ""
             self._key, self._epoch = self._reconcile_key(checker)
             self._next_seq, self._head = checker.next_seq, checker.last["hash"]
         repair = self._set_aside(end, size) if size > end else None
         self._size = end
         self._written = self._synced = self._next_seq
+        self._tip = _Tip(self._next_seq, self._head, end, None)
         with self._lock:
             if checker is None:
-                body: dict[str, Any] = {"format": FORMAT, "log_id": self.log_id, "key_id": key_id(self._key)}
+                body: dict[str, Any] = {"format": FORMAT, "log_id": self.log_id, "key_id": self._key_id}
+                if self._epoch:
+                    body["key_epoch"] = self._epoch
                 if anchor and {"log_id", "seq", "hash"} <= set(anchor):
                     body["previous"] = {k: anchor[k] for k in ("log_id", "seq", "hash")}
                 self._append_locked([(OPEN, body)])
@@ -167,9 +192,12 @@ class AuditLog:
             pos = start
         return 0
 
-    def _check_existing(self, handle: Any, end: int, anchor: dict[str, Any] | None) -> ChainChecker:
+    def _check_existing(
+        self, handle: Any, end: int, size: int, anchor: dict[str, Any] | None
+    ) -> ChainChecker:
         """Check the complete lines: all of them, or those from the anchored checkpoint on when the anchor
-        belongs to this log (`audit verify` checks everything). Raises AuditError on damage."""
+        belongs to this log (`audit verify` checks everything); the log must reach the anchored head,
+        unchanged. Raises AuditError on damage."""
         checker = ChainChecker()
         first = handle.readline()
         try:
@@ -177,17 +205,16 @@ class AuditLog:
         except Damage as exc:
             raise self._damaged(f"line 1 (seq {exc.seq})", exc.message) from None
         start, line_no = len(first), 2
+        head: tuple[int, str] | None = None
         if anchor and anchor.get("log_id") == checker.log_id:
-            offset, seq, epoch = anchor.get("offset"), anchor.get("seq"), anchor.get("epoch")
-            if not all(isinstance(v, int) for v in (offset, seq, epoch)):
+            point = anchored_checkpoint(anchor)
+            head_seq, head_hash = anchor.get("seq"), anchor.get("hash")
+            if point is None or not isinstance(head_seq, int) or not isinstance(head_hash, str):
                 raise AuditError(f"audit anchor {store.anchor_path(self.state_dir)} is malformed")
-            assert isinstance(offset, int) and isinstance(seq, int) and isinstance(epoch, int)
+            head = head_seq, head_hash
+            offset, seq, epoch = point["offset"], point["seq"], point["epoch"]
             if offset >= end:
-                raise self._damaged(
-                    f"byte {end}",
-                    f"the log ends before checkpoint seq {seq} recorded in the anchor (at byte {offset}):"
-                    " its tail was truncated",
-                )
+                raise self._damaged(f"byte {end}", self._short_of(seq, end, size, f"checkpoint seq {seq}"))
             if offset >= start:
                 checker.resume(checker.log_id, checker.key_id or "", seq, epoch)
                 handle.seek(offset)
@@ -196,7 +223,7 @@ class AuditLog:
                     record = checker.feed(line.rstrip(b"\n"))
                 except Damage as exc:
                     raise self._damaged(f"byte {offset} (seq {exc.seq})", exc.message) from None
-                if record["hash"] != anchor.get("hash"):
+                if record["hash"] != point["hash"]:
                     raise self._damaged(
                         f"byte {offset} (seq {seq})", "it differs from the anchored checkpoint"
                     )
@@ -204,23 +231,45 @@ class AuditLog:
         for offset, line in iter_lines(handle, start):
             if offset >= end:
                 break
+            where = f"line {line_no}" if line_no else f"byte {offset}"
             try:
-                checker.feed(line.rstrip(b"\n"))
+                record = checker.feed(line.rstrip(b"\n"))
             except Damage as exc:
-                where = f"line {line_no}" if line_no else f"byte {offset}"
                 raise self._damaged(f"{where} (seq {exc.seq})", exc.message) from None
+            if head is not None and record["seq"] == head[0] and record["hash"] != head[1]:
+                raise self._damaged(
+                    f"{where} (seq {head[0]})",
+                    "it differs from the record the anchor names: the log was rewritten up to here",
+                )
             line_no = line_no + 1 if line_no else 0
+        if head is not None and checker.next_seq <= head[0]:
+            raise self._damaged(f"byte {end}", self._short_of(head[0], end, size, f"seq {head[0]}"))
         return checker
+
+    def _short_of(self, seq: int, end: int, size: int, what: str) -> str:
+        """Why a log that ends before an anchored record is damaged: torn (bytes without a newline where
+        the record was) or cut."""
+        if size > end:
+            return (
+                f"the anchor names {what}, which was durable when it was anchored, but the log's last"
+                f" {size - end} bytes, where it was, have no newline: the anchored record is torn (the"
+                " storage lost written data, or the file was cut)"
+            )
+        return (
+            f"the log ends before {what}, which the anchor names and which was durable when it was"
+            " anchored: its tail was truncated"
+        )
 
     def _damaged(self, where: str, message: str) -> AuditError:
         return AuditError(
-            f"audit log {self.path} is damaged at {where}: {message}. It is not repaired automatically:"
-            f" inspect it with `dropwarden audit verify`, move it aside, and restart to begin a new log"
+            f"audit log {self.path} is damaged at {where}: {message}. It is not repaired automatically;"
+            f" {new_log_advice(str(self.path))}"
         )
 
     def _reconcile_key(self, checker: ChainChecker) -> tuple[bytes, int]:
-        """The key for the next checkpoint (epoch = checkpoints so far), from the key file or from K_0."""
-        needed = checker.checkpoints
+        """The key for the next checkpoint (the epoch after the log's last one), from the key file or
+        from K_0."""
+        needed = checker.epoch
         state = store.read_json(store.current_key_path(self.state_dir), "audit key state")
         if state and state.get("log_id") == self.log_id:
             try:
@@ -255,8 +304,43 @@ class AuditLog:
             self._save_key(scrub=True)
         return key, epoch
 
+    def _chain_key(self, anchor: dict[str, Any] | None) -> tuple[bytes, int, str]:
+        """(key, epoch, key id) for a new log: the key chain goes on from the previous log's evolved key,
+        so K_0 is not needed on the host again; a new K_0 only when no key state is left."""
+        state = store.read_json(store.current_key_path(self.state_dir), "audit key state")
+        if state is not None:
+            try:
+                key, epoch = bytes.fromhex(state["key"]), int(state["epoch"])
+            except (KeyError, TypeError, ValueError):
+                where = store.current_key_path(self.state_dir)
+                raise AuditError(f"audit key state {where} is malformed") from None
+            root = state.get("key_id")
+            if not isinstance(root, str):  # written before key ids were kept: K_0 may still say
+                root = self._root_of(key, epoch)
+            if root is not None:
+                # The previous log may have anchored a checkpoint at this epoch and stopped before its
+                # key moved on: never reuse an epoch.
+                point = anchored_checkpoint(anchor) if anchor else None
+                if (
+                    anchor
+                    and anchor.get("log_id") == state.get("log_id")
+                    and point
+                    and point["epoch"] >= epoch
+                ):
+                    key, epoch = evolve_to(key, point["epoch"] + 1 - epoch), point["epoch"] + 1
+                return key, epoch, root
+        k0 = load_or_create_key(self.state_dir, store.K0_NAME)
+        return k0, 0, key_id(k0)
+
+    def _root_of(self, key: bytes, epoch: int) -> str | None:
+        try:
+            k0 = store.read_key_file(store.k0_path(self.state_dir))
+        except (OSError, ValueError):
+            return None
+        return key_id(k0) if evolve_to(k0, epoch) == key else None
+
     def _save_key(self, *, scrub: bool) -> None:
-        data = {"log_id": self.log_id, "epoch": self._epoch, "key": self._key.hex()}
+        data = {"log_id": self.log_id, "key_id": self._key_id, "epoch": self._epoch, "key": self._key.hex()}
         store.write_json(store.current_key_path(self.state_dir), data, scrub_old=scrub)
 
     def _set_aside(self, end: int, size: int) -> dict[str, Any]:
@@ -270,14 +354,23 @@ class AuditLog:
                 break
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise AuditError(f"cannot set the torn tail of {self.path} aside: {exc.strerror}") from None
         else:
             raise AuditError(f"cannot create a file beside {self.path} for its torn tail")
         try:
-            os.write(fd, torn)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        store.fsync_dir(self.path.parent)
+            try:
+                view = memoryview(torn)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            store.fsync_dir(self.path.parent)
+        except OSError as exc:
+            # A full disk: leave no empty or partial copy behind; the next open tries again.
+            aside.unlink(missing_ok=True)
+            raise AuditError(f"cannot set the torn tail of {self.path} aside: {exc.strerror}") from None
         os.ftruncate(self._fd, end)
         os.fsync(self._fd)
         return {
@@ -328,12 +421,16 @@ class AuditLog:
             return self._checkpoint_locked("manual")
 
     def tick(self) -> None:
-        """Time-based duties (the background thread calls this): batch fsync, interval checkpoints."""
+        """Time-based duties (the background thread calls this): batch fsync, anchoring the durable
+        head, interval checkpoints."""
         now = time.monotonic()
         pending = self._synced < self._written
         if self.settings.fsync == "batch" and pending and now - self._last_sync >= BATCH_WINDOW:
             self._usable()
             self._sync_upto(self._written, BATCH_WINDOW)
+        if self._unanchored():
+            self._usable()
+            self._anchor_durable()
         if self._since_checkpoint and now - self._last_checkpoint >= self.settings.checkpoint_interval:
             with self._lock:
                 if self._since_checkpoint and not self._closed:
@@ -387,6 +484,32 @@ class AuditLog:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
+    @property
+    def head(self) -> dict[str, Any]:
+        """The chain head as appended so far (not necessarily durable): log_id, seq, hash."""
+        tip = self._tip
+        return {"log_id": self.log_id, "seq": tip.next_seq - 1, "hash": tip.head}
+
+    def durable_head(self) -> dict[str, Any]:
+        """Make every record appended so far durable (as `sync`) and return the head that is: log_id,
+        seq, hash. A copy of it kept off the host proves that the log reached that record. When the
+        fsync fails, the newest head that was durable before; with fsync=never nothing is synced and the
+        head appended so far is returned."""
+        try:
+            self.sync()
+        except AuditError:
+            pass  # the log is broken: the caller finds out on its next append
+        tip = self._synced_tip
+        if self.settings.fsync == "never" or tip is None:
+            return self.head
+        return {"log_id": self.log_id, "seq": tip.next_seq - 1, "hash": tip.head}
+
+    @property
+    def anchored(self) -> dict[str, Any] | None:
+        """What the anchor file says now (the head it names, the last checkpoint), or None before the
+        first checkpoint of this log."""
+        return dict(self._anchor) if self._anchor is not None else None
+
     # ----------------------------------------------------------------------------------------- internals
 
     def _usable(self) -> None:
@@ -412,6 +535,16 @@ class AuditLog:
         self._write(b"".join(lines))
         self._next_seq, self._head = seq, head
         self._written = seq
+        last = records[-1]
+        if last.type == CHECKPOINT:
+            offset = self._size - len(lines[-1])
+            self._checkpoint_info = {
+                "seq": last.seq,
+                "hash": last.hash,
+                "epoch": last.body["epoch"],
+                "offset": offset,
+            }
+        self._tip = _Tip(seq, head, self._size, self._checkpoint_info)
         return records
 
     def _write(self, data: bytes) -> None:
@@ -430,30 +563,50 @@ class AuditLog:
         with self._sync_lock:
             if self._synced >= target or (window and time.monotonic() - self._last_sync < window):
                 return
-            upto = self._written
+            tip = self._tip
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
                 self._broken = exc
                 raise AuditError(f"cannot fsync audit log {self.path}: {exc.strerror}") from None
-            self._synced, self._last_sync = upto, time.monotonic()
+            self._synced_tip = tip
+            self._synced, self._last_sync = tip.next_seq, time.monotonic()
+        if self._thread is not None and not self._anchor_kicked:
+            self._anchor_kicked = True
+            self._kick.set()  # the background thread anchors the new durable head
+
+    def _anchor_durable(self, *, force: bool = False) -> None:
+        """Point the anchor at the durable head (and the last checkpoint), at most every ANCHOR_WINDOW
+        unless forced. The anchor never names a record that a crash could take back."""
+        tip = self._synced_tip
+        if tip is None or tip.checkpoint is None:
+            return
+        with self._anchor_lock:
+            if tip.next_seq <= self._anchored_next:
+                return
+            if not force and time.monotonic() - self._last_anchor < ANCHOR_WINDOW:
+                return
+            anchor = {
+                "log_id": self.log_id,
+                "path": str(self.path),
+                "seq": tip.next_seq - 1,
+                "hash": tip.head,
+                "checkpoint": tip.checkpoint,
+                "time": utc_now(),
+            }
+            try:
+                store.write_json(store.anchor_path(self.state_dir), anchor, mode=0o640)
+            except OSError as exc:
+                self._broken = exc
+                raise AuditError(f"cannot update the audit anchor in {self.state_dir}: {exc}") from None
+            self._anchor, self._anchored_next, self._last_anchor = anchor, tip.next_seq, time.monotonic()
 
     def _checkpoint_locked(self, reason: str) -> AuditRecord:
-        offset = self._size
         body = {"epoch": self._epoch, "log_id": self.log_id, "reason": reason}
         record = self._append_locked([(CHECKPOINT, body)])[0]
         try:
             self._sync_upto(self._written)
-            anchor = {
-                "log_id": self.log_id,
-                "path": str(self.path),
-                "seq": record.seq,
-                "hash": record.hash,
-                "epoch": self._epoch,
-                "offset": offset,
-                "time": record.time,
-            }
-            store.write_json(store.anchor_path(self.state_dir), anchor, mode=0o640)
+            self._anchor_durable(force=True)  # names this checkpoint (or a later head) before the key moves
             self._key, self._epoch = evolve(self._key), self._epoch + 1
             self._save_key(scrub=True)
         except OSError as exc:
@@ -465,6 +618,7 @@ class AuditLog:
     def _run(self) -> None:
         while not self._closing:
             self._kick.clear()
+            self._anchor_kicked = False
             try:
                 self.tick()
             except Exception as exc:  # the log is poisoned; appends report it to the caller
@@ -479,7 +633,13 @@ class AuditLog:
             waits.append(self._last_sync + BATCH_WINDOW - now)
         if self._since_checkpoint:
             waits.append(self._last_checkpoint + self.settings.checkpoint_interval - now)
+        if self._unanchored():
+            waits.append(self._last_anchor + ANCHOR_WINDOW - now)
         return max(0.001, min(waits)) if waits else None
+
+    def _unanchored(self) -> bool:
+        tip = self._synced_tip
+        return tip is not None and tip.checkpoint is not None and tip.next_seq > self._anchored_next
 
 
 def _seal(fields: dict[str, Any]) -> tuple[str, bytes]:

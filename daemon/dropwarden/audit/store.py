@@ -1,4 +1,8 @@
-"""Small files beside the audit log: atomic replace with scrubbing, the anchor, the forward key, K_0 files."""
+"""Small files beside the audit log: atomic replace with scrubbing, the anchor, the forward key, K_0 files.
+
+The anchor (`<state>/audit-anchor.json`) names the durable chain head (`log_id`, `seq`, `hash`) and the
+last checkpoint (`checkpoint`: `seq`, `hash`, `epoch`, byte `offset`). Anchors written before heads were
+anchored hold only the checkpoint, at the top level."""
 
 from __future__ import annotations
 
@@ -26,6 +30,45 @@ def k0_path(state_dir: Path) -> Path:
 
 def current_key_path(state_dir: Path) -> Path:
     return state_dir / "keys" / CURRENT_KEY_FILE
+
+
+def anchored_checkpoint(anchor: dict[str, Any]) -> dict[str, Any] | None:
+    """The last checkpoint an anchor names (seq, hash, epoch, offset), None when it names none or is
+    malformed."""
+    point = anchor.get("checkpoint", anchor)
+    if not isinstance(point, dict):
+        return None
+    fields = {k: point.get(k) for k in ("seq", "hash", "epoch", "offset")}
+    if not all(
+        isinstance(fields[k], int) and not isinstance(fields[k], bool) for k in ("seq", "epoch", "offset")
+    ):
+        return None
+    return fields if isinstance(fields["hash"], str) else None
+
+
+def k0_on_host(state_dir: Path) -> Path | None:
+    """K_0's file when it is still in the state directory (whoever can read it can forge the log)."""
+    path = k0_path(state_dir)
+    try:
+        os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError:  # unreadable to us: it is there all the same
+        return path
+    return path
+
+
+def remove_key_file(path: Path) -> None:
+    """Overwrite a key file with zeros, fsync, unlink it and fsync its directory (best effort against
+    recovery: copy-on-write filesystems and SSD remapping may keep old blocks)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, b"\0" * os.fstat(fd).st_size, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:

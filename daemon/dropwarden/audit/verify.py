@@ -1,4 +1,5 @@
-"""Offline check of an audit log: the hash chain, checkpoint MACs under K_0, and the anchor."""
+"""Offline check of an audit log: the hash chain, checkpoint MACs under K_0, and the anchor (the durable
+chain head the daemon last named, or a copy of it kept elsewhere)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dropwarden.audit.chain import OPEN, ChainChecker, Damage, iter_lines
+from dropwarden.audit.chain import OPEN, ChainChecker, Damage, iter_lines, new_log_advice
 
 _ANCHOR_FIELDS = {"log_id": str, "seq": int, "hash": str}
 
@@ -24,14 +25,41 @@ class VerifyResult:
     first_bad_line: int | None = None
     first_bad_seq: int | None = None
     message: str = ""
+    last_checkpoint_seq: int | None = None
+    anchor_seq: int | None = None  # the head the anchor names (checked when anchor_checked)
+    key_id: str | None = None
+    key_epoch: int = 0  # the epoch of the log's first checkpoint
+    next_epoch: int = 0  # the epoch a checkpoint after the last one would carry
+
+    @property
+    def after_checkpoint(self) -> int:
+        """Records after the last checkpoint: no MAC covers them."""
+        if self.last_seq is None:
+            return 0
+        return self.last_seq - (self.last_checkpoint_seq if self.last_checkpoint_seq is not None else -1)
+
+    @property
+    def anchored_only(self) -> int:
+        """Of those, how many the anchor covers (a cut or a rewrite of them shows): anchor only, no MAC."""
+        if self.anchor_seq is None or self.last_seq is None:
+            return 0
+        since = self.last_checkpoint_seq if self.last_checkpoint_seq is not None else -1
+        return max(0, min(self.anchor_seq, self.last_seq) - since)
+
+    @property
+    def unanchored(self) -> int:
+        """Records after both the last checkpoint and the anchored head: only the chain covers them, which
+        cannot see them cut from the end or rewritten from any point on."""
+        return self.after_checkpoint - self.anchored_only
 
 
 def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = None) -> VerifyResult:
     """Check every line of the log at `path` (OSError when it cannot be read).
 
     Without `k0` only the chain is checked: a consistent rewrite from any point on goes unnoticed.
-    With `anchor` (log_id, seq, hash of the last checkpoint) a tail truncated past that checkpoint,
-    or a rewrite before it, is caught. ValueError when `anchor` lacks those fields."""
+    With `anchor` (log_id, seq, hash of a record the log must hold: the durable head the daemon
+    anchored, a checkpoint the next rotated file names, or a head copied off the host) a tail cut
+    before that record, or a rewrite up to it, is caught. ValueError when `anchor` lacks those fields."""
     if anchor is not None and not all(isinstance(anchor.get(k), t) for k, t in _ANCHOR_FIELDS.items()):
         raise ValueError("an anchor needs log_id, seq and hash")
     checker = ChainChecker(k0)
@@ -49,12 +77,27 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
             first_bad_line=line,
             first_bad_seq=seq,
             message=message,
+            last_checkpoint_seq=checker.last_checkpoint["seq"] if checker.last_checkpoint else None,
+            anchor_seq=anchor["seq"] if anchor is not None else None,
+            key_id=checker.key_id,
+            key_epoch=checker.key_epoch,
+            next_epoch=checker.epoch,
         )
 
     with open(path, "rb") as handle:
         for _offset, line in iter_lines(handle):
             line_no += 1
             if not line.endswith(b"\n"):
+                if anchor is not None and anchor["seq"] >= checker.next_seq:
+                    return result(
+                        False,
+                        line_no,
+                        checker.next_seq,
+                        f"torn last line ({len(line)} bytes without a newline) where the anchor names seq"
+                        f" {anchor['seq']}, which was durable when it was anchored: the anchored record is"
+                        " torn (the storage lost written data, or the file was cut), and the daemon will"
+                        f" not start on this file. Next: {new_log_advice(str(path))}",
+                    )
                 return result(
                     False,
                     line_no,
@@ -79,18 +122,19 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
                     False,
                     line_no,
                     record["seq"],
-                    "this record differs from the checkpoint recorded in the anchor: the log was rewritten"
-                    " up to here (records altered, inserted or removed before it)",
+                    "this record differs from the one the anchor names: the log was rewritten up to here"
+                    " (records altered, inserted or removed at or before it)",
                 )
     if line_no == 0:
         return result(False, 1, 0, "the log is empty (no log.open record)")
     if anchor is not None and checker.next_seq <= anchor["seq"]:
+        missing = anchor["seq"] - checker.next_seq + 1
         return result(
             False,
             line_no + 1,
             checker.next_seq,
-            f"the log ends at seq {checker.next_seq - 1} but the anchor records a checkpoint at seq"
-            f" {anchor['seq']}: its tail was truncated past a checkpoint",
+            f"the log ends at seq {checker.next_seq - 1} but the anchor names seq {anchor['seq']}:"
+            f" its tail was truncated ({missing} record{'s' if missing > 1 else ''} cut off)",
         )
     return result(True)
 
