@@ -123,6 +123,7 @@ class WatchSettings(Strict):
     quarantine_dir: Path | None = None
     observer: Literal["inotify", "polling"] = "inotify"
     polling_interval: float = Field(default=2.0, gt=0)
+    settle_quiet: float | None = Field(default=None, ge=0)  # None: [daemon] settle_quiet
 
     _severity = field_validator("min_severity")(_check_severity)
 

@@ -27,9 +27,10 @@ from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.reconcile import reconcile
 from dropwarden.recovery import recover
 from dropwarden.runtime import Runtime, build_runtime, ruleset_version
-from dropwarden.settle import Settler, WorkItem
+from dropwarden.settle import Settler, WorkItem, settle_quiet_for
 from dropwarden.state import State
 from dropwarden.watch import Watcher
+from dropwarden.watchkeeper import WatchKeeper
 
 log = structlog.get_logger("dropwarden.service")
 
@@ -112,6 +113,7 @@ class Daemon:
             self._resolve,
             self.work,
             quiet=d.settle_quiet,
+            quiet_for=lambda watch: settle_quiet_for(self.settings, watch),
             stat_period=d.settle_stat,
             open_writer_timeout=d.open_writer_timeout,
             on_loss=self.request_reconcile,
@@ -141,6 +143,7 @@ class Daemon:
         self.alerts.start()
         self._start_workers(d.workers)
         self.watcher.start()
+        self.keeper = WatchKeeper(self)
         log.info("watching", watches=sorted(watches), workers=d.workers, version=__version__)
         self.ready()
         self._main_loop()
@@ -242,6 +245,7 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
+            self.keeper.check()  # before any sweep: a watch whose root left is not swept
             if time.monotonic() >= next_reconcile:
                 self._reconcile_requested = self._reconcile_requested or "periodic"
             if self._reconcile_requested and not self._reconciling.locked():

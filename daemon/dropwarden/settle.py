@@ -3,7 +3,10 @@
 A file is ready after close-write or a move into the folder followed by a short quiet period with a
 stable stat. A plain create waits for its close-write (with a long stat-stable fallback for writers
 that never close); synthetic creates (files inside a directory that appeared before its watch),
-polling observers and reconcile finds are settled by stat alone.
+polling observers and reconcile finds are settled by stat alone, and so are files found in a directory
+that just appeared (watchdog reports those as plain creates, whose close-write may have come and gone
+before the directory was watched). The quiet period can be set per watch, for writers that close the
+file between chunks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dropwarden.config import Settings
+
 
 class Hint(StrEnum):
     """What was observed about a path."""
@@ -30,6 +35,7 @@ class Hint(StrEnum):
     CREATED = "created"  # open(O_CREAT): wait for close-write
     MODIFIED = "modified"  # written again: wait for close-write
     STAT = "stat"  # synthetic create, polling observer, reconcile: settle by a stable stat
+    FOUND = "found"  # listed in a directory that just appeared: settle by stat, even over a create
     DELETED = "deleted"
 
 
@@ -65,10 +71,12 @@ class Settler:
         open_writer_timeout: float,
         inbox_limit: int = 200_000,
         on_loss: Callable[[str], None] = lambda reason: None,
+        quiet_for: Callable[[str], float] | None = None,
     ) -> None:
         self._resolve = resolve  # (watch, relpath) -> absolute path for lstat, or None if unknown watch
         self._work = work
         self.quiet = quiet
+        self._quiet_for = quiet_for  # watch id -> its quiet period (a per-watch settle_quiet)
         self.stat_period = stat_period
         self.open_writer_timeout = open_writer_timeout
         self._inbox: deque[tuple[str, str, Hint, str]] = deque()
@@ -152,15 +160,20 @@ class Settler:
                 # Already settling: events know more than a sweep (a writer may still hold the file).
                 return
             self._arm(key, Hint.STAT, origin, now)
+        elif hint is Hint.FOUND and (entry is None or entry.hint in (Hint.CREATED, Hint.MODIFIED)):
+            # watchdog simulates a plain create for each file already in a new directory, and the
+            # close-write may have come before the directory was watched: waiting for it would hold
+            # the file for open_writer_timeout. A close-write or move-in seen since still wins.
+            self._arm(key, Hint.STAT, origin, now)
 
-    def _period(self, hint: Hint) -> float:
+    def _period(self, hint: Hint, watch: str) -> float:
         """How long a file must stay unchanged, by what we know of it."""
         if hint in (Hint.CLOSED, Hint.MOVED_IN):
-            return self.quiet
+            return self._quiet_for(watch) if self._quiet_for is not None else self.quiet
         return self.stat_period if hint is Hint.STAT else self.open_writer_timeout
 
     def _arm(self, key: tuple[str, str], hint: Hint, origin: str, now: float) -> None:
-        entry = _Pending(hint, now + self._period(hint), origin, self._stat(key))
+        entry = _Pending(hint, now + self._period(hint, key[0]), origin, self._stat(key))
         self._pending[key] = entry
         heapq.heappush(self._heap, (entry.deadline, next(self._counter), key))
 
@@ -175,7 +188,7 @@ class Settler:
             return
         # Still changing: wait another period of the same kind.
         entry.seen = current
-        entry.deadline = now + self._period(entry.hint)
+        entry.deadline = now + self._period(entry.hint, key[0])
         heapq.heappush(self._heap, (entry.deadline, next(self._counter), key))
 
     def _flush_ready(self) -> None:
@@ -198,6 +211,14 @@ class Settler:
     def _stat(self, key: tuple[str, str]) -> tuple[int, int, int, int] | None:
         st = self._lstat(key)
         return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def settle_quiet_for(settings: Settings, watch: str) -> float:
+    """The watch's own settle_quiet, else [daemon] settle_quiet."""
+    for configured in settings.watch:
+        if configured.id == watch and configured.settle_quiet is not None:
+            return configured.settle_quiet
+    return settings.daemon.settle_quiet
 
 
 def is_ignored(name: str, patterns: list[str]) -> bool:

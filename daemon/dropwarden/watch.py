@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import re
+import stat
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -18,11 +23,33 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from dropwarden.config import WatchSettings
+from dropwarden.fsops import DIR_FLAGS
 from dropwarden.settle import Hint, Settler, is_ignored
+
+
+class Mounts:
+    """Other file systems mounted inside a watched tree. inotify does not see into them (a watch on the
+    mount point is on the directory underneath) and nothing can be renamed across them, so files under
+    them are not watched, judged or moved; the daemon reports them instead.
+
+    Two sources, each replaced whole (atomic for readers): the mount table, and directories whose
+    device differs from the root's, which the sweeps find (btrfs subvolumes are not in the table)."""
+
+    def __init__(self) -> None:
+        self.from_table: frozenset[str] = frozenset()
+        self.from_walk: frozenset[str] = frozenset()
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return self.from_table | self.from_walk
+
+    def covers(self, path: str) -> bool:
+        return any(path == m or path.startswith(m + os.sep) for m in self.paths)
 
 
 @dataclass(frozen=True)
@@ -32,14 +59,21 @@ class WatchedTree:
     settings: WatchSettings
     root: str
     excluded: tuple[str, ...]
+    mounts: Mounts = field(default_factory=Mounts, compare=False)
+
+    def inside(self, path: str) -> bool:
+        """Under the root, and neither one of our own directories nor under another file system."""
+        if not path.startswith(self.root + os.sep):
+            return False
+        if any(path == ex or path.startswith(ex + os.sep) for ex in self.excluded):
+            return False
+        return not self.mounts.covers(path)
 
     def relative(self, path: str) -> str | None:
         """Path relative to the root, or None when it is outside, excluded, or an ignored name."""
-        if not path.startswith(self.root + os.sep):
+        if not self.inside(path):
             return None
         rel = path[len(self.root) + 1 :]
-        if any(path == ex or path.startswith(ex + os.sep) for ex in self.excluded):
-            return None
         if not self.settings.recursive and os.sep in rel:
             return None
         if is_ignored(os.path.basename(rel), self.settings.ignore):
@@ -56,17 +90,28 @@ _INOTIFY_EVENTS = [
     FileDeletedEvent,
     DirCreatedEvent,
     DirMovedEvent,
+    DirDeletedEvent,  # the root's own IN_DELETE_SELF; IN_DELETE is subscribed for files anyway
 ]
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, tree: WatchedTree, settler: Settler, polling: bool) -> None:
+    def __init__(
+        self,
+        tree: WatchedTree,
+        settler: Settler,
+        polling: bool,
+        scanner: _DirScanner | None = None,
+        on_root_gone: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self.tree = tree
         self.settler = settler
         self.polling = polling
+        self.scanner = scanner
+        self.on_root_gone = on_root_gone
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
+            self._directory_event(event)
             return
         if isinstance(event, FileMovedEvent):
             # With full events, a move in from outside has an empty source; a move out an empty dest.
@@ -85,45 +130,182 @@ class _Handler(FileSystemEventHandler):
         elif isinstance(event, FileDeletedEvent):
             self._notify(path, Hint.DELETED)
 
+    def _directory_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, DirDeletedEvent):
+            if src == self.tree.root:
+                # IN_DELETE_SELF (watchdog then stops this emitter). A rename of the root has no event
+                # at all (watchdog drops IN_MOVE_SELF): the service's periodic check finds both.
+                self.on_root_gone(f"watch root deleted: {self.tree.settings.id}")
+            return
+        if self.scanner is None:
+            return
+        if isinstance(event, DirCreatedEvent):
+            self.scanner.submit(self.tree, src)
+        elif isinstance(event, DirMovedEvent) and event.dest_path:
+            self.scanner.submit(self.tree, os.fsdecode(event.dest_path))
+
     def _notify(self, path: str, hint: Hint) -> None:
         rel = self.tree.relative(path)
         if rel is not None:
             self.settler.notify(self.tree.settings.id, rel, hint)
 
 
-class Watcher:
-    """All observers: one inotify observer for the inotify watches, one polling observer per polled watch."""
+class _DirScanner:
+    """Lists each directory that appears in an inotify-watched tree and hands its files to the settler.
 
-    def __init__(self, trees: list[WatchedTree], settler: Settler, on_loss: Callable[[str], None]) -> None:
-        self._observers: list = []
-        inotify_trees = [t for t in trees if t.settings.observer == "inotify"]
-        if inotify_trees:
-            observer = InotifyObserver(generate_full_events=True)
-            for tree in inotify_trees:
-                handler = _Handler(tree, settler, polling=False)
-                observer.schedule(
+    A file written right after mkdir can be complete before watchdog watches the new directory: no
+    close-write ever comes for it, and watchdog reports it only as a plain create (its own listing
+    of the new directory), which would wait open_writer_timeout for the close-write. The handler
+    runs after watchdog has added the directory's watch, so this listing, done afterwards, sees every
+    file the watch could have missed; later files have their own events. Bounded: past `limit`
+    entries the rest is left to a reconcile sweep.
+    """
+
+    def __init__(self, settler: Settler, on_loss: Callable[[str], None], limit: int = 10_000) -> None:
+        self._settler = settler
+        self._on_loss = on_loss
+        self._limit = limit
+        self._queue: queue.SimpleQueue[tuple[WatchedTree, str] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="dir-scan", daemon=True)
+
+    def submit(self, tree: WatchedTree, path: str) -> None:
+        if tree.settings.recursive and tree.inside(path):
+            self._queue.put((tree, path))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            tree, path = item
+            try:
+                fd = os.open(path, DIR_FLAGS)  # O_NOFOLLOW: a symlink swapped in is not listed
+            except OSError:
+                continue  # gone again (or not a directory): nothing to find
+            try:
+                left = self._list(tree, fd, path, os.fstat(fd).st_dev, self._limit)
+            except (OSError, RecursionError):
+                left = -1
+            if left < 0:
+                self._on_loss("new directory not fully listed")  # a reconcile sweep finds the rest
+
+    def _list(self, tree: WatchedTree, fd: int, path: str, dev: int, budget: int) -> int:
+        """Notify every file under the open directory `fd` (closed here); returns the budget left."""
+        try:
+            with os.scandir(fd) as listing:
+                entries = list(listing)
+            for entry in entries:
+                budget -= 1
+                if budget < 0:
+                    return budget
+                child = os.path.join(path, entry.name)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if st.st_dev != dev or not tree.inside(child):
+                        continue  # another file system, or one of ours: never listed
+                    try:
+                        sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                    except OSError:
+                        continue
+                    budget = self._list(tree, sub, child, dev, budget)
+                    if budget < 0:
+                        return budget
+                    continue
+                rel = tree.relative(child)
+                if rel is not None:
+                    self._settler.notify(tree.settings.id, rel, Hint.FOUND, "new-dir")
+        finally:
+            os.close(fd)
+        return budget
+
+
+class Watcher:
+    """All observers: one inotify observer for the inotify watches, one polling observer per polled watch.
+
+    A watch can be taken off (its root is gone) and put back (re-armed on a new root) while running.
+    """
+
+    def __init__(
+        self,
+        trees: list[WatchedTree],
+        settler: Settler,
+        on_loss: Callable[[str], None],
+    ) -> None:
+        self._settler = settler
+        self._on_loss = on_loss
+        self._lock = threading.Lock()
+        self._inotify: InotifyObserver | None = None
+        self._observers: list[BaseObserver] = []
+        self._scheduled: dict[str, tuple[BaseObserver, ObservedWatch]] = {}
+        self._scanner = _DirScanner(settler, on_loss)
+        self._started = False
+        for tree in trees:
+            self.schedule(tree)
+        self._overflow = _OverflowListener(on_loss)
+
+    def schedule(self, tree: WatchedTree) -> None:
+        """Watch `tree` (again); raises OSError when its root cannot be watched."""
+        with self._lock:
+            if tree.settings.observer == "inotify":
+                if self._inotify is None:
+                    self._inotify = InotifyObserver(generate_full_events=True)
+                    self._add(self._inotify)
+                handler = _Handler(tree, self._settler, False, self._scanner, self._on_loss)
+                observed = self._inotify.schedule(
                     handler, tree.root, recursive=tree.settings.recursive, event_filter=_INOTIFY_EVENTS
                 )
-            self._observers.append(observer)
-        for tree in trees:
-            if tree.settings.observer == "polling":
+                self._scheduled[tree.settings.id] = (self._inotify, observed)
+            else:
                 observer = PollingObserver(timeout=tree.settings.polling_interval)
-                observer.schedule(
-                    _Handler(tree, settler, polling=True), tree.root, recursive=tree.settings.recursive
-                )
-                self._observers.append(observer)
-        self._overflow = _OverflowListener(on_loss)
+                handler = _Handler(tree, self._settler, True, None, self._on_loss)
+                observed = observer.schedule(handler, tree.root, recursive=tree.settings.recursive)
+                self._add(observer)
+                self._scheduled[tree.settings.id] = (observer, observed)
+
+    def unschedule(self, watch_id: str) -> None:
+        """Stop watching the watch's tree; its events stop (pending ones find no watch and are dropped)."""
+        with self._lock:
+            scheduled = self._scheduled.pop(watch_id, None)
+            if scheduled is None:
+                return
+            observer, observed = scheduled
+            try:
+                observer.unschedule(observed)
+            except KeyError:
+                pass  # already gone with its emitter
+            if observer is not self._inotify and observer in self._observers:
+                self._observers.remove(observer)
+                observer.stop()
+
+    def _add(self, observer: BaseObserver) -> None:
+        self._observers.append(observer)
+        if self._started:
+            observer.start()
 
     def start(self) -> None:
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self._overflow)
-        for observer in self._observers:
-            observer.start()
+        with self._lock:
+            self._started = True
+            self._scanner.start()
+            for observer in self._observers:
+                observer.start()
 
     def stop(self) -> None:
-        for observer in self._observers:
+        with self._lock:
+            observers = list(self._observers)
+        for observer in observers:
             observer.stop()
-        for observer in self._observers:
+        for observer in observers:
             observer.join(timeout=5)
+        self._scanner.stop()
         logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow)
 
 
@@ -137,3 +319,30 @@ class _OverflowListener(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
             self._on_loss("inotify queue overflow")
+
+
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Every mount point this process sees (its mount namespace: a sandboxed service sees its own)."""
+    with open(mountinfo, "rb") as handle:
+        lines = handle.read().splitlines()
+    points = []
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            # Spaces, tabs, newlines and backslashes in the path are written as \ooo.
+            raw = _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            points.append(os.fsdecode(raw))
+    return points
+
+
+def mounts_inside(tree: WatchedTree, points: list[str]) -> frozenset[str]:
+    """The mount points strictly under the tree's root, except our own directories."""
+    prefix = tree.root + os.sep
+    return frozenset(
+        p
+        for p in points
+        if p.startswith(prefix) and not any(p == ex or p.startswith(ex + os.sep) for ex in tree.excluded)
+    )
