@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -129,6 +130,37 @@ def test_a_deleted_watch_root_is_reported_until_it_is_made_again(drop, running):
     assert not degraded(running)
 
 
+def test_a_reload_while_a_watch_is_lost_arms_it_again(drop, running):
+    """A reload arms every watch as a start does (making a missing folder): the loss is over."""
+    drop.inbox.rmdir()
+    running.wait_for(lambda: running.records("watch.lost"), what="watch.lost record")
+    running.signal(signal.SIGHUP)
+    (rearmed,) = running.wait_for(lambda: running.records("watch.rearmed"), what="watch.rearmed")
+    assert rearmed["body"]["by"] == "reload"
+    write(drop.inbox / "after-reload.txt", PII)
+    running.wait_for(lambda: quarantined(drop, "after-reload.txt"), what="after-reload.txt judged")
+    assert "watch:inbox" not in degraded(running)
+
+
+def test_a_polled_watch_root_replaced_is_watched_again_too(tmp_path):
+    drop = Drop(tmp_path)
+    drop.config.write_text(
+        drop.config.read_text().replace(
+            'name = "inbox"\n', 'name = "inbox"\nobserver = "polling"\npolling_interval = 0.3\n'
+        )
+    )
+    daemon = drop.daemon().start()
+    try:
+        os.rename(drop.inbox, drop.inbox.with_name("inbox.old"))
+        daemon.wait_for(lambda: daemon.records("watch.lost"), what="watch.lost record")
+        drop.inbox.mkdir()
+        daemon.wait_for(lambda: daemon.records("watch.rearmed"), what="watch.rearmed")
+        write(drop.inbox / "polled.txt", PII)
+        daemon.wait_for(lambda: quarantined(drop, "polled.txt"), what="polled.txt judged")
+    finally:
+        daemon.stop()
+
+
 def test_root_problem_compares_the_path_with_the_directory_held_open(tmp_path):
     root = tmp_path / "inbox"
     root.mkdir()
@@ -215,6 +247,26 @@ def test_a_file_system_mounted_inside_a_watch_is_reported_and_left_alone(drop, r
     running.wait_for(lambda: "watch:inbox:mounts" not in degraded(running), what="mount gone")
     write(mount_point / "after.txt", PII)
     running.wait_for(lambda: quarantined(drop, "after.txt"), what="the directory watched again")
+
+
+def test_a_mount_present_at_start_is_reported_and_its_files_left_alone(drop):
+    require(os.geteuid() == 0, "root (to mount a tmpfs)")
+    mount_point = drop.inbox / "share"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    write(mount_point / "there-before.txt", PII)
+    write(drop.inbox / "beside-it.txt", PII)
+    daemon = drop.daemon().start()
+    try:
+        daemon.wait_for(lambda: quarantined(drop, "beside-it.txt"), what="the startup sweep")
+        daemon.wait_for(lambda: log_events(daemon, "reconciled"), what="the startup sweep done")
+        assert str(mount_point) in degraded(daemon)["watch:inbox:mounts"]
+        time.sleep(1.5)
+        assert not daemon.decisions_for("there-before.txt")
+        assert (mount_point / "there-before.txt").read_text() == PII
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def test_mount_points_are_read_from_the_mount_table_with_their_escapes(tmp_path):

@@ -253,6 +253,10 @@ class Watcher:
 
     def schedule(self, tree: WatchedTree) -> None:
         """Watch `tree` (again); raises OSError when its root cannot be watched."""
+        try:  # known before the first event: nothing under a mount is ever judged
+            tree.mounts.from_table = mounts_inside(tree, mount_points())
+        except OSError:
+            pass
         with self._lock:
             if tree.settings.observer == "inotify":
                 if self._inotify is None:
