@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dropwarden.config import WatchSettings
 from dropwarden.fsops import make_subdir_chain, open_dir
@@ -24,6 +24,7 @@ class ActiveWatch:
     store: QuarantineStore | None
     release_fd: int | None
     excluded_dirs: frozenset[tuple[int, int]]  # (dev, ino) of our own directories inside the tree
+    retired: list[QuarantineStore] = field(default_factory=list)  # replaced stores, closed with the watch
 
     @property
     def id(self) -> str:
@@ -38,6 +39,8 @@ class ActiveWatch:
             os.close(self.release_fd)
         if self.store is not None:
             self.store.close()
+        for store in self.retired:
+            store.close()
 
 
 def arm(settings: WatchSettings) -> ActiveWatch:
@@ -60,7 +63,12 @@ def arm(settings: WatchSettings) -> ActiveWatch:
                 f"watch {settings.id}: {root} is not writable by this process, so no file could be moved"
                 " (with systemd: add it to ReadWritePaths=)"
             )
-        needs_store = "quarantine" in settings.on_finding or "quarantine" in settings.on_unscanned
+        # The store is also where a release stages its copy of the judged bytes (handover.py).
+        needs_store = (
+            "quarantine" in settings.on_finding
+            or "quarantine" in settings.on_unscanned
+            or settings.release_to is not None
+        )
         qdir = default_quarantine_dir(settings)
         if needs_store:
             try:

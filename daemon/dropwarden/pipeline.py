@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import errno
 import os
+import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -17,15 +19,24 @@ import structlog
 
 from dropwarden.activewatch import ActiveWatch
 from dropwarden.alerts import AlertDispatcher, alert_payload
-from dropwarden.audit import AuditLog
-from dropwarden.fsops import make_subdir_chain, open_subdir_chain, rename_noreplace
+from dropwarden.audit import AuditError, AuditLog
+from dropwarden.fsops import make_subdir_chain, open_subdir_chain
+from dropwarden.handover import (
+    NotTheJudgedFile,
+    Vanished,
+    copy_name,
+    hand_over_copy,
+    hand_over_unread,
+    hold_name,
+    tag_of,
+)
 from dropwarden.intake import FileIdentity, Snapshot
 from dropwarden.judge import Judge, Judgement
-from dropwarden.policy import Decision, decide, operator_release
-from dropwarden.quarantine import sidecar_for
+from dropwarden.policy import Decision, decide, operator_release, unrecorded
+from dropwarden.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
 from dropwarden.settle import Hint, WorkItem
 from dropwarden.state import State
-from dropwarden.verdict import Reason
+from dropwarden.verdict import Reason, unscanned
 
 log = structlog.get_logger("dropwarden.pipeline")
 
@@ -97,6 +108,8 @@ class Pipeline:
         self.observe: Callable[[str, float], None] = lambda stage, seconds: None  # metrics hook
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], bool] = {}  # key -> "seen again while in flight"
+        self._store_trouble: dict[str, str] = {}  # watch id -> why its quarantine store is unusable
+        self._state_trouble = False
 
     # ------------------------------------------------------------------------------------------ entry
 
@@ -143,9 +156,14 @@ class Pipeline:
             if item.settled_at:
                 self.observe("queue", max(0.0, time.monotonic() - item.settled_at))
             started = time.perf_counter()
-            judgement = ctx.judge.judge_name(
-                dir_fd, name, watch.display(item.relpath), require_single_link=True
-            )
+            display = watch.display(item.relpath)
+            try:
+                judgement = ctx.judge.judge_name(dir_fd, name, display, require_single_link=True)
+            except Exception as exc:  # MemoryError included: the file is then unscanned, never clean
+                log.error("judging failed", watch=watch.id, path=display, error=type(exc).__name__)
+                judgement = Judgement(
+                    display, unscanned(Reason.DETECTOR_ERROR, type(exc).__name__, "pipeline")
+                )
             judged = time.perf_counter()
             self.observe("judge", judged - started)
             self._conclude(ctx, watch, dir_fd, item, judgement, started)
@@ -176,47 +194,61 @@ class Pipeline:
         if refusal is not None and "vanished" in refusal.detail:
             return
 
-        decision = decide(watch.settings, judgement.verdict)
         snapshot = judgement.snapshot
-        released_from = None
-        if snapshot is not None and "quarantine" in decision.actions:
-            released_from = self.state.operator_released(snapshot.sha256)
-            if released_from is not None:
-                decision = operator_release(watch.settings, decision)
-        planned: list[dict[str, Any]] = []
-        item_id = alert_id = None
-        if "quarantine" in decision.actions and snapshot is not None:
-            item_id = uuid.uuid4().hex
-            planned.append({"op": "quarantine", "id": item_id})
-        elif "quarantine" in decision.actions:
-            planned.append({"op": "quarantine", "skipped": "no snapshot to move (unreadable)"})
-        if "release" in decision.actions and snapshot is not None:
-            planned.append({"op": "release", "id": uuid.uuid4().hex})
-        if "alert" in decision.actions and ctx.sinks:
-            alert_id = uuid.uuid4().hex
-            planned.append({"op": "alert", "id": alert_id, "sinks": ctx.sinks})
-
         verdict = judgement.verdict
-        body = {
-            "watch": watch.id,
-            **path_fields(watch, item.relpath),
-            "origin": item.origin,
-            "identity": identity_fields(
-                snapshot.identity if snapshot else (refusal.identity if refusal else None)
-            ),
-            "sha256": judgement.sha256,
-            "file_type": judgement.file_type.name if judgement.file_type else None,
-            "verdict": verdict.kind.value,
-            "outcome": decision.outcome,
-            "reason": verdict.reason,
-            "findings": [f.to_dict() for f in verdict.findings],
-            "detectors": [run.to_dict() for run in judgement.runs],
-            "actions": planned,
-            **({"operator_released_from": released_from} if released_from else {}),
-            "ms": round((time.perf_counter() - started) * 1000, 3),
-        }
+        relpath_bytes = os.fsencode(item.relpath)
+        released = None
+        try:
+            decision = decide(watch.settings, verdict)
+            released = self.state.pending_operator_release(watch.id, relpath_bytes)
+            released_from = None
+            acts = decision.outcome in ("finding", "unscanned")
+            if released is not None and released.sha256 == judgement.sha256 and acts:
+                decision = operator_release(watch.settings, decision, have_bytes=snapshot is not None)
+                released_from = released.item_id
+            elif judgement.sha256 is not None and acts:
+                released_from = self.state.earlier_release_of(judgement.sha256)  # noted, not exempted
+            planned = self._plan(ctx, watch, decision, snapshot is not None)
+            body = {
+                "watch": watch.id,
+                **path_fields(watch, item.relpath),
+                "origin": item.origin,
+                "identity": identity_fields(
+                    snapshot.identity if snapshot else (refusal.identity if refusal else None)
+                ),
+                "sha256": judgement.sha256,
+                "file_type": judgement.file_type.name if judgement.file_type else None,
+                "verdict": verdict.kind.value,
+                "outcome": decision.outcome,
+                "reason": verdict.reason,
+                "findings": [f.to_dict() for f in verdict.findings],
+                "detectors": [run.to_dict() for run in judgement.runs],
+                "actions": planned,
+                **({"operator_released_from": released_from} if released_from else {}),
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            record = self.audit.append("decision", body)
+            recorded = verdict.findings
+        except AuditError:
+            raise  # the log itself is unusable: nothing moves; the file is judged again once it reopens
+        except Exception as exc:
+            # Building or writing the record failed (MemoryError included): the file was not judged as
+            # far as anyone can prove, so it is unscanned, and the policy acts on that. The exception's
+            # type is recorded, never its message (it could hold data from the file).
+            log.error(
+                "decision not recordable",
+                watch=watch.id,
+                path=path_fields(watch, item.relpath)["path"],
+                error=type(exc).__name__,
+            )
+            decision = unrecorded(watch.settings)
+            planned = self._plan(ctx, watch, decision, snapshot is not None)
+            body = self._unrecorded_body(watch, item, judgement, planned, exc, started)
+            record = self.audit.append("decision", body)  # if this fails too, nothing moves; judged again
+            recorded = ()
+        if released is not None:
+            self._state_write(self.state.use_operator_release, watch.id, relpath_bytes)
         acting = [p for p in planned if p["op"] in ("quarantine", "release") and "id" in p]
-        record = self.audit.append("decision", body)
         if acting:
             self.audit.sync()  # the decision is the write-ahead intent: durable before anything moves
         # Clean files are the bulk: the audit log has them; the service log keeps to what needs a look.
@@ -226,44 +258,116 @@ class Pipeline:
             watch=watch.id,
             path=body["path"],
             outcome=decision.outcome,
-            types=sorted({f.type for f in verdict.findings}),
-            reason=verdict.reason,
+            types=sorted({f.type for f in recorded}),
+            reason=body["reason"],
             actions=[p["op"] for p in planned],
             audit_seq=record.seq,
         )
         self._count("verdicts", decision.outcome)
-        for finding in verdict.findings:
+        for finding in recorded:
             self._count("findings", finding.type)
 
+        alert_id = next((p["id"] for p in planned if p["op"] == "alert"), None)
         if alert_id is not None:
-            payload = alert_payload(
-                alert_id=alert_id,
-                watch=watch.id,
-                path=body["path"],
-                sha256=judgement.sha256,
-                size=snapshot.identity.size if snapshot else None,
-                outcome=decision.outcome,
-                reason=verdict.reason,
-                findings=decision.acting_findings,
-                actions=decision.actions,
-                audit_seq=record.seq,
-                audit_head=self.audit.durable_head(),
-            )
-            self.state.enqueue_alert(alert_id, ctx.sinks, payload)
+
+            def build(findings: tuple[Any, ...], reason: str | None) -> dict[str, Any]:
+                return alert_payload(
+                    alert_id=alert_id,
+                    watch=watch.id,
+                    path=body["path"],
+                    sha256=judgement.sha256,
+                    size=snapshot.identity.size if snapshot else None,
+                    outcome=decision.outcome,
+                    reason=reason,
+                    findings=findings,
+                    actions=decision.actions,
+                    audit_seq=record.seq,
+                    audit_head=self.audit.durable_head(),
+                )
+
+            try:
+                payload = build(decision.acting_findings, body["reason"])
+            except Exception as exc:  # the alert still goes out, without what could not be rendered
+                payload = build((), _record_error(exc))
+            try:
+                self.state.enqueue_alert(alert_id, ctx.sinks, payload)
+            except sqlite3.Error:
+                self._failed_before_acting(watch, "alert", alert_id, "state database not writable")
+                raise  # nothing moves, nothing is recorded as judged: judged (and alerted) again
             self.alerts.kick()
             self._count("actions", "alert")
 
+        complete = len(acting) == len([p for p in planned if p["op"] in ("quarantine", "release")])
         for step in acting:
-            assert snapshot is not None
-            if step["op"] == "quarantine":
-                self._quarantine(watch, dir_fd, item, snapshot, step["id"], decision, record.seq)
+            if step["op"] == "quarantine" and snapshot is not None:
+                done = self._quarantine(watch, dir_fd, item, snapshot, step["id"], decision, record.seq)
+            elif step["op"] == "quarantine":
+                done = self._quarantine_unread(watch, dir_fd, item, judgement, step["id"], body, record.seq)
             else:
-                self._release(watch, dir_fd, item, snapshot, step["id"])
+                assert snapshot is not None
+                done = self._release(watch, dir_fd, item, snapshot, step["id"])
+            complete = complete and done
 
-        if snapshot is not None:
-            self.state.record_judged(
-                snapshot.identity, snapshot.sha256, decision.outcome, ctx.ruleset, watch.id
+        # Only a file whose every action happened counts as judged; anything deferred, aborted or failed
+        # is judged again (reconcile finds it), and is never released meanwhile.
+        identity = snapshot.identity if snapshot else (refusal.identity if refusal else None)
+        if complete and identity is not None:
+            self._state_write(
+                self.state.record_judged, identity, judgement.sha256, decision.outcome, ctx.ruleset, watch.id
             )
+
+    def _plan(
+        self, ctx: PipelineContext, watch: ActiveWatch, decision: Decision, have_bytes: bool
+    ) -> list[dict[str, Any]]:
+        """The actions the decision record announces: an id for each, or why it is deferred."""
+        planned: list[dict[str, Any]] = []
+        moves = "quarantine" in decision.actions or ("release" in decision.actions and have_bytes)
+        problem = self._store_problem(watch) if moves else None
+        if "quarantine" in decision.actions:
+            if problem is not None:
+                planned.append({"op": "quarantine", "deferred": problem})
+            elif have_bytes:
+                planned.append({"op": "quarantine", "id": uuid.uuid4().hex})
+            else:
+                planned.append({"op": "quarantine", "id": uuid.uuid4().hex, "unread": True})
+        if "release" in decision.actions and have_bytes:
+            if problem is not None:
+                planned.append({"op": "release", "deferred": problem})
+            else:
+                planned.append({"op": "release", "id": uuid.uuid4().hex})
+        if "alert" in decision.actions and ctx.sinks:
+            planned.append({"op": "alert", "id": uuid.uuid4().hex, "sinks": ctx.sinks})
+        return planned
+
+    def _unrecorded_body(
+        self,
+        watch: ActiveWatch,
+        item: WorkItem,
+        judgement: Judgement,
+        planned: list[dict[str, Any]],
+        exc: BaseException,
+        started: float,
+    ) -> dict[str, Any]:
+        """The smallest decision record: what file, unscanned, and which exception type stopped the
+        full one (no findings, no detector runs: those are what could not be recorded)."""
+        snapshot, refusal = judgement.snapshot, judgement.refusal
+        return {
+            "watch": watch.id,
+            **path_fields(watch, item.relpath),
+            "origin": item.origin,
+            "identity": identity_fields(
+                snapshot.identity if snapshot else (refusal.identity if refusal else None)
+            ),
+            "sha256": judgement.sha256,
+            "file_type": judgement.file_type.name if judgement.file_type else None,
+            "verdict": "unscanned",
+            "outcome": "unscanned",
+            "reason": _record_error(exc),
+            "findings": [],
+            "detectors": [],
+            "actions": planned,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        }
 
     # ------------------------------------------------------------------------------------------ act
 
@@ -283,9 +387,17 @@ class Pipeline:
         item_id: str,
         decision: Decision,
         audit_seq: int,
-    ) -> None:
-        assert watch.store is not None
+    ) -> bool:
+        store = watch.store
+        problem = self._store_problem(watch)
+        if store is None or problem is not None:
+            self._defer(watch, item_id, "quarantine", problem or "no quarantine directory")
+            return False
         name = item.relpath.split(os.sep)[-1]
+        try:
+            findings = [f.to_dict() for f in decision.acting_findings]
+        except Exception as exc:  # the item is kept all the same; its findings are in the audit log
+            findings = [{"error": _record_error(exc)}]
         sidecar = sidecar_for(
             snapshot,
             item_id=item_id,
@@ -294,7 +406,7 @@ class Pipeline:
             relative_path=os.fsencode(item.relpath),
             verdict=decision.outcome,
             reason=None,
-            findings=[f.to_dict() for f in decision.acting_findings],
+            findings=findings,
             audit_seq=audit_seq,
         )
         intent = {
@@ -303,34 +415,115 @@ class Pipeline:
             "relpath_b64": _b64(item.relpath),
             "item_id": item_id,
             "identity": identity_fields(snapshot.identity),
+            "sha256": snapshot.sha256,
+            "copy": copy_name(item_id),
+            "hold": hold_name(item_id),
             "sidecar": sidecar,
         }
-        self.state.add_intent(item_id, "quarantine", intent)
+        if not self._intend(watch, item_id, "quarantine", intent):
+            return False
         if not self._still_same(dir_fd, name, snapshot):
             self._abort(watch, item, item_id, "quarantine")
-            return
+            return False
         try:
-            moved = watch.store.move_in(dir_fd, name, item_id)
+            hand_over_copy(
+                store,
+                dir_fd,
+                name,
+                item_id,
+                snapshot,
+                dst_dir_fd=store.fd,
+                dst_name=item_id,
+                clash_tag=None,
+                private=True,
+            )
+        except NotTheJudgedFile:
+            self._abort(watch, item, item_id, "quarantine")
+            return False
+        except Vanished:
+            self._abort(watch, item, item_id, "quarantine", vanished=True)
+            return False
         except OSError as exc:
-            self._fail(item_id, "quarantine", watch, item, exc)
-            return
-        mismatch = (moved.st_dev, moved.st_ino) != (snapshot.identity.dev, snapshot.identity.ino)
-        if mismatch:
-            sidecar["identity_mismatch"] = True  # swapped between check and rename: keep it locked away
-        watch.store.write_sidecar(item_id, sidecar)
-        self.audit.append(
-            "action.done",
-            {"op": "quarantine", "id": item_id, "watch": watch.id, "identity_mismatch": mismatch},
+            self._fail(item_id, "quarantine", watch, exc, store)
+            return False
+        store.write_sidecar(item_id, sidecar)
+        self._done(watch, item_id, "quarantine", {})
+        return True
+
+    def _quarantine_unread(
+        self,
+        watch: ActiveWatch,
+        dir_fd: int,
+        item: WorkItem,
+        judgement: Judgement,
+        item_id: str,
+        body: dict[str, Any],
+        audit_seq: int,
+    ) -> bool:
+        """Fail-closed for a file that was not read (too large, unreadable): move the file itself."""
+        store = watch.store
+        problem = self._store_problem(watch)
+        if store is None or problem is not None:
+            self._defer(watch, item_id, "quarantine", problem or "no quarantine directory")
+            return False
+        name = item.relpath.split(os.sep)[-1]
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            self._abort(watch, item, item_id, "quarantine", vanished=True, intended=False)
+            return False
+        known = judgement.refusal.identity if judgement.refusal else None
+        swapped = known is not None and (st.st_dev, st.st_ino) != (known.dev, known.ino)
+        if swapped or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            self._abort(watch, item, item_id, "quarantine", intended=False)
+            return False
+        sidecar = sidecar_for_unread(
+            st,
+            item_id=item_id,
+            watch_id=watch.id,
+            watch_root=watch.settings.path,
+            relative_path=os.fsencode(item.relpath),
+            verdict="unscanned",
+            reason=body["reason"],
+            audit_seq=audit_seq,
+            why=str(body["reason"]),
         )
-        self.state.finish_intent(item_id, "done")
-        self._count("actions", "quarantine")
-        if mismatch:
-            self._requeue(watch.id, item.relpath, Hint.STAT, "swapped")
+        intent = {
+            "op": "quarantine",
+            "watch": watch.id,
+            "relpath_b64": _b64(item.relpath),
+            "item_id": item_id,
+            "identity": identity_fields(FileIdentity.of(st)),
+            "sha256": None,
+            "hold": hold_name(item_id),
+            "sidecar": sidecar,
+        }
+        if not self._intend(watch, item_id, "quarantine", intent):
+            return False
+        try:
+            hand_over_unread(store, dir_fd, name, item_id, (st.st_dev, st.st_ino))
+        except NotTheJudgedFile:
+            self._abort(watch, item, item_id, "quarantine")
+            return False
+        except Vanished:
+            self._abort(watch, item, item_id, "quarantine", vanished=True)
+            return False
+        except OSError as exc:
+            self._fail(item_id, "quarantine", watch, exc, store)
+            return False
+        store.write_sidecar(item_id, sidecar)
+        self._done(watch, item_id, "quarantine", {"unread": True})
+        return True
 
     def _release(
         self, watch: ActiveWatch, dir_fd: int, item: WorkItem, snapshot: Snapshot, op_id: str
-    ) -> None:
+    ) -> bool:
         assert watch.release_fd is not None
+        store = watch.store
+        problem = self._store_problem(watch)
+        if store is None or problem is not None:
+            self._defer(watch, op_id, "release", problem or "no quarantine directory")
+            return False
         parts = item.relpath.split(os.sep)
         name = parts[-1]
         intent = {
@@ -338,54 +531,126 @@ class Pipeline:
             "watch": watch.id,
             "relpath_b64": _b64(item.relpath),
             "identity": identity_fields(snapshot.identity),
+            "sha256": snapshot.sha256,
+            "copy": copy_name(op_id),
+            "hold": hold_name(op_id),
         }
-        self.state.add_intent(op_id, "release", intent)
+        if not self._intend(watch, op_id, "release", intent):
+            return False
         if not self._still_same(dir_fd, name, snapshot):
             self._abort(watch, item, op_id, "release")
-            return
+            return False
         try:
             target_fd = make_subdir_chain(watch.release_fd, parts[:-1])
         except OSError as exc:
-            self._fail(op_id, "release", watch, item, exc)
-            return
+            self._fail(op_id, "release", watch, exc, store)
+            return False
         try:
-            final = _release_into(dir_fd, name, target_fd, op_id)
+            final = hand_over_copy(
+                store,
+                dir_fd,
+                name,
+                op_id,
+                snapshot,
+                dst_dir_fd=target_fd,
+                dst_name=name,
+                clash_tag=tag_of(op_id),
+                private=False,
+            )
+        except NotTheJudgedFile:
+            self._abort(watch, item, op_id, "release")
+            return False
+        except Vanished:
+            self._abort(watch, item, op_id, "release", vanished=True)
+            return False
         except OSError as exc:
-            self._fail(op_id, "release", watch, item, exc)
-            return
+            self._fail(op_id, "release", watch, exc, store)
+            return False
         finally:
             os.close(target_fd)
-        self.audit.append(
-            "action.done",
-            {
-                "op": "release",
-                "id": op_id,
-                "watch": watch.id,
-                "to": os.path.join(*parts[:-1], final) if parts[:-1] else final,
-            },
-        )
-        self.state.finish_intent(op_id, "done")
-        self._count("actions", "release")
+        self._done(watch, op_id, "release", {"to": os.path.join(*parts[:-1], final) if parts[:-1] else final})
+        return True
 
-    def _abort(self, watch: ActiveWatch, item: WorkItem, op_id: str, op: str) -> None:
+    def _intend(self, watch: ActiveWatch, op_id: str, op: str, intent: dict[str, Any]) -> bool:
+        """Record the write-ahead intent; without it nothing moves (the file is judged again later)."""
+        try:
+            self.state.add_intent(op_id, op, intent)
+        except sqlite3.Error:
+            self._failed_before_acting(watch, op, op_id, "state database not writable")
+            return False
+        return True
+
+    def _done(self, watch: ActiveWatch, op_id: str, op: str, extra: dict[str, Any]) -> None:
+        self.audit.append("action.done", {"op": op, "id": op_id, "watch": watch.id, **extra})
+        self._finish(op_id, "done")
+        self._count("actions", op)
+
+    def _finish(self, op_id: str, outcome: str) -> None:
+        # Not finished (state not writable): the intent stays pending and startup recovery, reading the
+        # file system, reaches the same conclusion.
+        self._state_write(self.state.finish_intent, op_id, outcome)
+
+    def _state_write(self, write: Callable[..., Any], *args: Any) -> bool:
+        try:
+            write(*args)
+        except sqlite3.Error as exc:
+            self._count("failures", "state")
+            log.error("state not written", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def _abort(
+        self,
+        watch: ActiveWatch,
+        item: WorkItem,
+        op_id: str,
+        op: str,
+        *,
+        vanished: bool = False,
+        intended: bool = True,
+    ) -> None:
+        reason = (
+            "file vanished after it was judged"
+            if vanished
+            else "file changed after it was judged; judging it again"
+        )
+        self.audit.append("action.aborted", {"op": op, "id": op_id, "watch": watch.id, "reason": reason})
+        if intended:
+            self._finish(op_id, "aborted")
+        self._count("actions", f"{op}_aborted")
+        if not vanished:
+            self._requeue(watch.id, item.relpath, Hint.STAT, "changed-after-judging")
+
+    def _defer(self, watch: ActiveWatch, op_id: str, op: str, problem: str) -> None:
+        """The quarantine directory is unusable: the file waits in the folder (reconcile judges it again
+        once the directory is usable; `maintain` asks for that)."""
         self.audit.append(
-            "action.aborted",
+            "action.deferred",
             {
                 "op": op,
                 "id": op_id,
                 "watch": watch.id,
-                "reason": "file changed after it was judged; judging it again",
+                "reason": f"quarantine directory unusable: {problem}; the file waits in the folder",
             },
         )
-        self.state.finish_intent(op_id, "aborted")
-        self._count("actions", f"{op}_aborted")
-        self._requeue(watch.id, item.relpath, Hint.STAT, "changed-after-judging")
+        self._count("actions", f"{op}_deferred")
 
-    def _fail(self, op_id: str, op: str, watch: ActiveWatch, item: WorkItem, exc: OSError) -> None:
+    def _failed_before_acting(self, watch: ActiveWatch, op: str, op_id: str, error: str) -> None:
+        self._count("failures", f"{op}:state")
+        try:
+            self.audit.append("action.failed", {"op": op, "id": op_id, "watch": watch.id, "error": error})
+        except AuditError:
+            pass
+        log.error("action failed", op=op, watch=watch.id, error=error)
+
+    def _fail(self, op_id: str, op: str, watch: ActiveWatch, exc: OSError, store: QuarantineStore) -> None:
         self.audit.append(
             "action.failed", {"op": op, "id": op_id, "watch": watch.id, "error": exc.strerror or str(exc)}
         )
-        self.state.finish_intent(op_id, "failed")
+        if store.lstat(hold_name(op_id)) is None:
+            self._finish(op_id, "failed")
+        else:  # the original could not be put back: startup recovery does it (the intent stays pending)
+            log.error("original left held in the quarantine directory", op=op, id=op_id)
         self._count("failures", f"{op}:{errno.errorcode.get(exc.errno or 0, 'error')}")
         log.error("action failed", op=op, watch=watch.id, error=exc.strerror or str(exc))
 
@@ -408,18 +673,84 @@ class Pipeline:
         with self._lock:
             getattr(self.counters, table)[key] += 1
 
+    # ------------------------------------------------------------------------------------------ health
+
+    def _store_problem(self, watch: ActiveWatch) -> str | None:
+        """Why the watch's quarantine directory cannot be used now (checked through its pinned fd)."""
+        store = watch.store
+        problem = "no quarantine directory is open" if store is None else store.problem()
+        if problem is not None:
+            self._note_store_trouble(watch, problem)
+        return problem
+
+    def _note_store_trouble(self, watch: ActiveWatch, problem: str) -> None:
+        with self._lock:
+            new = watch.id not in self._store_trouble
+            self._store_trouble[watch.id] = problem
+        if new:
+            path = watch.store.path if watch.store else None
+            log.error(
+                "quarantine directory unusable; files wait", watch=watch.id, path=str(path), problem=problem
+            )
+
+    def maintain(self) -> tuple[dict[str, str], str | None]:
+        """Once a tick: look after what acting depends on. A quarantine directory deleted or moved away is
+        re-opened (created anew, private) at its path; one made unsafe waits until it is fixed; a state
+        database that failed a write is probed. Returns the degraded reasons by key (`quarantine:<watch>`,
+        `state`) and, when something recovered, why a reconcile should judge again what waited."""
+        problems: dict[str, str] = {}
+        recovered: list[str] = []
+        for watch in list(self.context.watches.values()):
+            store = watch.store
+            if store is None:
+                continue
+            problem = store.problem()
+            if problem is not None:
+                self._note_store_trouble(watch, problem)
+                problem = self._reopen_store(watch, problem)
+            with self._lock:
+                was = self._store_trouble.pop(watch.id, None) if problem is None else None
+            if problem is not None:
+                problems[f"quarantine:{watch.id}"] = (
+                    f"quarantine directory {store.path} {problem}; files wait in the folder"
+                )
+            elif was is not None:
+                recovered.append(f"quarantine:{watch.id}")
+                log.warning("quarantine directory usable again", watch=watch.id, path=str(store.path))
+        if self.state.write_problem is not None and not self.state.probe():
+            problems["state"] = self.state.write_problem or "state database not writable"
+            if not self._state_trouble:
+                self._state_trouble = True
+                log.error(
+                    "state database not writable; files are judged again once it is",
+                    problem=problems["state"],
+                )
+        if self.state.take_recovered():
+            self._state_trouble = False
+            recovered.append("state")
+            log.warning("state database writable again")
+        return problems, ("recovered " + ", ".join(recovered)) if recovered else None
+
+    def _reopen_store(self, watch: ActiveWatch, problem: str) -> str | None:
+        """Open the store at its configured path again (creating it 0700 when missing); the old one stays
+        open until the watch closes, as a worker may still hold it. Returns the problem left, if any."""
+        old = watch.store
+        assert old is not None
+        try:
+            fresh = QuarantineStore.open(old.path, same_fs_as_fd=watch.root_fd, create=True)
+        except (QuarantineError, OSError):
+            return problem
+        st = os.fstat(fresh.fd)
+        watch.excluded_dirs = watch.excluded_dirs | {(st.st_dev, st.st_ino)}
+        watch.retired.append(old)
+        watch.store = fresh
+        log.warning("quarantine directory re-opened", watch=watch.id, path=str(fresh.path), was=problem)
+        return None
+
+
+def _record_error(exc: BaseException) -> str:
+    return f"record_error ({type(exc).__name__})"
+
 
 def _b64(relpath: str) -> str:
     return base64.b64encode(os.fsencode(relpath)).decode()
-
-
-def _release_into(src_dir_fd: int, name: str, target_fd: int, op_id: str) -> str:
-    """Move without overwriting; on a name clash keep both by tagging ours with the operation id."""
-    try:
-        rename_noreplace(src_dir_fd, name, target_fd, name)
-        return name
-    except FileExistsError:
-        stem, dot, ext = name.rpartition(".")
-        tagged = f"{stem}.{op_id[:8]}.{ext}" if dot and stem else f"{name}.{op_id[:8]}"
-        rename_noreplace(src_dir_fd, name, target_fd, tagged)
-        return tagged

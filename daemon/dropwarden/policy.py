@@ -30,6 +30,14 @@ def decide(watch: WatchSettings, verdict: Verdict) -> Decision:
     return Decision(outcome, ("release",) if watch.release_to else ())
 
 
-def operator_release(watch: WatchSettings, decision: Decision) -> Decision:
-    """An operator restored this exact content from quarantine: record the findings, do not act again."""
-    return Decision("operator_released", ("release",) if watch.release_to else (), decision.acting_findings)
+def operator_release(watch: WatchSettings, decision: Decision, *, have_bytes: bool = True) -> Decision:
+    """An operator restored this file here from quarantine (once, same content): record the findings, do
+    not act again. A file never read is left where it is (only judged bytes are released)."""
+    release = ("release",) if watch.release_to and have_bytes else ()
+    return Decision("operator_released", release, decision.acting_findings)
+
+
+def unrecorded(watch: WatchSettings) -> Decision:
+    """A judgement that could not be recorded (or judging that failed) is a file not judged: unscanned,
+    acted on as `on_unscanned` says."""
+    return Decision("unscanned", tuple(watch.on_unscanned))

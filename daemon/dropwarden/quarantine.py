@@ -77,6 +77,73 @@ def sidecar_for(
 ) -> dict[str, Any]:
     """The sidecar describing a quarantined snapshot. `relative_path` is the path's bytes below the watch
     root (subdirectories included); verdict and reason may be enums or strings."""
+    return _sidecar(
+        item_id=item_id,
+        watch_id=watch_id,
+        watch_root=watch_root,
+        relative_path=relative_path,
+        file={
+            "owner": {"uid": snapshot.uid, "gid": snapshot.gid},
+            "mode": format(stat.S_IMODE(snapshot.mode), "04o"),
+            "size": snapshot.identity.size,
+            "mtime_ns": snapshot.identity.mtime_ns,
+            "ctime_ns": snapshot.ctime_ns,
+            "sha256": snapshot.sha256,
+        },
+        verdict=verdict,
+        reason=reason,
+        findings=findings,
+        audit_seq=audit_seq,
+    )
+
+
+def sidecar_for_unread(
+    st: os.stat_result,
+    *,
+    item_id: str,
+    watch_id: str,
+    watch_root: Path,
+    relative_path: bytes,
+    verdict: Any,
+    reason: Any,
+    audit_seq: int | None,
+    why: str,
+) -> dict[str, Any]:
+    """The sidecar of a file quarantined without being read (too large, unreadable): its metadata from
+    `st`, `sha256` null and `unread` saying why (restore cannot check bytes nobody read)."""
+    return _sidecar(
+        item_id=item_id,
+        watch_id=watch_id,
+        watch_root=watch_root,
+        relative_path=relative_path,
+        file={
+            "owner": {"uid": st.st_uid, "gid": st.st_gid},
+            "mode": format(stat.S_IMODE(st.st_mode), "04o"),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns,
+            "sha256": None,
+            "unread": why,
+        },
+        verdict=verdict,
+        reason=reason,
+        findings=[],
+        audit_seq=audit_seq,
+    )
+
+
+def _sidecar(
+    *,
+    item_id: str,
+    watch_id: str,
+    watch_root: Path,
+    relative_path: bytes,
+    file: dict[str, Any],
+    verdict: Any,
+    reason: Any,
+    findings: list[dict[str, Any]],
+    audit_seq: int | None,
+) -> dict[str, Any]:
     _check_id(item_id)
     relative = relative_path.strip(b"/")
     if not relative or any(part in (b"", b".", b"..") for part in relative.split(b"/")):
@@ -89,12 +156,7 @@ def sidecar_for(
         "original_path_b64": _b64(original),
         "watch": watch_id,
         "relative_path_b64": _b64(relative),
-        "owner": {"uid": snapshot.uid, "gid": snapshot.gid},
-        "mode": format(stat.S_IMODE(snapshot.mode), "04o"),
-        "size": snapshot.identity.size,
-        "mtime_ns": snapshot.identity.mtime_ns,
-        "ctime_ns": snapshot.ctime_ns,
-        "sha256": snapshot.sha256,
+        **file,
         "verdict": _plain(verdict),
         "reason": _plain(reason),
         "findings": list(findings),
@@ -175,6 +237,80 @@ class QuarantineStore:
         fsync_dir(self.fd)
         fsync_dir(src_dir_fd)
         return os.stat(item_id, dir_fd=self.fd, follow_symlinks=False)
+
+    def problem(self) -> str | None:
+        """Why the store is no longer safe to move files into, checked through the pinned fd; None when it
+        still is: a directory of ours, private (0700), still linked, and still what its path names."""
+        try:
+            st = os.fstat(self.fd)
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if st.st_nlink == 0:
+            return "was deleted"
+        if st.st_uid != os.geteuid():
+            return f"is owned by uid {st.st_uid}, not by this process ({os.geteuid()})"
+        if st.st_mode & 0o077:
+            return f"has mode {stat.S_IMODE(st.st_mode):04o}: group/other access (chmod 700 it)"
+        try:
+            here = os.stat(self.path, follow_symlinks=False)
+        except OSError as exc:
+            return f"is no longer at its path ({exc.strerror})"
+        if (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
+            return "was moved or replaced: its path names another file"
+        return None
+
+    # ----------------------------------------------------------------------------- handing files over
+
+    def write_copy(
+        self, name: str, data: bytes, *, mode: int, owner: tuple[int, int] | None, mtime_ns: int | None
+    ) -> None:
+        """Create `name` in the store (never replacing, no link followed) holding exactly `data`, durable
+        when this returns: permission bits `mode`, and `owner` (uid, gid) where allowed (only root may
+        give a file away; the group is tried anyway)."""
+        fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=self.fd)
+        try:
+            try:
+                _write_all(fd, data)
+                if owner is not None:
+                    _give(fd, *owner)
+                os.fchmod(fd, mode & 0o777)
+                if mtime_ns is not None:
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.fd)
+            raise
+
+    def hold(self, src_dir_fd: int, name: str | bytes, hold_name: str) -> os.stat_result:
+        """Take `name` out of `src_dir_fd` into the store as `hold_name` (never replacing) and return the
+        lstat of what arrived: whoever still holds it open now writes to a file nobody can reach."""
+        rename_noreplace(src_dir_fd, name, self.fd, hold_name)
+        return os.stat(hold_name, dir_fd=self.fd, follow_symlinks=False)
+
+    def give_back(self, hold_name: str, dst_dir_fd: int, name: str, tag: str) -> str:
+        """Put a held file back under `name` in `dst_dir_fd`, or, when that name was taken meanwhile,
+        under `name` tagged with `tag` (nothing is ever replaced). Returns the name used."""
+        return place_tagged(self.fd, hold_name, dst_dir_fd, name, tag)
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def discard(self, name: str) -> bool:
+        """Unlink `name` from the store if it is there; True when something was removed."""
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def names(self) -> list[str]:
+        return os.listdir(self.fd)
 
     def write_sidecar(self, item_id: str, meta: dict[str, Any]) -> None:
         """Write (or atomically replace) `<item_id>.json`, mode 0600, durable when this returns."""
@@ -349,9 +485,11 @@ class QuarantineStore:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 raise QuarantineError(f"quarantine item {item_id} is not a regular file")
-            digest = _hash_fd(fd)
+            expected = meta.get("sha256")
+            # An item quarantined unread (too large, unreadable) has no recorded hash to check against.
+            digest = _hash_fd(fd) if expected is not None or "unread" not in meta else None
             after = os.fstat(fd)
-            if digest != meta.get("sha256") or (before.st_size, before.st_mtime_ns) != (
+            if digest != expected or (before.st_size, before.st_mtime_ns) != (
                 after.st_size,
                 after.st_mtime_ns,
             ):
@@ -367,7 +505,7 @@ class QuarantineStore:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise QuarantineError(f"cannot restore to {dest}: {exc.strerror}") from None
-                out = self._copy_out(fd, meta["sha256"], dir_fd, name, dest)
+                out = self._copy_out(fd, expected, dir_fd, name, dest)
                 os.close(fd)
                 fd, copied = out, True
             _restore_metadata(fd, meta)
@@ -384,7 +522,7 @@ class QuarantineStore:
         fsync_dir(self.fd)
 
     @staticmethod
-    def _copy_out(src_fd: int, sha256: str, dir_fd: int, name: bytes, dest: str) -> int:
+    def _copy_out(src_fd: int, sha256: str | None, dir_fd: int, name: bytes, dest: str) -> int:
         """Another file system: copy with O_EXCL (never replaces), verifying the hash of what was copied."""
         try:
             out = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
@@ -399,13 +537,40 @@ class QuarantineStore:
                 digest.update(chunk)
                 _write_all(out, chunk)
                 offset += len(chunk)
-            if digest.hexdigest() != sha256:
+            if sha256 is not None and digest.hexdigest() != sha256:
                 raise QuarantineError(f"quarantined bytes changed while copying to {dest}; not restored")
         except BaseException:
             os.close(out)
             os.unlink(name, dir_fd=dir_fd)
             raise
         return out
+
+
+def tagged_name(name: str, tag: str) -> str:
+    """`name` with `tag` before its extension (`a.txt` -> `a.<tag>.txt`): a second name, never a clash."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{tag}.{ext}" if dot and stem else f"{name}.{tag}"
+
+
+def place_tagged(src_dir_fd: int, src: str, dst_dir_fd: int, name: str, tag: str) -> str:
+    """Rename `src` to `name` in `dst_dir_fd` without replacing anything; on a clash keep both by using
+    `tagged_name(name, tag)`. Returns the name used (FileExistsError when both are taken)."""
+    try:
+        rename_noreplace(src_dir_fd, src, dst_dir_fd, name)
+        return name
+    except FileExistsError:
+        tagged = tagged_name(name, tag)
+        rename_noreplace(src_dir_fd, src, dst_dir_fd, tagged)
+        return tagged
+
+
+def _give(fd: int, uid: int, gid: int) -> None:
+    """chown to (uid, gid) as root; otherwise only the group, and only where we belong to it."""
+    if os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+        return
+    with contextlib.suppress(PermissionError):
+        os.fchown(fd, -1, gid)
 
 
 def _open_parent(path: Path, create: bool) -> int:

@@ -275,6 +275,7 @@ class Daemon:
             if self.notifier.watchdog_usec:
                 self.notifier.watchdog()
         self._merge_detector_health()
+        self._merge_pipeline_health()
         self._check_audit_key()
         self.notifier.status(self.status_line())
 
@@ -299,6 +300,18 @@ class Daemon:
                 self.alerts.kick()
         except Exception as exc:  # the state database is busy or broken: the next tick tries again
             log.error("audit head not queued for the alert sinks", error=f"{type(exc).__name__}: {exc}")
+
+    def _merge_pipeline_health(self) -> None:
+        """Quarantine directories and the state database, looked after by the pipeline: degraded while
+        unusable, and a reconcile when one recovers (files that waited, or were not recorded, are judged
+        again without waiting for the periodic sweep)."""
+        problems, recovered = self.pipeline.maintain()
+        ours = [k for k in self.degraded if k.startswith("quarantine:") or k == "state"]
+        for key in [k for k in ours if k not in problems]:
+            del self.degraded[key]
+        self.degraded.update(problems)
+        if recovered:
+            self.request_reconcile(recovered)
 
     def _merge_detector_health(self) -> None:
         reported = self.runtime.health()

@@ -4,6 +4,10 @@ Durability: WAL with synchronous=NORMAL survives a process crash (kill -9) at an
 power loss the last commits may be lost, which costs at most a re-judgement (the index) or a
 re-delivered alert (the outbox is at-least-once). What must never be lost — that a file was moved —
 is written to the fsynced audit log before the move happens.
+
+A write that fails (disk full, I/O error) is remembered in `write_problem` until a later write, or
+`probe()`, succeeds; `take_recovered()` then says so once, so the daemon can judge again whatever it
+could not record meanwhile.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dropwarden.intake import FileIdentity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,11 +44,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, delivered REAL, last_error TEXT,
     PRIMARY KEY (id, sink)
 );
-CREATE TABLE IF NOT EXISTS operator_released (
-    sha256 TEXT PRIMARY KEY, item_id TEXT NOT NULL, released REAL NOT NULL
+CREATE TABLE IF NOT EXISTS operator_release (
+    id INTEGER PRIMARY KEY, watch TEXT NOT NULL, relpath BLOB NOT NULL, sha256 TEXT,
+    item_id TEXT NOT NULL, released REAL NOT NULL, used REAL
 );
+CREATE INDEX IF NOT EXISTS operator_release_pending ON operator_release (watch, relpath) WHERE used IS NULL;
+CREATE INDEX IF NOT EXISTS operator_release_content ON operator_release (sha256);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
 """
+
+
+class StateError(Exception):
+    """The state database cannot be used by this version (a newer schema)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,16 @@ class Intent:
     op: str
     body: dict[str, Any]
     created: float
+
+
+@dataclass(frozen=True)
+class OperatorRelease:
+    """An operator restored quarantine item `item_id` to (watch, relpath): its next judgement there is
+    recorded as `operator_released` instead of acted on, once, when the content (sha256) is the same."""
+
+    id: int
+    item_id: str
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -74,10 +95,37 @@ class State:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        self.write_problem: str | None = None
+        self._recovered = False
         self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older database to SCHEMA_VERSION (one transaction: a daemon and a CLI opening it at
+        once do not both migrate). 1 -> 2: exemptions keyed by content become history only (an operator
+        release now applies to one restored file, once)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state database {self.path} has schema {version}, newer than this version's"
+                    f" {SCHEMA_VERSION}"
+                )
+            old = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='operator_released'"
+            ).fetchone()
+            if old:
+                db.execute(
+                    "INSERT INTO operator_release (watch, relpath, sha256, item_id, released, used)"
+                    " SELECT '', x'', sha256, item_id, released, released FROM operator_released"
+                )
+                db.execute("DROP TABLE operator_released")
+            if version != SCHEMA_VERSION:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -85,14 +133,48 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # may fail too (disk full): then roll back as well
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Remember a failed write (SQLite's messages name no data) and the first success after one."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            self.write_problem = f"state database not writable: {exc}"
+            raise
+        if self.write_problem is not None:
+            self.write_problem = None
+            self._recovered = True
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock, self._writing():
+            return self._db.execute(sql, params)
+
+    def probe(self) -> bool:
+        """After a failed write: try a small one. True when the database takes writes again."""
+        try:
+            self._write(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?)", (str(time.time()),)
+            )
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def take_recovered(self) -> bool:
+        """True once after writes work again following a failure (whoever asks first gets it)."""
+        with self._lock:
+            recovered, self._recovered = self._recovered, False
+        return recovered
 
     # judged-file index -------------------------------------------------------------------------
 
@@ -109,22 +191,21 @@ class State:
     def record_judged(
         self, identity: FileIdentity, sha256: str | None, verdict: str, ruleset: str, watch: str
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    identity.dev,
-                    identity.ino,
-                    identity.size,
-                    identity.mtime_ns,
-                    identity.ctime_ns,
-                    sha256,
-                    verdict,
-                    ruleset,
-                    watch,
-                    time.time(),
-                ),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                identity.dev,
+                identity.ino,
+                identity.size,
+                identity.mtime_ns,
+                identity.ctime_ns,
+                sha256,
+                verdict,
+                ruleset,
+                watch,
+                time.time(),
+            ),
+        )
 
     def judged_count(self) -> int:
         with self._lock:
@@ -132,39 +213,54 @@ class State:
 
     # operator releases -------------------------------------------------------------------------
 
-    def allow_operator_release(self, sha256: str, item_id: str) -> None:
-        """Content an operator restored from quarantine: judged and recorded, but not acted on again."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO operator_released VALUES (?, ?, ?)", (sha256, item_id, time.time())
-            )
+    def allow_operator_release(self, watch: str, relpath: bytes, sha256: str | None, item_id: str) -> int:
+        """An operator restores `item_id` to `relpath` under `watch`: its next judgement there, with the
+        same content, is recorded but not acted on. Returns the release's id (for revoking)."""
+        cursor = self._write(
+            "INSERT INTO operator_release (watch, relpath, sha256, item_id, released) VALUES (?, ?, ?, ?, ?)",
+            (watch, relpath, sha256, item_id, time.time()),
+        )
+        return int(cursor.lastrowid or 0)
 
-    def revoke_operator_release(self, sha256: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM operator_released WHERE sha256=?", (sha256,))
+    def revoke_operator_release(self, release_id: int) -> None:
+        self._write("DELETE FROM operator_release WHERE id=?", (release_id,))
 
-    def operator_released(self, sha256: str) -> str | None:
-        """The quarantine id the operator restored this content from, if any."""
+    def pending_operator_release(self, watch: str, relpath: bytes) -> OperatorRelease | None:
+        """The latest unused operator release of (watch, relpath), if any (read only)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT item_id FROM operator_released WHERE sha256=?", (sha256,)
+                "SELECT id, item_id, sha256 FROM operator_release"
+                " WHERE watch=? AND relpath=? AND used IS NULL ORDER BY id DESC LIMIT 1",
+                (watch, relpath),
+            ).fetchone()
+        return OperatorRelease(row[0], row[1], row[2]) if row else None
+
+    def use_operator_release(self, watch: str, relpath: bytes) -> None:
+        """The file at (watch, relpath) was judged: every release waiting for it is spent."""
+        self._write(
+            "UPDATE operator_release SET used=? WHERE watch=? AND relpath=? AND used IS NULL",
+            (time.time(), watch, relpath),
+        )
+
+    def earlier_release_of(self, sha256: str) -> str | None:
+        """The quarantine item an operator last released this content from, if any (for the record)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT item_id FROM operator_release WHERE sha256=? ORDER BY released DESC LIMIT 1",
+                (sha256,),
             ).fetchone()
         return row[0] if row else None
 
     # intents -------------------------------------------------------------------------------------
 
     def add_intent(self, intent_id: str, op: str, body: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO intents (id, op, body, state, created) VALUES (?, ?, ?, 'pending', ?)",
-                (intent_id, op, json.dumps(body, sort_keys=True), time.time()),
-            )
+        self._write(
+            "INSERT INTO intents (id, op, body, state, created) VALUES (?, ?, ?, 'pending', ?)",
+            (intent_id, op, json.dumps(body, sort_keys=True), time.time()),
+        )
 
     def finish_intent(self, intent_id: str, state: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE intents SET state=?, finished=? WHERE id=?", (state, time.time(), intent_id)
-            )
+        self._write("UPDATE intents SET state=?, finished=? WHERE id=?", (state, time.time(), intent_id))
 
     def pending_intents(self) -> list[Intent]:
         with self._lock:
@@ -195,18 +291,16 @@ class State:
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
     def mark_delivered(self, alert_id: str, sink: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET delivered=?, last_error=NULL WHERE id=? AND sink=?",
-                (time.time(), alert_id, sink),
-            )
+        self._write(
+            "UPDATE outbox SET delivered=?, last_error=NULL WHERE id=? AND sink=?",
+            (time.time(), alert_id, sink),
+        )
 
     def mark_failed(self, alert_id: str, sink: str, error: str, retry_at: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE id=? AND sink=?",
-                (error[:500], retry_at, alert_id, sink),
-            )
+        self._write(
+            "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE id=? AND sink=?",
+            (error[:500], retry_at, alert_id, sink),
+        )
 
     def outbox_depth(self) -> int:
         with self._lock:

@@ -130,15 +130,17 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
 
     Refused when its bytes no longer match the recorded sha256, or when the destination exists
     (nothing is ever overwritten). Permission bits and, when run as root, the owner are restored.
-    The restored content is marked as released by an operator: a daemon watching the destination
-    records it (outcome `operator_released`) instead of quarantining it again.
+    The restored file is marked as released by an operator, there and once: a daemon watching the
+    destination records its next judgement (outcome `operator_released`) instead of quarantining it
+    again. The same content arriving anywhere else, or again, is judged and alerted on as usual.
     """
     settings = app_context(ctx, config_path).config().settings
     watch, store = _locate(settings, item_id)
     with store:
         try:
             meta = store.read_sidecar(item_id)
-            destination = display_bytes(destination_of(meta, to_dir))
+            target = destination_of(meta, to_dir)
+            destination = display_bytes(target)
         except QuarantineError as exc:
             _refuse(f"not restored: {exc}")
         body = {
@@ -152,14 +154,19 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
         intent = audit_event(settings, "quarantine.restore", {**body, "phase": "intent"})
         if intent is None:
             _refuse(f"not restored: {item_id} cannot be restored without an audit record")
-        # Mark the content as released by an operator first, so a daemon watching the destination
-        # does not quarantine it again the moment it lands.
+        # Mark this file, at its destination, as released by an operator first, so a daemon watching
+        # there does not quarantine it again the moment it lands.
         state = State(settings.state.dir / "state.db")
-        state.allow_operator_release(str(meta.get("sha256")), item_id)
+        sha256 = meta.get("sha256") if isinstance(meta.get("sha256"), str) else None
+        releases = [
+            state.allow_operator_release(watch_id, relpath, sha256, item_id)
+            for watch_id, relpath in _watched_as(settings, target)
+        ]
         try:
             restored = store.restore(item_id, to_dir)
         except (QuarantineError, OSError) as exc:
-            state.revoke_operator_release(str(meta.get("sha256")))
+            for release in releases:
+                state.revoke_operator_release(release)
             state.close()
             audit_event(
                 settings,
@@ -228,6 +235,21 @@ def purge_command(ctx: click.Context, item_id: str, yes: bool, config_path: Path
         click.echo(f"purged {item_id}")
         _refuse("the purge happened but its completion could not be audited (the intent record was)")
     click.echo(f"purged {item_id}")
+
+
+def _watched_as(settings: Settings, destination: bytes) -> list[tuple[str, bytes]]:
+    """(watch id, path below its root) for every configured watch that will see `destination`; the
+    directories are compared resolved, as the daemon's open directory is the real one."""
+    parent, _, name = destination.rpartition(b"/")
+    real = os.path.realpath(parent or b"/").rstrip(b"/") + b"/" + name
+    found = []
+    for watch in settings.watch:
+        root = os.path.realpath(os.fsencode(watch.path)).rstrip(b"/")
+        if real.startswith(root + b"/"):
+            relpath = real[len(root) + 1 :]
+            if watch.recursive or b"/" not in relpath:
+                found.append((watch.id, relpath))
+    return found
 
 
 def _open_store(watch: WatchSettings) -> QuarantineStore | None:
