@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ from dropwarden import sniff as sniff_module
 from dropwarden.alerts import JsonlSink, alert_payload
 from dropwarden.audit import verify
 from dropwarden.audit.chain import Damage, canonical, parse_line
+from dropwarden.cli import build_cli
 from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.intake import FileIdentity, Snapshot
@@ -349,15 +351,17 @@ def test_parsing_any_line_gives_a_record_or_damage(raw: bytes) -> None:
 DEEP = b'{"body":' * 5000 + b"{}" + b"}" * 5000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="audit/chain.py parse_line lets json's RecursionError through (audit verify crashes with a"
-    " traceback on a deeply nested line instead of naming it): to be fixed in daemon/dropwarden/audit/",
-)
-def test_a_deeply_nested_line_is_damage_not_a_crash() -> None:
+def test_a_deeply_nested_line_is_damage_not_a_crash(tmp_path: Path) -> None:
+    """Regression: json's RecursionError on a line nested deeper than it reads escaped `parse_line`,
+    so `dropwarden audit verify` died with a traceback instead of naming the damaged line."""
     with pytest.raises(Damage):
         parse_line(DEEP)
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(DEEP + b"\n")
+    result = verify(path)
+    assert (result.ok, result.first_bad_line) == (False, 1)
+    out = CliRunner().invoke(build_cli(), ["audit", "verify", str(path), "--config", "/dev/null"])
+    assert out.exit_code == 1 and "DAMAGED at line 1" in out.stdout, out.output
 
 
 @fuzz(150)

@@ -108,7 +108,7 @@ def parse_line(raw: bytes) -> dict[str, Any]:
     """The record on one line (without its newline), checked for shape and canonical form; raises Damage."""
     try:
         record = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested beyond json's reach
         raise Damage("not a valid JSON record (bytes changed or garbage)") from None
     if not isinstance(record, dict):
         raise Damage("not a JSON object")

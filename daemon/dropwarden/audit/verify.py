@@ -162,7 +162,7 @@ def _open_body(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as handle:
             record = json.loads(handle.readline(1 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if isinstance(record, dict) and record.get("type") == OPEN and isinstance(record.get("body"), dict):
         return record["body"]
