@@ -18,11 +18,12 @@ checkpoint). Only when the key state is lost does a new log start a new chain wi
 
 The anchor. `<state>/audit-anchor.json` names the durable chain head (log_id, seq, hash) and the last
 checkpoint (seq, hash, epoch, byte offset). It is rewritten after each checkpoint and, from the
-background thread, whenever newer records are durable (at most every ANCHOR_WINDOW: with fsync=batch,
-after every group commit); with fsync=never only at checkpoints. A log that does not reach the anchored
-head, or differs at it, was cut or rewritten: open and `audit verify` refuse it. What the anchor cannot
-see: records not yet durable, and a rewrite of the anchor file itself; the head also travels with every
-alert and, every `head_interval`, as an `audit.head` event to the alert sinks, off the host.
+background thread, whenever newer records are durable, at most every ANCHOR_WINDOW (0.1 s: each
+rewrite is a flush beside the log's own); with fsync=never only at checkpoints. A log that does not
+reach the anchored head, or differs at it, was cut or rewritten: open and `audit verify` refuse it.
+What the anchor cannot see: records not yet durable, and a rewrite of the anchor file itself; the head
+also travels with every alert and, every `head_interval`, as an `audit.head` event to the alert sinks,
+off the host.
 
 Durability (`audit.fsync`). `always`: an append is durable when it returns (one fdatasync per append or
 `append_many`). `batch`: group commit; appends reach the page cache and are fsynced at most every ~20 ms

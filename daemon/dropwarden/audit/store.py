@@ -79,11 +79,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, scrub_old: bool = False) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o600, scrub_old: bool = False, sync_dir: bool = True
+) -> None:
     """Replace `path`: write a temporary file, fsync, rename over, fsync the directory.
 
     With `scrub_old`, the replaced file's bytes are then overwritten with zeros and fsynced (best effort:
-    copy-on-write filesystems and SSD remapping may keep old blocks)."""
+    copy-on-write filesystems and SSD remapping may keep old blocks). Without `sync_dir` the rename may
+    be lost in a crash: then the file still holds its previous (complete) content."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -103,7 +106,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, scrub_old: bool 
             old = -1
     try:
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
         if old >= 0:
             size = os.fstat(old).st_size
             os.pwrite(old, b"\0" * size, 0)
@@ -126,8 +130,11 @@ def read_json(path: Path, what: str) -> dict[str, Any] | None:
     return data
 
 
-def write_json(path: Path, data: dict[str, Any], *, mode: int = 0o600, scrub_old: bool = False) -> None:
-    atomic_write(path, json.dumps(data, sort_keys=True).encode() + b"\n", mode=mode, scrub_old=scrub_old)
+def write_json(
+    path: Path, data: dict[str, Any], *, mode: int = 0o600, scrub_old: bool = False, sync_dir: bool = True
+) -> None:
+    body = json.dumps(data, sort_keys=True).encode() + b"\n"
+    atomic_write(path, body, mode=mode, scrub_old=scrub_old, sync_dir=sync_dir)
 
 
 def read_key_file(path: Path) -> bytes:
