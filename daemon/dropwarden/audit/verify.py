@@ -96,7 +96,7 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
                         f"torn last line ({len(line)} bytes without a newline) where the anchor names seq"
                         f" {anchor['seq']}, which was durable when it was anchored: the anchored record is"
                         " torn (the storage lost written data, or the file was cut), and the daemon will"
-                        f" not start on this file. Next: {new_log_advice(str(path))}",
+                        f" not start on this file. Next: {new_log_advice(str(Path(path).absolute()))}",
                     )
                 return result(
                     False,

@@ -111,7 +111,8 @@ def verify_command(
             where = f"line {result.first_bad_line} (seq {result.first_bad_seq})"
             click.echo(f"{path}: DAMAGED at {where}: {result.message}")
             if live and "Next:" not in result.message:
-                click.echo(f"{path}: the daemon will not write to it. Next: {new_log_advice(str(path))}")
+                advice = new_log_advice(str(path.absolute()))
+                click.echo(f"{path}: the daemon will not write to it. Next: {advice}")
             damaged = True
             continue
         macs = "MACs verified" if result.macs_verified else "MACs NOT verified: no K_0"
