@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dropwarden import sniff as sniff_module
@@ -279,6 +279,7 @@ def test_findings_serialise_to_json_that_reads_back_equal(finding: Finding) -> N
 
 
 @fuzz(300)
+@example(before="", value="00000000", after="\U00011da0")  # a Gunjala Gondi zero was left unmasked
 @given(
     before=st.text(max_size=30),
     value=st.text("0123456789０１２３４５６７８９", min_size=8, max_size=30),
@@ -291,6 +292,12 @@ def test_an_excerpt_never_holds_a_long_number_it_masks(before: str, value: str, 
     assert value not in shown
     assert mask_value(value) in shown
     assert all(not ch.isdecimal() or ch in value[-4:] for ch in shown)
+
+
+def test_an_excerpt_is_one_line_even_when_the_masked_value_ends_with_a_line_break() -> None:
+    """Regression (found by fuzzing): the last characters a mask keeps were not made one line."""
+    shown = excerpt("ref 0000000000000000\n0 end", 4, 22)
+    assert shown == "ref [******00 0] end"
 
 
 # ------------------------------------------------------------------------------------------ judging

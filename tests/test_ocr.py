@@ -199,7 +199,11 @@ def test_every_page_of_a_tiff_is_read_up_to_max_frames(judge_image):
     assert finding.type == "JP_MY_NUMBER" and finding.location.view == "ocr:tesseract:frame1"
     assert overlap(finding.location.bbox, second.seeded[0].box) > 0.8
     only_cover = judge_image(out.getvalue(), "fax.tiff", max_frames=1)
-    assert only_cover.verdict.kind == "clean" and [r.view for r in only_cover.runs] == ["ocr:tesseract"]
+    assert only_cover.verdict.kind == "unscanned" and [r.view for r in only_cover.runs] == ["ocr:tesseract"]
+    assert (
+        only_cover.verdict.reason
+        == "extractor ocr-tesseract: too_large (2 frames, only ocr.max_frames=1 read)"
+    )
 
 
 def test_scan_reports_the_bounding_box_in_json(write_config, tmp_path, ocr_ready):

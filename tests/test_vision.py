@@ -27,7 +27,7 @@ from dropwarden.config import SettingError, Settings
 from dropwarden.findings import Severity
 from dropwarden.judge import Judge
 from dropwarden.redact import Fingerprinter
-from dropwarden.registry import DetectContext, Registry
+from dropwarden.registry import DetectContext, Incomplete, Registry
 from dropwarden.verdict import VerdictKind
 from dropwarden.views import ImageView, TextView
 from dropwarden_regex.detector import RegexDetector
@@ -751,9 +751,17 @@ print("peak_mib", int(hwm.split()[1]) // 1024)
 
 
 def test_an_animated_gif_is_judged_up_to_max_frames(server, detector_for):
+    """The frames past max_frames are not judged, and the detector says so: its findings stand, with a
+    too_large problem naming the limit (so the file is never clean for frames nobody looked at)."""
     colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250)]
     data = animated_gif(colours)
-    findings = detector_for(server, max_frames=3).detect(view(data, "gif"), ctx())
+    with pytest.raises(Incomplete) as raised:
+        detector_for(server, max_frames=3).detect(view(data, "gif"), ctx())
+    assert (raised.value.reason, raised.value.detail) == (
+        "too_large",
+        "5 frames, only vision.max_frames=3 read",
+    )
+    findings = raised.value.results
     assert [r["image"]["centre"] for r in server.chats] == [(250, 0, 0), (0, 250, 0), (0, 0, 250)]
     assert sorted({f.extra["frame"] for f in findings}) == [0, 1, 2]
     assert all(f.extra["frames_judged"] == 3 and f.extra["frames_unjudged"] for f in findings)
@@ -766,7 +774,10 @@ def test_a_failing_later_frame_keeps_the_findings_of_earlier_ones(server, detect
     server.behaviour = "good_then_500"
     data = animated_gif([(250, 0, 0), (0, 250, 0), (0, 0, 250)])
     detector = detector_for(server, max_frames=3, response_format="json_object")
-    findings = detector.detect(view(data, "gif"), ctx())
+    with pytest.raises(Incomplete) as raised:  # the findings stand, and the failure is the file's problem
+        detector.detect(view(data, "gif"), ctx())
+    findings = raised.value.results
+    assert raised.value.reason == "detector_error" and "frame 1: " in raised.value.detail
     assert {f.extra["frame"] for f in findings} == {0} and len(server.chats) == 2
     with pytest.raises(BackendError, match="worker crashed"):  # nothing found first: the failure stands
         detector.detect(view(data, "gif"), ctx())
@@ -853,7 +864,7 @@ def test_an_image_telling_the_model_to_answer_clean_cannot_clear_a_regex_finding
 
     assert len(server.chats) == 1
     vision_runs = [r for r in judgement.runs if r.detector == "vision"]
-    assert len(vision_runs) == 1 and vision_runs[0].findings == () and vision_runs[0].problem is None
+    assert len(vision_runs) == 1 and not vision_runs[0].findings and vision_runs[0].problem is None
     assert judgement.verdict.kind == VerdictKind.FINDING
     assert {f.type for f in judgement.verdict.findings} == {"CREDIT_CARD"}
 

@@ -84,6 +84,10 @@ class RulesSettings(Strict):
 class LimitsSettings(Strict):
     max_file_size: ByteSize = ByteSize(64 * 1024 * 1024)
     detector_timeout: float = Field(default=30.0, gt=0)
+    max_findings_per_type: int = Field(default=50, ge=1)
+    max_findings: int = Field(default=200, ge=1)
+    max_findings_counted: int = Field(default=100_000, ge=1)
+    max_trailing_bytes: ByteSize = ByteSize(16 * 1024 * 1024)
 
 
 class StateSettings(Strict):

@@ -6,26 +6,33 @@ import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dropwarden.findings import Finding, bbox_union
-from dropwarden.registry import DetectContext, Detector
+from dropwarden.findings import Finding, FindingLimits, Findings, FindingTally, bbox_union
+from dropwarden.registry import DetectContext, Detector, Incomplete
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import View
+
+if TYPE_CHECKING:
+    from dropwarden.config import LimitsSettings
+
+# Trailing bytes after an image read into its text view when no [limits] are given.
+DEFAULT_MAX_TRAILING_BYTES = 16 * 1024 * 1024
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class DetectorRun:
-    """One detector on one view: how long it took and what came of it (for the audit record)."""
+    """One detector on one view: how long it took and what came of it (for the audit record).
+    `findings` holds those kept within the limits; its `omitted` counts the others."""
 
     detector: str
     version: str
     view: str
     duration_ms: float
-    findings: tuple[Finding, ...] = ()
+    findings: Findings = field(default_factory=Findings)
     problem: Problem | None = None
 
     def to_dict(self) -> dict:
@@ -34,8 +41,10 @@ class DetectorRun:
             "version": self.version,
             "view": self.view,
             "ms": round(self.duration_ms, 3),
-            "findings": len(self.findings),
+            "findings": self.findings.total,
         }
+        if self.findings.omitted:
+            out["kept"] = len(self.findings)
         if self.problem:
             out["problem"] = str(self.problem)
         return out
@@ -48,8 +57,16 @@ class DetectorRunner:
     therefore sized above the expected concurrency and a timed-out call is reported as `timeout`.
     """
 
-    def __init__(self, timeout: float, workers: int = 4) -> None:
+    def __init__(self, timeout: float, workers: int = 4, limits: LimitsSettings | None = None) -> None:
         self.timeout = timeout
+        if limits is None:
+            self.finding_limits = FindingLimits()
+            self.max_trailing_bytes = DEFAULT_MAX_TRAILING_BYTES
+        else:
+            self.finding_limits = FindingLimits(
+                limits.max_findings_per_type, limits.max_findings, limits.max_findings_counted
+            )
+            self.max_trailing_bytes = int(limits.max_trailing_bytes)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="detector")
 
     def close(self) -> None:
@@ -78,19 +95,36 @@ class DetectorRunner:
 
     def _run_one(self, detector: Detector, view: View, ctx: DetectContext) -> DetectorRun:
         source = f"detector {detector.id} on {view.name}"
+        # A file's name is short (PATH_MAX) and every match in it must be known to redact it: uncapped.
+        limits = None if view.provenance.get("source") == "name" else self.finding_limits
+        if ctx.limits != limits:
+            ctx = dataclasses.replace(ctx, limits=limits)
         started = time.perf_counter()
+        problem = None
         try:
             bounded = getattr(detector, "bounded", False)
-            findings = tuple(self.call(detector.detect, view, ctx, inline=bounded))
-            if findings and ("bbox" in view.provenance or "boxes" in view.provenance):
-                findings = tuple(locate(finding, view) for finding in findings)
-            problem = None
+            found: Iterable[Finding] = self.call(detector.detect, view, ctx, inline=bounded)
+        except Incomplete as exc:  # part of the view judged: its findings stand, with the problem
+            found, problem = exc.results, Problem.from_exception(exc, source)
         except concurrent.futures.TimeoutError:
-            findings, problem = (), self.timed_out(source)
+            found, problem = (), self.timed_out(source)
         except Exception as exc:
-            findings, problem = (), Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
+            found, problem = (), Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
+        findings = cap(found, limits)
+        if findings and ("bbox" in view.provenance or "boxes" in view.provenance):
+            findings = Findings((locate(finding, view) for finding in findings), findings.omitted)
         elapsed = (time.perf_counter() - started) * 1000
         return DetectorRun(detector.id, detector.version, view.name, elapsed, findings, problem)
+
+
+def cap(found: Iterable[Finding], limits: FindingLimits | None) -> Findings:
+    """A detector's findings within `limits` (None: all), counting those it made but did not build."""
+    if limits is None:
+        return found if isinstance(found, Findings) else Findings(found)
+    # the count of a type stops at `counted` per view in a detector that honours it; here it goes on
+    tally = FindingTally(limits)
+    tally.add_all(found)
+    return tally.findings()
 
 
 def locate(finding: Finding, view: View) -> Finding:

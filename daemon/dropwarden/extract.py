@@ -6,15 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dropwarden.framing import EndNotFound, image_end
 from dropwarden.intake import Snapshot
-from dropwarden.registry import Extractor
+from dropwarden.registry import Extractor, Incomplete
 from dropwarden.sniff import FileType, sniff
 from dropwarden.textdecode import DecodeError, decode_text
+from dropwarden.trailing import trailing_view
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
 
 if TYPE_CHECKING:
-    from dropwarden.detect import DetectorRunner
+    from dropwarden.detect import DetectorRun, DetectorRunner
 
 
 @dataclass
@@ -23,13 +25,39 @@ class Extraction:
     views: list[View] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
+    def unjudged(self, runs: Iterable[DetectorRun]) -> Problem | None:
+        """Never "clean" by default: the problem when part of the file was judged by nothing.
+
+        Each of the file's own views (the decoded text; the image and the bytes after its end) must be
+        judged by a detector, or have a view derived from it (OCR text) that one judged; a file with no
+        view of its own (a PDF an extractor read) needs some view judged. None when extraction already
+        failed (that problem stands) or the file is empty."""
+        if self.file_type.kind == "empty" or self.problems:
+            return None
+        judged = {run.view for run in runs}
+        own = [view for view in self.views if view.provenance.get("source") == "file"]
+        derived = {view.provenance.get("derived_from") for view in self.views if view.name in judged}
+        if own:
+            missing = [view.name for view in own if view.name not in judged and view.name not in derived]
+        else:
+            missing = [] if judged & {view.name for view in self.views} else [self.file_type.name]
+        if not missing:
+            return None
+        name = self.file_type.name
+        if own and len(missing) < len(own):
+            detail = f"no detector judges the {' or '.join(missing)} of this {name} file"
+        else:
+            detail = f"no detector judges {name} files"
+        return Problem(Reason.UNSUPPORTED, detail, "judge")
+
 
 def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner) -> Extraction:
-    """The file's own view (decoded text or the image), then each extractor's views.
+    """The file's own views (decoded text; or the image, and the bytes after its end as text), then
+    each extractor's views.
 
     Extractors run through `runner`: in a worker thread, bounded by its timeout, unless the extractor
     sets `bounded = True`. Failures and timeouts become problems (the file is then never "clean"), as
-    detectors' do.
+    detectors' do; an extractor raising `Incomplete` keeps the views it made.
     """
     file_type = sniff(snapshot.data)
     out = Extraction(file_type)
@@ -46,6 +74,7 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
                 out.views.append(TextView("text", decoded.text, decoded.encoding, provenance))
     elif file_type.kind == "image":
         out.views.append(ImageView("image", snapshot.data, file_type.name, {"source": "file"}))
+        _add_trailing(out, snapshot.data, file_type.name, runner.max_trailing_bytes)
     for extractor in extractors:
         kinds = getattr(extractor, "view_kinds", None)
         if kinds is not None and not any(view.kind in kinds for view in out.views):
@@ -54,18 +83,37 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
         try:
             inline = getattr(extractor, "bounded", False)
             out.views.extend(runner.call(extractor.extract, snapshot, list(out.views), inline=inline))
+        except Incomplete as exc:  # what it read stands, with the problem
+            out.views.extend(exc.results)
+            out.problems.append(Problem.from_exception(exc, source))
         except TimeoutError:
             out.problems.append(runner.timed_out(source))
         except Exception as exc:
-            out.problems.append(_problem(exc, source))
+            out.problems.append(Problem.from_exception(exc, source))
     return out
 
 
-def _problem(exc: Exception, source: str) -> Problem:
-    """An extractor's failure as a Problem: an exception with a `reason` attribute naming a Reason
-    ("timeout", "too_large", ...) keeps it; anything else is a detector_error."""
+def _add_trailing(out: Extraction, data: bytes, file_type: str, limit: int) -> None:
+    """The bytes after the image's end, as a text view every text rule judges (at most `limit` of
+    them; more is a too_large problem). An end that cannot be found is a problem too."""
     try:
-        reason = Reason(getattr(exc, "reason", None))
-    except ValueError:
-        return Problem(Reason.DETECTOR_ERROR, f"{type(exc).__name__}: {exc}", source)
-    return Problem(reason, str(exc), source)
+        end = image_end(data, file_type)
+    except EndNotFound as exc:
+        reason = Reason.TOO_LARGE if exc.too_large else Reason.DECODE_ERROR
+        out.problems.append(Problem(reason, exc.detail, "image end"))
+        return
+    if end is None:
+        return
+    trailing = trailing_view(data, end, limit)
+    if trailing is None:
+        return
+    out.views.append(trailing.view)
+    if trailing.read < trailing.size:
+        out.problems.append(
+            Problem(
+                Reason.TOO_LARGE,
+                f"{trailing.size} bytes after the end of the {file_type} image, only the first"
+                f" max_trailing_bytes={limit} read",
+                "trailing data",
+            )
+        )

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from dropwarden.framing import frame_count
+
 # Only the formats the core sniffs as images: no exotic Pillow plugin ever parses attacker bytes.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _MESSAGE_CHARS = 200
@@ -117,6 +119,25 @@ def has_frame(image: Image.Image, index: int) -> bool:
     except (EOFError, ValueError):
         return False
     return True
+
+
+def unread_frames(image: Image.Image, data: bytes, read: int, setting: str) -> str | None:
+    """None when `image` (opened from `data`) has no frame past the first `read`; else what the problem
+    says: "10 frames, only ocr.max_frames=4 read" (`setting` names the limit). The count comes from the
+    GIF's blocks or the TIFF's IFD chain, or the header (APNG, WebP); never from decoding."""
+    if not has_frame(image, read):
+        return None
+    fmt = (image.format or "").lower()
+    total = frame_count(data, fmt) if fmt in ("gif", "tiff") else _stated_frames(image)
+    frames = f"{total} frames" if total is not None and total > read else f"more than {read} frames"
+    return f"{frames}, only {setting}={read} read"
+
+
+def _stated_frames(image: Image.Image) -> int | None:
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except Exception:
+        return None
 
 
 def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from dropwarden.intake import Refusal, Snapshot, take_snapshot
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Registry
 from dropwarden.sniff import FileType
-from dropwarden.verdict import Problem, Reason, Verdict, VerdictBuilder, unscanned
+from dropwarden.verdict import Verdict, VerdictBuilder, unscanned
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Judge:
         self.registry = registry
         self.settings = settings
         self.fingerprinter = fingerprinter
-        self.runner = DetectorRunner(settings.limits.detector_timeout)
+        self.runner = DetectorRunner(settings.limits.detector_timeout, limits=settings.limits)
 
     def close(self) -> None:
         self.runner.close()
@@ -58,7 +58,7 @@ class Judge:
 
     def judge_snapshot(self, snapshot: Snapshot) -> Judgement:
         extraction = extract_views(snapshot, self.registry.extractors.values(), self.runner)
-        builder = VerdictBuilder()
+        builder = VerdictBuilder(self.runner.finding_limits)
         for problem in extraction.problems:
             builder.add_problem(problem)
         ctx = DetectContext(fingerprint=self.fingerprinter, display_path=snapshot.display_path)
@@ -67,12 +67,9 @@ class Judge:
             builder.add_findings(run.findings)
             if run.problem:
                 builder.add_problem(run.problem)
-        judged_views = {run.view for run in runs}
-        if extraction.file_type.kind != "empty" and not judged_views and not extraction.problems:
-            # Never "clean" by default: a file no detector could look at is unscanned.
-            builder.add_problem(
-                Problem(Reason.UNSUPPORTED, f"no detector judges {extraction.file_type.name} files", "judge")
-            )
+        unjudged = extraction.unjudged(runs)  # never "clean" by default: part judged by nothing
+        if unjudged is not None:
+            builder.add_problem(unjudged)
         return Judgement(
             snapshot.display_path,
             builder.build(),

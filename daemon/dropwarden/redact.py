@@ -9,7 +9,7 @@ import unicodedata
 
 _CONTEXT_CHARS = 16
 _MASK = "*" * 6
-_ALNUM_RUN = re.compile(r"[0-9０-９]")
+_DIGIT = re.compile(r"\d")  # any decimal digit: ASCII, full-width, and every other script's
 _ASCII_DIGIT = re.compile(r"[0-9]")
 _SEPARATORS = re.compile(r"[\s\-‐‑‒–—―ー.()]")
 
@@ -57,9 +57,9 @@ def excerpt(text: str, start: int, end: int, context: int = _CONTEXT_CHARS) -> s
     a neighbouring value (another number on the same line) may be sensitive as well."""
     before = text[max(0, start - context) : start]
     after = text[end : end + context]
-    before = _ALNUM_RUN.sub("#", _one_line(before))
-    after = _ALNUM_RUN.sub("#", _one_line(after))
-    return f"{before}[{mask_value(text[start:end])}]{after}"
+    before = _DIGIT.sub("#", _one_line(before))
+    after = _DIGIT.sub("#", _one_line(after))
+    return f"{before}[{_one_line(mask_value(text[start:end]))}]{after}"  # the kept tail may hold a newline
 
 
 _CONTROLS_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from dropwarden.findings import Finding
+from dropwarden.findings import Finding, FindingLimits
 from dropwarden.views import View
 
 if TYPE_CHECKING:
@@ -15,10 +15,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DetectContext:
-    """What the core hands a detector besides the view: the fingerprint function and the file's name."""
+    """What the core hands a detector besides the view: the fingerprint function, the file's name, and
+    `limits`: how many findings of a type (and in all) are kept. A detector that can make many findings
+    should count past them without building them (`dropwarden.findings.FindingTally`, returning its
+    `findings()`); the core caps whatever a detector returns anyway."""
 
     fingerprint: Callable[[str, str | bytes], str]
     display_path: str = ""
+    limits: FindingLimits | None = field(default_factory=FindingLimits)
+
+
+class Incomplete(Exception):
+    """Raised by a detector or an extractor that judged only part of its input (frames past a limit, a
+    later frame that failed): `results` (its findings, or its views) still count, and the file gets a
+    problem with `reason` (a `dropwarden.verdict.Reason` value such as "too_large") and `detail`, so
+    it is never clean."""
+
+    def __init__(self, reason: str, detail: str, results: Iterable[Any] = ()) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.results = results
 
 
 @runtime_checkable
@@ -33,6 +50,9 @@ class Detector(Protocol):
 
     A detector whose running time is bounded by construction (linear-time matching, no I/O) may set
     `bounded = True`: the core then calls it in the caller's thread, saving a thread hand-off per call.
+
+    A detector that judged only part of the view (say, the first frames of an animation) raises
+    `Incomplete` with the findings it made: they stand, and the file gets the problem too.
     """
 
     id: str
@@ -57,6 +77,9 @@ class Extractor(Protocol):
 
     A text view read from an image carries `bbox` (and optionally `boxes`, see
     `dropwarden.detect.locate`) in its provenance: findings in it get the bounding box of their match.
+    A view made from another view names it in provenance `derived_from`: an image is judged when a
+    detector judges it or a view derived from it. An extractor that read only part of its input
+    raises `Incomplete` with the views it made.
     """
 
     id: str

@@ -13,11 +13,12 @@ from dropwarden.findings import bbox_union
 from dropwarden.images import (
     ImageRejected,
     check_size,
-    has_frame,
     open_untrusted,
     render_frame,
+    unread_frames,
     upright_size,
 )
+from dropwarden.registry import Incomplete
 from dropwarden.views import TextView, View
 from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion
 from dropwarden_ocr.normalize import normalize
@@ -52,10 +53,13 @@ class Page:
         )
 
 
-def load_pages(data: bytes, max_pixels: int, max_side: int, max_frames: int = 1) -> tuple[list[Page], bool]:
+def load_pages(
+    data: bytes, max_pixels: int, max_side: int, max_frames: int = 1
+) -> tuple[list[Page], str | None]:
     """Decode the first `max_frames` frames (pages of a TIFF, frames of an animation) with the core's
-    limits, each refused before decoding when over `max_pixels`. Returns them and whether more frames
-    follow. Raises OcrError: "too_large" for a size limit, "decode_error" for a damaged file."""
+    limits, each refused before decoding when over `max_pixels`. Returns them, and None when no frame
+    follows, else what was left unread ("10 frames, only ocr.max_frames=4 read"). Raises OcrError:
+    "too_large" for a size limit, "decode_error" for a damaged file."""
     pages: list[Page] = []
     try:
         with open_untrusted(data) as image:
@@ -71,10 +75,10 @@ def load_pages(data: bytes, max_pixels: int, max_side: int, max_frames: int = 1)
                 grey = frame.convert("L")
                 width, height = upright_size(stored, orientation)
                 pages.append(Page(grey, (width, height), (width / grey.width, height / grey.height), index))
-            more = has_frame(image, len(pages))
+            unread = unread_frames(image, data, len(pages), "ocr.max_frames")
     except ImageRejected as exc:
         raise OcrError("too_large" if exc.too_large else "decode_error", exc.reason) from None
-    return pages, more
+    return pages, unread
 
 
 class OcrExtractor:
@@ -107,21 +111,27 @@ class OcrExtractor:
             close()
 
     def extract(self, snapshot: Snapshot, views: list[View]) -> list[View]:
+        """A text view per frame of the file's image; frames past `[ocr] max_frames` raise Incomplete
+        ("too_large") with the views of those read: their findings stand, and the file is not clean."""
         out: list[View] = []
         for view in views:
             if view.kind == "image" and view.provenance.get("source") == "file":
-                out.extend(self.read_frames(view.data, view.name))  # type: ignore[union-attr]
+                read, unread = self.read_frames(view.data, view.name)  # type: ignore[union-attr]
+                out.extend(read)
+                if unread is not None:
+                    raise Incomplete("too_large", unread, out)
         return out
 
     def read(self, data: bytes, source: str = "image") -> TextView:
         """OCR of an image's (first frame's) bytes as a text view; raises OcrError on failure."""
-        return self.read_frames(data, source)[0]
+        return self.read_frames(data, source)[0][0]
 
-    def read_frames(self, data: bytes, source: str = "image") -> list[TextView]:
+    def read_frames(self, data: bytes, source: str = "image") -> tuple[list[TextView], str | None]:
         """One text view per frame read (up to `[ocr] max_frames`), all within one `[ocr] timeout`:
-        "ocr:<engine>" for the first, "ocr:<engine>:frame<N>" for the others. Raises OcrError."""
+        "ocr:<engine>" for the first, "ocr:<engine>:frame<N>" for the others; and None when no frame
+        was left unread, else what was ("10 frames, only ocr.max_frames=4 read"). Raises OcrError."""
         deadline = time.monotonic() + self.settings.timeout
-        pages, more = load_pages(
+        pages, unread = load_pages(
             data, self.settings.max_pixels, self.settings.max_side, self.settings.max_frames
         )
         views = []
@@ -136,9 +146,9 @@ class OcrExtractor:
             kept = [r for r in regions if r.confidence is None or r.confidence >= minimum]
             name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
             view = build_view(name, self.engine, kept, page, source)
-            view.provenance.update(frames_read=len(pages), frames_unread=more)
+            view.provenance.update(frames_read=len(pages), frames_unread=unread is not None)
             views.append(view)
-        return views
+        return views, unread
 
 
 def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Page, source: str) -> TextView:
@@ -170,6 +180,7 @@ def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Pag
         offset += len(normal.text) + 1
     provenance: dict[str, Any] = {
         "source": "ocr",
+        "derived_from": source,
         "engine": engine.name,
         "model": engine.model,
         "image_view": source,

@@ -7,12 +7,13 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dropwarden import redact
 from dropwarden.config import RulesSettings
-from dropwarden.findings import Finding, Location
+from dropwarden.findings import UNLIMITED, Finding, Findings, FindingTally, Location
 from dropwarden.registry import DetectContext
 from dropwarden.views import View
 from dropwarden_regex.engine import MatchEngine, build_engine
@@ -46,6 +47,10 @@ class RegexDetector:
         self._allow_fingerprints = compiled.allow_fingerprints
         self._allow_patterns = compiled.allow_patterns
         self._allow_paths = compiled.allow_paths
+        self.allowing = bool(self._allow_values or self._allow_fingerprints or self._allow_patterns)
+        self._rules_of_type: dict[str, set[int]] = {}
+        for index, rule in enumerate(self.rules):
+            self._rules_of_type.setdefault(rule.type, set()).add(index)
         # Linear-time matching lets the core call us inline (no thread hand-off per file). Custom
         # rules run through Python's backtracking `re`, so with any of them we take the timeout path.
         self.bounded = self.engine.name == "hyperscan" and not settings.custom
@@ -54,64 +59,102 @@ class RegexDetector:
         """Whether `rules.allow.paths` exempts this file (fnmatch globs against the display path)."""
         return bool(display_path) and any(fnmatch.fnmatch(display_path, glob) for glob in self._allow_paths)
 
-    def detect(self, view: View, ctx: DetectContext) -> list[Finding]:
+    def detect(self, view: View, ctx: DetectContext) -> Findings:
+        """Findings in a text view, at most `ctx.limits` of them built: past the caps a match is only
+        counted, and past `limits.counted` of a type the engine stops matching that type's rules."""
         if getattr(view, "kind", None) != "text" or self.path_allowed(ctx.display_path):
-            return []
+            return Findings()
         text: str = view.text  # type: ignore[union-attr]
         if not text:
-            return []
-        spans = self.engine.scan(view.utf8, text)  # type: ignore[union-attr]
-        if not spans:
-            return []
-        rules = self.rules
-        kept: list[tuple[Rule, int, int, str, str]] = []
-        for index, start, end in spans:
-            rule = rules[index]  # the engine has applied the rule's validator
-            value = text[start:end]
-            fingerprint = ctx.fingerprint(rule.type, value)
-            if self._value_allowed(value, fingerprint):
-                continue
-            kept.append((rule, start, end, value, fingerprint))
-        return self._findings(view.name, text, _dedupe(kept))
+            return Findings()
+        tally = FindingTally(ctx.limits or UNLIMITED)
+        done: set[int] = set()  # rules the engine skips from the next batch on
+        scan = _Scan(self, view.name, text, ctx, tally)
+        for batch in self.engine.scan_batches(view.utf8, text, done):  # type: ignore[union-attr]
+            if batch:
+                scan.take(batch)
+                for finding_type in scan.saturated:
+                    done.update(self._rules_of_type[finding_type])
+                    tally.inexact.add(finding_type)
+                scan.saturated.clear()
+        found = tally.findings()
+        ordered = sorted(found, key=lambda f: (f.location.offset, f.location.length, f.type))
+        return Findings(ordered, found.omitted, found.inexact)
 
-    def _value_allowed(self, value: str, fingerprint: str) -> bool:
-        if fingerprint.lower() in self._allow_fingerprints:
+    def value_allowed(self, finding_type: str, value: str, fingerprint: Callable[[str, str], str]) -> bool:
+        """Whether `rules.allow` exempts this value (`fingerprint` is called only if fingerprints are)."""
+        if self._allow_fingerprints and fingerprint(finding_type, value).lower() in self._allow_fingerprints:
             return True
         if self._allow_values and redact.normalise_value(value) in self._allow_values:
             return True
         return any(pattern.search(value) for pattern in self._allow_patterns)
 
-    def _findings(
-        self, view_name: str, text: str, kept: list[tuple[Rule, int, int, str, str]]
-    ) -> list[Finding]:
-        findings = []
-        line, line_start, scanned = 1, 0, 0
-        for rule, start, end, _value, fingerprint in kept:  # sorted by start
-            newlines = text.count("\n", scanned, start)
-            if newlines:
-                line += newlines
-                line_start = text.rfind("\n", scanned, start) + 1
-            scanned = start
-            findings.append(
-                Finding(
-                    type=rule.type,
-                    rule=rule.id,
-                    detector=self.id,
-                    detector_version=self.version,
-                    severity=rule.severity,
-                    confidence=rule.confidence,
-                    location=Location(
-                        view=view_name,
-                        line=line,
-                        column=start - line_start + 1,
-                        offset=start,
-                        length=end - start,
-                    ),
-                    excerpt=redact.excerpt(text, start, end),
-                    fingerprint=fingerprint,
-                )
-            )
-        return findings
+
+class _Scan:
+    """One view's matches, taken batch by batch in order of start: allow-list, one finding per value
+    (of matches of one type where one span holds another, the longer; at equal spans the more severe,
+    then more confident rule), then a finding built only where the tally keeps it."""
+
+    def __init__(
+        self, detector: RegexDetector, view_name: str, text: str, ctx: DetectContext, tally: FindingTally
+    ) -> None:
+        self.detector = detector
+        self.view_name = view_name
+        self.text = text
+        self.ctx = ctx
+        self.tally = tally
+        self.saturated: set[str] = set()
+        self._last_end: dict[str, int] = {}  # per type: the end of the last value counted
+        self._line, self._line_start, self._scanned = 1, 0, 0
+
+    def take(self, batch: list[tuple[int, int, int]]) -> None:
+        rules = self.detector.rules
+        text, tally, last_end = self.text, self.tally, self._last_end
+        fingerprint = self.ctx.fingerprint
+        allowing = self.detector.allowing
+        # at one start: the longer span first, then the more severe and more confident rule
+        order = sorted(batch, key=lambda s: (s[1], -s[2], -rules[s[0]].severity, -rules[s[0]].confidence))
+        for index, start, end in order:
+            rule = rules[index]  # the engine has applied the rule's validator
+            finding_type = rule.type
+            if end <= last_end.get(finding_type, -1) or finding_type in self.saturated:
+                continue  # inside a value of this type already counted; or enough of this type
+            value = text[start:end]
+            if allowing and self.detector.value_allowed(finding_type, value, fingerprint):
+                continue
+            last_end[finding_type] = end
+            if tally.wants(finding_type, rule.severity):
+                tally.add(self._finding(rule, start, end, fingerprint(finding_type, value)))
+            else:
+                tally.omit(finding_type, rule.severity)
+            if tally.saturated(finding_type):
+                self.saturated.add(finding_type)
+
+    def _finding(self, rule: Rule, start: int, end: int, fingerprint: str) -> Finding:
+        text = self.text
+        newlines = text.count("\n", self._scanned, start)
+        if newlines:
+            self._line += newlines
+            self._line_start = text.rfind("\n", self._scanned, start) + 1
+        self._scanned = start
+        detector = self.detector
+        return Finding(
+            type=rule.type,
+            rule=rule.id,
+            detector=detector.id,
+            detector_version=detector.version,
+            severity=rule.severity,
+            confidence=rule.confidence,
+            location=Location(
+                view=self.view_name,
+                line=self._line,
+                column=start - self._line_start + 1,
+                offset=start,
+                length=end - start,
+            ),
+            excerpt=redact.excerpt(text, start, end),
+            fingerprint=fingerprint,
+        )
 
 
 @dataclass(frozen=True)
@@ -161,23 +204,3 @@ def _compile_settings(settings_json: str) -> _Compiled:
         allow_patterns=tuple(re.compile(pattern) for pattern in allow.patterns),
         allow_paths=tuple(allow.paths),
     )
-
-
-def _dedupe(kept: list[tuple[Rule, int, int, str, str]]) -> list[tuple[Rule, int, int, str, str]]:
-    """One finding per value: of matches of the same type where one span contains the other, keep the
-    longer (at equal spans, the more severe, then more confident rule). Result sorted by start."""
-    if len(kept) < 2:
-        return kept
-    ordered = sorted(kept, key=lambda k: (k[0].type, k[1], -k[2], -k[0].severity, -k[0].confidence))
-    out = []
-    last_type, last_end = None, -1
-    for item in ordered:
-        rule, _start, end = item[0], item[1], item[2]
-        if rule.type == last_type and end <= last_end:
-            continue  # inside a kept span of the same type
-        if rule.type != last_type:
-            last_type, last_end = rule.type, -1
-        last_end = max(last_end, end)
-        out.append(item)
-    out.sort(key=lambda k: (k[1], k[2], k[0].type))
-    return out

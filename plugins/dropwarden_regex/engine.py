@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any, Protocol
 
 from dropwarden.config import SettingError
@@ -21,6 +21,8 @@ MARGIN = 64
 _RELAX_ABOVE = 32  # bounded repeats {m,n} with n above this are widened to {m,} for hyperscan only
 _RELAX_LOW = 255  # ... and a lower bound above this is lowered to it
 _CACHE_SIZE = 16
+SEGMENT = 1 << 20  # bytes of a view matched at a time: what one batch of matches covers
+_NOTHING: frozenset[int] = frozenset()
 
 
 class MatchEngine(Protocol):
@@ -33,6 +35,13 @@ class MatchEngine(Protocol):
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         """All matches of all rules in `text` (whose UTF-8 encoding is `data`), sorted."""
+        ...
+
+    def scan_batches(self, data: bytes, text: str, done: Container[int] = _NOTHING) -> Iterator[list[Span]]:
+        """The same matches, one `SEGMENT` of the view at a time: each batch sorted, every match of a
+        batch starting after every match of the one before. Rules whose index is in `done` (which the
+        caller may add to between batches) are not matched any further, so a caller that has seen
+        enough of a rule stops paying for it, and memory stays bounded by a segment's matches."""
         ...
 
 
@@ -87,16 +96,72 @@ class PythonEngine:
         self._rules = [(index, rule.regex, rule.unicode) for index, rule in enumerate(rules)]
         self._contexts = contexts_of(rules)
         self._validators = validators_of(rules)
+        self.segment = SEGMENT
 
     def scan(self, data: bytes, text: str) -> list[Span]:
+        return [span for batch in self.scan_batches(data, text) for span in batch]
+
+    def scan_batches(self, data: bytes, text: str, done: Container[int] = _NOTHING) -> Iterator[list[Span]]:
+        lazy = [_LazyRule(index, regex, unicode, data, text) for index, regex, unicode in self._rules]
+        yield from _lazy_batches(lazy, data, text, self.segment, done, self._contexts, self._validators)
+
+
+class _LazyRule:
+    """One rule's whole-view `finditer`, taken a segment at a time (so exactly its matches)."""
+
+    __slots__ = ("_matches", "_next", "index", "unicode")
+
+    def __init__(self, index: int, regex: re.Pattern, unicode: bool, data: bytes, text: str) -> None:
+        self.index = index
+        self.unicode = unicode
+        self._matches = regex.finditer(text if unicode else data)
+        self._next: tuple[int, int] | None = None
+
+    def take(self, below: int) -> list[Span]:
+        """The matches starting before `below` (characters for a unicode rule, else bytes) not taken yet."""
+        out: list[Span] = []
+        index = self.index
+        pending = self._next
+        while True:
+            if pending is None:
+                match = next(self._matches, None)
+                if match is None:
+                    break
+                pending = match.span()
+            if pending[0] >= below:
+                break
+            out.append((index, *pending))
+            pending = None
+        self._next = pending
+        return out
+
+
+def _lazy_batches(
+    lazy: list[_LazyRule],
+    data: bytes,
+    text: str,
+    segment: int,
+    done: Container[int],
+    contexts: dict[int, tuple[tuple[str, ...], int]],
+    validators: dict[int, Validator],
+) -> Iterator[list[Span]]:
+    """Batches of whole-view `finditer` matches, one segment of bytes at a time (by match start)."""
+    size = len(data)
+    chars = CharCursor(data, text)
+    cursor = CharCursor(data, text)
+    for low in range(0, max(size, 1), segment):
+        high = min(size, low + segment)
+        char_high = chars.at(high) if high < size else len(text)
         byte_spans: list[Span] = []
         char_spans: list[Span] = []
-        for index, regex, unicode in self._rules:
-            if unicode:
-                char_spans.extend((index, *m.span()) for m in regex.finditer(text))
+        for rule in lazy:
+            if rule.index in done:
+                continue
+            if rule.unicode:
+                char_spans.extend(rule.take(char_high))
             else:
-                byte_spans.extend((index, *m.span()) for m in regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans, self._contexts, self._validators)
+                byte_spans.extend(rule.take(high if high < size else size + 1))
+        yield finish(data, text, byte_spans, char_spans, contexts, validators, cursor)
 
 
 class _Plan:
@@ -193,6 +258,17 @@ class HyperscanEngine:
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
         self.trigger_budget = (256, 512)
+        # (minimum, bytes per hit): a segment whose precise scan reports more is dense (`_segment_hits`)
+        self.dense_budget = (4096, 16)
+        self.segment = SEGMENT
+        self._groups: dict[tuple[int, tuple[int, ...]], Any] = {}
+        self._groups_lock = threading.Lock()
+        # How far a segment's scan reaches around it (see `scan_batches`): hits of matches starting in
+        # the segment end at most `back` after it; windows and context words reach further.
+        plans = self._plans
+        self._reach_back = max((p.back for p in plans), default=0)
+        self._reach_forward = max((p.forward for p in plans), default=0)
+        self._reach_context = max((4 * p.window + 4 for p in plans if p.context), default=0)
         # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
         # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
         # in prefilter mode, run as one whole-text `finditer` each.
@@ -216,6 +292,18 @@ class HyperscanEngine:
             self._fast.ids[expression] for expression in triggers if self._fast is not self._precise
         )
         self.fallback = [index for index in range(len(rules)) if index not in compiled]
+        # the precise database's ids of every context word expression (scanned first in a dense segment)
+        precise_ids = self._precise.ids if self._precise else {}
+        self._context_ids = tuple(
+            sorted(
+                {
+                    precise_ids[literal]
+                    for index in compiled
+                    for literal in (self._plans[index].context_words, self._plans[index].context_odd)
+                    if literal is not None and literal in precise_ids
+                }
+            )
+        )
 
     def _compile_all(self, wanted: dict[int, list[tuple[bytes, int]]]) -> _Database | None:
         """A database of all `wanted` rules, or of those that compile (the others fall back)."""
@@ -257,28 +345,98 @@ class HyperscanEngine:
             return None
         return _Database(db, ids, rule_expressions, self._plans)
 
-    def _scratch(self, database: _Database) -> Any:
+    def _scratch(self, database: _Database | Any) -> Any:
+        db = database.db if isinstance(database, _Database) else database
         scratches = getattr(self._local, "scratches", None)
         if scratches is None:
             scratches = self._local.scratches = {}
-        scratch = scratches.get(id(database))
+        scratch = scratches.get(id(db))
         if scratch is None:
-            scratch = scratches[id(database)] = self._hs.Scratch(database.db)
+            scratch = scratches[id(db)] = self._hs.Scratch(db)
         return scratch
 
-    def _hits(self, data: bytes, precise: bool = False) -> tuple[_Database, list[list[int]]] | None:
-        """Run the fast database (the precise one if asked, or once a trigger overflows its budget)."""
+    def _segment_hits(self, chunk: bytes, done: Container[int]) -> tuple[_Database, list[list[int]]] | None:
+        """One segment's hits: `_hits`; but where the precise scan finds the chunk dense (more hits than
+        `dense_budget` allows), each group of rules is scanned on its own database, leaving out the
+        rules in `done` and the rules whose context words are not in the chunk. A file made of card
+        numbers then costs, once the caller has counted enough of them, no more than its other rules."""
+        try:
+            return self._hits(chunk, dense=self.dense_budget)
+        except _Dense:
+            pass
+        precise = self._precise
+        assert precise is not None
+        hits: list[list[int]] = [[] for _ in range(precise.expression_count)]
+        words = self._group_db(precise, self._context_ids)
+        if words is not None:
+            words.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(words))
+        for expression_ids, members, _back, _forward in precise.groups:
+            if not any(index not in done and self._context_in(index, precise, hits) for index in members):
+                continue
+            group = self._group_db(precise, expression_ids)
+            if group is None:  # cannot happen (they compiled together); scan everything then
+                return self._hits(chunk, precise=True)
+            group.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(group))
+        return precise, hits
+
+    def _context_in(self, index: int, database: _Database, hits: list[list[int]]) -> bool:
+        """Whether rule `index` needs no context words, or the chunk scanned holds one of its words."""
+        plan = self._plans[index]
+        if not plan.context:
+            return True
+        literals = (plan.context_words, plan.context_odd)
+        return any(hits[database.ids[literal]] for literal in literals if literal is not None)
+
+    def _group_db(self, database: _Database, expression_ids: tuple[int, ...]) -> Any:
+        """A database of some of `database`'s expressions, under the same ids (compiled once)."""
+        if not expression_ids:
+            return None
+        key = (id(database), expression_ids)
+        with self._groups_lock:
+            if key in self._groups:
+                return self._groups[key]
+            wanted = set(expression_ids)
+            chosen = [
+                (expression, flags, i) for (expression, flags), i in database.ids.items() if i in wanted
+            ]
+            hs = self._hs
+            db = hs.Database(mode=hs.HS_MODE_BLOCK)
+            try:
+                db.compile(
+                    expressions=[expression for expression, _, _ in chosen],
+                    ids=[i for _, _, i in chosen],
+                    elements=len(chosen),
+                    flags=[flags for _, flags, _ in chosen],
+                )
+            except hs.error:
+                db = None
+            self._groups[key] = db
+            return db
+
+    def _hits(
+        self, data: bytes, precise: bool = False, dense: tuple[int, int] | None = None
+    ) -> tuple[_Database, list[list[int]]] | None:
+        """Run the fast database (the precise one if asked, or once a trigger overflows its budget).
+        With `dense` (minimum, bytes per hit), a precise scan that reports more than `minimum` hits and
+        more than one per `bytes per hit` so far stops, raising _Dense."""
         fast = self._fast
         if fast is None:
             return None
         if not precise and self._trigger_ids:
             hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
             minimum, per_hit = self.trigger_budget
+            dense_minimum, dense_per_hit = dense or (sys.maxsize, 1)
             triggers = self._trigger_ids
+            total, dense_stop = 0, False
 
             def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+                nonlocal total, dense_stop
                 ends = hits[expression]
                 ends.append(end)
+                total += 1
+                if total > dense_minimum and total > end // dense_per_hit:
+                    dense_stop = True  # dense in expressions without a trigger (e-mail addresses, say)
+                    return True
                 # over budget so far: decided early, so a dense view is not scanned twice in full
                 return (expression in triggers and len(ends) > minimum and len(ends) > end // per_hit) or None
 
@@ -286,12 +444,28 @@ class HyperscanEngine:
                 fast.db.scan(data, match_event_handler=on_hit, scratch=self._scratch(fast))
                 return fast, hits
             except self._hs.ScanTerminated:
-                pass
+                if dense_stop:
+                    raise _Dense from None
         database = self._precise if precise or self._trigger_ids else fast
         if database is None:
             return None
         hits = [[] for _ in range(database.expression_count)]
-        database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
+        if dense is None:
+            database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
+            return database, hits
+        minimum, per_hit = dense
+        count = 0
+
+        def on_dense_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+            nonlocal count
+            hits[expression].append(end)
+            count += 1
+            return (count > minimum and count > end // per_hit) or None
+
+        try:
+            database.db.scan(data, match_event_handler=on_dense_hit, scratch=self._scratch(database))
+        except self._hs.ScanTerminated:
+            raise _Dense from None
         return database, hits
 
     def scan_path(self, data: bytes) -> str:
@@ -310,48 +484,104 @@ class HyperscanEngine:
         }
 
     def scan(self, data: bytes, text: str) -> list[Span]:
-        if not data:
-            return []
-        byte_spans: list[Span] = []
-        char_spans: list[Span] = []
+        return [span for batch in self.scan_batches(data, text) for span in batch]
+
+    def scan_batches(self, data: bytes, text: str, done: Container[int] = _NOTHING) -> Iterator[list[Span]]:
+        """One batch per segment [low, high) of the view: the matches that start in it.
+
+        The segment's hyperscan scan covers it and enough around it (`_reach_*`) for every hit of a
+        match starting in it, for its windows, and for the context words near them; its regions come
+        from the hits ending in [low, high + back). A rule's first window in a segment starts no
+        earlier than the end of its last match in the segments before, so, as in one scan of the whole
+        view, no window starts inside a match of the whole-text scan. Rules in `fallback` are their
+        whole-view `finditer`, taken a segment at a time."""
+        size = len(data)
+        if not size:
+            return
         plans = self._plans
-        found = self._hits(data)
-        if found is not None:
-            database, hits = found
-            size = len(data)
-            for expression_ids, members, back, forward in database.groups:
-                if len(expression_ids) == 1:
-                    ends = hits[expression_ids[0]]
-                else:
-                    ends = [end for expression in expression_ids for end in hits[expression]]
-                if not ends:
-                    continue
-                regions = _regions(ends, back, forward, size)
-                for index in members:
-                    plan = plans[index]
-                    finditer = plan.regex.finditer
-                    rule_regions = (
-                        _near_context(regions, plan, data, text, database, hits) if plan.context else regions
-                    )
-                    for ws, max_end, we in rule_regions:
-                        for m in finditer(data, ws, we):
-                            start, end = m.span()
-                            if start > max_end:
-                                break
-                            byte_spans.append((index, start, end))
-                            if end > max_end:  # any further match starts past max_end: done, unscanned
-                                break
-        for index in self.fallback:
-            plan = plans[index]
-            if plan.unicode:
-                char_spans.extend((index, *m.span()) for m in plan.regex.finditer(text))
-            else:
-                byte_spans.extend((index, *m.span()) for m in plan.regex.finditer(data))
-        return finish(data, text, byte_spans, char_spans, self._contexts, self._validators)
+        lazy = [
+            _LazyRule(index, plans[index].regex, plans[index].unicode, data, text) for index in self.fallback
+        ]
+        fallback = _lazy_batches(lazy, data, text, self.segment, done, {}, {}) if lazy else None
+        resume = [0] * len(plans)  # per rule: where its whole-text scan has got to
+        cursor = CharCursor(data, text)
+        context_cursor = CharCursor(data, text)
+        around = self._reach_back + self._reach_context + MARGIN
+        after = self._reach_back + self._reach_forward + self._reach_context + MARGIN
+        for low in range(0, size, self.segment):
+            high = min(size, low + self.segment)
+            byte_spans: list[Span] = []
+            base = max(0, low - around)
+            found = self._segment_hits(data[base : min(size, high + after)], done)
+            if found is not None:
+                database, hits = found
+                first, last = low - base, high + self._reach_back - base
+                for expression_ids, members, back, forward in database.groups:
+                    active = [index for index in members if index not in done]
+                    if not active:
+                        continue
+                    ends = [base + end for x in expression_ids for end in hits[x] if first <= end < last]
+                    if not ends:
+                        continue
+                    regions = _regions(ends, back, forward, size)
+                    for index in active:
+                        plan = plans[index]
+                        rule_regions = (
+                            _near_context(regions, plan, data, text, database, hits, base, context_cursor)
+                            if plan.context
+                            else regions
+                        )
+                        resume[index] = _confirm(
+                            plan.regex.finditer,
+                            index,
+                            rule_regions,
+                            data,
+                            low,
+                            high,
+                            resume[index],
+                            byte_spans,
+                        )
+            batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
+            if fallback is not None:
+                batch = sorted(batch + next(fallback), key=lambda span: (span[1], span[2], span[0]))
+            yield batch
+
+
+def _confirm(
+    finditer: Any,
+    index: int,
+    regions: list[tuple[int, int, int]],
+    data: bytes,
+    low: int,
+    high: int,
+    resume: int,
+    out: list[Span],
+) -> int:
+    """Confirm one rule's regions: append its matches starting in [low, high) to `out`; returns where
+    its whole-text scan has got to (the end of its last match)."""
+    for ws, max_end, we in regions:
+        if ws < resume:
+            ws = resume
+            if ws > max_end:
+                continue
+        for m in finditer(data, ws, we):
+            start, end = m.span()
+            if start > max_end or start >= high:
+                break  # past this region; or the next segment's
+            if start >= low:
+                out.append((index, start, end))
+            resume = end
+            if end > max_end:  # any further match starts past max_end: done, unscanned
+                break
+    return resume
 
 
 def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
     hits[expression].append(end)
+
+
+class _Dense(Exception):
+    """A segment's precise scan stopped: more hits than `HyperscanEngine.dense_budget` allows."""
 
 
 def _expressions(rule: Rule, hs: Any, use_trigger: bool) -> list[tuple[bytes, int]]:
@@ -395,6 +625,8 @@ def _near_context(
     text: str,
     database: _Database,
     hits: list[list[int]],
+    base: int = 0,
+    cursor: CharCursor | None = None,
 ) -> list[tuple[int, int, int]]:
     """The regions whose surroundings hold a context word: a match in a region lies inside it, so its
     context window lies inside the region widened by the window (casefold maps character by
@@ -404,10 +636,10 @@ def _near_context(
     The scan has found the words in the bytes (ASCII case ignored): a word in the case-folded text is
     one of those, within 4 bytes per character of the region, unless a character that case-folds into
     a word's characters (`_Plan.context_odd`, such as "ﬁ") is near; only then is the text checked."""
-    words = sorted(hits[database.ids[plan.context_words]]) if plan.context_words else []
-    odd = sorted(hits[database.ids[plan.context_odd]]) if plan.context_odd else []
+    words = sorted(base + hit for hit in hits[database.ids[plan.context_words]]) if plan.context_words else []
+    odd = sorted(base + hit for hit in hits[database.ids[plan.context_odd]]) if plan.context_odd else []
     reach = 4 * plan.window + 4
-    cursor = CharCursor(data, text)
+    cursor = cursor or CharCursor(data, text)
     kept = []
     for region in regions:
         ws, _, we = region
@@ -499,6 +731,7 @@ def finish(
     char_spans: list[Span],
     contexts: dict[int, tuple[tuple[str, ...], int]] | None = None,
     validators: dict[int, Validator] | None = None,
+    cursor: CharCursor | None = None,
 ) -> list[Span]:
     """Keep the matches that pass their rule's validator, convert byte spans to character spans
     (rounding out to whole characters), keep the matches of context rules that have a context word
@@ -518,7 +751,7 @@ def finish(
         identity = len(data) == len(text)  # pure ASCII: offsets agree
         if not identity:
             byte_spans.sort(key=lambda span: span[1])
-        at = CharCursor(data, text).at
+        at = (cursor or CharCursor(data, text)).at
         for index, start, end in byte_spans:
             check = validators.get(index)
             if identity:

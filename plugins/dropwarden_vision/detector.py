@@ -10,6 +10,8 @@ import structlog
 
 from dropwarden.config import VisionCategory
 from dropwarden.findings import Finding, Location, Severity
+from dropwarden.registry import Incomplete
+from dropwarden.verdict import Problem
 from dropwarden_vision.backend import BackendError, VisionBackend, create_backend, plugin_options
 from dropwarden_vision.circuit import CircuitBreaker
 from dropwarden_vision.images import ImageLimits, PreparedImage, prepare_frames
@@ -66,6 +68,9 @@ class VisionDetector:
         self.backend = backend if backend is not None else create_backend(settings, self.spec)
 
     def detect(self, view: View, ctx: DetectContext) -> list[Finding]:
+        """Findings for the frames judged (up to `[vision] max_frames`). Frames left unjudged raise
+        Incomplete ("too_large") with the findings made, as does a later frame's failure after earlier
+        findings (a failure with nothing found yet is raised as it is)."""
         if getattr(view, "kind", None) != "image":
             return []
         frames = prepare_frames(view.data, self.limits)  # type: ignore[union-attr]
@@ -76,15 +81,19 @@ class VisionDetector:
             except Exception as exc:
                 if not findings:
                     raise
-                # Earlier frames already make this a finding, which is what the verdict would be anyway
-                # (findings outrank problems); keep them rather than lose them to this frame's failure.
+                # The findings of earlier frames stand; this frame's failure is the file's problem too.
                 log.warning(
                     "vision: a later frame failed; keeping the findings of earlier frames",
                     frame=frame.provenance.get("frame"),
                     error=f"{type(exc).__name__}: {exc}",
                 )
-                break
+                failed = Problem.from_exception(exc, "")
+                detail = f"frame {frame.provenance.get('frame')}: {failed.detail}"
+                raise Incomplete(failed.reason.value, detail, findings) from None
             findings.extend(self._findings(view.name, frame, answer, ctx))
+        unjudged = frames[0].provenance.get("unjudged") if frames else None
+        if unjudged:
+            raise Incomplete("too_large", unjudged, findings)
         return findings
 
     def health(self) -> dict[str, str]:

@@ -14,10 +14,10 @@ from dropwarden.images import (
     ALLOWED_FORMATS,
     ImageRejected,
     check_size,
-    has_frame,
     open_untrusted,
     pixel_limit,
     render_frame,
+    unread_frames,
 )
 
 _SETTING = "vision.max_pixels"
@@ -67,10 +67,12 @@ def prepare_frames(data: bytes, limits: ImageLimits) -> list[PreparedImage]:
     """Frames to judge: the first `limits.max_frames` of an animation or multi-page file, else one.
 
     Sizes are checked from the header before any pixel is decoded; anything Pillow cannot read, a
-    truncated file, or a decompression bomb raises ImageRejected with the reason.
+    truncated file, or a decompression bomb raises ImageRejected with the reason. When frames are left
+    unjudged, each frame's provenance says so: `frames_unjudged`, and `unjudged` ("10 frames, only
+    vision.max_frames=4 read").
     """
     with open_untrusted(data) as image:
-        return _frames(image, limits)
+        return _frames(image, data, limits)
 
 
 def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
@@ -79,7 +81,7 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
     return prepare_frames(data, single)[0]
 
 
-def _frames(image: Image.Image, limits: ImageLimits) -> list[PreparedImage]:
+def _frames(image: Image.Image, data: bytes, limits: ImageLimits) -> list[PreparedImage]:
     source = (image.format or "unknown").lower()
     check_size(image.size, limits.max_pixels, _SETTING)
     mime = "image/png" if limits.encoding == "png" else "image/jpeg"
@@ -101,10 +103,12 @@ def _frames(image: Image.Image, limits: ImageLimits) -> list[PreparedImage]:
         }
         digest = hashlib.sha256(encoded).hexdigest()
         out.append(PreparedImage(encoded, mime, width, height, digest, provenance))
-    more = has_frame(image, len(out))
+    unjudged = unread_frames(image, data, len(out), "vision.max_frames")
     total = _cheap_frame_count(image)
     for prepared in out:
-        prepared.provenance.update(frames_judged=len(out), frames_unjudged=more)
+        prepared.provenance.update(frames_judged=len(out), frames_unjudged=unjudged is not None)
+        if unjudged is not None:
+            prepared.provenance["unjudged"] = unjudged
         if total is not None:
             prepared.provenance["frames_total"] = total
     return out
