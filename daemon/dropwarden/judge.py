@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from dropwarden.config import Settings
 from dropwarden.detect import DetectorRun, DetectorRunner
 from dropwarden.extract import extract_views
+from dropwarden.findings import Finding, Findings
 from dropwarden.intake import Refusal, Snapshot, take_snapshot
+from dropwarden.names import NAME_VIEW, NAME_VIEWS, WORDS_VIEW, JudgedName, name_views
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Registry
 from dropwarden.sniff import FileType
-from dropwarden.verdict import Verdict, VerdictBuilder, unscanned
+from dropwarden.verdict import Problem, Verdict, VerdictBuilder
 
 
 @dataclass
 class Judgement:
-    """The outcome for one file, with everything the audit record and reports need."""
+    """The outcome for one file, with everything the audit record and reports need.
+
+    `display_path` shows the file's name redacted where a rule matched it (`name`: the judged name)."""
 
     display_path: str
     verdict: Verdict
@@ -24,6 +30,7 @@ class Judgement:
     refusal: Refusal | None = None
     file_type: FileType | None = None
     runs: list[DetectorRun] = field(default_factory=list)
+    name: JudgedName | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -43,8 +50,20 @@ class Judge:
         self.runner.close()
 
     def judge_name(
-        self, dir_fd: int, name: str | bytes, display_path: str, *, require_single_link: bool = False
+        self,
+        dir_fd: int,
+        name: str | bytes,
+        display_path: str,
+        *,
+        require_single_link: bool = False,
+        relative: str | bytes | None = None,
     ) -> Judgement:
+        """Judge the file `name` in `dir_fd`: its contents, and its name as view "name".
+
+        `relative` is the path that names the file below the watched folder (or the scanned
+        directory), subdirectories included; by default `name` alone. `display_path` must end with it."""
+        relative = name if relative is None else relative
+        judged_name, name_runs = self.judge_relative_name(relative, display_path)
         taken = take_snapshot(
             dir_fd,
             name,
@@ -53,27 +72,96 @@ class Judge:
             require_single_link=require_single_link,
         )
         if isinstance(taken, Refusal):
-            return Judgement(display_path, unscanned(taken.reason, taken.detail, "intake"), refusal=taken)
-        return self.judge_snapshot(taken)
+            builder = VerdictBuilder(self.runner.finding_limits)
+            builder.add_problem(Problem(taken.reason, taken.detail, "intake"))
+            _add_runs(builder, name_runs)
+            return Judgement(
+                judged_name.show_path(display_path),
+                builder.build(),
+                refusal=taken,
+                runs=name_runs,
+                name=judged_name,
+            )
+        return self.judge_snapshot(taken, judged_name, name_runs)
 
-    def judge_snapshot(self, snapshot: Snapshot) -> Judgement:
+    def judge_relative_name(
+        self, relative: str | bytes, display_path: str = ""
+    ) -> tuple[JudgedName, list[DetectorRun]]:
+        """Run the text detectors over a relative path (view "name"): which spans of it to redact, and
+        the runs (their findings are the file's). A name a detector failed on is hidden entirely."""
+        ctx = DetectContext(fingerprint=self.fingerprinter, display_path=display_path)
+        runs = self.runner.run(self.registry.detectors.values(), name_views(relative), ctx)
+        runs = _without_repeats(runs)
+        spans: list[tuple[int, int]] = []
+        hidden = False
+        for run in runs:
+            # A problem, or findings counted but not built (past the limits): where they are is unknown.
+            hidden = hidden or run.problem is not None or bool(run.findings.omitted)
+            for finding in run.findings:
+                location = finding.location
+                if location.view not in NAME_VIEWS or location.offset is None or not location.length:
+                    hidden = True  # matched somewhere in it, but not said where
+                else:
+                    spans.append((location.offset, location.offset + location.length))
+        return JudgedName(os.fsencode(relative), tuple(spans), hidden), runs
+
+    def judge_snapshot(
+        self,
+        snapshot: Snapshot,
+        name: JudgedName | None = None,
+        name_runs: list[DetectorRun] | None = None,
+    ) -> Judgement:
+        """Judge the snapshot's bytes; `name` and `name_runs` (`judge_relative_name`) join the verdict."""
         extraction = extract_views(snapshot, self.registry.extractors.values(), self.runner)
         builder = VerdictBuilder(self.runner.finding_limits)
         for problem in extraction.problems:
             builder.add_problem(problem)
         ctx = DetectContext(fingerprint=self.fingerprinter, display_path=snapshot.display_path)
-        runs = self.runner.run(self.registry.detectors.values(), extraction.views, ctx)
-        for run in runs:
-            builder.add_findings(run.findings)
-            if run.problem:
-                builder.add_problem(run.problem)
+        runs = [*(name_runs or ()), *self.runner.run(self.registry.detectors.values(), extraction.views, ctx)]
+        _add_runs(builder, runs)
         unjudged = extraction.unjudged(runs)  # never "clean" by default: part judged by nothing
         if unjudged is not None:
             builder.add_problem(unjudged)
         return Judgement(
-            snapshot.display_path,
+            name.show_path(snapshot.display_path) if name is not None else snapshot.display_path,
             builder.build(),
             snapshot=snapshot,
             file_type=extraction.file_type,
             runs=runs,
+            name=name,
         )
+
+
+def _without_repeats(runs: list[DetectorRun]) -> list[DetectorRun]:
+    """Drop findings of the words view of a name that a finding of the same type in the name as it
+    is overlaps: one value, one finding (its spans are masked either way)."""
+    plain = [
+        (f.type, f.location.offset, f.location.offset + (f.location.length or 0))
+        for run in runs
+        if run.view == NAME_VIEW
+        for f in run.findings
+        if f.location.offset is not None
+    ]
+
+    def repeated(finding: Finding) -> bool:
+        start = finding.location.offset
+        if start is None:
+            return False
+        end = start + (finding.location.length or 0)
+        return any(kind == finding.type and s < end and start < e for kind, s, e in plain)
+
+    return [
+        dataclasses.replace(
+            run, findings=Findings((f for f in run.findings if not repeated(f)), run.findings.omitted)
+        )
+        if run.view == WORDS_VIEW
+        else run
+        for run in runs
+    ]
+
+
+def _add_runs(builder: VerdictBuilder, runs: list[DetectorRun]) -> None:
+    for run in runs:
+        builder.add_findings(run.findings)
+        if run.problem:
+            builder.add_problem(run.problem)

@@ -32,6 +32,7 @@ from dropwarden.handover import (
 )
 from dropwarden.intake import FileIdentity, Snapshot
 from dropwarden.judge import Judge, Judgement
+from dropwarden.names import JudgedName, redact_path
 from dropwarden.policy import Decision, decide, operator_release, unrecorded
 from dropwarden.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
 from dropwarden.settle import Hint, WorkItem
@@ -67,14 +68,16 @@ class PipelineContext:
     sinks: list[str]
 
 
-def path_fields(watch: ActiveWatch, relpath: str) -> dict[str, Any]:
-    """The file's path for records: readable text, plus the exact bytes when they are not UTF-8."""
-    raw = os.fsencode(os.path.join(watch.tree.root, relpath))
-    fields: dict[str, Any] = {"path": watch.display(relpath)}
+def path_fields(watch: ActiveWatch, relpath: str, name: JudgedName | None) -> dict[str, Any]:
+    """The file's path for records, logs and alerts: readable text, plus its bytes when they are not
+    UTF-8. Both show the name (`relpath`, judged as view "name") with each span a rule matched masked;
+    without a judged `name` all of `relpath` is masked. Only the quarantine sidecar keeps it exact."""
+    shown, shown_bytes = redact_path(watch.tree.root, relpath, name)
+    fields: dict[str, Any] = {"path": shown}
     try:
-        raw.decode("utf-8")
+        os.fsencode(os.path.join(watch.tree.root, relpath)).decode("utf-8")
     except UnicodeDecodeError:
-        fields["path_b64"] = base64.b64encode(raw).decode()
+        fields["path_b64"] = base64.b64encode(shown_bytes).decode()
     return fields
 
 
@@ -140,8 +143,9 @@ class Pipeline:
             dir_fd = open_subdir_chain(watch.root_fd, parts[:-1])
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                name = ctx.judge.judge_relative_name(item.relpath)[0]
                 self._audit_skip(
-                    watch, item.relpath, Reason.SYMLINK, "a directory on its path is a symlink", None
+                    watch, item.relpath, Reason.SYMLINK, "a directory on its path is a symlink", None, name
                 )
             return
         try:
@@ -158,9 +162,12 @@ class Pipeline:
             started = time.perf_counter()
             display = watch.display(item.relpath)
             try:
-                judgement = ctx.judge.judge_name(dir_fd, name, display, require_single_link=True)
+                judgement = ctx.judge.judge_name(
+                    dir_fd, name, display, require_single_link=True, relative=item.relpath
+                )
             except Exception as exc:  # MemoryError included: the file is then unscanned, never clean
-                log.error("judging failed", watch=watch.id, path=display, error=type(exc).__name__)
+                shown = path_fields(watch, item.relpath, None)["path"]  # name not judged: masked
+                log.error("judging failed", watch=watch.id, path=shown, error=type(exc).__name__)
                 judgement = Judgement(
                     display, unscanned(Reason.DETECTOR_ERROR, type(exc).__name__, "pipeline")
                 )
@@ -184,7 +191,9 @@ class Pipeline:
     ) -> None:
         refusal = judgement.refusal
         if refusal is not None and refusal.reason in SKIP_REASONS:
-            self._audit_skip(watch, item.relpath, refusal.reason, refusal.detail, refusal.identity)
+            self._audit_skip(
+                watch, item.relpath, refusal.reason, refusal.detail, refusal.identity, judgement.name
+            )
             if refusal.identity is not None:
                 self.state.record_judged(refusal.identity, None, "skipped", ctx.ruleset, watch.id)
             return
@@ -211,7 +220,7 @@ class Pipeline:
             planned = self._plan(ctx, watch, decision, snapshot is not None)
             body = {
                 "watch": watch.id,
-                **path_fields(watch, item.relpath),
+                **path_fields(watch, item.relpath, judgement.name),
                 "origin": item.origin,
                 "identity": identity_fields(
                     snapshot.identity if snapshot else (refusal.identity if refusal else None)
@@ -238,7 +247,7 @@ class Pipeline:
             log.error(
                 "decision not recordable",
                 watch=watch.id,
-                path=path_fields(watch, item.relpath)["path"],
+                path=path_fields(watch, item.relpath, judgement.name)["path"],
                 error=type(exc).__name__,
             )
             decision = unrecorded(watch.settings)
@@ -353,7 +362,7 @@ class Pipeline:
         snapshot, refusal = judgement.snapshot, judgement.refusal
         return {
             "watch": watch.id,
-            **path_fields(watch, item.relpath),
+            **path_fields(watch, item.relpath, judgement.name),
             "origin": item.origin,
             "identity": identity_fields(
                 snapshot.identity if snapshot else (refusal.identity if refusal else None)
@@ -568,7 +577,9 @@ class Pipeline:
             return False
         finally:
             os.close(target_fd)
-        self._done(watch, op_id, "release", {"to": os.path.join(*parts[:-1], final) if parts[:-1] else final})
+        to = os.path.join(*parts[:-1], final) if parts[:-1] else final
+        # Shown as the decision shows the path: the name judged, matched spans masked (and printable).
+        self._done(watch, op_id, "release", {"to": self.context.judge.judge_relative_name(to)[0].show()})
         return True
 
     def _intend(self, watch: ActiveWatch, op_id: str, op: str, intent: dict[str, Any]) -> bool:
@@ -655,13 +666,19 @@ class Pipeline:
         log.error("action failed", op=op, watch=watch.id, error=exc.strerror or str(exc))
 
     def _audit_skip(
-        self, watch: ActiveWatch, relpath: str, reason: Reason, detail: str, identity: FileIdentity | None
+        self,
+        watch: ActiveWatch,
+        relpath: str,
+        reason: Reason,
+        detail: str,
+        identity: FileIdentity | None,
+        name: JudgedName | None,
     ) -> None:
         self.audit.append(
             "skipped",
             {
                 "watch": watch.id,
-                **path_fields(watch, relpath),
+                **path_fields(watch, relpath, name),
                 "reason": reason.value,
                 "detail": detail,
                 "identity": identity_fields(identity),

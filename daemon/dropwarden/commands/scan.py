@@ -19,8 +19,8 @@ from dropwarden.cli import EXIT_USAGE, app_context, config_option
 from dropwarden.judge import Judgement
 from dropwarden.plugins import PluginLoadError
 from dropwarden.runtime import build_runtime
-from dropwarden.verdict import Reason, VerdictKind, unscanned
-from dropwarden.walk import Entry, WalkError, walk
+from dropwarden.verdict import Problem, Reason, VerdictBuilder, VerdictKind
+from dropwarden.walk import Entry, WalkError, display_path, walk
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNSCANNED = 0, 1, 3
 _PROGRESS_AFTER = 200
@@ -82,19 +82,42 @@ def _judge_all(runtime, paths: tuple[str, ...], fmt: str) -> Iterator[Judgement]
     with progress:
         count = 0
         for path in paths:
+            root = display_path(path)
             for item in walk(path):
                 if isinstance(item, WalkError):
-                    yield Judgement(item.display_path, unscanned(Reason.UNREADABLE, item.detail, "walk"))
+                    yield _walk_error(runtime, item, _relative(root, item.display_path))
                 else:
-                    yield _judge_entry(runtime, item)
+                    yield _judge_entry(runtime, item, _relative(root, item.display_path, item.name))
                 count += 1
                 if count == _PROGRESS_AFTER:
                     progress.update(task, visible=True)
                 progress.update(task, completed=count)
 
 
-def _judge_entry(runtime, entry: Entry) -> Judgement:
-    return runtime.judge.judge_name(entry.dir_fd, entry.name, entry.display_path)
+def _judge_entry(runtime, entry: Entry, relative: str) -> Judgement:
+    return runtime.judge.judge_name(entry.dir_fd, entry.name, entry.display_path, relative=relative)
+
+
+def _walk_error(runtime, error: WalkError, relative: str) -> Judgement:
+    """An unreadable directory or file: unscanned, its name judged (and redacted) like any other."""
+    name, runs = runtime.judge.judge_relative_name(relative, error.display_path)
+    builder = VerdictBuilder()
+    builder.add_problem(Problem(Reason.UNREADABLE, error.detail, "walk"))
+    for run in runs:
+        builder.add_findings(run.findings)
+        if run.problem:
+            builder.add_problem(run.problem)
+    return Judgement(name.show_path(error.display_path), builder.build(), runs=runs, name=name)
+
+
+def _relative(root: str, shown: str, name: str | None = None) -> str:
+    """The part of a walked path below the scanned PATH (the name alone when PATH is the file): what
+    is judged as the file's name."""
+    if shown != root and shown.startswith(root):
+        rest = shown[len(root) :].lstrip("/")
+        if rest:
+            return rest
+    return name if name is not None else shown.rstrip("/").rpartition("/")[2] or shown
 
 
 def file_record(judgement: Judgement) -> dict[str, Any]:
