@@ -183,12 +183,31 @@ def test_the_daemon_keeps_a_number_in_a_name_out_of_every_output_but_the_sidecar
             lambda: paths["alerts"].exists() and len(paths["alerts"].read_text().splitlines()) == 2,
             what="two alerts",
         )
+        assert all(sidecar.stat().st_mode & 0o777 == 0o600 for sidecar in sidecars)
         with urllib.request.urlopen(
             f"http://127.0.0.1:{metrics_port(daemon)}/metrics", timeout=10
         ) as response:
             metrics = response.read().decode()
     finally:
         daemon.stop()
+
+    # The operator restores one and purges the other: their audit records mask the name too.
+    ids = [json.loads(sidecar.read_text())["id"] for sidecar in sidecars]
+    originals = {base64.b64decode(json.loads(s.read_text())["original_path_b64"]) for s in sidecars}
+    restored_to = tmp_path / "restored"
+    restored_to.mkdir()
+    config = str(paths["config"])
+    restore = run_cli("quarantine", "restore", ids[0], "--to", str(restored_to), "--config", config)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    purge = run_cli("quarantine", "purge", ids[1], "--yes", "--config", config)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    operator = [
+        r["body"] for r in daemon.records() if r["type"] in ("quarantine.restore", "quarantine.purge")
+    ]
+    assert len(operator) == 4 and all("[******1111]" in r["original_path"] for r in operator)
+    destinations = [r["destination"] for r in operator if "destination" in r]
+    assert len(destinations) == 2
+    assert all(d.startswith(f"{restored_to}/card-[******1111]") for d in destinations), destinations
 
     decisions = [r["body"] for r in daemon.records("decision")]
     assert sorted(d["path"] for d in decisions) == sorted(
@@ -215,11 +234,6 @@ def test_the_daemon_keeps_a_number_in_a_name_out_of_every_output_but_the_sidecar
         for raw in RAW:
             assert raw not in text, f"{raw!r} in the {what}"
 
-    originals = set()
-    for sidecar in sidecars:
-        assert sidecar.stat().st_mode & 0o777 == 0o600
-        meta = json.loads(sidecar.read_text())
-        originals.add(base64.b64decode(meta["original_path_b64"]))
     assert originals == {os.fsencode(paths["inbox"]) + b"/" + name for name in names}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from dropwarden.audit import AuditError
 from dropwarden.audit.spool import record_event
 from dropwarden.cli import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings, WatchSettings
+from dropwarden.names import redact_path
 from dropwarden.quarantine import (
     QuarantineError,
     QuarantineStore,
@@ -22,6 +24,7 @@ from dropwarden.quarantine import (
     display_bytes,
     is_item_id,
 )
+from dropwarden.runtime import build_runtime
 from dropwarden.state import State
 
 EXIT_REFUSED = 1
@@ -143,12 +146,16 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
             destination = display_bytes(target)
         except QuarantineError as exc:
             _refuse(f"not restored: {exc}")
+        with _PathMasker(settings) as mask:
+            shown_original = mask.original(meta)
+            folder, _, basename = target.rpartition(b"/")
+            shown = shown_original if to_dir is None else mask(folder or b"/", basename)
         body = {
             "id": item_id,
             "watch": meta.get("watch", watch.id),
             "sha256": meta.get("sha256"),
-            "original_path": meta.get("original_path"),
-            "destination": destination,
+            "original_path": shown_original,
+            "destination": shown,
             "operator_uid": os.getuid(),
         }
         intent = audit_event(settings, "quarantine.restore", {**body, "phase": "intent"})
@@ -171,15 +178,20 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
             audit_event(
                 settings,
                 "quarantine.restore",
-                {**body, "phase": "refused", "intent_seq": intent, "error": str(exc)},
+                {
+                    **body,
+                    "phase": "refused",
+                    "intent_seq": intent,
+                    "error": str(exc).replace(destination, shown),
+                },
             )
             _refuse(f"not restored: {exc}")
     state.close()
-    done = {**body, "destination": display_bytes(os.fsencode(restored)), "phase": "done"}
+    done = {**body, "phase": "done"}
     if audit_event(settings, "quarantine.restore", {**done, "intent_seq": intent}) is None:
-        click.echo(f"restored {item_id} to {done['destination']}")
+        click.echo(f"restored {item_id} to {display_bytes(os.fsencode(restored))}")
         _refuse("the restore happened but its completion could not be audited (the intent record was)")
-    click.echo(f"restored {item_id} to {done['destination']}")
+    click.echo(f"restored {item_id} to {display_bytes(os.fsencode(restored))}")
 
 
 @quarantine.command("purge")
@@ -212,11 +224,13 @@ def purge_command(ctx: click.Context, item_id: str, yes: bool, config_path: Path
                 confirmed = False
             if not confirmed:
                 _refuse(f"not purged: {item_id} (confirm, or pass --yes)")
+        with _PathMasker(settings) as mask:
+            shown_original = mask.original(meta) if meta else original
         body = {
             "id": item_id,
             "watch": meta.get("watch", watch.id),
             "sha256": sha256,
-            "original_path": original,
+            "original_path": shown_original,
             "operator_uid": os.getuid(),
         }
         intent = audit_event(settings, "quarantine.purge", {**body, "phase": "intent"})
@@ -250,6 +264,38 @@ def _watched_as(settings: Settings, destination: bytes) -> list[tuple[str, bytes
             if watch.recursive or b"/" not in relpath:
                 found.append((watch.id, relpath))
     return found
+
+
+class _PathMasker:
+    """Paths for audit records as the daemon records them: the name judged by the configured rules,
+    each matched span masked (all of the name when the rules cannot be loaded). The exact path is in
+    the sidecar, and in what these commands print for the operator who reads it."""
+
+    def __init__(self, settings: Settings) -> None:
+        try:
+            self._runtime = build_runtime(settings)
+        except Exception:  # a plugin that fails to load: mask whole names rather than show them
+            self._runtime = None
+
+    def __enter__(self) -> _PathMasker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+    def __call__(self, root: bytes, relative: bytes) -> str:
+        name = self._runtime.judge.judge_relative_name(relative)[0] if self._runtime else None
+        return display_bytes(redact_path(os.fsdecode(root), relative, name)[1])
+
+    def original(self, meta: dict[str, Any]) -> str:
+        """The item's original path, masked (the whole path when the sidecar's paths are unusable)."""
+        try:
+            original = destination_of(meta, None)
+            relative = base64.b64decode(str(meta["relative_path_b64"]), validate=True)
+        except (QuarantineError, KeyError, ValueError):
+            return "(unusable sidecar path)"
+        return self(original[: len(original) - len(relative) - 1] or b"/", relative)
 
 
 def _open_store(watch: WatchSettings) -> QuarantineStore | None:
