@@ -135,6 +135,17 @@ def test_scan_reports_the_name_finding_and_never_the_raw_name(tmp_path: Path, wr
     assert finding["type"] == "CREDIT_CARD" and finding["location"]["view"] == "name:words"
 
 
+def test_scan_prints_names_that_look_like_markup_as_they_are(tmp_path: Path, write_config: Any) -> None:
+    """Regression: the text report read names as rich markup, so `[/]z.txt` stopped it with a
+    MarkupError and `[bold red]y.txt` was printed styled, without its brackets."""
+    (tmp_path / "drop" / "[").mkdir(parents=True)
+    (tmp_path / "drop" / "[" / "]z.txt").write_text(CLEAN)
+    (tmp_path / "drop" / "[bold red]y.txt").write_text(CLEAN)
+    result = run_cli("scan", "--config", str(write_config()), str(tmp_path / "drop"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[/]z.txt" in result.stdout and "[bold red]y.txt" in result.stdout
+
+
 # ------------------------------------------------------------------------------------------ daemon
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -180,7 +181,8 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
             else (record["path"])
         )
         verdict = record["verdict"]
-        table.add_row(f"[{_STYLES[verdict]}]{verdict}[/]", path, detail)
+        # A name or reason is text, not markup: "[/x].txt" would otherwise stop the report.
+        table.add_row(f"[{_STYLES[verdict]}]{verdict}[/]", escape(path), escape(detail))
     console.print(table)
     by_type = ", ".join(f"{t} {n}" for t, n in summary["findings_by_type"].items())
     console.print(
