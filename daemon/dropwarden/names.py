@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -140,10 +139,6 @@ def redact_path(root: str, relative: str | bytes, name: JudgedName | None) -> tu
     full = os.fsencode(os.path.join(root, os.fsdecode(rel)))
     prefix = full[: len(full) - len(name.raw)]
     return display_name(prefix) + name.show(), prefix + name.show_bytes()
-
-
-def path_b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _pieces(raw: bytes) -> list[tuple[str, bytes]]:
