@@ -137,12 +137,17 @@ def file_record(judgement: Judgement) -> dict[str, Any]:
             }
             for finding in verdict.findings
         ],
+        # per type: how many were found ("exact": false, at least that many) and how many are listed
+        "counts": verdict.counts_dicts(),
     }
 
 
 def summarise(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     verdicts = Counter(r["verdict"] for r in results)
-    types = Counter(f["type"] for r in results for f in r["findings"])
+    types: Counter[str] = Counter()
+    for record in results:
+        for count in record["counts"]:
+            types[count["type"]] += count["count"]
     return {
         "files": len(results),
         **{kind.value: verdicts.get(kind.value, 0) for kind in VerdictKind},
@@ -171,7 +176,7 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     table.add_column("DETAIL", overflow="fold")
     for record in results:
         if record["findings"]:
-            counts = Counter(f["type"] for f in record["findings"])
+            counts = {c["type"]: c["count"] for c in record["counts"]}
             detail = ", ".join(f"{t}×{n}" if n > 1 else t for t, n in sorted(counts.items()))
         else:
             detail = record["reason"] or ""
