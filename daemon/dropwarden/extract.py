@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from dropwarden.framing import EndNotFound, image_end
 from dropwarden.intake import Snapshot
 from dropwarden.registry import Extractor, Incomplete
-from dropwarden.sniff import FileType, sniff
+from dropwarden.sniff import FileType, sniff, utf16_without_bom
 from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden.trailing import trailing_view
 from dropwarden.verdict import Problem, Reason
@@ -63,15 +63,9 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
     out = Extraction(file_type)
     if file_type.kind == "text":
         try:
-            decoded = decode_text(snapshot.data)
+            out.views.append(text_view(snapshot.data))
         except DecodeError as exc:
             out.problems.append(Problem(Reason.DECODE_ERROR, str(exc), "text"))
-        else:
-            provenance = {"source": "file"}
-            if decoded.utf8 is not None:
-                out.views.append(TextView.from_utf8("text", decoded.text, decoded.utf8, provenance))
-            else:
-                out.views.append(TextView("text", decoded.text, decoded.encoding, provenance))
     elif file_type.kind == "image":
         out.views.append(ImageView("image", snapshot.data, file_type.name, {"source": "file"}))
         _add_trailing(out, snapshot.data, file_type.name, runner.max_trailing_bytes)
@@ -91,6 +85,18 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
         except Exception as exc:
             out.problems.append(Problem.from_exception(exc, source))
     return out
+
+
+def text_view(data: bytes) -> TextView:
+    """The file's text, view "text". ASCII is its own UTF-8, so its view decodes nothing unless a
+    detector reads `text` (the regex detector reads `sliceable`): no second copy of a large file."""
+    provenance = {"source": "file"}
+    if data.isascii() and utf16_without_bom(data[:8192]) is None:
+        return TextView.from_ascii("text", data, provenance)
+    decoded = decode_text(data)
+    if decoded.utf8 is not None:
+        return TextView.from_utf8("text", decoded.text, decoded.utf8, provenance)
+    return TextView("text", decoded.text, decoded.encoding, provenance)
 
 
 def _add_trailing(out: Extraction, data: bytes, file_type: str, limit: int) -> None:

@@ -64,8 +64,10 @@ class RegexDetector:
         counted, and past `limits.counted` of a type the engine stops matching that type's rules."""
         if getattr(view, "kind", None) != "text" or self.path_allowed(ctx.display_path):
             return Findings()
-        text: str = view.text  # type: ignore[union-attr]
-        if not text:
+        # Rules matched on decoded text need all of it; the others only slices (an ASCII file's
+        # view then never decodes the whole file)
+        text = view.text if self.engine.needs_text else view.sliceable  # type: ignore[union-attr]
+        if not len(text):
             return Findings()
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on

@@ -32,6 +32,9 @@ class MatchEngine(Protocol):
     with one nearby (`has_context`)."""
 
     name: str
+    # Whether `text` must be a str (rules matched on decoded text); else anything that measures, slices,
+    # counts and finds as a str does (`dropwarden.views.AsciiText`).
+    needs_text: bool
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         """All matches of all rules in `text` (whose UTF-8 encoding is `data`), sorted."""
@@ -97,6 +100,7 @@ class PythonEngine:
         self._contexts = contexts_of(rules)
         self._validators = validators_of(rules)
         self.segment = SEGMENT
+        self.needs_text = any(rule.unicode for rule in rules)
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
@@ -292,6 +296,7 @@ class HyperscanEngine:
             self._fast.ids[expression] for expression in triggers if self._fast is not self._precise
         )
         self.fallback = [index for index in range(len(rules)) if index not in compiled]
+        self.needs_text = any(rules[index].unicode for index in self.fallback)
         # the precise database's ids of every context word expression (scanned first in a dense segment)
         precise_ids = self._precise.ids if self._precise else {}
         self._context_ids = tuple(
