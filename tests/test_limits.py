@@ -204,3 +204,21 @@ def test_the_daemon_records_and_alerts_a_dense_megabyte_in_bounded_lines_with_th
     assert len(alerts.read_text()) < 40_000  # was 12.7 MB
     (sidecar,) = quarantine.glob("*.json")
     assert sidecar.stat().st_size < 40_000  # was 28 MB
+
+
+def test_an_ascii_file_is_judged_without_decoding_it_whole(tmp_path):
+    """Its view reads the file's own bytes as text; the regex detector only slices them, so a 64 MiB
+    file is not held twice. A detector that reads `text` still gets all of it."""
+    from dropwarden.extract import text_view
+
+    data = b"mail taro@example.jp\n" + b"x" * 5000 + b"\ncard 4111 1111 1111 1111 end\n"
+    view = text_view(data)
+    found = RegexDetector(RulesSettings()).detect(view, DetectContext(Fingerprinter(KEY), "/x"))
+    assert "_text" not in view.__dict__  # never decoded
+    decoded = TextView.from_utf8("text", data.decode(), data)
+    assert found == RegexDetector(RulesSettings()).detect(decoded, DetectContext(Fingerprinter(KEY), "/x"))
+    assert [(f.type, f.location.line, f.excerpt) for f in found] == [
+        ("EMAIL", 1, "mail [******jp] xxxxxxxxxxxxxxx"),
+        ("CREDIT_CARD", 3, "xxxxxxxxxx card [******1111] end "),
+    ]
+    assert view.text == data.decode() and len(view.sliceable) == len(data)
