@@ -201,7 +201,11 @@ def test_the_daemon_records_and_alerts_a_dense_megabyte_in_bounded_lines_with_th
     assert decision["verdict"] == "finding" and len(decision["findings"]) == 50
     (run,) = [r for r in decision["detectors"] if r["detector"] == "regex" and r["view"] == "text"]
     assert (run["findings"], run["kept"]) == (count, 50)
+    expected = [{"type": "CREDIT_CARD", "count": count, "kept": 50, "severity": "high", "exact": True}]
+    assert decision["counts"] == expected
     assert len(alerts.read_text()) < 40_000  # was 12.7 MB
+    (alert,) = [json.loads(raw) for raw in alerts.read_text().splitlines()]
+    assert alert["dropwarden"]["counts"] == expected and len(alert["dropwarden"]["findings"]) == 50
     (sidecar,) = quarantine.glob("*.json")
     assert sidecar.stat().st_size < 40_000  # was 28 MB
 

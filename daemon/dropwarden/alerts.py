@@ -78,8 +78,10 @@ def alert_payload(
     actions: tuple[str, ...],
     audit_seq: int | None,
     audit_head: dict[str, Any] | None = None,
+    counts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`audit_head`: the durable audit chain head (log_id, seq, hash) when the alert was raised."""
+    """`audit_head`: the durable audit chain head (log_id, seq, hash) when the alert was raised;
+    `counts`: per type, how many findings were made and how many of them `findings` holds."""
     top = max((f.severity for f in findings), default=Severity.MEDIUM)
     return {
         "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -119,6 +121,7 @@ def alert_payload(
                 }
                 for f in findings
             ],
+            **({"counts": counts} if counts else {}),
         },
     }
 

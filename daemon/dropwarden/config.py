@@ -122,7 +122,7 @@ class WatchSettings(Strict):
     ignore: list[str] = ["*.part", "*.tmp", ".~lock*", "*.crdownload", ".*.swp"]
     min_severity: str = "medium"
     on_finding: list[Action] = ["quarantine", "alert"]
-    on_unscanned: list[Action] = ["quarantine"]
+    on_unscanned: list[Action] = ["quarantine", "alert"]
     release_to: Path | None = None
     quarantine_dir: Path | None = None
     observer: Literal["inotify", "polling"] = "inotify"

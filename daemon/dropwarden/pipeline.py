@@ -20,6 +20,7 @@ import structlog
 from dropwarden.activewatch import ActiveWatch
 from dropwarden.alerts import AlertDispatcher, alert_payload
 from dropwarden.audit import AuditError, AuditLog
+from dropwarden.findings import Finding
 from dropwarden.fsops import make_subdir_chain, open_subdir_chain
 from dropwarden.handover import (
     NotTheJudgedFile,
@@ -37,7 +38,7 @@ from dropwarden.policy import Decision, decide, operator_release, unrecorded
 from dropwarden.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
 from dropwarden.settle import Hint, WorkItem
 from dropwarden.state import State
-from dropwarden.verdict import Reason, unscanned
+from dropwarden.verdict import Reason, Verdict, unscanned
 
 log = structlog.get_logger("dropwarden.pipeline")
 
@@ -231,6 +232,7 @@ class Pipeline:
                 "outcome": decision.outcome,
                 "reason": verdict.reason,
                 "findings": [f.to_dict() for f in verdict.findings],
+                "counts": verdict.counts_dicts(),
                 "detectors": [run.to_dict() for run in judgement.runs],
                 "actions": planned,
                 **({"operator_released_from": released_from} if released_from else {}),
@@ -273,8 +275,8 @@ class Pipeline:
             audit_seq=record.seq,
         )
         self._count("verdicts", decision.outcome)
-        for finding in recorded:
-            self._count("findings", finding.type)
+        for finding_type, count in _true_counts(verdict, recorded).items():
+            self._count("findings", finding_type, count)
 
         alert_id = next((p["id"] for p in planned if p["op"] == "alert"), None)
         if alert_id is not None:
@@ -292,6 +294,7 @@ class Pipeline:
                     actions=decision.actions,
                     audit_seq=record.seq,
                     audit_head=self.audit.durable_head(),
+                    counts=verdict.counts_dicts() if findings else [],
                 )
 
             try:
@@ -686,9 +689,9 @@ class Pipeline:
         )
         self._count("verdicts", "skipped")
 
-    def _count(self, table: str, key: str) -> None:
+    def _count(self, table: str, key: str, by: int = 1) -> None:
         with self._lock:
-            getattr(self.counters, table)[key] += 1
+            getattr(self.counters, table)[key] += by
 
     # ------------------------------------------------------------------------------------------ health
 
@@ -763,6 +766,15 @@ class Pipeline:
         watch.store = fresh
         log.warning("quarantine directory re-opened", watch=watch.id, path=str(fresh.path), was=problem)
         return None
+
+
+def _true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str]:
+    """Findings per type as made, not only as kept within the caps; none when nothing was recorded."""
+    if not recorded:
+        return Counter()
+    if verdict.counts:
+        return Counter({c.type: c.count for c in verdict.counts})
+    return Counter(f.type for f in recorded)
 
 
 def _record_error(exc: BaseException) -> str:
