@@ -243,6 +243,15 @@ def test_every_position_changed_fails_the_audit_verify_command(closed_log: tuple
         expect_rejected(path, state, original, position, change(position, byte, 3), use_cli=True)
 
 
+def test_a_number_changed_past_a_floats_range_fails_verify(closed_log: tuple[Path, Path, bytes]) -> None:
+    """Regression (found by the exhaustive run): 1e+100 changed to 1e+400 reads as infinity, which
+    the canonical check then could not encode: `audit verify` died with a ValueError traceback."""
+    path, state, original = closed_log
+    position = original.index(b"1e+100") + 3
+    expect_rejected(path, state, original, position, ord("4"), use_cli=False)
+    expect_rejected(path, state, original, position, ord("4"), use_cli=True)
+
+
 @settings(max_examples=EXAMPLES or 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_byte_at_any_position_fails_the_audit_verify_command(
