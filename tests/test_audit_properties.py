@@ -7,9 +7,11 @@ byte of a log that holds escapes, multi-byte UTF-8, numbers, nesting, checkpoint
   of the record it parses to (`canonical(record) == line`). Canonical encoding is a function of the
   record, so a different line that still parses is a *different record*: JSON whitespace, `\\u00e9`
   for `é`, `1.0e0` for `1.0`, upper-case hex in an escape, a reordered key — none of them are
-  canonical, so none can stand in for the original bytes. The different record then differs either
-  in its `hash` field (and its hash no longer matches its unchanged content) or in its content (and
-  its content no longer matches its unchanged `hash`, short of a SHA-256 second preimage).
+  canonical, so none can stand in for the original bytes (nor can a number pushed past a float's
+  range, 1e+400, which reads as infinity and has no canonical form). The different record then
+  differs either in its `hash` field (and its hash no longer matches its unchanged content) or in
+  its content (and its content no longer matches its unchanged `hash`, short of a SHA-256 second
+  preimage).
 * A newline replaced by another byte joins two records into one line, which is not one JSON value
   ("Extra data"); the last newline replaced leaves a torn last line, which `verify` reports.
 * A byte replaced by a newline splits a record: the first part is a proper prefix of one JSON
