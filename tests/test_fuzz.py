@@ -7,7 +7,8 @@ RecursionError, a UnicodeEncodeError out of a JSON writer…) fails the test wit
 The default budget keeps this file well under a minute for CI. For a long run, set
 DROPWARDEN_FUZZ_EXAMPLES (examples per test), e.g.:
 
-    DROPWARDEN_FUZZ_EXAMPLES=20000 .venv/bin/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+    DROPWARDEN_FUZZ_EXAMPLES=5000 .venv/bin/pytest -q tests/test_fuzz.py --timeout=0 \
+        --hypothesis-show-statistics
 """
 
 from __future__ import annotations
