@@ -99,6 +99,28 @@ def test_bytes_that_are_not_utf8_are_masked_in_the_bytes_too(judge: Any) -> None
     assert data == b"/in/card-[******1111]-\xff.txt"
 
 
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (b"x\xff" + CARD.encode() + b".txt", "x\\xff[******1111].txt"),  # an invalid byte glued to it
+        (b"\xff\xfe" + CARD.encode() + b".txt", "\\xff\\xfe[******1111].txt"),
+        ("４１１１１１１１１１１１１１１１.txt".encode(), "[******１１１１].txt"),  # full-width digits
+        ("カード".encode("shift_jis") + CARD.encode() + b".txt", "[******.txt]"),  # a Shift_JIS name
+    ],
+)
+def test_a_value_in_a_name_is_found_whatever_the_name_is_encoded_in(
+    judge: Any, name: bytes, shown: str
+) -> None:
+    """Neither bytes that are not UTF-8 nor full-width digits hide a number in a name. A name in a
+    legacy encoding is judged decoded; where it matched in the bytes is then unknown, so all of it is
+    masked."""
+    judged, runs = judge.judge_relative_name(name)
+    assert {f.type for run in runs for f in run.findings} == {"CREDIT_CARD"}
+    text, data = redact_path("/in", name, judged)
+    assert text == "/in/" + shown
+    assert CARD.encode() not in data and "1111111111" not in text
+
+
 def test_a_name_nobody_judged_is_masked_whole() -> None:
     """Fail closed: a path whose name was not judged (judging raised) shows no part of the name."""
     text, data = redact_path("/in", "sub/card-" + CARD, None)

@@ -11,7 +11,7 @@ from dropwarden.detect import DetectorRun, DetectorRunner
 from dropwarden.extract import extract_views
 from dropwarden.findings import Finding, Findings
 from dropwarden.intake import Refusal, Snapshot, take_snapshot
-from dropwarden.names import NAME_VIEW, NAME_VIEWS, WORDS_VIEW, JudgedName, name_views
+from dropwarden.names import DECODED_VIEW, NAME_VIEW, NAME_VIEWS, WORDS_VIEW, JudgedName, name_views
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Registry
 from dropwarden.sniff import FileType
@@ -134,7 +134,8 @@ class Judge:
 
 def _without_repeats(runs: list[DetectorRun]) -> list[DetectorRun]:
     """Drop findings of the words view of a name that a finding of the same type in the name as it
-    is overlaps: one value, one finding (its spans are masked either way)."""
+    is overlaps, and those of its legacy-encoding reading of a type found in either: one value, one
+    finding (its spans are masked either way)."""
     plain = [
         (f.type, f.location.offset, f.location.offset + (f.location.length or 0))
         for run in runs
@@ -150,11 +151,22 @@ def _without_repeats(runs: list[DetectorRun]) -> list[DetectorRun]:
         end = start + (finding.location.length or 0)
         return any(kind == finding.type and s < end and start < e for kind, s, e in plain)
 
-    return [
+    runs = [
         dataclasses.replace(
             run, findings=Findings((f for f in run.findings if not repeated(f)), run.findings.omitted)
         )
         if run.view == WORDS_VIEW
+        else run
+        for run in runs
+    ]
+    # A legacy-encoding reading of the name adds only types the display text did not show: a value
+    # found there too is already masked where it is, and need not hide the whole name.
+    shown = {f.type for run in runs if run.view in NAME_VIEWS for f in run.findings}
+    return [
+        dataclasses.replace(
+            run, findings=Findings((f for f in run.findings if f.type not in shown), run.findings.omitted)
+        )
+        if run.view == DECODED_VIEW
         else run
         for run in runs
     ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dropwarden.redact import mask_value
+from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden.views import TextView
 
 NAME_VIEW = "name"
@@ -14,7 +16,8 @@ NAME_VIEW = "name"
 # read as spaces: the rules' boundaries keep digits glued to letters ("ABC-1234") silent in text,
 # which in a name would hide exactly what it spells out. Character offsets are the same in both.
 WORDS_VIEW = "name:words"
-NAME_VIEWS = frozenset({NAME_VIEW, WORDS_VIEW})
+NAME_VIEWS = frozenset({NAME_VIEW, WORDS_VIEW})  # offsets are those of the display text
+DECODED_VIEW = "name:decoded"  # a name in a legacy encoding, decoded: its offsets are its own
 
 
 def display_name(relative: str | bytes) -> str:
@@ -23,15 +26,50 @@ def display_name(relative: str | bytes) -> str:
     return os.fsencode(relative).decode("utf-8", "backslashreplace")
 
 
+def judged_name(relative: str | bytes) -> str:
+    """The text the rules read for a name: `display_name` with each escaped byte (`\\xNN`) as four
+    spaces and each character whose compatibility form is one character (full-width digits and
+    letters) in that form. Offsets are those of `display_name`, so spans found here mask the right
+    characters; and neither an invalid byte nor a full-width digit can glue itself to a number."""
+    out = []
+    for shown, _ in _pieces(os.fsencode(relative)):
+        if len(shown) > 1:
+            out.append(" " * len(shown))
+            continue
+        folded = unicodedata.normalize("NFKC", shown)
+        out.append(folded if len(folded) == 1 else shown)
+    return "".join(out)
+
+
 def name_views(relative: str | bytes) -> list[TextView]:
-    """The relative path below the watched folder (or the scanned directory) as text views: as it is,
-    and with word separators as spaces when that changes it."""
-    text = display_name(relative)
+    """The relative path below the watched folder (or the scanned directory) as text views: as
+    `judged_name` reads it, and with word separators as spaces when that changes it."""
+    text = judged_name(relative)
     views = [TextView(NAME_VIEW, text, "utf-8", {"source": "name"})]
     words = _as_words(text)
     if words != text:
         views.append(TextView(WORDS_VIEW, words, "utf-8", {"source": "name", "derived_from": NAME_VIEW}))
+    legacy = _legacy_decoded(os.fsencode(relative))
+    if legacy is not None:
+        views.append(legacy)
     return views
+
+
+def _legacy_decoded(raw: bytes) -> TextView | None:
+    """A name that is not UTF-8 but is text in another encoding (a Shift_JIS name written by an SMB
+    client) as that text, word separators as spaces. Its offsets are not the display text's, so a
+    finding in it hides the whole name (`JudgedName.hidden`)."""
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    try:
+        decoded = decode_text(raw)
+    except DecodeError:
+        return None
+    text = _as_words(unicodedata.normalize("NFKC", decoded.text))
+    return TextView(DECODED_VIEW, text, decoded.encoding, {"source": "name", "derived_from": NAME_VIEW})
 
 
 def _as_words(text: str) -> str:
