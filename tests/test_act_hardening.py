@@ -7,6 +7,7 @@ cannot be written. Crash recovery of the hand-over steps runs a real process kil
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from dropwarden.activewatch import arm
 from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, WatchSettings
 from dropwarden.handover import is_work_name
-from dropwarden.intake import Snapshot, take_snapshot
+from dropwarden.intake import FileIdentity, Snapshot, take_snapshot
 from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.recovery import recover
 from dropwarden.settle import WorkItem
@@ -521,3 +522,89 @@ def test_a_judgement_that_cannot_be_recorded_is_recorded_unscanned_and_quarantin
 @pytest.fixture
 def drop(tmp_path: Path) -> Drop:
     return Drop(tmp_path)
+
+
+# ------------------------------------------------------------------------ 6. names in the state database
+
+SECRET_NAME = b"payroll-card-4111111111111111-ssn-123-45-6789.txt"
+
+
+def _intent_body(relpath: bytes) -> dict:
+    """What the pipeline writes ahead of a quarantine: the raw relative path and the sidecar (original
+    path, raw and base64), large enough (findings) to need overflow pages."""
+    original = b"/srv/drop/inbox/" + relpath
+    sidecar = {
+        "original_path": original.decode(),
+        "original_path_b64": base64.b64encode(original).decode(),
+        "relative_path_b64": base64.b64encode(relpath).decode(),
+        "findings": [{"type": "card", "excerpt": "[******1111]", "n": i} for i in range(200)],
+    }
+    return {
+        "op": "quarantine",
+        "watch": "inbox",
+        "relpath_b64": base64.b64encode(relpath).decode(),
+        "item_id": "ab" * 16,
+        "hold": ".dw-" + "ab" * 16 + ".hold",
+        "sidecar": sidecar,
+    }
+
+
+def _name_traces(relpath: bytes) -> list[bytes]:
+    body = _intent_body(relpath)
+    return [
+        b"4111111111111111",
+        body["relpath_b64"].encode(),
+        body["sidecar"]["original_path_b64"].encode()[8:40],
+    ]
+
+
+def _database_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name)}
+
+
+def test_a_finished_intent_leaves_no_raw_file_name_in_the_state_database_or_its_log(tmp_path):
+    """Raw names are in the state database only while a move is in flight: once the intent is finished
+    (done, aborted, failed), neither the database file (free pages included) nor its write-ahead log
+    holds the name's bytes, raw or base64 — also after a checkpoint by another connection. A pending
+    intent keeps its whole body (recovery needs it)."""
+    path = tmp_path / "state" / "state.db"
+    state = State(path)
+    try:
+        for n, outcome in enumerate(("done", "aborted", "failed")):
+            state.add_intent(f"{n:032x}", "quarantine", _intent_body(SECRET_NAME))
+            state.record_judged(FileIdentity(1, n, 2, 3, 4), None, "finding", "r", "inbox")
+            state.finish_intent(f"{n:032x}", outcome)
+        other = b"still-moving-4222222222222222.txt"
+        state.add_intent("f" * 32, "quarantine", _intent_body(other))
+        (pending,) = state.pending_intents()
+        assert pending.body == _intent_body(other)
+        external = sqlite3.connect(path)
+        external.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        external.close()
+        files = _database_bytes(path)
+        assert "state.db" in files
+        for name, data in files.items():
+            for trace in _name_traces(SECRET_NAME):
+                assert trace not in data, f"{trace!r} left in {name}"
+    finally:
+        state.close()
+
+
+def test_the_state_database_and_its_log_are_private_whatever_the_umask(tmp_path):
+    """state.db, -wal and -shm are created 0600 under umask 000, and an existing database left 0644 (an
+    older version) is tightened, with its -wal and -shm, when it is opened."""
+    path = tmp_path / "state" / "state.db"
+    old = os.umask(0)
+    try:
+        first = State(path)
+        first.add_intent("a" * 32, "release", {"watch": "inbox"})
+        private = {"state.db": 0o600, "state.db-wal": 0o600, "state.db-shm": 0o600}
+        assert {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()} == private
+        for p in path.parent.iterdir():
+            p.chmod(0o644)
+        State(path).close()  # `first` still open: -wal and -shm stay on disk
+        assert {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()} == private
+        assert path.parent.stat().st_mode & 0o777 == 0o750
+        first.close()
+    finally:
+        os.umask(old)

@@ -13,6 +13,7 @@ could not record meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -54,6 +55,10 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered I
 """
 
 
+_BUSY_MS = 30000
+_SCRUB_BUSY_MS = 200
+
+
 class StateError(Exception):
     """The state database cannot be used by this version (a newer schema)."""
 
@@ -90,15 +95,20 @@ class State:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         self.path = path
+        _private_files(path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        # Freed row space is zeroed: a finished intent's raw file name must not linger in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._wal_holds_names = False
         self.write_problem: str | None = None
         self._recovered = False
         self._db.executescript(_SCHEMA)
         self._migrate()
+        self._drop_finished_intents()
 
     def _migrate(self) -> None:
         """Bring an older database to SCHEMA_VERSION (one transaction: a daemon and a CLI opening it at
@@ -126,6 +136,23 @@ class State:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+
+    def _drop_finished_intents(self) -> None:
+        """Databases written before finished intents were deleted keep their raw names, in rows and in
+        free pages: those rows go and, once, the file is rewritten (VACUUM). Busy (another process is
+        using it): tried again at the next open."""
+        with self._lock:
+            done = self._db.execute("SELECT value FROM meta WHERE key='finished_intents_dropped'").fetchone()
+        if done:
+            return
+        with suppress(sqlite3.OperationalError):
+            with self.transaction() as db:
+                db.execute("DELETE FROM intents WHERE state != 'pending'")
+            with self._lock:
+                self._db.execute("VACUUM")
+            self._write("INSERT OR REPLACE INTO meta (key, value) VALUES ('finished_intents_dropped', '1')")
+            self._wal_holds_names = True
+            self.scrub_wal()
 
     def close(self) -> None:
         with self._lock:
@@ -260,7 +287,29 @@ class State:
         )
 
     def finish_intent(self, intent_id: str, state: str) -> None:
-        self._write("UPDATE intents SET state=?, finished=? WHERE id=?", (state, time.time(), intent_id))
+        """The move is over (done, aborted, failed, rolled_back, lost, orphaned): its intent, which held the
+        file's raw path (names may hold sensitive values), is deleted — recovery reads only pending ones,
+        the audit log keeps the outcome — and the write-ahead log that still held it is emptied."""
+        self._write("DELETE FROM intents WHERE id=?", (intent_id,))
+        self._wal_holds_names = True
+        self.scrub_wal()
+
+    def scrub_wal(self) -> bool:
+        """Checkpoint and truncate the write-ahead log when it may still hold a finished intent's raw name;
+        True when it holds none. A reader that keeps the log busy (a CLI) is not waited for long: the
+        next finished intent, or the daemon's tick, tries again."""
+        with self._lock:
+            if not self._wal_holds_names:
+                return True
+            try:
+                self._db.execute(f"PRAGMA busy_timeout={_SCRUB_BUSY_MS}")
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                busy = 1
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            self._wal_holds_names = bool(busy)
+            return not busy
 
     def pending_intents(self) -> list[Intent]:
         with self._lock:
@@ -305,3 +354,30 @@ class State:
     def outbox_depth(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
+
+
+def _private_files(path: Path) -> None:
+    """state.db 0600 whatever the umask (SQLite gives its -wal and -shm the database file's mode), created
+    here before SQLite opens it; an existing database and its -wal/-shm are tightened. The state
+    directory is the operator's: a state.db that is a link is followed, as SQLite does (its -wal and
+    -shm lie beside the target). A file owned by another user (a CLI run as someone else) is left to
+    its owner, who tightens it at its next open."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _tighten(fd)
+    target = os.path.realpath(path)
+    for suffix in ("-wal", "-shm"):
+        try:
+            fd = os.open(target + suffix, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        _tighten(fd)
+
+
+def _tighten(fd: int) -> None:
+    """Mode 0600 (closing `fd`)."""
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            with suppress(PermissionError):
+                os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
