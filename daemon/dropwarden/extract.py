@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING
 
 from dropwarden.framing import EndNotFound, image_end
 from dropwarden.intake import Snapshot
+from dropwarden.metadata import metadata_view
 from dropwarden.registry import Extractor, Incomplete
 from dropwarden.sniff import FileType, sniff, utf16_without_bom
 from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden.trailing import trailing_view
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
+
+# Images appended one after another after the file's image, each judged as an image; more: too_large.
+MAX_APPENDED = 4
+_BMP_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 if TYPE_CHECKING:
     from dropwarden.detect import DetectorRun, DetectorRunner
@@ -52,8 +57,8 @@ class Extraction:
 
 
 def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner) -> Extraction:
-    """The file's own views (decoded text; or the image, and the bytes after its end as text), then
-    each extractor's views.
+    """The file's own views (decoded text; or the image, its metadata as text, the bytes after its end
+    as text, and any image appended there as an image), then each extractor's views.
 
     Extractors run through `runner`: in a worker thread, bounded by its timeout, unless the extractor
     sets `bounded = True`. Failures and timeouts become problems (the file is then never "clean"), as
@@ -67,8 +72,7 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
         except DecodeError as exc:
             out.problems.append(Problem(Reason.DECODE_ERROR, str(exc), "text"))
     elif file_type.kind == "image":
-        out.views.append(ImageView("image", snapshot.data, file_type.name, {"source": "file"}))
-        _add_trailing(out, snapshot.data, file_type.name, runner.max_trailing_bytes)
+        _add_image(out, snapshot.data, file_type.name, runner.max_trailing_bytes)
     for extractor in extractors:
         kinds = getattr(extractor, "view_kinds", None)
         if kinds is not None and not any(view.kind in kinds for view in out.views):
@@ -99,15 +103,14 @@ def text_view(data: bytes) -> TextView:
     return TextView("text", decoded.text, decoded.encoding, provenance)
 
 
-def _add_trailing(out: Extraction, data: bytes, file_type: str, limit: int) -> None:
-    """The bytes after the image's end, as a text view every text rule judges (at most `limit` of
-    them; more is a too_large problem). An end that cannot be found is a problem too."""
-    try:
-        end = image_end(data, file_type)
-    except EndNotFound as exc:
-        reason = Reason.TOO_LARGE if exc.too_large else Reason.DECODE_ERROR
-        out.problems.append(Problem(reason, exc.detail, "image end"))
-        return
+def _add_image(out: Extraction, data: bytes, file_type: str, limit: int) -> None:
+    """The image, its metadata, and the bytes after its end: as text (at most `limit` of them; more is
+    a too_large problem), and, where they are themselves an image, as image views "appended1", ...
+    (each with its metadata) that OCR and vision judge like the file's own; an end that cannot be found
+    is a problem too."""
+    out.views.append(ImageView("image", data, file_type, {"source": "file"}))
+    _add_metadata(out, data, file_type, "metadata")
+    end = _end(out, data, file_type)
     if end is None:
         return
     trailing = trailing_view(data, end, limit)
@@ -123,3 +126,58 @@ def _add_trailing(out: Extraction, data: bytes, file_type: str, limit: int) -> N
                 "trailing data",
             )
         )
+    _add_appended(out, data, end)
+
+
+def _add_appended(out: Extraction, data: bytes, offset: int) -> None:
+    """Image views of the images appended one after another from `offset`, at most MAX_APPENDED."""
+    for index in range(1, MAX_APPENDED + 2):
+        inner = appended_image(data, offset)
+        if inner is None:
+            return
+        name = f"appended{index}"
+        if index > MAX_APPENDED:
+            detail = (
+                f"more than {MAX_APPENDED} images appended after the image's end,"
+                f" only {MAX_APPENDED} read (MAX_APPENDED)"
+            )
+            out.problems.append(Problem(Reason.TOO_LARGE, detail, "appended images"))
+            return
+        rest = data[offset:]
+        end = _end(out, rest, inner, name)
+        image = rest if end is None else rest[:end]
+        provenance = {"source": "file", "part": "appended", "offset": offset, "bytes": len(image)}
+        out.views.append(ImageView(name, image, inner, provenance))
+        _add_metadata(out, image, inner, f"metadata:{name}")
+        if end is None or end >= len(rest):
+            return
+        offset += end
+
+
+def appended_image(data: bytes, offset: int) -> str | None:
+    """The format of the image that starts at `offset` (sniffed like a file), or None."""
+    head = data[offset : offset + 64]
+    found = sniff(head) if head else None
+    if found is None or found.kind != "image":
+        return None
+    if found.name == "bmp" and int.from_bytes(head[14:18], "little") not in _BMP_HEADERS:
+        return None  # "BM" opens many a text: only a real BMP info header makes it an image
+    return found.name
+
+
+def _end(out: Extraction, data: bytes, file_type: str, what: str = "image") -> int | None:
+    """Where the image in `data` ends (None: TIFF, no end; or a problem, then also None)."""
+    try:
+        end = image_end(data, file_type)
+    except EndNotFound as exc:
+        reason = Reason.TOO_LARGE if exc.too_large else Reason.DECODE_ERROR
+        out.problems.append(Problem(reason, exc.detail, f"{what} end"))
+        return None
+    return end
+
+
+def _add_metadata(out: Extraction, data: bytes, file_type: str, name: str) -> None:
+    found = metadata_view(data, file_type, name=name)
+    if found.view is not None:
+        out.views.append(found.view)
+    out.problems.extend(found.problems)

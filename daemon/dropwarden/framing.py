@@ -3,13 +3,15 @@
 Image decoders stop at the image's end marker (PNG `IEND`, JPEG `EOI`, the GIF trailer) or at the size
 the container states (WebP's RIFF size, BMP's pixel array): whatever follows is never decoded. These
 walkers only follow chunk lengths, marker segments, sub-blocks and IFD offsets, and give up after
-`MAX_STEPS` blocks. TIFF has no end (its pages are found through offsets), so it is not cut.
+`MAX_STEPS` blocks. TIFF has no end (its pages are found through offsets), so it is not cut. The
+same walks list the blocks that hold metadata (`dropwarden.metadata`).
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 
 # Blocks walked before giving up: a real 64 MiB GIF has ~260,000 sub-blocks; one made of 1-byte
 # sub-blocks to make the walk slow is refused instead (unscanned, too_large).
@@ -184,3 +186,92 @@ def _too_many(what: str) -> EndNotFound:
 
 
 _FINDERS = {"png": _png_end, "jpeg": _jpeg_end, "gif": _gif_end, "webp": _webp_end, "bmp": _bmp_end}
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk's data up to IEND; a chunk running past the data is cut there."""
+    pos, size = 8, len(data)
+    for _ in range(MAX_STEPS):
+        if pos + 8 > size:
+            return
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        yield kind, pos + 8, min(pos + 8 + length, size)
+        pos += 12 + length
+        if kind == b"IEND":
+            return
+    raise _too_many("PNG chunks")
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of each marker segment's payload up to EOI, skipping entropy-coded data
+    (as `image_end` walks it). Raises EndNotFound where the framing breaks."""
+    pos, size = 2, len(data)
+    for _ in range(MAX_STEPS):
+        while pos < size and data[pos] == 0xFF and pos + 1 < size and data[pos + 1] == 0xFF:
+            pos += 1
+        if pos + 3 >= size:
+            return
+        if data[pos] != 0xFF:
+            raise EndNotFound(f"JPEG: no marker at byte {pos} (bytes between segments)")
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2:
+            raise EndNotFound(f"JPEG: segment length {length} at byte {pos}")
+        yield marker, pos + 4, min(pos + 2 + length, size)
+        pos += 2 + length
+        if marker == 0xDA:
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                return
+            pos = found.start()
+    raise _too_many("JPEG segments")
+
+
+def gif_extensions(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(label, start, end, joined sub-blocks) of each extension block up to the trailer: `data[start:end]`
+    is the block's raw bytes after its label, length bytes included. Raises EndNotFound."""
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, size = 0, len(data)
+    while steps < MAX_STEPS:
+        if pos >= size or data[pos] == 0x3B:
+            return
+        introducer = data[pos]
+        if introducer == 0x21:
+            label, pos = data[pos + 1], pos + 2
+        elif introducer == 0x2C:
+            local = data[pos + 9]
+            label, pos = -1, pos + 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:
+            raise EndNotFound(f"GIF: unknown block 0x{introducer:02x} at byte {pos}")
+        start, parts = pos, []
+        while pos < size and (length := data[pos]) != 0 and steps < MAX_STEPS:
+            if label >= 0:
+                parts.append(data[pos + 1 : pos + 1 + length])
+            pos += 1 + length
+            steps += 1
+        pos += 1
+        steps += 1
+        if label >= 0:
+            yield label, start, min(pos, size), b"".join(parts)
+    raise _too_many("GIF blocks")
+
+
+def riff_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(fourcc, start, end) of each top-level chunk of a RIFF (WebP) container, within its stated size."""
+    (length,) = struct.unpack_from("<I", data, 4)
+    pos, size = 12, min(len(data), 8 + length)
+    for _ in range(MAX_STEPS):
+        if pos + 8 > size:
+            return
+        kind = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        yield kind, pos + 8, min(pos + 8 + length, size)
+        pos += 8 + length + (length & 1)
+    raise _too_many("RIFF chunks")
