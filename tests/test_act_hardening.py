@@ -608,3 +608,66 @@ def test_the_state_database_and_its_log_are_private_whatever_the_umask(tmp_path)
         first.close()
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------------ 7. unread items, restored
+
+
+def test_an_unread_item_changed_through_a_writers_descriptor_is_not_restored(tmp_path):
+    """A file too large to read is moved into the quarantine itself, so a writer that kept its descriptor
+    still reaches it: the item is made 0600 and its identity in the store recorded, and after the writer
+    changes it there `quarantine restore` refuses (exit 1, "changed after it was quarantined"), leaving
+    the item in the quarantine and the inbox empty."""
+    drop = Drop(tmp_path, extra="[limits]\nmax_file_size = 4096\n")
+    with_watch_lines(drop, 'on_unscanned = ["quarantine", "alert"]')
+    daemon = drop.daemon().start()
+    fd = open_writer(drop.inbox / "big.txt", b"x" * 8192)
+    try:
+        (sidecar,) = daemon.wait_for(drop.sidecars, what="quarantined unread")
+        item = drop.quarantine / sidecar["id"]
+        assert sidecar["sha256"] is None and "too_large" in sidecar["unread"]
+        assert item.stat().st_mode & 0o777 == 0o600, "an unread item is private like any other"
+        st = item.stat()
+        assert sidecar["stored_identity"] == {
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns,
+        }
+        time.sleep(0.05)
+        assert os.pwrite(fd, SSN_LINE, 0) == len(SSN_LINE), "the writer still reaches the item"
+        refused = run_cli("quarantine", "restore", sidecar["id"], "--config", str(drop.config))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "changed after it was quarantined" in refused.stderr
+        assert item.exists() and (drop.quarantine / f"{sidecar['id']}.json").exists()
+        time.sleep(0.5)
+        assert list(drop.inbox.iterdir()) == [], "the changed bytes did not go back"
+    finally:
+        os.close(fd)
+        daemon.stop()
+
+
+def test_a_restored_unread_item_is_judged_again_not_operator_released(tmp_path):
+    """Operator release applies to judged content only: an item quarantined unread (too large), restored
+    unchanged, is judged again where it lands — still too large, so unscanned and quarantined again —
+    never left in the inbox as `operator_released`."""
+    drop = Drop(tmp_path, extra="[limits]\nmax_file_size = 4096\n")
+    with_watch_lines(drop, 'on_unscanned = ["quarantine", "alert"]')
+    daemon = drop.daemon().start()
+    try:
+        write(drop.inbox / "big.txt", "y" * 8192 + SSN_LINE.decode())
+        (first,) = daemon.wait_for(drop.sidecars, what="quarantined unread")
+        restored = run_cli("quarantine", "restore", first["id"], "--config", str(drop.config))
+        assert restored.returncode == 0, restored.stderr
+        (again,) = daemon.wait_for(
+            lambda: [s for s in drop.sidecars() if s["id"] != first["id"]], what="quarantined again"
+        )
+        daemon.wait_for(lambda: len(drop.alert_lines()) == 2, what="alerted again")
+    finally:
+        daemon.stop()
+    assert list(drop.inbox.iterdir()) == []
+    assert again["sha256"] is None and "too_large" in again["unread"]
+    decisions = daemon.decisions_for("big.txt")
+    assert [d["outcome"] for d in decisions] == ["unscanned", "unscanned"]
+    assert not any("operator_released_from" in d for d in decisions)

@@ -11,7 +11,8 @@ quarantine. Instead (all within the watch's private store, on the watch's file s
 
 Every step is a rename or an unlink recorded by name in the write-ahead intent, so after a crash
 between any two, recovery tells from the names alone what to finish or undo (`recovery.py`).
-A file that was never read (too large, unreadable) is moved itself: nothing was judged to copy.
+A file that was never read (too large, unreadable) is moved itself: nothing was judged to copy. It
+keeps its inode, so it is made 0600 and its identity in the store recorded: restore refuses it changed.
 """
 
 from __future__ import annotations
@@ -126,9 +127,11 @@ def hand_over_copy(
 
 def hand_over_unread(
     store: QuarantineStore, src_dir_fd: int, name: str, item_id: str, dev_ino: tuple[int, int]
-) -> os.stat_result:
+) -> dict[str, int]:
     """Move a file that was never read into the store as `item_id` (steps 2 and 3 without a copy: there
-    are no judged bytes to copy); returns its lstat. NotTheJudgedFile when the name holds another inode."""
+    are no judged bytes to copy), then make it 0600; returns its identity there (`seal_unread`), which
+    its sidecar records: a writer still holding it open may change it, and then it is not restored.
+    NotTheJudgedFile when the name holds another inode."""
     hold = hold_name(item_id)
     held = _take(store, src_dir_fd, name, hold)
     if (held.st_dev, held.st_ino) != dev_ino:
@@ -141,7 +144,7 @@ def hand_over_unread(
         raise
     fsync_dir(store.fd)
     fsync_dir(src_dir_fd)
-    return held
+    return store.seal_unread(item_id)
 
 
 def _take(store: QuarantineStore, src_dir_fd: int, name: str, hold: str) -> os.stat_result:

@@ -213,7 +213,14 @@ class Pipeline:
             released = self.state.pending_operator_release(watch.id, relpath_bytes)
             released_from = None
             acts = decision.outcome in ("finding", "unscanned")
-            if released is not None and released.sha256 == judgement.sha256 and acts:
+            # Only judged content is released by an operator: a file never read (no sha256) is judged,
+            # and acted on, like any other.
+            if (
+                released is not None
+                and released.sha256 is not None
+                and released.sha256 == judgement.sha256
+                and acts
+            ):
                 decision = operator_release(watch.settings, decision, have_bytes=snapshot is not None)
                 released_from = released.item_id
             elif judgement.sha256 is not None and acts:
@@ -513,7 +520,7 @@ class Pipeline:
         if not self._intend(watch, item_id, "quarantine", intent):
             return False
         try:
-            hand_over_unread(store, dir_fd, name, item_id, (st.st_dev, st.st_ino))
+            stored = hand_over_unread(store, dir_fd, name, item_id, (st.st_dev, st.st_ino))
         except NotTheJudgedFile:
             self._abort(watch, item, item_id, "quarantine")
             return False
@@ -523,7 +530,7 @@ class Pipeline:
         except OSError as exc:
             self._fail(item_id, "quarantine", watch, exc, store)
             return False
-        store.write_sidecar(item_id, sidecar)
+        store.write_sidecar(item_id, {**sidecar, "stored_identity": stored})
         self._done(watch, item_id, "quarantine", {"unread": True})
         return True
 
@@ -745,6 +752,7 @@ class Pipeline:
                     "state database not writable; files are judged again once it is",
                     problem=problems["state"],
                 )
+        self.state.scrub_wal()  # a finished intent's name left in the log by a busy reader goes now
         if self.state.take_recovered():
             self._state_trouble = False
             recovered.append("state")

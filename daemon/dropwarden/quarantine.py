@@ -110,7 +110,8 @@ def sidecar_for_unread(
     why: str,
 ) -> dict[str, Any]:
     """The sidecar of a file quarantined without being read (too large, unreadable): its metadata from
-    `st`, `sha256` null and `unread` saying why (restore cannot check bytes nobody read)."""
+    `st`, `sha256` null and `unread` saying why (restore cannot check bytes nobody read; the mover adds
+    `stored_identity`, `QuarantineStore.seal_unread`, which restore checks instead)."""
     return _sidecar(
         item_id=item_id,
         watch_id=watch_id,
@@ -290,6 +291,15 @@ class QuarantineStore:
         rename_noreplace(src_dir_fd, name, self.fd, hold_name)
         return os.stat(hold_name, dir_fd=self.fd, follow_symlinks=False)
 
+    def seal_unread(self, item_id: str) -> dict[str, int]:
+        """An item moved in unread keeps its inode, which a writer may still hold open: make it 0600 and
+        return its identity as it lies in the store (`stored_identity` in its sidecar), which `restore`
+        requires unchanged. The store is ours and private (0700), so its names are not links."""
+        _check_id(item_id)
+        with contextlib.suppress(PermissionError):  # not our file and not root: the identity still guards it
+            os.chmod(item_id, 0o600, dir_fd=self.fd)
+        return stored_identity(os.stat(item_id, dir_fd=self.fd, follow_symlinks=False))
+
     def give_back(self, hold_name: str, dst_dir_fd: int, name: str, tag: str) -> str:
         """Put a held file back under `name` in `dst_dir_fd`, or, when that name was taken meanwhile,
         under `name` tagged with `tag` (nothing is ever replaced). Returns the name used."""
@@ -412,8 +422,9 @@ class QuarantineStore:
         """Move an item back, to `to_dir/<original name>` or to its original path, and return where.
 
         Refused (QuarantineError, nothing changed) when the sidecar is missing, the quarantined bytes no
-        longer match its sha256, the destination directory cannot be opened without following a link,
-        or the destination name exists (never overwritten). The mode's permission bits (not set-id bits)
+        longer match its sha256 (an item quarantined unread: its `stored_identity` changed), the
+        destination directory cannot be opened without following a link, or the destination name exists
+        (never overwritten). The mode's permission bits (not set-id bits)
         are restored and, when running as root, the owner; the sidecar is removed afterwards.
         """
         meta = self.read_sidecar(item_id)
@@ -486,8 +497,11 @@ class QuarantineStore:
             if not stat.S_ISREG(before.st_mode):
                 raise QuarantineError(f"quarantine item {item_id} is not a regular file")
             expected = meta.get("sha256")
+            unread = expected is None and "unread" in meta
+            if unread:
+                _check_unread_unchanged(item_id, meta, before)
             # An item quarantined unread (too large, unreadable) has no recorded hash to check against.
-            digest = _hash_fd(fd) if expected is not None or "unread" not in meta else None
+            digest = _hash_fd(fd) if not unread else None
             after = os.fstat(fd)
             if digest != expected or (before.st_size, before.st_mtime_ns) != (
                 after.st_size,
@@ -544,6 +558,17 @@ class QuarantineStore:
             os.unlink(name, dir_fd=dir_fd)
             raise
         return out
+
+
+def stored_identity(st: os.stat_result) -> dict[str, int]:
+    """What must not change while an item lies in the store unread: its inode, size and times."""
+    return {
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 def tagged_name(name: str, tag: str) -> str:
@@ -678,6 +703,23 @@ def _check_private(path: Path, fd: int, parent_fd: int, same_fs_as_fd: int | Non
                 f"refusing quarantine directory {path}: it is on another file system than the watched"
                 " directory (a quarantine must be a rename); set quarantine_dir on the same file system"
             )
+
+
+def _check_unread_unchanged(item_id: str, meta: dict[str, Any], st: os.stat_result) -> None:
+    """An item quarantined unread has no hash: its identity in the store stands in for one. A writer that
+    kept a descriptor on it could have changed it there; then it does not go back. (Sidecars written
+    before identities were kept have none; such an item is judged again once restored, like any unread
+    item.)"""
+    recorded = meta.get("stored_identity")
+    if recorded is None:
+        return
+    now = stored_identity(st)
+    changed = [key for key in now if not isinstance(recorded, dict) or recorded.get(key) != now[key]]
+    if changed:
+        raise QuarantineError(
+            f"quarantine item {item_id} changed after it was quarantined ({', '.join(changed)} differ"
+            " from its sidecar's stored_identity); not restored"
+        )
 
 
 def _restore_metadata(fd: int, meta: dict[str, Any]) -> None:

@@ -39,7 +39,10 @@ def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> i
         store = watch.store if watch is not None else None
         finished_quarantine = outcome == "completed" and intent.op == "quarantine"
         if finished_quarantine and store and not store.has_sidecar(intent.id):
-            store.write_sidecar(intent.id, intent.body["sidecar"])
+            sidecar = intent.body["sidecar"]
+            if "unread" in sidecar:  # moved in unread, not yet made 0600 nor its identity recorded
+                sidecar = {**sidecar, "stored_identity": store.seal_unread(intent.id)}
+            store.write_sidecar(intent.id, sidecar)
         audit.append(
             {"completed": "action.done", "rolled_back": "action.rolled_back"}.get(outcome, "action.failed"),
             {

@@ -45,8 +45,8 @@ def audit_event(settings: Settings, type: str, body: dict[str, Any]) -> int | No
 def quarantine() -> None:
     """Quarantined files: list, show, restore, purge.
 
-    Exit status: 0 done, 1 refused (unknown id, altered bytes, destination exists, audit log
-    unavailable), 2 usage or configuration error. Restore and purge are recorded in the audit log
+    Exit status: 0 done, 1 refused (unknown id, altered bytes or an unread item changed after it was
+    quarantined, destination exists, audit log unavailable), 2 usage or configuration error. Restore and purge are recorded in the audit log
     and are not performed when it cannot be written (while the daemon runs it holds the log).
     """
 
@@ -136,6 +136,9 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
     The restored file is marked as released by an operator, there and once: a daemon watching the
     destination records its next judgement (outcome `operator_released`) instead of quarantining it
     again. The same content arriving anywhere else, or again, is judged and alerted on as usual.
+    An item quarantined unread (too large, unreadable) has no hash: it is refused when its identity
+    in the store (inode, size, times) changed since, and once restored it is judged again like any
+    new file (quarantined again if it is still too large).
     """
     settings = app_context(ctx, config_path).config().settings
     watch, store = _locate(settings, item_id)
@@ -165,9 +168,10 @@ def restore_command(ctx: click.Context, item_id: str, to_dir: Path | None, confi
         # there does not quarantine it again the moment it lands.
         state = State(settings.state.dir / "state.db")
         sha256 = meta.get("sha256") if isinstance(meta.get("sha256"), str) else None
+        # Only judged content is released: an item quarantined unread is judged again where it lands.
         releases = [
             state.allow_operator_release(watch_id, relpath, sha256, item_id)
-            for watch_id, relpath in _watched_as(settings, target)
+            for watch_id, relpath in (_watched_as(settings, target) if sha256 is not None else [])
         ]
         try:
             restored = store.restore(item_id, to_dir)
