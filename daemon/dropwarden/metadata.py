@@ -86,6 +86,8 @@ def metadata_view(
             used += size
     except EndNotFound:
         pass  # the image's framing is broken: `image end` reports it; what was read is judged
+    except Image.DecompressionBombError as exc:  # TIFF: Pillow refuses to open it at all
+        out.problems.append(Problem(Reason.TOO_LARGE, str(exc)[:200], name))
     except Exception as exc:  # Pillow's TIFF/EXIF parsers raise what they like on hostile input
         out.problems.append(Problem(Reason.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:200], name))
     if lines:
