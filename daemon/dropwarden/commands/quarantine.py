@@ -46,8 +46,9 @@ def quarantine() -> None:
     """Quarantined files: list, show, restore, purge.
 
     Exit status: 0 done, 1 refused (unknown id, altered bytes or an unread item changed after it was
-    quarantined, destination exists, audit log unavailable), 2 usage or configuration error. Restore and purge are recorded in the audit log
-    and are not performed when it cannot be written (while the daemon runs it holds the log).
+    quarantined, destination exists, audit log unavailable), 2 usage or configuration error. Restore
+    and purge are recorded in the audit log and are not performed when it cannot be written (while
+    the daemon runs it holds the log).
     """
 
 
