@@ -116,7 +116,7 @@ def take_snapshot(
             return refusal
         if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
             return Refusal(Reason.CHANGED, "name was replaced while opening", FileIdentity.of(st))
-        data, digest = _read_all(fd, max_size)
+        data, digest = _read_all(fd, st.st_size, max_size)
         after = os.fstat(fd)
     except OSError as exc:
         return Refusal(Reason.UNREADABLE, exc.strerror or str(exc))
@@ -153,16 +153,19 @@ def _refuse_type(st: os.stat_result, require_single_link: bool, max_size: int) -
     return None
 
 
-def _read_all(fd: int, max_size: int) -> tuple[bytes, str]:
-    """Read up to max_size + 1 bytes (one extra reveals growth), hashing while copying."""
-    digest = hashlib.sha256()
-    chunks: list[bytes] = []
-    remaining = max_size + 1
-    while remaining > 0:
+def _read_all(fd: int, expected: int, max_size: int) -> tuple[bytes, str]:
+    """Read up to max_size + 1 bytes (one extra reveals growth) and hash them.
+
+    The first read asks for the size fstat gave plus one, so a file that did not grow arrives in one
+    buffer of its own size: joining chunks would hold a 64 MiB file twice for a moment."""
+    first = os.read(fd, min(expected, max_size) + 1)
+    chunks = [first]
+    remaining = max_size + 1 - len(first)
+    while remaining > 0 and chunks[-1]:
         chunk = os.read(fd, min(_READ_CHUNK, remaining))
         if not chunk:
             break
-        digest.update(chunk)
         chunks.append(chunk)
         remaining -= len(chunk)
-    return b"".join(chunks), digest.hexdigest()
+    data = first if len(chunks) == 1 else b"".join(chunks)
+    return data, hashlib.sha256(data).hexdigest()
