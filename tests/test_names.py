@@ -293,3 +293,25 @@ def test_a_released_file_is_recorded_with_its_name_masked_too(tmp_path: Path) ->
     assert sorted(r["body"]["to"] for r in done) == ["[******.txt]", "notes-\\xff.txt"]
     everything = paths["audit"].read_text() + "\n".join(daemon.log_lines)
     assert "taro@example.jp" not in everything
+
+
+def test_an_unexpected_error_is_logged_without_its_message() -> None:
+    """The pipeline's last-resort handler logs the error's type, errno and frames, never its text: an
+    OSError's filename is the file's name, which may spell out a value."""
+    from structlog.testing import capture_logs
+
+    from dropwarden.pipeline import Pipeline
+    from dropwarden.settle import WorkItem
+
+    pipeline = Pipeline.__new__(Pipeline)
+    Pipeline.__init__(pipeline, None, None, None, None, lambda *args: None)  # type: ignore[arg-type]
+
+    def fail(item: WorkItem, ctx: Any) -> None:
+        raise FileNotFoundError(2, "No such file or directory", f"/in/card-{CARD}.txt")
+
+    pipeline._process = fail  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        pipeline.process(WorkItem("inbox", f"card-{CARD}.txt", "event"))
+    (entry,) = [e for e in logs if e["event"] == "pipeline error"]
+    assert entry["error"] == "FileNotFoundError" and entry["errno"] == "ENOENT" and entry["where"]
+    assert CARD not in json.dumps(entry, default=str)

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -128,7 +129,15 @@ class Pipeline:
             self._process(item, self.context)
         except Exception as exc:
             self._count("failures", type(exc).__name__)
-            log.exception("pipeline error", watch=item.watch, error=f"{type(exc).__name__}: {exc}")
+            # The message could name the file (an OSError's filename) or quote its bytes: the type,
+            # errno and where it was raised are what the operator needs, and none of them is data.
+            log.error(
+                "pipeline error",
+                watch=item.watch,
+                error=type(exc).__name__,
+                errno=errno.errorcode.get(getattr(exc, "errno", None) or 0),
+                where=_raised_at(exc),
+            )
         finally:
             with self._lock:
                 again = self._inflight.pop(key, False)
@@ -783,6 +792,14 @@ def _true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str
     if verdict.counts:
         return Counter({c.type: c.count for c in verdict.counts})
     return Counter(f.type for f in recorded)
+
+
+def _raised_at(exc: BaseException) -> list[str]:
+    """The frames an exception passed through, as `module:function:line`: a traceback without the message."""
+    return [
+        f"{os.path.basename(frame.filename)}:{frame.name}:{frame.lineno}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    ][-8:]
 
 
 def _record_error(exc: BaseException) -> str:
