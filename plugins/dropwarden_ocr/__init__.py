@@ -13,9 +13,10 @@ from dropwarden_ocr.extractor import VERSION, OcrExtractor
 from dropwarden_ocr.tesseract import INSTALL_HINT, TesseractEngine, probe, tesseract_regions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from dropwarden.config import Settings
+    from dropwarden.hookspecs import Check
 
 __version__ = VERSION
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "OcrRegion",
     "TesseractEngine",
     "__version__",
+    "dropwarden_doctor_checks",
     "dropwarden_register_extractors",
     "tesseract_available",
     "tesseract_regions",
@@ -68,6 +70,14 @@ def dropwarden_register_extractors(register: Callable[[Any], None], settings: Se
     for name in ocr.engines:
         engine: OcrEngine = tesseract if name == "tesseract" else _mangaocr(settings, tesseract)
         register(OcrExtractor(engine, ocr))
+
+
+@hookimpl
+def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
+    """`dropwarden doctor`: Tesseract and its languages, a test image read back, MangaOCR when configured."""
+    from dropwarden_ocr.doctor import run_checks
+
+    yield from run_checks(settings)
 
 
 def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
