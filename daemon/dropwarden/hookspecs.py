@@ -26,7 +26,7 @@ class Check:
 
     `status` is "ok", "warn" (worth a look; the daemon works) or "fail" (the daemon cannot do what its
     configuration asks; `doctor` then exits 1). `name` is short and stable ("vision endpoint",
-    "watch inbox: quarantine"); `detail` is one line for the operator.
+    "watch inbox quarantine"); `detail` is one line for the operator.
     """
 
     name: str

@@ -92,9 +92,9 @@ def watch_checks(watch: WatchSettings) -> Iterator[Check]:
         "quarantine" in watch.on_finding or "quarantine" in watch.on_unscanned or watch.release_to is not None
     )
     if needs_store:
-        yield _beside(f"{name}: quarantine", default_quarantine_dir(watch), watch.path, root.st_dev)
+        yield _beside(f"{name} quarantine", default_quarantine_dir(watch), watch.path, root.st_dev)
     if watch.release_to is not None:
-        yield _beside(f"{name}: release_to", watch.release_to, watch.path, root.st_dev)
+        yield _beside(f"{name} release_to", watch.release_to, watch.path, root.st_dev)
 
 
 def _beside(name: str, path: Path, watched: Path, device: int) -> Check:
