@@ -82,7 +82,7 @@ def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
 
 def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
     """MangaOCR reads one block per call: Tesseract's layout analysis cuts the page into blocks first."""
-    from dropwarden.gate import Gate
+    from dropwarden.gate import get_gate
     from dropwarden_ocr.mangaocr import MangaOcrEngine
 
     manga = settings.ocr.mangaocr
@@ -92,7 +92,8 @@ def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
             ("ocr", "mangaocr", "gpu_resource"),
             f"no GPU gate resource {manga.gpu_resource!r} in [gpu] resources (have: {sorted(resources)})",
         )
-    gate = Gate.from_settings(settings.gpu) if manga.device != "cpu" else None
+    # the process's one gate, whose waits and slots the daemon's /metrics reports
+    gate = get_gate(settings.gpu) if manga.device != "cpu" else None
     return MangaOcrEngine(
         manga.model,
         device=manga.device,
