@@ -40,8 +40,10 @@ def dropwarden_register_detectors(register: Callable[[Any], None], settings: Set
 
     Args:
         register: call it once per detector object; the object implements
-            `dropwarden.registry.Detector` (attributes `id`, `version`, `view_kinds`; method `detect`).
-            A duplicate id or a non-conforming object raises; the plugin is then reported as broken.
+            `dropwarden.registry.Detector` (attributes `id`, `version`, `view_kinds`; method `detect`;
+            optional `settings_digest()`: its effective settings as JSON, hashed into the ruleset
+            version so that changing them re-judges files on the next reconcile). A duplicate id or a
+            non-conforming object raises; the plugin is then reported as broken.
         settings: the validated configuration (`dropwarden.config.Settings`), read-only. A plugin's
             own table is `settings.plugin_config(name)`.
 
@@ -56,7 +58,8 @@ def dropwarden_register_extractors(register: Callable[[Any], None], settings: Se
 
     Args:
         register: call it once per extractor object implementing `dropwarden.registry.Extractor`
-            (attributes `id`, `version`; method `extract(snapshot, views)` returning new views).
+            (attributes `id`, `version`; method `extract(snapshot, views)` returning new views;
+            optional `settings_digest()` as for detectors).
         settings: the validated configuration, read-only.
 
     Returns:
