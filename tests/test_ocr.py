@@ -385,6 +385,16 @@ def test_doctor_reports_tesseract_or_says_ocr_is_disabled(write_config):
         assert "ok    ocr tesseract: tesseract 5." in found.stdout
         assert "ok    ocr languages: jpn+jpn_vert+eng installed" in found.stdout
         assert "ok    ocr test image: read in" in found.stdout
+        manga = run_cli(
+            "doctor",
+            "--config",
+            str(
+                write_config(
+                    '[ocr]\nengines = ["tesseract", "mangaocr"]\n[ocr.mangaocr]\nmodel = "/no/model"\n'
+                )
+            ),
+        )
+        assert "FAIL  ocr mangaocr: " in manga.stdout and manga.returncode == 1, manga.stdout
     required = run_cli(
         "doctor",
         "--config",
