@@ -93,6 +93,7 @@ def dropwarden_register_commands(cli: click.Group) -> None:
         Nothing.
     """
 
+
 @hookspec
 def dropwarden_doctor_checks(settings: Settings) -> Iterable[Check]:
     """Contribute checks to `dropwarden doctor` (the core adds its own: watches, inotify, state, audit,
