@@ -74,8 +74,7 @@ def test_a_quarantine_or_release_folder_on_another_file_system_fails(tmp_path, t
     result = _doctor(write_config, _watch(inbox, f'quarantine_dir = "{tmpfs / "q"}"\n'))
     assert result.returncode == 1, result.stdout
     assert (
-        f"FAIL  watch inbox quarantine: {tmpfs / 'q'} is on another file system than {inbox}"
-        in result.stdout
+        f"FAIL  watch inbox quarantine: {tmpfs / 'q'} is on another file system than {inbox}" in result.stdout
     )
     result = _doctor(write_config, _watch(inbox, f'release_to = "{tmpfs}"\n'))
     assert result.returncode == 1, result.stdout
