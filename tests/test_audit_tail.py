@@ -278,11 +278,11 @@ def test_doctor_fails_while_k0_is_on_the_host(log_path: Path, state_dir: Path, w
     write_log(log_path, state_dir)
     config = str(write_config())
     before = run_cli("doctor", "--config", config)
-    assert f"FAIL: audit: K_0 is still on this host ({k0_path(state_dir)})" in before.stdout
+    assert f"FAIL  audit key: K_0 is still on this host ({k0_path(state_dir)})" in before.stdout
     assert "dropwarden audit export-key" in before.stdout and before.returncode == 1
     assert export_key(write_config, "--yes").returncode == 0
     after = run_cli("doctor", "--config", config)
-    assert "ok: audit: K_0 is not on this host" in after.stdout
+    assert "ok    audit key: K_0 is not on this host" in after.stdout
 
 
 # ------------------------------------------------------------------------------------------ damage and disks

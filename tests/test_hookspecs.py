@@ -24,6 +24,7 @@ def test_every_hook_is_prefixed_and_there_are_registration_hooks_for_each_kind()
         "dropwarden_register_extractors",
         "dropwarden_register_actions",
         "dropwarden_register_commands",
+        "dropwarden_doctor_checks",
     } <= names
 
 

@@ -85,9 +85,9 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(folder):
     assert result.reason is Reason.TOO_LARGE
 
 
-def test_a_vanished_file_is_unreadable_not_an_exception(folder):
+def test_a_vanished_file_is_refused_as_vanished_not_an_exception(folder):
     _, fd = folder
-    assert snap(fd, "gone.txt").reason is Reason.UNREADABLE
+    assert snap(fd, "gone.txt").reason is Reason.VANISHED
 
 
 def test_names_with_newlines_and_invalid_utf8_are_read(folder):

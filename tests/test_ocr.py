@@ -377,15 +377,30 @@ def test_doctor_reports_tesseract_or_says_ocr_is_disabled(write_config):
     missing = run_cli(
         "doctor", "--config", str(write_config('[ocr.tesseract]\nbinary = "no-such-tesseract"\n'))
     )
-    assert (
-        "note: ocr: tesseract not installed: OCR disabled (apt install tesseract-ocr tesseract-ocr-jpn"
-        in missing.stdout
-    )
+    assert "warn  ocr tesseract: " in missing.stdout
+    assert "(apt install tesseract-ocr tesseract-ocr-jpn" in missing.stdout
+    assert "OCR disabled" in missing.stdout and missing.returncode == 0
     if tesseract_ready():
         found = run_cli("doctor", "--config", str(write_config()))
-        assert "ok: ocr: tesseract 5." in found.stdout
-        assert "ok: ocr: languages jpn+jpn_vert+eng installed" in found.stdout
-        assert "ok: ocr: test image read in" in found.stdout
+        assert "ok    ocr tesseract: tesseract 5." in found.stdout
+        assert "ok    ocr languages: jpn+jpn_vert+eng installed" in found.stdout
+        assert "ok    ocr test image: read in" in found.stdout
+        manga = run_cli(
+            "doctor",
+            "--config",
+            str(
+                write_config(
+                    '[ocr]\nengines = ["tesseract", "mangaocr"]\n[ocr.mangaocr]\nmodel = "/no/model"\n'
+                )
+            ),
+        )
+        assert "FAIL  ocr mangaocr: " in manga.stdout and manga.returncode == 1, manga.stdout
+    required = run_cli(
+        "doctor",
+        "--config",
+        str(write_config('[ocr]\nenabled = true\n[ocr.tesseract]\nbinary = "no-such-tesseract"\n')),
+    )
+    assert "FAIL  ocr tesseract: " in required.stdout and required.returncode == 1
 
 
 # ------------------------------------------------------------------------------- the core's contract

@@ -952,11 +952,11 @@ def _doctor(write_config, url: str, extra: str = "") -> subprocess.CompletedProc
 def test_doctor_passes_against_a_good_server(server, write_config):
     result = _doctor(write_config, server.url)
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if not line.startswith("note: ocr:")]
-    assert all(line.startswith("ok: ") for line in lines), lines
-    assert any("model 'llava' is served" in line for line in lines)
-    assert any("response_format: json_schema accepted" in line for line in lines)
-    assert any(line.startswith("ok: image round trip") for line in lines)
+    lines = [line for line in result.stdout.splitlines() if " vision" in line]
+    assert lines and all(line.startswith("ok    vision ") for line in lines), lines
+    assert "ok    vision model: 'llava' is served" in lines
+    assert any(line.startswith("ok    vision response_format: json_schema accepted") for line in lines)
+    assert any(line.startswith("ok    vision image round trip: a valid verdict") for line in lines)
     assert server.chats[0]["image"]["size"] == (32, 32)
 
 
@@ -965,22 +965,25 @@ def test_doctor_reports_the_format_a_llama_cpp_like_server_accepts(server, write
     result = _doctor(write_config, server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
-        "ok: response_format: json_object accepted (probed; rejected: json_schema: HTTP 500 1 validation error"
-        in result.stdout
+        "ok    vision response_format: json_object accepted (probed; rejected: json_schema: HTTP 500 1"
+        " validation error" in result.stdout
     )
 
 
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        ({"models": ["other-model"]}, "FAIL: model 'llava' is not served (the server lists: 'other-model')"),
-        ({"behaviour": "empty"}, "FAIL: image round trip: MalformedAnswer: empty answer"),
-        ({"behaviour": "error500"}, "FAIL: image round trip: "),
+        (
+            {"models": ["other-model"]},
+            "FAIL  vision model: 'llava' is not served (the server lists: 'other-model')",
+        ),
+        ({"behaviour": "empty"}, "FAIL  vision image round trip: MalformedAnswer: empty answer"),
+        ({"behaviour": "error500"}, "FAIL  vision image round trip: "),
         (
             {"behaviour": "no_formats", "extra": 'response_format = "json_schema"\n'},
-            "FAIL: response_format: the",
+            "FAIL  vision response_format: the",
         ),
-        ({"closed": True}, "FAIL: endpoint http://127.0.0.1:"),
+        ({"closed": True}, "FAIL  vision endpoint: http://127.0.0.1:"),
     ],
     ids=["model-missing", "empty-answer", "http-500", "format-rejected", "down"],
 )

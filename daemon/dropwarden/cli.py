@@ -59,9 +59,17 @@ def app_context(ctx: click.Context, config_path: Path | None) -> AppContext:
 
 
 def build_cli() -> click.Group:
-    from dropwarden.commands import audit, config, plugins, quarantine, run, scan
+    from dropwarden.commands import audit, config, doctor, plugins, quarantine, run, scan
 
-    for command in (config.config, plugins.plugins, scan.scan, audit.audit, run.run, quarantine.quarantine):
+    for command in (
+        config.config,
+        plugins.plugins,
+        scan.scan,
+        audit.audit,
+        run.run,
+        quarantine.quarantine,
+        doctor.doctor,
+    ):
         cli.add_command(command)
     return cli
 

@@ -95,7 +95,7 @@ def take_snapshot(
     try:
         before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return Refusal(Reason.UNREADABLE, "vanished before it could be read")
+        return Refusal(Reason.VANISHED, "before it could be read")
     except OSError as exc:
         return Refusal(Reason.UNREADABLE, exc.strerror or str(exc))
     refusal = _refuse_type(before, require_single_link, max_size)
@@ -107,7 +107,7 @@ def take_snapshot(
         if exc.errno == errno.ELOOP:
             return Refusal(Reason.SYMLINK, "is a symbolic link (not followed)")
         if exc.errno == errno.ENOENT:
-            return Refusal(Reason.UNREADABLE, "vanished before it could be read")
+            return Refusal(Reason.VANISHED, "before it could be read")
         return Refusal(Reason.UNREADABLE, exc.strerror or str(exc))
     try:
         st = os.fstat(fd)

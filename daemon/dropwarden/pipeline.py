@@ -210,7 +210,7 @@ class Pipeline:
         if refusal is not None and refusal.reason is Reason.CHANGED:
             self._requeue(watch.id, item.relpath, Hint.STAT, "changed-while-reading")
             return
-        if refusal is not None and "vanished" in refusal.detail:
+        if refusal is not None and refusal.reason is Reason.VANISHED:
             return
 
         snapshot = judgement.snapshot

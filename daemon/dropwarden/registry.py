@@ -53,6 +53,15 @@ class Detector(Protocol):
 
     A detector that judged only part of the view (say, the first frames of an animation) raises
     `Incomplete` with the findings it made: they stand, and the file gets the problem too.
+
+    A detector whose settings can change its findings should define `settings_digest() -> Any`: its
+    effective settings as a JSON-able value (dicts, lists, strings, numbers, bools, None), the same for
+    equal settings. The core calls it whenever it (re)builds the registry (start, each reload) and hashes
+    it with every detector's and extractor's `id` and `version` into the ruleset version that keys the
+    judged-file index, so changing such a setting re-judges the files left in the folders on the next
+    reconcile. Without it (or when it raises or returns something JSON cannot hold) only `id` and
+    `version` count: put a hash of the settings into `version` instead, or accept that a settings change
+    re-judges nothing.
     """
 
     id: str
@@ -80,6 +89,9 @@ class Extractor(Protocol):
     A view made from another view names it in provenance `derived_from`: an image is judged when a
     detector judges it or a view derived from it. An extractor that read only part of its input
     raises `Incomplete` with the views it made.
+
+    Like a detector, an extractor whose settings can change the views it makes (and so a verdict)
+    should define `settings_digest() -> Any` (JSON-able; see `Detector`): it enters the ruleset version.
     """
 
     id: str

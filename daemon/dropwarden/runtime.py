@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import structlog
 
 from dropwarden.config import Settings
 from dropwarden.judge import Judge
@@ -10,6 +16,8 @@ from dropwarden.keys import load_or_create_key, usable_state_dir
 from dropwarden.plugins import Plugins, build_registry, load_plugins
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import Registry
+
+log = structlog.get_logger("dropwarden.runtime")
 
 
 @dataclass
@@ -51,17 +59,37 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def ruleset_version(runtime: Runtime) -> str:
-    """Changes whenever what judging means changes: rule settings or any detector's id/version.
+    """Changes whenever what judging means changes: `[limits]`, or any loaded detector's or extractor's
+    id, version or effective settings (`settings_digest()`, see `dropwarden.registry.Detector`).
 
-    The judged-file index is keyed by it, so a new ruleset re-judges files left in the folders.
+    The judged-file index is keyed by it, so a new ruleset re-judges files left in the folders on the
+    next reconcile: a rule, a `[vision]` category or an OCR language changed alike.
     """
-    import hashlib
-    import json
-
     material = {
-        "rules": runtime.settings.rules.model_dump(mode="json"),
         "limits": runtime.settings.limits.model_dump(mode="json"),
-        "detectors": sorted((d.id, d.version) for d in runtime.registry.detectors.values()),
-        "extractors": sorted((e.id, e.version) for e in runtime.registry.extractors.values()),
+        "detectors": _digests(runtime.registry.detectors.values(), "detector"),
+        "extractors": _digests(runtime.registry.extractors.values(), "extractor"),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _digests(objects: Iterable[Any], kind: str) -> list[list[Any]]:
+    """`[id, version, settings]` per object, by id; settings None where it has no usable digest."""
+    entries = []
+    for obj in objects:
+        settings = None
+        method = getattr(obj, "settings_digest", None)
+        if method is not None:
+            try:
+                settings = method()
+                json.dumps(settings, sort_keys=True)
+            except Exception as exc:  # a plugin's bug costs re-judging on its settings, not the daemon
+                log.warning(
+                    "settings_digest failed; its settings do not enter the ruleset version",
+                    kind=kind,
+                    id=obj.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                settings = None
+        entries.append([obj.id, obj.version, settings])
+    return sorted(entries, key=lambda entry: str(entry[0]))

@@ -19,6 +19,7 @@ class Reason(StrEnum):
     """Why (part of) a file could not be judged."""
 
     UNREADABLE = "unreadable"
+    VANISHED = "vanished"  # gone before it could be read: nothing left to judge or record
     TOO_LARGE = "too_large"
     DECODE_ERROR = "decode_error"
     DETECTOR_ERROR = "detector_error"

@@ -13,9 +13,10 @@ from dropwarden_ocr.extractor import VERSION, OcrExtractor
 from dropwarden_ocr.tesseract import INSTALL_HINT, TesseractEngine, probe, tesseract_regions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from dropwarden.config import Settings
+    from dropwarden.hookspecs import Check
 
 __version__ = VERSION
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "OcrRegion",
     "TesseractEngine",
     "__version__",
+    "dropwarden_doctor_checks",
     "dropwarden_register_extractors",
     "tesseract_available",
     "tesseract_regions",
@@ -70,9 +72,17 @@ def dropwarden_register_extractors(register: Callable[[Any], None], settings: Se
         register(OcrExtractor(engine, ocr))
 
 
+@hookimpl
+def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
+    """`dropwarden doctor`: Tesseract and its languages, a test image read back, MangaOCR when configured."""
+    from dropwarden_ocr.doctor import run_checks
+
+    yield from run_checks(settings)
+
+
 def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
     """MangaOCR reads one block per call: Tesseract's layout analysis cuts the page into blocks first."""
-    from dropwarden.gate import Gate
+    from dropwarden.gate import get_gate
     from dropwarden_ocr.mangaocr import MangaOcrEngine
 
     manga = settings.ocr.mangaocr
@@ -82,7 +92,8 @@ def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
             ("ocr", "mangaocr", "gpu_resource"),
             f"no GPU gate resource {manga.gpu_resource!r} in [gpu] resources (have: {sorted(resources)})",
         )
-    gate = Gate.from_settings(settings.gpu) if manga.device != "cpu" else None
+    # the process's one gate, whose waits and slots the daemon's /metrics reports
+    gate = get_gate(settings.gpu) if manga.device != "cpu" else None
     return MangaOcrEngine(
         manga.model,
         device=manga.device,

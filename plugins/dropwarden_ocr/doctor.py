@@ -1,63 +1,81 @@
-"""OCR checks for `dropwarden doctor`: Tesseract binary, version, languages, and a test image read back."""
+"""The OCR plugin's `dropwarden doctor` checks: Tesseract (binary, version, languages, a test image read back)
+and MangaOCR (installed, its model found locally), contributed through `dropwarden_doctor_checks`."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 
+from dropwarden.hookspecs import Check
 from dropwarden_ocr.engine import OcrError
 from dropwarden_ocr.tesseract import INSTALL_HINT, TesseractEngine, probe
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings
 
-# (passed, text); passed None is a note: neither a failure nor a check that ran.
-Check = tuple[bool | None, str]
 _PROBE_TEXT = "Tel 415-555-2671"
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:
+    """With `enabled = "auto"` a missing Tesseract is a warning (OCR is then off); with `true`, a failure."""
     ocr = settings.ocr
     if ocr.enabled is False:
-        yield None, "ocr: [ocr] enabled = false: OCR is off"
+        yield Check("ocr", "ok", "off ([ocr] enabled = false)")
         return
+    missing_status = "warn" if ocr.enabled == "auto" else "fail"
+    off = ": OCR disabled" if ocr.enabled == "auto" else ""
     tesseract = ocr.tesseract
     found = probe(tesseract.binary, str(tesseract.tessdata_dir) if tesseract.tessdata_dir else None)
     if found.problem:
-        if ocr.enabled == "auto":
-            yield None, f"ocr: tesseract not installed: OCR disabled ({INSTALL_HINT})"
-        else:
-            yield False, f"ocr: [ocr] enabled = true but {found.problem}"
+        yield Check("ocr tesseract", missing_status, f"{found.problem} ({INSTALL_HINT}){off}")
         return
-    yield True, f"ocr: tesseract {found.version} at {found.path}"
+    yield Check("ocr tesseract", "ok", f"tesseract {found.version} at {found.path}")
     missing = found.missing(tesseract.languages)
     have = ", ".join(found.languages) or "none"
     if missing:
-        text = f"ocr: no language data for {', '.join(missing)} (have: {have}; {INSTALL_HINT})"
-        if ocr.enabled == "auto":
-            yield None, text + ": OCR disabled"
-        else:
-            yield False, text
+        detail = f"no language data for {', '.join(missing)} (have: {have}; {INSTALL_HINT}){off}"
+        yield Check("ocr languages", missing_status, detail)
         return
-    yield True, f"ocr: languages {tesseract.languages} installed (have: {have})"
+    yield Check("ocr languages", "ok", f"{tesseract.languages} installed (have: {have})")
+    yield _read_back(settings)
+    if "mangaocr" in ocr.engines:
+        yield _mangaocr_check(settings)
+
+
+def _read_back(settings: Settings) -> Check:
+    """Tesseract reads a number back from an image drawn here."""
+    ocr = settings.ocr
     try:
-        engine = TesseractEngine(tesseract, min_confidence=ocr.min_confidence)
+        engine = TesseractEngine(ocr.tesseract, min_confidence=ocr.min_confidence)
         started = time.monotonic()
         regions = engine.recognise(_probe_image(), time.monotonic() + ocr.timeout)
     except OcrError as exc:
-        yield False, f"ocr: test image: {exc.reason}: {exc.detail}"
-        return
+        return Check("ocr test image", "fail", f"{exc.reason}: {exc.detail}")
     read = " ".join(region.text for region in regions)
     seconds = time.monotonic() - started
     if "555" in read:
-        yield True, f"ocr: test image read in {seconds:.2f}s ({read!r})"
-    else:
-        yield False, f"ocr: test image misread in {seconds:.2f}s: {read!r}, expected {_PROBE_TEXT!r}"
-    if "mangaocr" in ocr.engines:
-        yield None, "ocr: mangaocr is configured; its model loads when the daemon starts"
+        return Check("ocr test image", "ok", f"read in {seconds:.2f}s ({read!r})")
+    return Check("ocr test image", "fail", f"misread in {seconds:.2f}s: {read!r}, expected {_PROBE_TEXT!r}")
+
+
+def _mangaocr_check(settings: Settings) -> Check:
+    """MangaOCR is installed and its model is a local directory or in the local Hugging Face cache (the
+    model itself loads when the daemon starts: too slow for a check)."""
+    from dropwarden_ocr.mangaocr import MangaOcrEngine
+
+    if importlib.util.find_spec("manga_ocr") is None:
+        return Check("ocr mangaocr", "fail", "not installed: pip install 'dropwarden[mangaocr]'")
+    model = settings.ocr.mangaocr.model
+    try:
+        engine = MangaOcrEngine(model, device="cpu", use_gate=False)
+        directory = engine._model_dir()  # resolves a hub name in the local cache, downloads nothing
+    except (OcrError, ValueError) as exc:
+        return Check("ocr mangaocr", "fail", getattr(exc, "detail", str(exc)))
+    return Check("ocr mangaocr", "ok", f"model {model} found in {directory}; it loads when the daemon starts")
 
 
 def _probe_image() -> Image.Image:

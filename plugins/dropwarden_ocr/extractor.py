@@ -99,6 +99,16 @@ class OcrExtractor:
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:10]
         self.version = f"{VERSION}+{engine.name}.{digest}"
 
+    def settings_digest(self) -> Any:
+        """The engine (name, model, version: Tesseract's release and page segmentation mode) and the
+        effective `[ocr]` settings (languages, psm, limits, `min_confidence`, MangaOCR's model, …) as
+        JSON; the core's ruleset version hashes it, so an OCR setting change re-judges images."""
+        engine = self.engine
+        return {
+            "engine": [engine.name, engine.model, getattr(engine, "version", "")],
+            "ocr": self.settings.model_dump(mode="json"),
+        }
+
     def warm_up(self) -> None:
         """Load the engine's model now, where it has one (MangaOCR); the daemon calls this before READY."""
         warm_up = getattr(self.engine, "warm_up", None)

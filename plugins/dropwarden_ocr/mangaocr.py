@@ -178,6 +178,11 @@ class MangaOcrEngine:
             torch.cuda.empty_cache()
 
     @property
+    def gate(self) -> Gate | None:
+        """The GPU gate this engine's gated work passes (the daemon's is `dropwarden.gate.get_gate`)."""
+        return self._gate
+
+    @property
     def gated(self) -> bool:
         """Whether this engine's work passes the GPU gate (known for sure once loaded)."""
         if self._use_gate is not None:

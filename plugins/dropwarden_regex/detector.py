@@ -55,6 +55,11 @@ class RegexDetector:
         # rules run through Python's backtracking `re`, so with any of them we take the timeout path.
         self.bounded = self.engine.name == "hyperscan" and not settings.custom
 
+    def settings_digest(self) -> Any:
+        """The effective `[rules]` (packs, disable, custom rules, allow-list, engine, max_match_length) as
+        JSON: the core's ruleset version hashes it, so a rule change re-judges files left in the folders."""
+        return self.settings.model_dump(mode="json")
+
     def path_allowed(self, display_path: str) -> bool:
         """Whether `rules.allow.paths` exempts this file (fnmatch globs against the display path)."""
         return bool(display_path) and any(fnmatch.fnmatch(display_path, glob) for glob in self._allow_paths)

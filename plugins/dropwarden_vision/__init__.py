@@ -1,4 +1,4 @@
-"""Built-in vision plugin: registers `VisionDetector` (when `[vision] enabled`) and `dropwarden doctor`."""
+"""Built-in vision plugin: registers `VisionDetector` (when `[vision] enabled`) and its doctor checks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from dropwarden.hookspecs import hookimpl
 from dropwarden_vision.detector import VERSION, VisionDetector
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import click
+    from collections.abc import Callable, Iterator
 
     from dropwarden.config import Settings
+    from dropwarden.hookspecs import Check
 
 __version__ = VERSION
-__all__ = ["VisionDetector", "__version__", "dropwarden_register_commands", "dropwarden_register_detectors"]
+__all__ = ["VisionDetector", "__version__", "dropwarden_doctor_checks", "dropwarden_register_detectors"]
 
 
 @hookimpl
@@ -36,8 +35,8 @@ def dropwarden_register_detectors(register: Callable[[Any], None], settings: Set
 
 
 @hookimpl
-def dropwarden_register_commands(cli: click.Group) -> None:
-    """`dropwarden doctor`: check the configured vision endpoint."""
-    from dropwarden_vision.doctor import doctor
+def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
+    """`dropwarden doctor`: the configured backend end to end (endpoint, model, response format, an image)."""
+    from dropwarden_vision.doctor import run_checks
 
-    cli.add_command(doctor)
+    yield from run_checks(settings)

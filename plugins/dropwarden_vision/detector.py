@@ -65,6 +65,7 @@ class VisionDetector:
         self.severities = {name: Severity.parse(c.severity) for name, c in self.categories.items()}
         self.circuit = CircuitBreaker(vision.circuit_failures, vision.circuit_open_seconds)
         self.version = _version(vision, options)
+        self._options = options
         self.backend = backend if backend is not None else create_backend(settings, self.spec)
 
     def detect(self, view: View, ctx: DetectContext) -> list[Finding]:
@@ -95,6 +96,16 @@ class VisionDetector:
         if unjudged:
             raise Incomplete("too_large", unjudged, findings)
         return findings
+
+    def settings_digest(self) -> Any:
+        """The `[vision]` settings that can change a verdict (endpoint, model, prompt, categories,
+        `min_confidence`, image limits, …) and `[plugins.config.vision]`, as JSON; the core's ruleset
+        version hashes it. Left out: credentials and how requests are run (timeouts, retries, the
+        concurrency limits and gate resources, the circuit breaker, threads and GPU layers)."""
+        return {
+            "vision": self.settings.model_dump(mode="json", exclude=_OPERATIONAL),
+            "options": self._options,
+        }
 
     def health(self) -> dict[str, str]:
         """`{"vision": reason}` while the circuit breaker is open or half-open, `{}` otherwise."""
@@ -142,6 +153,23 @@ class VisionDetector:
                 )
             )
         return findings
+
+
+# `[vision]` settings that change how requests run, not what an answer means
+_OPERATIONAL = {
+    "enabled",
+    "api_key_env",
+    "api_key_file",
+    "timeout",
+    "retries",
+    "max_in_flight",
+    "gate_resource",
+    "gpu_resource",
+    "n_threads",
+    "n_gpu_layers",
+    "circuit_failures",
+    "circuit_open_seconds",
+}
 
 
 def _version(vision: Any, options: dict[str, Any]) -> str:

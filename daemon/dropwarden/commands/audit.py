@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from dropwarden.audit.chain import evolve_to, key_id, new_log_advice
 from dropwarden.audit.store import (
     anchor_path,
     current_key_path,
-    k0_on_host,
     k0_path,
     read_json,
     read_key_file,
@@ -294,18 +292,3 @@ def _still_needed(settings: Settings, k0: bytes) -> str | None:
     except (KeyError, TypeError, ValueError):
         return f"{where} is malformed"
     return f"{where} belongs to another key: the log may still need K_0 to be reopened"
-
-
-def doctor_checks(settings: Settings) -> Iterator[tuple[bool | None, str]]:
-    """For `dropwarden doctor`: whether K_0 is still on this host."""
-    path = k0_on_host(settings.state.dir)
-    if path is not None:
-        yield (
-            False,
-            f"audit: K_0 is still on this host ({path}): whoever can read it can forge the audit log and"
-            " its anchor; store it offline and remove it: `dropwarden audit export-key`",
-        )
-    elif current_key_path(settings.state.dir).exists():
-        yield True, "audit: K_0 is not on this host (`audit verify --key FILE` takes your offline copy)"
-    else:
-        yield True, "audit: no audit key yet (the daemon makes K_0 at its first start: then export it)"

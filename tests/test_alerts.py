@@ -1,0 +1,286 @@
+"""Alerts: what an alert says (never a value) and how it reaches a sink (at least once, same id).
+
+The dispatcher runs over a real State and a real jsonl sink in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dropwarden.alerts import AlertDispatcher, HeadBeacon, alert_payload, build_sinks, head_event_id
+from dropwarden.config import AlertsSettings
+from dropwarden.findings import Finding, Location, Severity
+from dropwarden.state import State
+
+SECRET = "4111111111111111"
+HEAD = {"log_id": "log-1", "seq": 41, "hash": "h" * 64, "checkpoint": {"seq": 40, "epoch": 2}}
+
+
+def finding(kind: str, severity: Severity) -> Finding:
+    return Finding(
+        type=kind,
+        rule=kind.lower(),
+        detector="regex",
+        detector_version="1",
+        severity=severity,
+        confidence=0.98765,
+        location=Location("text", line=3, column=5, offset=40, length=16),
+        excerpt=f"card {SECRET}",  # what a careless detector might put here: never sent
+        fingerprint="f" * 16,
+        extra={"value": SECRET},
+    )
+
+
+def payload(alert_id: str = "alert-1", **overrides: object) -> dict:
+    fields: dict = {
+        "alert_id": alert_id,
+        "watch": "inbox",
+        "path": "/srv/inbox/scan.txt",
+        "sha256": "ab" * 32,
+        "size": 123,
+        "outcome": "finding",
+        "reason": None,
+        "findings": (finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW)),
+        "actions": ("quarantine", "alert"),
+        "audit_seq": 42,
+        "audit_head": {"log_id": "log-1", "seq": 42, "hash": "h" * 64},
+        "counts": [{"type": "CARD", "count": 7, "kept": 1, "severity": "high"}],
+    }
+    fields.update(overrides)
+    return alert_payload(**fields)
+
+
+# ------------------------------------------------------------------------ what an alert says
+
+
+def test_an_alert_is_an_ecs_alert_event_about_a_file():
+    alert = payload()
+    assert alert["ecs"]["version"] and alert["@timestamp"].endswith("Z")
+    event = alert["event"]
+    assert event["id"] == "alert-1" and event["kind"] == "alert" and event["action"] == "finding"
+    assert event["category"] == ["file", "intrusion_detection"] and event["provider"] == "dropwarden"
+    assert event["severity"] == 73  # the highest finding's (high)
+    assert event["reason"] == "CARD, EMAIL"
+    assert alert["file"] == {
+        "path": "/srv/inbox/scan.txt",
+        "name": "scan.txt",
+        "size": 123,
+        "hash": {"sha256": "ab" * 32},
+    }
+    assert alert["host"]["hostname"] and alert["observer"]["product"] == "dropwarden"
+
+
+def test_an_alert_never_carries_a_value_only_where_it_was_and_its_keyed_fingerprint():
+    alert = payload()
+    assert SECRET not in json.dumps(alert)
+    card = alert["dropwarden"]["findings"][0]
+    assert card == {
+        "type": "CARD",
+        "rule": "card",
+        "severity": "high",
+        "confidence": 0.988,
+        "location": {"view": "text", "line": 3, "column": 5, "offset": 40, "length": 16},
+        "fingerprint": "f" * 16,
+    }
+
+
+def test_an_alert_carries_the_audit_chain_head_and_the_finding_counts():
+    ours = payload()["dropwarden"]
+    assert ours["audit_seq"] == 42
+    assert ours["audit_head"] == {"log_id": "log-1", "seq": 42, "hash": "h" * 64}
+    assert ours["counts"] == [{"type": "CARD", "count": 7, "kept": 1, "severity": "high"}]
+    assert ours["watch"] == "inbox" and ours["verdict"] == "finding"
+    assert ours["actions"] == ["quarantine", "alert"]
+    assert "counts" not in payload(counts=[])["dropwarden"]
+
+
+def test_an_unscanned_file_alert_gives_its_reason_at_medium_severity():
+    alert = payload(outcome="unscanned", reason="intake: too_large", findings=(), sha256=None, size=None)
+    assert alert["event"]["reason"] == "intake: too_large" and alert["event"]["severity"] == 47
+    assert alert["file"]["hash"] == {}
+
+
+def test_the_audit_head_event_is_sent_once_per_head_with_a_stable_id(tmp_path: Path):
+    state = State(tmp_path / "state.db")
+    try:
+        beacon = HeadBeacon(interval=0.01)
+        time.sleep(0.02)
+        assert beacon.tick(HEAD, state, ["siem"]) is True
+        time.sleep(0.02)
+        assert beacon.tick(HEAD, state, ["siem"]) is False  # the head has not moved
+        assert HeadBeacon(interval=0).tick(HEAD, state, ["siem"]) is False
+        (item,) = state.due_alerts(time.time())
+        assert item.id == head_event_id(HEAD) == "audit-head-log-1-41"
+        assert item.payload["event"]["action"] == "audit.head"
+        assert item.payload["dropwarden"]["audit_head"] == {"log_id": "log-1", "seq": 41, "hash": "h" * 64}
+        assert item.payload["dropwarden"]["audit_checkpoint"] == {"seq": 40, "epoch": 2}
+    finally:
+        state.close()
+
+
+# ------------------------------------------------------------------------ delivery
+
+
+class Outbox:
+    """A State, a jsonl sink at `target` and its dispatcher, as the daemon wires them."""
+
+    def __init__(
+        self, tmp_path: Path, target: Path, *, retry_initial: float = 10, retry_max: float = 25
+    ) -> None:
+        self.path = tmp_path / "state" / "state.db"
+        self.target = target
+        self.settings = AlertsSettings(
+            sink=[{"type": "jsonl", "name": "siem", "path": str(target)}],
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+        )
+        self.health: list[tuple[str, str | None]] = []
+        self.running = False
+        self.open()
+
+    def open(self) -> None:
+        self.state = State(self.path)
+        self.dispatcher = AlertDispatcher(
+            self.state,
+            build_sinks(self.settings),
+            self.settings,
+            lambda sink, problem: self.health.append((sink, problem)),
+        )
+
+    def restart(self) -> None:
+        self.close()
+        self.open()
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self.running = True
+
+    def close(self) -> None:
+        if self.running:
+            self.dispatcher.stop()
+            self.running = False
+        self.state.close()
+
+    def raise_alert(self, alert_id: str) -> None:
+        self.state.enqueue_alert(alert_id, ["siem"], payload(alert_id))
+
+    def lines(self) -> list[dict]:
+        if not self.target.exists():
+            return []
+        return [json.loads(line) for line in self.target.read_text().splitlines()]
+
+    def row(self, alert_id: str) -> tuple[int, float, str | None]:
+        """(attempts, seconds until the next attempt, last error) as stored."""
+        db = sqlite3.connect(self.path)
+        try:
+            attempts, next_attempt, error = db.execute(
+                "SELECT attempts, next_attempt, last_error FROM outbox WHERE id=?", (alert_id,)
+            ).fetchone()
+        finally:
+            db.close()
+        return attempts, next_attempt - time.time(), error
+
+    def due_now(self, alert_id: str) -> None:
+        """Time passes: the retry is due (written as another process would)."""
+        db = sqlite3.connect(self.path)
+        db.execute("UPDATE outbox SET next_attempt=0 WHERE id=?", (alert_id,))
+        db.commit()
+        db.close()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    made = Outbox(tmp_path, tmp_path / "alerts" / "alerts.jsonl")
+    yield made
+    made.close()
+
+
+def test_a_raised_alert_is_appended_to_the_jsonl_sink_as_one_line(outbox: Outbox):
+    outbox.target.parent.mkdir()
+    outbox.raise_alert("a1")
+    outbox.raise_alert("a2")
+    assert outbox.dispatcher.deliver_due() == 2
+    assert [line["event"]["id"] for line in outbox.lines()] == ["a1", "a2"]
+    assert outbox.lines()[0]["dropwarden"] == payload("a1")["dropwarden"]
+    assert outbox.state.outbox_depth() == 0
+    assert outbox.dispatcher.deliver_due() == 0  # delivered once
+    assert outbox.health == []
+
+
+def test_the_running_dispatcher_delivers_what_is_raised(outbox: Outbox):
+    outbox.target.parent.mkdir()
+    outbox.start()
+    outbox.raise_alert("a1")
+    outbox.dispatcher.kick()
+    deadline = time.monotonic() + 5
+    while not outbox.lines() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [line["event"]["id"] for line in outbox.lines()] == ["a1"]
+
+
+def test_a_sink_whose_folder_is_missing_is_retried_with_growing_waits_up_to_retry_max(outbox: Outbox):
+    outbox.raise_alert("a1")
+    waits = []
+    for _ in range(4):
+        assert outbox.dispatcher.deliver_due() == 0
+        attempts, wait, error = outbox.row("a1")
+        waits.append(round(wait))
+        assert error is not None and error.startswith("FileNotFoundError")
+        assert outbox.dispatcher.deliver_due() == 0  # not before its time
+        outbox.due_now("a1")
+    assert attempts == 4
+    assert waits == [10, 20, 25, 25]  # retry_initial doubling, capped at retry_max
+
+
+def test_a_failing_sink_makes_the_daemon_degraded_once_and_recovered_once(tmp_path: Path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the sink's folder is a file: unwritable, also for root
+    outbox = Outbox(tmp_path, blocker / "alerts.jsonl")
+    try:
+        outbox.raise_alert("a1")
+        outbox.raise_alert("a2")
+        outbox.dispatcher.deliver_due()
+        outbox.due_now("a1")
+        outbox.dispatcher.deliver_due()
+        ((sink, problem),) = outbox.health
+        assert sink == "siem" and problem is not None and "alert sink siem failing" in problem
+        assert outbox.dispatcher.failing.keys() == {"siem"}
+        blocker.unlink()
+        blocker.mkdir()
+        outbox.due_now("a1")
+        outbox.due_now("a2")
+        assert outbox.dispatcher.deliver_due() == 2
+        assert outbox.health[1:] == [("siem", None)]
+        assert outbox.dispatcher.failing == {}
+        assert sorted(line["event"]["id"] for line in outbox.lines()) == ["a1", "a2"]
+    finally:
+        outbox.close()
+
+
+def test_an_undelivered_alert_is_delivered_after_a_restart_with_the_same_id(outbox: Outbox):
+    outbox.raise_alert("a1")
+    (raised,) = outbox.state.due_alerts(time.time())
+    outbox.dispatcher.deliver_due()  # fails: no folder
+    outbox.restart()
+    outbox.target.parent.mkdir()
+    outbox.due_now("a1")
+    assert outbox.dispatcher.deliver_due() == 1
+    assert outbox.lines() == [raised.payload]  # the alert as raised (its id, its time), not rebuilt
+    outbox.restart()
+    assert outbox.dispatcher.deliver_due() == 0  # delivered alerts stay delivered
+    assert len(outbox.lines()) == 1
+
+
+def test_an_alert_for_a_sink_no_longer_configured_is_kept_not_lost(outbox: Outbox):
+    outbox.target.parent.mkdir()
+    outbox.state.enqueue_alert("a1", ["removed"], payload("a1"))
+    assert outbox.dispatcher.deliver_due() == 0
+    attempts, wait, error = outbox.row("a1")
+    assert (attempts, error) == (1, "sink no longer configured") and wait > 3000
+    assert outbox.state.outbox_depth() == 1
