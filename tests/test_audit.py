@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dropwarden.audit import AuditError, AuditLog, verify
+from dropwarden.audit import AuditError, AuditLocked, AuditLog, verify
 from dropwarden.audit.chain import GENESIS_PREV, canonical, checkpoint_mac, evolve, key_id, record_hash
 from dropwarden.audit.store import anchor_path, current_key_path, k0_path, read_key_file
 from dropwarden.cli import build_cli
@@ -472,7 +472,7 @@ def test_damage_before_the_anchor_is_found_on_open_when_the_anchor_is_gone(
 def test_second_writer_is_refused(log_path: Path, state_dir: Path) -> None:
     first = AuditLog.open(log_path, state_dir, audit_settings(log_path))
     try:
-        with pytest.raises(AuditError, match="locked by another writer"):
+        with pytest.raises(AuditLocked, match="locked by another writer"):
             AuditLog.open(log_path, state_dir, audit_settings(log_path))
         script = (
             "import sys\nfrom pathlib import Path\nfrom dropwarden.audit import AuditLog, AuditError\n"

@@ -30,7 +30,7 @@ Durability (`audit.fsync`). `always`: an append is durable when it returns (one 
 (by the appender or a background thread), or when `sync()` returns (concurrent callers share one fsync).
 `never`: page cache only. Checkpoints are fsynced in every mode, before the anchor and the key move on.
 
-One writer: an exclusive flock on the log; a second writer gets AuditError. On open a torn last line
+One writer: an exclusive flock on the log; a second writer gets AuditLocked. On open a torn last line
 (no newline: crash mid-write) is copied to `<log>.torn-<UTC time>` (nothing is left there when that copy
 cannot be written: a full disk), the log is truncated to its last complete line, and an `audit.repair`
 record says bytes, sha256 and where they went. Any other damage (lines after the anchored checkpoint, or
@@ -39,12 +39,13 @@ raises AuditError naming the commands that keep the file and begin a new log; no
 `dropwarden audit verify` checks the whole file.
 """
 
-from dropwarden.audit.chain import AuditError
+from dropwarden.audit.chain import AuditError, AuditLocked
 from dropwarden.audit.log import AuditLog, AuditRecord
 from dropwarden.audit.verify import VerifyResult, log_identity, previous_log, verify
 
 __all__ = [
     "AuditError",
+    "AuditLocked",
     "AuditLog",
     "AuditRecord",
     "VerifyResult",

@@ -30,6 +30,10 @@ class AuditError(Exception):
     """The log cannot be opened or written safely: damage, a lock held by another writer, a missing key."""
 
 
+class AuditLocked(AuditError):
+    """Another writer (normally the running daemon) holds the log's lock; the log itself is fine."""
+
+
 def new_log_advice(path: str) -> str:
     """The exact commands that keep a damaged log as evidence and let the daemon begin a new one."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

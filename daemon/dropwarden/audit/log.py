@@ -26,6 +26,7 @@ from dropwarden.audit.chain import (
     RESERVED_TYPES,
     RESUME,
     AuditError,
+    AuditLocked,
     ChainChecker,
     Damage,
     canonical,
@@ -110,7 +111,8 @@ class AuditLog:
         cls, path: Path, state_dir: Path, settings: AuditSettings, *, background: bool = True
     ) -> AuditLog:
         """Open (or create) the log, take its lock, repair a torn tail, and write `log.open`/`log.resume`
-        plus a checkpoint. Raises AuditError on a lock held elsewhere, on damage, or without a usable key.
+        plus a checkpoint. Raises AuditLocked on a lock held elsewhere; AuditError on damage or without a
+        usable key.
 
         `background` starts a thread that does the time-based work of `tick()` (batch fsync, interval
         checkpoints); without it the caller calls `tick()` itself."""
@@ -128,7 +130,7 @@ class AuditLog:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise AuditError(
+                raise AuditLocked(
                     f"audit log {path} is locked by another writer (is another dropwarden running?)"
                 ) from None
             log = cls(path, state_dir, settings, fd)

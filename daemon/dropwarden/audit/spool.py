@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dropwarden.audit.chain import AuditError
+from dropwarden.audit.chain import AuditError, AuditLocked
 from dropwarden.audit.log import AuditLog
 from dropwarden.config import Settings
 
@@ -34,9 +34,7 @@ def record_event(settings: Settings, kind: str, body: dict[str, Any]) -> int:
     """
     try:
         log = AuditLog.open(settings.audit.path, settings.state.dir, settings.audit, background=False)
-    except AuditError as exc:
-        if "locked" not in str(exc):
-            raise
+    except AuditLocked:
         return _through_daemon(settings.state.dir, kind, body, settings.audit.spool_timeout)
     try:
         seq = log.append(kind, body).seq
