@@ -128,6 +128,7 @@ class WatchSettings(Strict):
     observer: Literal["inotify", "polling"] = "inotify"
     polling_interval: float = Field(default=2.0, gt=0)
     settle_quiet: float | None = Field(default=None, ge=0)  # None: [daemon] settle_quiet
+    require: list[str] = []  # detector ids that must judge each file of a kind they judge
 
     _severity = field_validator("min_severity")(_check_severity)
 

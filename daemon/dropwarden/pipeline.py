@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import os
 import sqlite3
@@ -35,7 +36,7 @@ from dropwarden.handover import (
 from dropwarden.intake import FileIdentity, Snapshot
 from dropwarden.judge import Judge, Judgement
 from dropwarden.names import JudgedName, redact_path
-from dropwarden.policy import Decision, decide, operator_release, unrecorded
+from dropwarden.policy import Decision, decide, operator_release, require, unrecorded
 from dropwarden.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
 from dropwarden.settle import Hint, WorkItem
 from dropwarden.state import State
@@ -68,6 +69,15 @@ class PipelineContext:
     judge: Judge
     ruleset: str
     sinks: list[str]
+
+
+def _required(watch: ActiveWatch, judgement: Judgement, judge: Judge) -> Judgement:
+    """The judgement with the problems of the watch's required detectors that did not judge it."""
+    if not watch.settings.require:
+        return judgement
+    kind = judgement.file_type.kind if judgement.file_type else None
+    verdict = require(watch.settings, judgement.verdict, kind, judgement.runs, judge.registry.detectors)
+    return judgement if verdict is judgement.verdict else dataclasses.replace(judgement, verdict=verdict)
 
 
 def path_fields(watch: ActiveWatch, relpath: str, name: JudgedName | None) -> dict[str, Any]:
@@ -175,6 +185,7 @@ class Pipeline:
                 judgement = ctx.judge.judge_name(
                     dir_fd, name, display, require_single_link=True, relative=item.relpath
                 )
+                judgement = _required(watch, judgement, ctx.judge)
             except Exception as exc:  # MemoryError included: the file is then unscanned, never clean
                 shown = path_fields(watch, item.relpath, None)["path"]  # name not judged: masked
                 log.error("judging failed", watch=watch.id, path=shown, error=type(exc).__name__)

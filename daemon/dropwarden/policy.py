@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dropwarden.config import WatchSettings
 from dropwarden.findings import Finding, Severity
-from dropwarden.verdict import Verdict, VerdictKind
+from dropwarden.verdict import Problem, Reason, Verdict, VerdictKind
+
+if TYPE_CHECKING:
+    from dropwarden.detect import DetectorRun
+    from dropwarden.registry import Detector
+
+# The view kinds of the built-in detectors, for when one a watch requires is not loaded at all.
+BUILT_IN_KINDS: dict[str, frozenset[str]] = {"regex": frozenset({"text"}), "vision": frozenset({"image"})}
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,34 @@ def decide(watch: WatchSettings, verdict: Verdict) -> Decision:
         return Decision("unscanned", tuple(watch.on_unscanned))
     outcome = "below_threshold" if verdict.kind is VerdictKind.FINDING else "clean"
     return Decision(outcome, ("release",) if watch.release_to else ())
+
+
+def require(
+    watch: WatchSettings,
+    verdict: Verdict,
+    file_kind: str | None,
+    runs: Iterable[DetectorRun],
+    detectors: Mapping[str, Detector],
+) -> Verdict:
+    """The verdict with a `required_detector_missing` problem for each detector in `watch.require` whose
+    view kinds include `file_kind` and that judged no view of the file without a problem (one that ran
+    and failed has already put its own problem in the verdict). A required detector not loaded is known
+    by `BUILT_IN_KINDS`; one unknown judges every kind, so no file passes without it."""
+    runs = list(runs)
+    added: list[Problem] = []
+    for detector_id in watch.require:
+        loaded = detectors.get(detector_id)
+        kinds = loaded.view_kinds if loaded is not None else BUILT_IN_KINDS.get(detector_id)
+        if file_kind is None or (kinds is not None and file_kind not in kinds):
+            continue
+        if any(run.detector == detector_id for run in runs):
+            continue  # judged it, or failed with its own problem (already in the verdict)
+        why = "not loaded" if loaded is None else "judged no view of it"
+        added.append(Problem(Reason.REQUIRED_MISSING, f"{detector_id} {why}", "policy"))
+    if not added:
+        return verdict
+    kind = VerdictKind.FINDING if verdict.kind is VerdictKind.FINDING else VerdictKind.UNSCANNED
+    return dataclasses.replace(verdict, kind=kind, problems=(*verdict.problems, *added))
 
 
 def operator_release(watch: WatchSettings, decision: Decision, *, have_bytes: bool = True) -> Decision:

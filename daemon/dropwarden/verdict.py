@@ -29,6 +29,7 @@ class Reason(StrEnum):
     HARD_LINKED = "hard_linked"
     CHANGED = "changed_while_reading"
     UNSUPPORTED = "unsupported_type"
+    REQUIRED_MISSING = "required_detector_missing"  # a detector the watch requires did not judge it
 
 
 @dataclass(frozen=True)
