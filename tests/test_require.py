@@ -16,6 +16,7 @@ from dropwarden.views import View
 from dropwarden_ocr.tesseract import probe
 
 from .conftest import require as require_component
+from .conftest import run_cli
 from .daemon_harness import DaemonProcess
 
 CLEAN = Verdict(VerdictKind.CLEAN)
@@ -131,3 +132,11 @@ def test_the_daemon_holds_an_image_ocr_found_clean_when_vision_is_required_but_o
     assert len(list(quarantine.glob("*.json"))) == 1
     assert (notes["outcome"], notes["reason"]) == ("clean", None)
     assert (outbound / "notes.txt").exists()
+
+
+def test_config_check_warns_of_a_required_detector_that_is_not_loaded(write_config, tmp_path: Path):
+    inbox = tmp_path / "inbox"
+    body = f'[vision]\nenabled = false\n[[watch]]\nname = "inbox"\npath = "{inbox}"\nrequire = ["vision"]\n'
+    result = run_cli("config", "check", "--config", str(write_config(body)))
+    assert result.returncode == 0, result.stderr
+    assert "warning: watch inbox: required detector 'vision' is not loaded" in result.stderr

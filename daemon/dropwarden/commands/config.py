@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dropwarden.cli import EXIT_USAGE, app_context, config_option
+from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.config import ConfigProblem, format_key
 from dropwarden.plugins import PluginLoadError, build_registry, load_plugins
 
@@ -31,7 +31,7 @@ def check(ctx: click.Context, config_path: Path | None) -> None:
     loaded = app_context(ctx, config_path).config()
     try:
         plugins = load_plugins(loaded.settings)
-        build_registry(plugins, loaded.settings)
+        registry = build_registry(plugins, loaded.settings)
     except PluginLoadError as exc:
         click.echo(f"plugin error (strict mode): {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -46,6 +46,15 @@ def check(ctx: click.Context, config_path: Path | None) -> None:
             click.echo(f"warning: plugin {error}", err=True)
     for line in problems:
         click.echo(line, err=True)
+    for watch in loaded.settings.watch:
+        for detector_id in watch.require:
+            if detector_id not in registry.detectors:
+                # Not an error: the daemon runs, holding every file of that kind as unscanned.
+                click.echo(
+                    f"warning: watch {watch.id}: required detector {detector_id!r} is not loaded;"
+                    " every file of its kind there is unscanned (required_detector_missing)",
+                    err=True,
+                )
     if problems:
         sys.exit(EXIT_USAGE)
     files = ", ".join(map(str, loaded.files)) or "embedded defaults"
