@@ -8,37 +8,10 @@ from pathlib import Path
 import click
 
 from dropwarden import __version__
-from dropwarden.config import ConfigError, LoadedConfig, load_config
+from dropwarden.commands import audit, config, doctor, plugins, quarantine, run, scan
+from dropwarden.commands._app import EXIT_USAGE, AppContext, app_context, config_option
 
-EXIT_USAGE = 2
-
-
-class AppContext:
-    """Lazily loaded configuration shared by subcommands (`--config` is a root option)."""
-
-    def __init__(self, config_path: Path | None) -> None:
-        self.config_path = config_path
-        self._loaded: LoadedConfig | None = None
-
-    def config(self) -> LoadedConfig:
-        """The loaded configuration; on error prints one line per problem and exits 2."""
-        if self._loaded is None:
-            try:
-                self._loaded = load_config(self.config_path)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    click.echo(str(problem), err=True)
-                sys.exit(EXIT_USAGE)
-        return self._loaded
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Configuration file (default /etc/dropwarden/dropwarden.toml, embedded defaults if absent).",
-)
+__all__ = ["EXIT_USAGE", "AppContext", "app_context", "build_cli", "cli", "config_option", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,17 +23,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-def app_context(ctx: click.Context, config_path: Path | None) -> AppContext:
-    """The root context, with a subcommand's own `--config` taking precedence over the root one."""
-    app: AppContext = ctx.find_root().obj
-    if config_path is not None:
-        app.config_path = config_path
-    return app
-
-
 def build_cli() -> click.Group:
-    from dropwarden.commands import audit, config, doctor, plugins, quarantine, run, scan
-
     for command in (
         config.config,
         plugins.plugins,

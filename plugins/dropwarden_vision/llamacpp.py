@@ -22,7 +22,7 @@ from llama_cpp import llama_chat_format, mtmd_cpp
 
 from dropwarden.config import SettingError
 from dropwarden.gate import GateError, GateTimeout, check_gpu_memory, get_gate
-from dropwarden_vision.backend import MAX_TOKENS, BackendError, GateBusy, chat_messages, safe_text
+from dropwarden_vision.backend_types import MAX_TOKENS, BackendError, GateBusy, chat_messages, safe_text
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings

@@ -18,7 +18,7 @@ import openai
 import structlog
 
 from dropwarden.config import SettingError
-from dropwarden_vision.backend import (
+from dropwarden_vision.backend_types import (
     MAX_TOKENS,
     BackendError,
     GateBusy,

@@ -21,7 +21,7 @@ from dropwarden.audit.store import (
     read_key_file,
     remove_key_file,
 )
-from dropwarden.cli import EXIT_USAGE, app_context, config_option
+from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings
 
 EXIT_DAMAGED = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from dropwarden.audit.store import current_key_path, k0_on_host
-from dropwarden.cli import app_context, config_option
+from dropwarden.commands._app import app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.hookspecs import Check
 from dropwarden.plugins import Plugins, load_plugins

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dropwarden.cli import app_context, config_option
+from dropwarden.commands._app import app_context, config_option
 from dropwarden.plugins import build_registry, load_plugins
 
 

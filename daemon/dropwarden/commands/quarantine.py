@@ -13,7 +13,7 @@ import click
 
 from dropwarden.audit import AuditError
 from dropwarden.audit.spool import record_event
-from dropwarden.cli import EXIT_USAGE, app_context, config_option
+from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.names import redact_path
 from dropwarden.quarantine import (

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from dropwarden.cli import EXIT_USAGE, app_context, config_option
+from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.judge import Judgement
 from dropwarden.plugins import PluginLoadError
 from dropwarden.runtime import build_runtime
