@@ -53,14 +53,16 @@ def test_an_image_the_required_detector_did_not_judge_is_unscanned():
     assert verdict.reason == "policy: required_detector_missing (vision judged no view of it)"
 
 
-def test_a_required_detector_not_loaded_leaves_every_file_of_its_kind_unscanned():
-    verdict = require(watch("vision"), CLEAN, "image", [run("regex", "metadata")], {})
-    assert reasons(verdict) == [Reason.REQUIRED_MISSING]
-    assert "vision not loaded" in (verdict.reason or "")
+def test_a_required_detector_not_loaded_leaves_every_file_unscanned():
+    """Its kinds are unknown without it (the core knows no plugin's detectors by name): fail-closed."""
+    for kind in ("image", "text"):
+        verdict = require(watch("vision"), CLEAN, kind, [run("regex", "metadata")], {})
+        assert reasons(verdict) == [Reason.REQUIRED_MISSING]
+        assert "vision not loaded" in (verdict.reason or "")
 
 
 def test_files_of_other_kinds_are_untouched():
-    assert require(watch("vision"), CLEAN, "text", [run("regex", "text")], {}) is CLEAN
+    assert require(watch("vision"), CLEAN, "text", [run("regex", "text")], {"vision": ImageJudge()}) is CLEAN
     assert require(watch("vision"), CLEAN, "text", [], {"vision": ImageJudge()}) is CLEAN
 
 
@@ -102,7 +104,9 @@ def _tesseract_ready() -> bool:
     return found.problem is None and not found.missing("eng")
 
 
-def test_the_daemon_holds_an_image_ocr_found_clean_when_vision_is_required_but_off(tmp_path: Path):
+def test_the_daemon_holds_every_file_when_a_required_detector_is_off(tmp_path: Path):
+    """An image OCR found clean is not released on OCR alone; with vision not loaded at all, nothing in
+    the watch is (its kinds are unknown without it)."""
     require_component(_tesseract_ready(), "tesseract with eng language data")
     inbox, outbound, quarantine = tmp_path / "inbox", tmp_path / "outbound", tmp_path / ".quarantine"
     inbox.mkdir()
@@ -129,9 +133,9 @@ def test_the_daemon_holds_an_image_ocr_found_clean_when_vision_is_required_but_o
     assert (photo["verdict"], photo["outcome"]) == ("unscanned", "unscanned")
     assert "required_detector_missing (vision not loaded)" in photo["reason"]
     assert not (outbound / "photo.png").exists() and not (inbox / "photo.png").exists()
-    assert len(list(quarantine.glob("*.json"))) == 1
-    assert (notes["outcome"], notes["reason"]) == ("clean", None)
-    assert (outbound / "notes.txt").exists()
+    assert len(list(quarantine.glob("*.json"))) == 2
+    assert notes["outcome"] == "unscanned" and "vision not loaded" in notes["reason"]
+    assert not (outbound / "notes.txt").exists()
 
 
 def test_config_check_warns_of_a_required_detector_that_is_not_loaded(write_config, tmp_path: Path):

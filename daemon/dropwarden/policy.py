@@ -15,9 +15,6 @@ if TYPE_CHECKING:
     from dropwarden.detect import DetectorRun
     from dropwarden.registry import Detector
 
-# The view kinds of the built-in detectors, for when one a watch requires is not loaded at all.
-BUILT_IN_KINDS: dict[str, frozenset[str]] = {"regex": frozenset({"text"}), "vision": frozenset({"image"})}
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -49,13 +46,14 @@ def require(
 ) -> Verdict:
     """The verdict with a `required_detector_missing` problem for each detector in `watch.require` whose
     view kinds include `file_kind` and that judged no view of the file without a problem (one that ran
-    and failed has already put its own problem in the verdict). A required detector not loaded is known
-    by `BUILT_IN_KINDS`; one unknown judges every kind, so no file passes without it."""
+    and failed has already put its own problem in the verdict). A required detector that is not loaded
+    says nothing of its kinds (the core knows no plugin's detectors by name), so no file passes without
+    it: fail-closed, and `config check` warns."""
     runs = list(runs)
     added: list[Problem] = []
     for detector_id in watch.require:
         loaded = detectors.get(detector_id)
-        kinds = loaded.view_kinds if loaded is not None else BUILT_IN_KINDS.get(detector_id)
+        kinds = loaded.view_kinds if loaded is not None else None
         if file_kind is None or (kinds is not None and file_kind not in kinds):
             continue
         if any(run.detector == detector_id for run in runs):
