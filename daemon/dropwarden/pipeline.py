@@ -427,10 +427,8 @@ class Pipeline:
         decision: Decision,
         audit_seq: int,
     ) -> bool:
-        store = watch.store
-        problem = self._store_problem(watch)
-        if store is None or problem is not None:
-            self._defer(watch, item_id, "quarantine", problem or "no quarantine directory")
+        store = self._usable_store(watch, item_id, "quarantine")
+        if store is None:
             return False
         name = item.relpath.split(os.sep)[-1]
         try:
@@ -500,10 +498,8 @@ class Pipeline:
         audit_seq: int,
     ) -> bool:
         """Fail-closed for a file that was not read (too large, unreadable): move the file itself."""
-        store = watch.store
-        problem = self._store_problem(watch)
-        if store is None or problem is not None:
-            self._defer(watch, item_id, "quarantine", problem or "no quarantine directory")
+        store = self._usable_store(watch, item_id, "quarantine")
+        if store is None:
             return False
         name = item.relpath.split(os.sep)[-1]
         try:
@@ -558,10 +554,8 @@ class Pipeline:
         self, watch: ActiveWatch, dir_fd: int, item: WorkItem, snapshot: Snapshot, op_id: str
     ) -> bool:
         assert watch.release_fd is not None
-        store = watch.store
-        problem = self._store_problem(watch)
-        if store is None or problem is not None:
-            self._defer(watch, op_id, "release", problem or "no quarantine directory")
+        store = self._usable_store(watch, op_id, "release")
+        if store is None:
             return False
         parts = item.relpath.split(os.sep)
         name = parts[-1]
@@ -721,6 +715,15 @@ class Pipeline:
             getattr(self.counters, table)[key] += by
 
     # ------------------------------------------------------------------------------------------ health
+
+    def _usable_store(self, watch: ActiveWatch, op_id: str, op: str) -> QuarantineStore | None:
+        """The watch's store, checked through its pinned fd just before a move; None when it cannot be
+        used now, the step then recorded as deferred."""
+        problem = self._store_problem(watch)
+        if problem is not None or watch.store is None:
+            self._defer(watch, op_id, op, problem or "no quarantine directory is open")
+            return None
+        return watch.store
 
     def _store_problem(self, watch: ActiveWatch) -> str | None:
         """Why the watch's quarantine directory cannot be used now (checked through its pinned fd)."""
