@@ -83,10 +83,8 @@ def alert_payload(
     """`audit_head`: the durable audit chain head (log_id, seq, hash) when the alert was raised;
     `counts`: per type, how many findings were made and how many of them `findings` holds."""
     top = max((f.severity for f in findings), default=Severity.MEDIUM)
-    return {
-        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "ecs": {"version": "8.11.0"},
-        "event": {
+    return ecs_event(
+        {
             "id": alert_id,
             "kind": "alert",
             "category": ["file", "intrusion_detection"],
@@ -96,15 +94,13 @@ def alert_payload(
             "reason": reason or ", ".join(sorted({f.type for f in findings})),
             "provider": "dropwarden",
         },
-        "file": {
+        file={
             "path": path,
             "name": os.path.basename(path),
             "size": size,
             "hash": {"sha256": sha256} if sha256 else {},
         },
-        "host": {"hostname": socket.gethostname()},
-        "observer": {"product": "dropwarden", "version": __version__},
-        "dropwarden": {
+        dropwarden={
             "watch": watch,
             "verdict": outcome,
             "actions": list(actions),
@@ -123,16 +119,32 @@ def alert_payload(
             ],
             **({"counts": counts} if counts else {}),
         },
+    )
+
+
+def ecs_event(event: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """An ECS-shaped document around `event` (its `event` object) and `fields` (`file`, `dropwarden`,
+    ...): the timestamp, ECS version, host and observer every alert and event carries."""
+    return {
+        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ecs": {"version": "8.11.0"},
+        "event": event,
+        **fields,
+        "host": {"hostname": socket.gethostname()},
+        "observer": {"product": "dropwarden", "version": __version__},
     }
+
+
+def ecs_severity(severity: Severity) -> int:
+    """ECS `event.severity` (1..99) of a dropwarden severity."""
+    return _ECS_SEVERITY[severity]
 
 
 def audit_head_payload(head: dict[str, Any]) -> dict[str, Any]:
     """An `audit.head` event: the durable audit chain head (log_id, seq, hash) and the last checkpoint."""
     point = head.get("checkpoint") or {}
-    return {
-        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "ecs": {"version": "8.11.0"},
-        "event": {
+    return ecs_event(
+        {
             "id": head_event_id(head),
             "kind": "event",
             "category": ["file"],
@@ -140,13 +152,11 @@ def audit_head_payload(head: dict[str, Any]) -> dict[str, Any]:
             "action": "audit.head",
             "provider": "dropwarden",
         },
-        "host": {"hostname": socket.gethostname()},
-        "observer": {"product": "dropwarden", "version": __version__},
-        "dropwarden": {
+        dropwarden={
             "audit_head": {k: head[k] for k in ("log_id", "seq", "hash")},
             "audit_checkpoint": {k: point[k] for k in ("seq", "epoch") if k in point},
         },
-    }
+    )
 
 
 def head_event_id(head: dict[str, Any]) -> str:

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import stat
 import threading
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from dropwarden import __version__
 from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
+from dropwarden.alerts import ecs_event, ecs_severity
 from dropwarden.audit import AuditError
 from dropwarden.config import Settings, WatchSettings
+from dropwarden.findings import Severity
 from dropwarden.walk import display_path
 from dropwarden.watch import mount_points, mounts_inside
 
@@ -270,24 +269,20 @@ class WatchKeeper:
 
 def _payload(alert_id: str, watch_id: str, root: str, problem: str, seq: int | None) -> dict[str, Any]:
     """An ECS-shaped alert, like a file's: the watched folder stopped being watched."""
-    return {
-        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "ecs": {"version": "8.11.0"},
-        "event": {
+    return ecs_event(
+        {
             "id": alert_id,
             "kind": "alert",
             "category": ["file", "configuration"],
             "type": ["info"],
             "action": "watch.lost",
-            "severity": 73,  # high, as alerts.py maps it
+            "severity": ecs_severity(Severity.HIGH),
             "reason": f"watched folder {problem}: nothing is judged there until a directory is back",
             "provider": "dropwarden",
         },
-        "file": {"path": root, "name": os.path.basename(root), "type": "dir"},
-        "host": {"hostname": socket.gethostname()},
-        "observer": {"product": "dropwarden", "version": __version__},
-        "dropwarden": {"watch": watch_id, "verdict": "watch_lost", "audit_seq": seq},
-    }
+        file={"path": root, "name": os.path.basename(root), "type": "dir"},
+        dropwarden={"watch": watch_id, "verdict": "watch_lost", "audit_seq": seq},
+    )
 
 
 def _retire(watch: ActiveWatch) -> None:
