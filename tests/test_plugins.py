@@ -127,7 +127,16 @@ def test_the_allow_list_loads_only_named_plugins(plugin_site, write_config):
     env = _env(plugin_site, DROPWARDEN_LOAD_PLUGINS="regex")
     report = json.loads(run_cli("plugins", "--json", "--config", str(config), env=env).stdout)
     assert [p["name"] for p in report["plugins"]] == ["regex"]
-    assert set(report["skipped"]) == {"acme", "acme-broken", "acme-badref", "acme-half", "actions", "documents", "ocr", "vision"}
+    assert set(report["skipped"]) == {
+        "acme",
+        "acme-broken",
+        "acme-badref",
+        "acme-half",
+        "actions",
+        "documents",
+        "ocr",
+        "vision",
+    }
     assert report["errors"] == []
 
 

@@ -1,4 +1,4 @@
-"""Built-in actions plugin: quarantine, release and the alert sinks (jsonl, exec), registered as any plugin's."""
+"""Built-in actions plugin: quarantine, release and the alert sinks, registered as any plugin's are."""
 
 from __future__ import annotations
 
