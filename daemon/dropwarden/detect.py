@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -113,6 +114,10 @@ class DetectorRunner:
         findings = cap(found, limits)
         if findings and ("bbox" in view.provenance or "boxes" in view.provenance):
             findings = Findings((locate(finding, view) for finding in findings), findings.omitted)
+        if findings and "within" in view.provenance:
+            anchors = view.provenance.get("anchors") or ()
+            starts = [anchor[0] for anchor in anchors]
+            findings = Findings((place(f, view, anchors, starts) for f in findings), findings.omitted)
         elapsed = (time.perf_counter() - started) * 1000
         return DetectorRun(detector.id, detector.version, view.name, elapsed, findings, problem)
 
@@ -125,6 +130,21 @@ def cap(found: Iterable[Finding], limits: FindingLimits | None) -> Findings:
     tally = FindingTally(limits)
     tally.add_all(found)
     return tally.findings()
+
+
+def place(
+    finding: Finding, view: View, anchors: Sequence[tuple[int, int, str]], starts: list[int]
+) -> Finding:
+    """Give a finding in a view from inside a container its path there: the view's provenance `within`
+    (members outer to inner, the part, the page, ...), then the label of the anchor its text offset
+    falls in, from provenance `anchors` (`starts`: their starts): (start, end, label) character ranges
+    in order ("cell B2")."""
+    within = tuple(view.provenance["within"])
+    offset = finding.location.offset
+    index = bisect.bisect_right(starts, offset) - 1 if offset is not None else -1
+    if index >= 0 and offset < anchors[index][1]:  # type: ignore[operator]
+        within = (*within, anchors[index][2])
+    return dataclasses.replace(finding, location=dataclasses.replace(finding.location, within=within))
 
 
 def locate(finding: Finding, view: View) -> Finding:

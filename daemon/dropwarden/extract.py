@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,15 +11,19 @@ from dropwarden.framing import EndNotFound, image_end
 from dropwarden.intake import Snapshot
 from dropwarden.metadata import metadata_view
 from dropwarden.registry import Extractor, Incomplete
-from dropwarden.sniff import FileType, sniff, utf16_without_bom
+from dropwarden.sniff import FileType, looks_like_text, sniff, utf16_without_bom
 from dropwarden.textdecode import DecodeError, decode_text
-from dropwarden.trailing import trailing_view
+from dropwarden.trailing import printable_strings, trailing_view, utf16le_strings
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
 
 # Images appended one after another after the file's image, each judged as an image; more: too_large.
 MAX_APPENDED = 4
-_BMP_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
+# Rounds of the extraction chain (a PDF page rendered to an image, then OCR of it, ...); views still
+# appearing after the last one leave the file unscanned.
+MAX_ROUNDS = 6
+# Printable strings of a binary nothing understands, judged by the text rules.
+MAX_STRINGS_BYTES = 64 * 1024 * 1024
 
 if TYPE_CHECKING:
     from dropwarden.detect import DetectorRun, DetectorRunner
@@ -45,7 +50,9 @@ class Extraction:
         if own:
             missing = [view.name for view in own if view.name not in judged and view.name not in derived]
         else:
-            missing = [] if judged & {view.name for view in self.views} else [self.file_type.name]
+            # a strings view is a safety net: its findings stand, but it never makes a file judged
+            understood = {view.name for view in self.views if view.provenance.get("source") != "strings"}
+            missing = [] if judged & understood else [self.file_type.name]
         if not missing:
             return None
         name = self.file_type.name
@@ -58,11 +65,12 @@ class Extraction:
 
 def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: DetectorRunner) -> Extraction:
     """The file's own views (decoded text; or the image, its metadata as text, the bytes after its end
-    as text, and any image appended there as an image), then each extractor's views.
+    as text, and any image appended there as an image), then the extraction chain (`run_chain`).
 
-    Extractors run through `runner`: in a worker thread, bounded by its timeout, unless the extractor
-    sets `bounded = True`. Failures and timeouts become problems (the file is then never "clean"), as
-    detectors' do; an extractor raising `Incomplete` keeps the views it made.
+    A file sniffed as an image or a container whose parsing failed, and whose bytes look like text, is
+    judged as text too: a magic number at its start never hides its text. A binary that no extractor
+    understood gets a *strings* view (`strings_view`): its findings stand, yet alone it never makes the
+    file judged (`Extraction.unjudged`), so such a file without findings stays unsupported_type.
     """
     file_type = sniff(snapshot.data)
     out = Extraction(file_type)
@@ -73,22 +81,83 @@ def extract_views(snapshot: Snapshot, extractors: Iterable[Extractor], runner: D
             out.problems.append(Problem(Reason.DECODE_ERROR, str(exc), "text"))
     elif file_type.kind == "image":
         _add_image(out, snapshot.data, file_type.name, runner.max_trailing_bytes)
-    for extractor in extractors:
-        kinds = getattr(extractor, "view_kinds", None)
-        if kinds is not None and not any(view.kind in kinds for view in out.views):
-            continue  # nothing for it here: no thread hand-off for, say, OCR on a text file
-        source = f"extractor {extractor.id}"
-        try:
-            inline = getattr(extractor, "bounded", False)
-            out.views.extend(runner.call(extractor.extract, snapshot, list(out.views), inline=inline))
-        except Incomplete as exc:  # what it read stands, with the problem
-            out.views.extend(exc.results)
-            out.problems.append(Problem.from_exception(exc, source))
-        except TimeoutError:
-            out.problems.append(runner.timed_out(source))
-        except Exception as exc:
-            out.problems.append(Problem.from_exception(exc, source))
+    run_chain(out, snapshot, list(extractors), runner)
+    if file_type.kind in ("image", "binary"):
+        _add_text_fallback(out, snapshot.data)
     return out
+
+
+def run_chain(
+    out: Extraction, snapshot: Snapshot, extractors: list[Extractor], runner: DetectorRunner
+) -> None:
+    """Extractors in rounds, in registration order within a round. Each call gets the views new since
+    that extractor's last call (all views on its first): an extractor with `view_kinds` is called in
+    any round where such views are new (OCR reads the page images a PDF extractor rendered in the round
+    before); one without is called once, in the first round, for the snapshot itself. At most
+    MAX_ROUNDS rounds: views still appearing after them leave the file unscanned (too_large).
+
+    Extractors run through `runner`: in a worker thread, bounded by its timeout, unless the extractor
+    sets `bounded = True`. Failures and timeouts become problems (the file is then never "clean"), as
+    detectors' do; an extractor raising `Incomplete` keeps the views it made."""
+    seen = [0] * len(extractors)  # how many of out.views each extractor has been offered
+    for round_number in range(MAX_ROUNDS + 1):
+        called = False
+        for index, extractor in enumerate(extractors):
+            kinds = getattr(extractor, "view_kinds", None)
+            if kinds is None and round_number:
+                continue
+            new = out.views[seen[index] :]
+            seen[index] = len(out.views)
+            if kinds is not None and not any(view.kind in kinds for view in new):
+                continue  # nothing for it here: no thread hand-off for, say, OCR on a text file
+            if round_number == MAX_ROUNDS:
+                detail = f"views still appearing after {MAX_ROUNDS} rounds of extraction (MAX_ROUNDS)"
+                out.problems.append(Problem(Reason.TOO_LARGE, detail, "extraction chain"))
+                return
+            called = True
+            _call_extractor(out, extractor, snapshot, new, runner)
+        if not called:
+            return
+
+
+def _call_extractor(
+    out: Extraction, extractor: Extractor, snapshot: Snapshot, views: list[View], runner: DetectorRunner
+) -> None:
+    source = f"extractor {extractor.id}"
+    try:
+        inline = getattr(extractor, "bounded", False)
+        out.views.extend(runner.call(extractor.extract, snapshot, views, inline=inline))
+    except Incomplete as exc:  # what it read stands, with the problem
+        out.views.extend(exc.results)
+        out.problems.append(Problem.from_exception(exc, source))
+    except TimeoutError:
+        out.problems.append(runner.timed_out(source))
+    except Exception as exc:
+        out.problems.append(Problem.from_exception(exc, source))
+
+
+def _add_text_fallback(out: Extraction, data: bytes) -> None:
+    """An image or container whose parsing failed is read as text too when its bytes look like text;
+    a binary that no extractor made a view of gets its printable strings as view "strings"."""
+    parse_failed = any(p.reason in (Reason.DECODE_ERROR, Reason.DETECTOR_ERROR) for p in out.problems)
+    if parse_failed and looks_like_text(data[:8192]):
+        try:
+            view = text_view(data)
+        except DecodeError:
+            pass
+        else:
+            out.views.append(dataclasses.replace(view, provenance={"source": "fallback", "read_as": "text"}))
+            return
+    if out.file_type.kind == "binary" and not any(v.provenance.get("source") != "name" for v in out.views):
+        out.views.append(strings_view(data))
+
+
+def strings_view(data: bytes) -> TextView:
+    """View "strings": the runs of printable ASCII/UTF-8 and of UTF-16LE text in the first
+    MAX_STRINGS_BYTES of `data`, one per line (`strings`, both encodings)."""
+    head = data[:MAX_STRINGS_BYTES]
+    text = printable_strings(head) + "\n" + utf16le_strings(head)
+    return TextView("strings", text, "strings", {"source": "strings", "bytes": len(head)})
 
 
 def text_view(data: bytes) -> TextView:
@@ -156,12 +225,9 @@ def _add_appended(out: Extraction, data: bytes, offset: int) -> None:
 
 def appended_image(data: bytes, offset: int) -> str | None:
     """The format of the image that starts at `offset` (sniffed like a file), or None."""
-    head = data[offset : offset + 64]
-    found = sniff(head) if head else None
+    found = sniff(data[offset:]) if offset < len(data) else None
     if found is None or found.kind != "image":
-        return None
-    if found.name == "bmp" and int.from_bytes(head[14:18], "little") not in _BMP_HEADERS:
-        return None  # "BM" opens many a text: only a real BMP info header makes it an image
+        return None  # "BM" opens many a text: only a consistent BMP header makes it an image
     return found.name
 
 

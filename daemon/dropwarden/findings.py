@@ -53,6 +53,9 @@ class Location:
     offset: int | None = None
     length: int | None = None
     bbox: BBox | None = None
+    # Inside a container: the path to the view, outer to inner ("inner.zip", "report.docx",
+    # "word/document.xml"), then where in it ("page 3", "sheet Hidden", "cell B2", "slide 2", ...).
+    within: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -16,7 +16,10 @@ _MAGIC: tuple[tuple[int, bytes, str, str], ...] = (
     (8, b"WEBP", "webp", "image"),
     (0, b"%PDF-", "pdf", "binary"),
     (0, b"PK\x03\x04", "zip", "binary"),
-    (0, b"\x1f\x8b", "gzip", "binary"),
+    (0, b"\x1f\x8b\x08", "gzip", "binary"),
+    (0, b"BZh", "bzip2", "binary"),
+    (0, b"\xfd7zXZ\x00", "xz", "binary"),
+    (257, b"ustar", "tar", "binary"),
     (0, b"7z\xbc\xaf\x27\x1c", "7z", "binary"),
     (0, b"Rar!\x1a\x07", "rar", "binary"),
     (0, b"\x7fELF", "elf", "binary"),
@@ -46,10 +49,88 @@ def sniff(data: bytes) -> FileType:
         if data.startswith(magic, offset):
             if name == "webp" and not data.startswith(b"RIFF"):
                 continue
-            if name == "bmp" and len(data) < 26:
+            check = _CONSISTENT.get(name)
+            if check is not None and not check(data):
                 continue
             return FileType(name, kind)
     return FileType("text", "text") if looks_like_text(data[:_SAMPLE]) else FileType("binary", "binary")
+
+
+BMP_INFO_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
+
+
+def _u32(data: bytes, offset: int, order: str = "little") -> int:
+    return int.from_bytes(data[offset : offset + 4], order)  # type: ignore[arg-type]
+
+
+def _bmp(data: bytes) -> bool:
+    """File size, reserved fields, pixel offset and info-header size agree with each other and the file
+    (trailing bytes after the declared size are allowed: they are judged as `trailing`)."""
+    if len(data) < 26:
+        return False
+    size, reserved, offset, header = _u32(data, 2), _u32(data, 6), _u32(data, 10), _u32(data, 14)
+    return reserved == 0 and header in BMP_INFO_HEADERS and 14 + header <= offset <= size <= len(data)
+
+
+def _pe(data: bytes) -> bool:
+    """An MZ stub whose e_lfanew points at the `PE\\0\\0` signature inside the file."""
+    if len(data) < 64:
+        return False
+    lfanew = _u32(data, 0x3C)
+    return 64 <= lfanew <= len(data) - 4 and data[lfanew : lfanew + 4] == b"PE\x00\x00"
+
+
+def _jpeg(data: bytes) -> bool:
+    return len(data) > 3 and 0xC0 <= data[3] <= 0xFE  # a marker follows SOI
+
+
+def _tiff(data: bytes) -> bool:
+    order = "little" if data.startswith(b"II") else "big"
+    return len(data) >= 8 and 8 <= _u32(data, 4, order) < len(data)  # first IFD inside the file
+
+
+def _gzip(data: bytes) -> bool:
+    return len(data) >= 18 and data[3] & 0xE0 == 0  # reserved flag bits clear
+
+
+def _bzip2(data: bytes) -> bool:
+    return len(data) >= 14 and data[3:4] in b"123456789" and data[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
+
+
+def _elf(data: bytes) -> bool:
+    return len(data) >= 20 and data[4] in (1, 2) and data[5] in (1, 2) and data[6] == 1
+
+
+def _ftyp(data: bytes) -> bool:
+    box = int.from_bytes(data[0:4], "big")
+    return 16 <= box <= min(len(data), 4096) and box % 4 == 0
+
+
+def _tar(data: bytes) -> bool:
+    """A ustar header whose checksum adds up."""
+    if len(data) < 512:
+        return False
+    try:
+        stored = int(data[148:156].strip(b" \x00") or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(data[:148]) + 8 * 32 + sum(data[156:512])
+
+
+# Magics shorter than 6 bytes never decide alone: the header behind them must hold together.
+_CONSISTENT = {
+    "bmp": _bmp,
+    "pe": _pe,
+    "jpeg": _jpeg,
+    "tiff": _tiff,
+    "gzip": _gzip,
+    "bzip2": _bzip2,
+    "elf": _elf,
+    "avif": _ftyp,
+    "heic": _ftyp,
+    "mp4": _ftyp,
+    "tar": _tar,
+}
 
 
 def looks_like_text(sample: bytes) -> bool:

@@ -58,6 +58,15 @@ def as_text(data: bytes) -> tuple[str, str]:
     return printable_strings(data), "strings"
 
 
+_UTF16LE_STRINGS = re.compile(rb"(?:[\t\x20-\x7e]\x00){%d,}" % _MIN_STRING)
+
+
+def utf16le_strings(data: bytes) -> str:
+    """The runs of at least 4 printable ASCII characters stored as UTF-16LE in `data` (at either byte
+    alignment), one per line."""
+    return "\n".join(run.decode("utf-16-le") for run in _UTF16LE_STRINGS.findall(data))
+
+
 def printable_strings(data: bytes) -> str:
     """The runs of at least 4 printable ASCII or UTF-8 characters in `data`, one per line."""
     return "\n".join(run.decode("utf-8", "replace") for run in _STRINGS.findall(data))

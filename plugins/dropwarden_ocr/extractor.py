@@ -125,8 +125,10 @@ class OcrExtractor:
         ("too_large") with the views of those read: their findings stand, and the file is not clean."""
         out: list[View] = []
         for view in views:
-            if view.kind == "image" and view.provenance.get("source") == "file":
+            if view.kind == "image":
                 read, unread = self.read_frames(view.data, view.name)  # type: ignore[union-attr]
+                for text in read:  # where the image came from (a container's member, a PDF page)
+                    text.provenance.update(_carried(view.provenance))
                 out.extend(read)
                 if unread is not None:
                     raise Incomplete("too_large", unread, out)
@@ -155,10 +157,17 @@ class OcrExtractor:
             minimum = self.settings.min_confidence
             kept = [r for r in regions if r.confidence is None or r.confidence >= minimum]
             name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
+            if source != "image" and not source.startswith("appended"):  # an image inside a document
+                name = f"{name}:{source}"
             view = build_view(name, self.engine, kept, page, source)
             view.provenance.update(frames_read=len(pages), frames_unread=unread is not None)
             views.append(view)
         return views, unread
+
+
+def _carried(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance an image from inside a container hands on to the text read from it."""
+    return {key: provenance[key] for key in ("within",) if key in provenance}
 
 
 def build_view(name: str, engine: OcrEngine, regions: list[OcrRegion], page: Page, source: str) -> TextView:
