@@ -45,7 +45,8 @@ class Extraction:
         if self.file_type.kind == "empty" or self.problems:
             return None
         judged = {run.view for run in runs}
-        own = [view for view in self.views if view.provenance.get("source") == "file"]
+        # the file's own views, and those of its contents (a PDF page's text or image): each must be judged
+        own = [view for view in self.views if view.provenance.get("source") in ("file", "document")]
         derived = {view.provenance.get("derived_from") for view in self.views if view.name in judged}
         if own:
             missing = [view.name for view in own if view.name not in judged and view.name not in derived]

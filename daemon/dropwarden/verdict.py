@@ -29,6 +29,7 @@ class Reason(StrEnum):
     HARD_LINKED = "hard_linked"
     CHANGED = "changed_while_reading"
     UNSUPPORTED = "unsupported_type"
+    ENCRYPTED = "encrypted"  # a document or member that cannot be read without a password
     REQUIRED_MISSING = "required_detector_missing"  # a detector the watch requires did not judge it
 
 

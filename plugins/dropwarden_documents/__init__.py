@@ -2,4 +2,24 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
+
+from dropwarden.hookspecs import hookimpl
+from dropwarden_documents.extractor import VERSION, DocumentsExtractor
+from dropwarden_documents.settings import DocumentsSettings, documents_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dropwarden.config import Settings
+
+__version__ = VERSION
+__all__ = ["DocumentsExtractor", "DocumentsSettings", "dropwarden_register_extractors"]
+
+
+@hookimpl
+def dropwarden_register_extractors(register: Callable[[Any], None], settings: Settings) -> None:
+    """Register the documents extractor unless `enabled = false`."""
+    limits = documents_settings(settings)
+    if limits.enabled:
+        register(DocumentsExtractor(limits))
