@@ -6,10 +6,11 @@ import os
 import signal
 import time
 
-from dropwarden_documents.walk import walk
+from dropwarden_documents.settings import DocumentsSettings
+from dropwarden_documents.walk import Outcome, walk
 
 
-def crash_on_crash(data: bytes, limits):  # noqa: ANN001, ANN201
+def crash_on_crash(data: bytes, limits: DocumentsSettings) -> Outcome:
     """Segfault-like death on a file that says "crash", a hang on "hang", memory exhaustion on "eat"."""
     if data.startswith(b"crash"):
         os.kill(os.getpid(), signal.SIGSEGV)
