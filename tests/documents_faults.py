@@ -6,8 +6,9 @@ import os
 import signal
 import time
 
+from dropwarden_documents.formats import walk
 from dropwarden_documents.settings import DocumentsSettings
-from dropwarden_documents.walk import Outcome, walk
+from dropwarden_documents.walk import Outcome
 
 
 def crash_on_crash(data: bytes, limits: DocumentsSettings) -> Outcome:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import zipfile
-from io import BytesIO
 
 from dropwarden.sniff import sniff
-from dropwarden_documents import archives
-from dropwarden_documents.walk import Handler
+from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
+from dropwarden_documents.settings import DocumentsSettings
+from dropwarden_documents.walk import Handler, LimitReached, Outcome, Walker
 
 # A mail file: header lines first (RFC 5322), among them one that every message has.
 _MAIL_HEAD = re.compile(rb"\A(?:[!-9;-~]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*){2,}")
@@ -21,17 +20,13 @@ def handler_for(data: bytes, name: str = "") -> Handler | None:
     if found == "zip":
         return _zip_kind(data)
     if found == "pdf":
-        from dropwarden_documents import pdf
+        from dropwarden_documents.pdf import walk_pdf
 
-        return pdf.walk_pdf
+        return walk_pdf
     if found in ("gzip", "bzip2", "xz"):
-        return archives.walk_compressed
+        return walk_compressed
     if found == "tar":
-        return archives.walk_tar
-    if found == "text" and is_mail(data):
-        from dropwarden_documents import mail
-
-        return mail.walk_mail
+        return walk_tar
     return None
 
 
@@ -42,18 +37,15 @@ def is_mail(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> Handler:
-    """An Office Open XML package is a zip with [Content_Types].xml and its main part."""
-    try:
-        with zipfile.ZipFile(BytesIO(data)) as package:
-            names = set(package.namelist()[:100_000])
-    except (zipfile.BadZipFile, ValueError, OSError):
-        return archives.walk_zip
-    if "[Content_Types].xml" in names and names & {
-        "word/document.xml",
-        "xl/workbook.xml",
-        "ppt/presentation.xml",
-    }:
-        from dropwarden_documents import ooxml
+    """Office Open XML packages are read as zips for now (their XML parts judged as text)."""
+    return walk_zip
 
-        return ooxml.walk_ooxml
-    return archives.walk_zip
+
+def walk(data: bytes, limits: DocumentsSettings) -> Outcome:
+    """Every view of a dropped file's contents, within `limits` (the job a parser worker runs)."""
+    walker = Walker(limits, handler_for)
+    try:
+        walker.visit(data, (), 0)
+    except LimitReached as exc:
+        walker.problem(exc.reason, exc.detail, ())
+    return walker.out

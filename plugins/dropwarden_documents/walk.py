@@ -54,8 +54,11 @@ def where(within: Within) -> str:
 class Walker:
     """One file's walk: the views made so far, the problems, and the budget every part draws on."""
 
-    def __init__(self, limits: DocumentsSettings) -> None:
+    def __init__(
+        self, limits: DocumentsSettings, find_handler: Callable[[bytes, str], Handler | None]
+    ) -> None:
         self.limits = limits
+        self.find_handler = find_handler  # the handler of a part's format; None: a leaf
         self.out = Outcome()
         self.bytes_read = 0
         self.text_chars = 0
@@ -150,7 +153,7 @@ class Walker:
                 "too_large", f"nested deeper than documents.max_depth={self.limits.max_depth}", within
             )
             return
-        handler = handler_for(data, name)
+        handler = self.find_handler(data, name)
         try:
             if handler is None:
                 self.leaf(data, within)
@@ -190,21 +193,4 @@ class Walker:
             self.problem("decode_error", "text in no known encoding", within)
 
 
-Handler = Callable[[Walker, bytes, Within, int], None]
-
-
-def handler_for(data: bytes, name: str = "") -> Handler | None:
-    """The handler for `data`'s sniffed format (magic and structure, never the extension)."""
-    from dropwarden_documents import formats
-
-    return formats.handler_for(data, name)
-
-
-def walk(data: bytes, limits: DocumentsSettings) -> Outcome:
-    """Every view of a dropped file's contents, within `limits`."""
-    walker = Walker(limits)
-    try:
-        walker.visit(data, (), 0)
-    except LimitReached as exc:
-        walker.problem(exc.reason, exc.detail, ())
-    return walker.out
+Handler = Callable[["Walker", bytes, Within, int], None]

@@ -21,7 +21,7 @@ from typing import Any
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.walk import Outcome
 
-DEFAULT_JOB = "dropwarden_documents.walk:walk"
+DEFAULT_JOB = "dropwarden_documents.formats:walk"
 _START_TIMEOUT = 30.0
 
 
@@ -56,6 +56,8 @@ def _serve(conn: Connection, job: str, limits: dict[str, Any]) -> None:
             answer: tuple[str, Any] = ("ok", function(request, settings))
         except MemoryError:
             answer = ("memory", f"over documents.worker_memory={memory} bytes")
+        except Exception as exc:  # a parser bug: the type only, a message may quote the content
+            answer = ("error", f"parser failed ({type(exc).__name__})")
         conn.send(answer)
         if answer[0] != "ok":
             return
@@ -122,7 +124,7 @@ class WorkerPool:
                 raise WorkerFailed(reason, detail) from None
             if status != "ok":
                 worker.stop()
-                raise WorkerFailed("too_large", str(value))
+                raise WorkerFailed("too_large" if status == "memory" else "detector_error", str(value))
             self._give_back(worker)
             return value
 
