@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 
 from dropwarden.sniff import sniff
 from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
+from dropwarden_documents.ooxml import is_ooxml, walk_ooxml
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.walk import Handler, LimitReached, Outcome, Walker
 
@@ -37,7 +40,13 @@ def is_mail(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> Handler:
-    """Office Open XML packages are read as zips for now (their XML parts judged as text)."""
+    """An Office Open XML package by its parts (whatever the file is called), any other zip as a zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if is_ooxml(archive):
+                return walk_ooxml
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        pass  # walk_zip meets the damage and reports it
     return walk_zip
 
 

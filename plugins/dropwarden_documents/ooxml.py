@@ -1,0 +1,379 @@
+"""Office Open XML (docx/docm, xlsx/xlsm, pptx): the text of every part, named by where it is."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import zipfile
+from decimal import Decimal, InvalidOperation
+from io import BytesIO
+from xml.etree.ElementTree import ParseError
+
+from defusedxml import DefusedXmlException
+
+from dropwarden.trailing import printable_strings, utf16le_strings
+from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within, mask_member
+from dropwarden_documents.xmltext import AllText, TextTarget, local, parse
+
+# Parts with structure only (or binary fonts): never read.
+_SKIP = re.compile(
+    r"(?:^|/)(?:_rels/.*|\[Content_Types\]\.xml|theme/.*|styles(?:WithEffects)?\.xml|fontTable\.xml"
+    r"|settings\.xml|webSettings\.xml|numbering\.xml|presProps\.xml|viewProps\.xml|tableStyles\.xml"
+    r"|calcChain\.xml|printerSettings/.*|fonts/.*)$"
+)
+# Parts of key/value XML (document properties, custom XML data): every piece of text.
+_PLAIN_XML = re.compile(r"^(?:docProps|customXml)/")
+_RELS_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_MAIN_KINDS = {"wordprocessingml": "word", "spreadsheetml": "excel", "presentationml": "powerpoint"}
+_FOLDER_KINDS = {"word": "word", "xl": "excel", "ppt": "powerpoint"}
+
+
+def is_ooxml(archive: zipfile.ZipFile) -> bool:
+    names = set(archive.namelist())
+    return "[Content_Types].xml" in names and "_rels/.rels" in names
+
+
+class OfficeText(TextTarget):
+    """Text of a Word, PowerPoint or drawing part: runs (`t`, tracked deletions `delText`, field codes
+    `instrText`, chart values `v`, comment `text`) in order; paragraphs, rows and breaks as new lines,
+    table cells and tabs as tabs. Text boxes, tracked insertions, math are runs like any other."""
+
+    KEPT = frozenset({"t", "delText", "instrText", "v", "text"})
+    LINE = frozenset({"p", "tr", "br", "cr", "v", "si", "comment", "cm"})
+    TAB = frozenset({"tab"})
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.inside = 0
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        name = local(tag)
+        if name in self.KEPT:
+            self.inside += 1
+        elif name in self.TAB and self.inside == 0:
+            self.add("\t")
+
+    def end(self, tag: str) -> None:
+        name = local(tag)
+        if name in self.KEPT:
+            self.inside -= 1
+        if name == "tc" and self.parts and self.parts[-1].endswith("\n"):
+            self.parts[-1] = self.parts[-1][:-1] + "\t"  # a cell's last paragraph: the cell ends
+        elif name in self.LINE and self.parts and not self.parts[-1].endswith("\n"):
+            self.add("\n")
+
+    def data(self, text: str) -> None:
+        if self.inside > 0:
+            self.add(text)
+
+
+class SharedStrings(TextTarget):
+    """xl/sharedStrings.xml: one string per `si` (its runs joined; phonetic guides `rPh` left out)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.strings: list[str] = []
+        self.in_t = self.in_phonetic = False
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        name = local(tag)
+        if name == "si":
+            self.parts = []
+        elif name == "t":
+            self.in_t = True
+        elif name == "rPh":
+            self.in_phonetic = True
+
+    def end(self, tag: str) -> None:
+        name = local(tag)
+        if name == "si":
+            self.strings.append("".join(self.parts))
+        elif name == "t":
+            self.in_t = False
+        elif name == "rPh":
+            self.in_phonetic = False
+
+    def data(self, text: str) -> None:
+        if self.in_t and not self.in_phonetic:
+            self.add(text)
+
+
+class SheetCells(TextTarget):
+    """A worksheet: each cell's value (shared, inline or literal; numbers with all their digits) on a
+    line per row, tab between cells, with `anchors` (start, end, "cell B2")."""
+
+    def __init__(self, limit: int, shared: list[str]) -> None:
+        super().__init__(limit)
+        self.shared = shared
+        self.anchors: list[tuple[int, int, str]] = []
+        self.value: list[str] = []
+        self.collecting = False
+        self.cell_type = "n"
+        self.ref = ""
+        self.row = 0
+        self.column = 0
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        name = local(tag)
+        if name == "row":
+            self.row = _int(attrib.get("r"), self.row + 1)
+            self.column = 0
+        elif name == "c":
+            self.cell_type = attrib.get("t", "n")
+            self.column += 1
+            self.ref = attrib.get("r") or f"{_column(self.column)}{self.row}"
+            self.value = []
+        elif name in ("v", "t"):
+            self.collecting = True
+
+    def end(self, tag: str) -> None:
+        name = local(tag)
+        if name in ("v", "t"):
+            self.collecting = False
+        elif name == "c":
+            value = self.cell_value("".join(self.value))
+            if value:
+                start = self.size
+                self.add(value)
+                self.anchors.append((start, self.size, f"cell {self.ref[:20]}"))
+                self.add("\t")
+        elif name == "row" and self.parts and not self.parts[-1].endswith("\n"):
+            self.add("\n")
+
+    def data(self, text: str) -> None:
+        if self.collecting:
+            self.value.append(text)
+
+    def cell_value(self, raw: str) -> str:
+        raw = raw.strip() if self.cell_type != "inlineStr" else raw
+        if self.cell_type == "s":
+            index = _int(raw, -1)
+            return self.shared[index] if 0 <= index < len(self.shared) else ""
+        if self.cell_type == "n":
+            return plain_number(raw)
+        return raw
+
+
+def plain_number(raw: str) -> str:
+    """A number cell as all its digits: "4.111111111111111E+15" -> "4111111111111111" (exponents
+    within +-30 only, so a crafted "1E+999999" cannot blow up)."""
+    if "e" not in raw.lower():
+        return raw
+    try:
+        number = Decimal(raw)
+    except InvalidOperation:
+        return raw
+    if not number.is_finite() or not -30 <= number.adjusted() <= 30:
+        return raw
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _int(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() and len(text) < 10 else default
+
+
+def _column(index: int) -> str:
+    letters = ""
+    while index > 0:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+class Package:
+    """An open OOXML package: each part read at most once (counted against documents.max_members),
+    relationships resolved, the parts read so far remembered."""
+
+    def __init__(self, walker: Walker, archive: zipfile.ZipFile, within: Within, size: int) -> None:
+        self.walker = walker
+        self.archive = archive
+        self.within = within
+        self.size = size
+        self.names = {info.filename for info in archive.infolist() if not info.is_dir()}
+        self.done: set[str] = set()
+        self.content_types: dict[str, str] | None = None
+
+    def read(self, name: str) -> bytes | None:
+        """A part's bytes (None: absent or read already)."""
+        if name not in self.names or name in self.done:
+            return None
+        self.done.add(name)
+        if len(self.done) > self.walker.limits.max_members:
+            raise LimitReached(f"more than documents.max_members={self.walker.limits.max_members} parts")
+        info = self.archive.getinfo(name)
+        if info.flag_bits & 0x1:
+            raise Encrypted("a part encrypted without a password")
+        with self.archive.open(info) as stream:
+            return self.walker.read_member(stream, min(info.compress_size, self.size), name)
+
+    def text_of(self, name: str, target: TextTarget) -> TextTarget | None:
+        """`target` fed with part `name` (None: absent, read already or damaged: a problem)."""
+        data = self.read(name)
+        if data is None:
+            return None
+        try:
+            return parse(data, target)
+        except (ParseError, DefusedXmlException) as exc:
+            self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
+            return None
+
+    def office_text(self, name: str, where: Within) -> None:
+        target = self.text_of(name, OfficeText(self.budget()))
+        if target is not None:
+            self.walker.text(target.text(), where)
+
+    def budget(self) -> int:
+        return max(1, self.walker.limits.max_text_chars - self.walker.text_chars)
+
+    def relations(self, part: str) -> dict[str, str]:
+        """Relationship id -> target part of `part` (internal targets only)."""
+        folder, _, base = part.rpartition("/")
+        rels = f"{folder}/_rels/{base}.rels" if folder else f"_rels/{base}.rels"
+        if rels not in self.names:
+            return {}
+        data = self.walker.read_member(self.archive.open(rels), None, rels)
+        found: dict[str, str] = {}
+        collector = _Relations(found, folder)
+        try:
+            parse(data, collector)
+        except (ParseError, DefusedXmlException):
+            self.walker.problem("decode_error", "damaged relationships", (*self.within, rels))
+        return found
+
+    def main_kind(self) -> tuple[str, str] | None:
+        """("word" | "excel" | "powerpoint", main part) from the package relationships."""
+        for target in self.relations("").values():
+            if target.endswith(".xml") and target in self.names:
+                kind = self._content_kind(target) or _FOLDER_KINDS.get(target.partition("/")[0])
+                if kind:
+                    return kind, target
+        return None
+
+    def _content_kind(self, part: str) -> str | None:
+        if self.content_types is None:
+            name = "[Content_Types].xml"
+            data = self.walker.read_member(self.archive.open(name), None, name)
+            self.content_types = {}
+            parse(data, _ContentTypes(self.content_types))
+        content_type = self.content_types.get("/" + part, "")
+        return next((kind for key, kind in _MAIN_KINDS.items() if key in content_type), None)
+
+
+class _Relations(TextTarget):
+    def __init__(self, found: dict[str, str], folder: str) -> None:
+        super().__init__(1)
+        self.found = found
+        self.folder = folder
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        external = attrib.get("TargetMode") == "External"
+        if local(tag) == "Relationship" and not external and len(self.found) < 100_000:
+            target = attrib.get("Target", "")
+            path = target[1:] if target.startswith("/") else posixpath.join(self.folder, target)
+            self.found[attrib.get("Id", "")] = posixpath.normpath(path).lstrip("/")
+
+
+class _ContentTypes(TextTarget):
+    def __init__(self, types: dict[str, str]) -> None:
+        super().__init__(1)
+        self.types = types
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if local(tag) == "Override" and len(self.types) < 100_000:
+            self.types[attrib.get("PartName", "")] = attrib.get("ContentType", "")
+
+
+class _Workbook(TextTarget):
+    """xl/workbook.xml: (name, hidden, relationship id) of each sheet, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.sheets: list[tuple[str, bool, str]] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if local(tag) == "sheet":
+            hidden = attrib.get("state", "visible") != "visible"
+            self.sheets.append((attrib.get("name", "?"), hidden, attrib.get(f"{{{_RELS_NS}}}id", "")))
+
+
+class _SlideList(TextTarget):
+    """ppt/presentation.xml: the relationship id of each slide, in show order."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ids: list[str] = []
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if local(tag) == "sldId":
+            self.ids.append(attrib.get(f"{{{_RELS_NS}}}id", ""))
+
+
+def walk_ooxml(walker: Walker, data: bytes, within: Within, depth: int) -> None:
+    """A docx/xlsx/pptx: its main parts by their structure (sheets and cells, slides and notes), then
+    every other part: XML as text, media as image views, embedded packages recursed."""
+    with zipfile.ZipFile(BytesIO(data)) as archive:
+        package = Package(walker, archive, within, len(data))
+        main = package.main_kind()
+        if main is not None:
+            kind, part = main
+            if kind == "excel":
+                _excel(package, part)
+            elif kind == "powerpoint":
+                _powerpoint(package, part)
+            else:
+                package.office_text(part, (*within, part))
+        _rest(package, depth)
+
+
+def _excel(package: Package, workbook_part: str) -> None:
+    walker, within = package.walker, package.within
+    relations = package.relations(workbook_part)
+    shared: list[str] = []
+    for part in relations.values():
+        if part.endswith("sharedStrings.xml"):
+            target = package.text_of(part, SharedStrings(package.budget()))
+            shared = target.strings if isinstance(target, SharedStrings) else []
+    workbook = package.text_of(workbook_part, _Workbook())
+    for name, hidden, rid in workbook.sheets if isinstance(workbook, _Workbook) else []:
+        label = f"sheet {mask_member(name)}" + (" (hidden)" if hidden else "")
+        target = package.text_of(relations.get(rid, ""), SheetCells(package.budget(), shared))
+        if isinstance(target, SheetCells):
+            walker.text(target.text(), (*within, label), target.anchors)
+
+
+def _powerpoint(package: Package, presentation_part: str) -> None:
+    relations = package.relations(presentation_part)
+    slides = package.text_of(presentation_part, _SlideList())
+    for number, rid in enumerate(slides.ids if isinstance(slides, _SlideList) else [], start=1):
+        slide = relations.get(rid, "")
+        where = (*package.within, f"slide {number}")
+        package.office_text(slide, where)
+        for target in package.relations(slide).values():
+            if "notesSlide" in posixpath.basename(target):
+                package.office_text(target, (*where, "notes"))
+
+
+def _rest(package: Package, depth: int) -> None:
+    """Parts not read yet: XML as text; a macro project's strings; media, embedded files and anything
+    else recursed as a member (an image becomes an image view, a package is walked)."""
+    walker, within = package.walker, package.within
+    infos = [info for info in package.archive.infolist() if not info.is_dir()]
+    for info in walker.members(infos, within):
+        name = info.filename
+        if name in package.done or _SKIP.search(name) or name.endswith(".rels"):
+            continue
+        where = (*within, mask_member(name))
+        if name.endswith(".xml"):
+            reader = AllText if _PLAIN_XML.match(name) else OfficeText
+            target = package.text_of(name, reader(package.budget()))
+            if target is not None:
+                walker.text(target.text(), where)
+            continue
+        data = package.read(name)
+        if data is None:
+            continue
+        if name.endswith("vbaProject.bin"):  # macro code, compressed: its strings, yet no document part
+            walker.text(printable_strings(data) + "\n" + utf16le_strings(data), (*where, "strings"))
+            continue
+        walker.visit(data, where, depth + 1, name)
