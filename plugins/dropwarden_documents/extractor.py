@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from dropwarden.registry import Incomplete
 from dropwarden.sniff import sniff
 from dropwarden.views import ImageView, TextView, View
+from dropwarden_documents.formats import is_mail
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.worker import DEFAULT_JOB, WorkerFailed, WorkerPool
 
@@ -21,8 +22,7 @@ CONTAINERS = frozenset({"zip", "pdf", "gzip", "bzip2", "xz", "tar"})
 
 def is_document(data: bytes) -> bool:
     """Whether the file is one the workers take apart (sniffed here; parsed only there)."""
-    found = sniff(data).name
-    return found in CONTAINERS
+    return sniff(data).name in CONTAINERS or is_mail(data)
 
 
 def to_view(item: tuple[Any, ...]) -> View:

@@ -8,6 +8,7 @@ import zipfile
 
 from dropwarden.sniff import sniff
 from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
+from dropwarden_documents.mail import walk_mail
 from dropwarden_documents.ooxml import is_ooxml, walk_ooxml
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.walk import Handler, LimitReached, Outcome, Walker
@@ -30,6 +31,8 @@ def handler_for(data: bytes, name: str = "") -> Handler | None:
         return walk_compressed
     if found == "tar":
         return walk_tar
+    if is_mail(data):
+        return walk_mail
     return None
 
 
