@@ -17,6 +17,10 @@ from dropwarden.registry import DetectContext, Registry
 from dropwarden.sniff import FileType
 from dropwarden.verdict import Problem, Verdict, VerdictBuilder
 
+# Names of members inside a file (findings' `within`) judged per file for masking, and shown at most.
+MAX_WITHIN_PARTS = 1000
+MAX_WITHIN_CHARS = 200
+
 
 @dataclass
 class Judgement:
@@ -118,6 +122,7 @@ class Judge:
             builder.add_problem(problem)
         ctx = DetectContext(fingerprint=self.fingerprinter, display_path=snapshot.display_path)
         runs = [*(name_runs or ()), *self.runner.run(self.registry.detectors.values(), extraction.views, ctx)]
+        runs = self.masked_within(runs)
         _add_runs(builder, runs)
         unjudged = extraction.unjudged(runs)  # never "clean" by default: part judged by nothing
         if unjudged is not None:
@@ -130,6 +135,35 @@ class Judge:
             runs=runs,
             name=name,
         )
+
+    def masked_within(self, runs: list[DetectorRun]) -> list[DetectorRun]:
+        """Findings whose `within` names members of a container ("inner.zip", "山田 090-….txt"), with
+        each name masked as a file name is: the text detectors judge it (`judge_relative_name`) and
+        the spans they match are masked; a name they fail on is masked entirely. At most
+        MAX_WITHIN_PARTS distinct names are judged; the others are masked entirely."""
+        parts = {part for run in runs for finding in run.findings for part in (finding.location.within or ())}
+        if not parts:
+            return runs
+        shown: dict[str, str] = {}
+        for part in sorted(parts)[:MAX_WITHIN_PARTS]:
+            judged, _ = self.judge_relative_name(part)
+            shown[part] = judged.show()[-MAX_WITHIN_CHARS:]
+
+        def mask(finding: Finding) -> Finding:
+            within = finding.location.within
+            if not within:
+                return finding
+            location = dataclasses.replace(
+                finding.location, within=tuple(shown.get(part, "[masked]") for part in within)
+            )
+            return dataclasses.replace(finding, location=location)
+
+        return [
+            dataclasses.replace(run, findings=Findings((mask(f) for f in run.findings), run.findings.omitted))
+            if any(f.location.within for f in run.findings)
+            else run
+            for run in runs
+        ]
 
 
 def _without_repeats(runs: list[DetectorRun]) -> list[DetectorRun]:

@@ -12,7 +12,7 @@ from io import BytesIO
 from typing import IO
 
 from dropwarden.sniff import sniff
-from dropwarden_documents.walk import Walker, Within, mask_member
+from dropwarden_documents.walk import Walker, Within
 
 _OPENERS: dict[str, Callable[[BytesIO], IO[bytes]]] = {
     "gzip": lambda raw: gzip.GzipFile(fileobj=raw),
@@ -27,7 +27,7 @@ def walk_zip(walker: Walker, data: bytes, within: Within, depth: int) -> None:
         infos = [info for info in archive.infolist() if not info.is_dir()]
         walker.text("\n".join(info.filename for info in infos), (*within, "member names"))
         for info in walker.members(infos, within):
-            inner = (*within, mask_member(info.filename))
+            inner = (*within, info.filename)
             if info.flag_bits & 0x1:
                 walker.problem("encrypted", "a member encrypted without a password", inner)
                 continue
@@ -52,7 +52,7 @@ def walk_tar(walker: Walker, data: bytes, within: Within, depth: int) -> None:
             if stream is None:
                 continue
             child = walker.read_member(stream, None, member.name)
-            walker.visit(child, (*within, mask_member(member.name)), depth + 1, member.name)
+            walker.visit(child, (*within, member.name), depth + 1, member.name)
         walker.text("\n".join(names), (*within, "member names"))
 
 

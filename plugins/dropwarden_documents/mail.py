@@ -10,7 +10,7 @@ from email.message import EmailMessage, Message
 
 from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden_documents.htmltext import html_text
-from dropwarden_documents.walk import LimitReached, Walker, Within, mask_member
+from dropwarden_documents.walk import LimitReached, Walker, Within
 
 MAX_NESTING = 50  # multiparts inside multiparts (the parser itself is not recursive; our walk is)
 
@@ -44,7 +44,7 @@ def walk_mail(walker: Walker, data: bytes, within: Within, depth: int) -> None:
         walker.charge(len(raw))
         if filename:
             names.append(filename)
-        label = f"attachment {mask_member(filename)}" if filename else f"part {index} ({content_type})"
+        label = f"attachment {filename}" if filename else f"part {index} ({content_type})"
         walker.visit(raw, (*within, label), depth + 1, filename or "")
     walker.text("\n".join(names), (*within, "attachment names"))
 

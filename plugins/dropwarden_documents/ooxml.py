@@ -12,7 +12,7 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 
 from dropwarden.trailing import printable_strings, utf16le_strings
-from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within, mask_member
+from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
 from dropwarden_documents.xmltext import AllText, TextTarget, local, parse
 
 # Parts with structure only (or binary fonts): never read.
@@ -336,7 +336,7 @@ def _excel(package: Package, workbook_part: str) -> None:
             shared = target.strings if isinstance(target, SharedStrings) else []
     workbook = package.text_of(workbook_part, _Workbook())
     for name, hidden, rid in workbook.sheets if isinstance(workbook, _Workbook) else []:
-        label = f"sheet {mask_member(name)}" + (" (hidden)" if hidden else "")
+        label = f"sheet {name}" + (" (hidden)" if hidden else "")
         target = package.text_of(relations.get(rid, ""), SheetCells(package.budget(), shared))
         if isinstance(target, SheetCells):
             walker.text(target.text(), (*within, label), target.anchors)
@@ -363,7 +363,7 @@ def _rest(package: Package, depth: int) -> None:
         name = info.filename
         if name in package.done or _SKIP.search(name) or name.endswith(".rels"):
             continue
-        where = (*within, mask_member(name))
+        where = (*within, name)
         if name.endswith(".xml"):
             reader = AllText if _PLAIN_XML.match(name) else OfficeText
             target = package.text_of(name, reader(package.budget()))

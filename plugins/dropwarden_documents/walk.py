@@ -14,7 +14,8 @@ from dropwarden_documents.settings import DocumentsSettings
 
 CHUNK = 256 * 1024
 Within = tuple[str, ...]
-# A member name is shown in findings' `within`: digit runs and e-mail local parts in it are masked.
+# A member name in a problem's detail (an `unscanned` reason, never judged by the rules): digit runs and
+# e-mail local parts masked. In findings' `within` names stay as they are: the judge masks them by the rules.
 _DIGITS = re.compile(r"\d(?:[\d \-_.]*\d){4,}")
 _MAIL = re.compile(r"[^\s@/]+@")
 
@@ -90,7 +91,7 @@ class Walker:
         self.out.views.append(("image", f"document:{self._count}", data, image_format, provenance))
 
     def problem(self, reason: str, detail: str, within: Within) -> None:
-        self.out.problems.append((reason, detail, where(within)))
+        self.out.problems.append((reason, detail, where(tuple(mask_member(part) for part in within))))
 
     # ---------------------------------------------------------------- budget
 
