@@ -10,6 +10,8 @@ from dropwarden.registry import Incomplete
 from dropwarden.sniff import sniff
 from dropwarden.views import ImageView, TextView, View
 from dropwarden_documents.formats import is_mail
+from dropwarden_documents.markup import is_html, is_xml
+from dropwarden_documents.rtf import is_rtf
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.worker import DEFAULT_JOB, WorkerFailed, WorkerPool
 
@@ -22,7 +24,9 @@ CONTAINERS = frozenset({"zip", "pdf", "gzip", "bzip2", "xz", "tar"})
 
 def is_document(data: bytes) -> bool:
     """Whether the file is one the workers take apart (sniffed here; parsed only there)."""
-    return sniff(data).name in CONTAINERS or is_mail(data)
+    if sniff(data).name in CONTAINERS:
+        return True
+    return is_mail(data) or is_rtf(data) or is_html(data) or is_xml(data)
 
 
 def to_view(item: tuple[Any, ...]) -> View:

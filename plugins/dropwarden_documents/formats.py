@@ -9,7 +9,10 @@ import zipfile
 from dropwarden.sniff import sniff
 from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
 from dropwarden_documents.mail import walk_mail
+from dropwarden_documents.markup import is_html, is_xml, walk_html, walk_xml
+from dropwarden_documents.odf import is_odf, walk_odf
 from dropwarden_documents.ooxml import is_ooxml, walk_ooxml
+from dropwarden_documents.rtf import is_rtf, walk_rtf
 from dropwarden_documents.settings import DocumentsSettings
 from dropwarden_documents.walk import Handler, LimitReached, Outcome, Walker
 
@@ -31,6 +34,12 @@ def handler_for(data: bytes, name: str = "") -> Handler | None:
         return walk_compressed
     if found == "tar":
         return walk_tar
+    if is_rtf(data):
+        return walk_rtf
+    if is_html(data):
+        return walk_html
+    if is_xml(data):
+        return walk_xml
     if is_mail(data):
         return walk_mail
     return None
@@ -48,6 +57,8 @@ def _zip_kind(data: bytes) -> Handler:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if is_ooxml(archive):
                 return walk_ooxml
+            if is_odf(archive):
+                return walk_odf
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         pass  # walk_zip meets the damage and reports it
     return walk_zip
