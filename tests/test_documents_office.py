@@ -220,3 +220,18 @@ def test_a_damaged_part_leaves_a_clean_file_unscanned_and_findings_elsewhere_sta
     assert ["word/comments.xml"] in within(records["damaged.docx"])
     clean = records["damaged-clean.docx"]
     assert clean["verdict"] == "unscanned" and "word/footnotes.xml" in clean["reason"], clean
+
+
+def test_a_part_with_an_entity_bomb_or_external_entity_is_refused_not_expanded(tmp_path, write_config):
+    laughs = '<!DOCTYPE w [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">' + "".join(
+        f'<!ENTITY {chr(99 + i)} "{("&" + chr(98 + i) + ";") * 10}">' for i in range(7)
+    )
+    bomb = f"{laughs}]><w:footnotes {W}><w:footnote><w:p><w:r><w:t>&j;</w:t></w:r></w:p></w:footnote></w:footnotes>"
+    external = f'<!DOCTYPE w [<!ENTITY x SYSTEM "file:///etc/hostname">]><w:comments {W}>&x;</w:comments>'
+    (tmp_path / "bomb.docx").write_bytes(with_part(word(CLEAN), "word/footnotes.xml", bomb))
+    (tmp_path / "xxe.docx").write_bytes(with_part(word(CLEAN), "word/comments.xml", external))
+    records = scan(write_config(), tmp_path / "bomb.docx", tmp_path / "xxe.docx")
+    for name, part in (("bomb.docx", "word/footnotes.xml"), ("xxe.docx", "word/comments.xml")):
+        record = records[name]
+        assert record["verdict"] == "unscanned" and part in record["reason"], record
+        assert "DTDForbidden" in record["reason"], record

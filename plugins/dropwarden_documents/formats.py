@@ -59,8 +59,8 @@ def _zip_kind(data: bytes) -> Handler:
                 return walk_ooxml
             if is_odf(archive):
                 return walk_odf
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        pass  # walk_zip meets the damage and reports it
+    except Exception:  # choosing must never fail: walk_zip meets the damage and reports it
+        pass
     return walk_zip
 
 

@@ -10,7 +10,7 @@ from defusedxml import DefusedXmlException
 
 from dropwarden_documents.ooxml import plain_number
 from dropwarden_documents.walk import Encrypted, Walker, Within
-from dropwarden_documents.xmltext import TextTarget, local, parse
+from dropwarden_documents.xmltext import TextTarget, local, parse, qualified
 
 _OFFICE_NS = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
 _TABLE_NS = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
@@ -41,9 +41,9 @@ class OdfText(TextTarget):
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         name = local(tag)
         if name == "table":
-            self.tables.append((self.size, attrib.get(f"{{{_TABLE_NS}}}name", "?")))
-        elif name == "table-cell" and attrib.get(f"{{{_OFFICE_NS}}}value-type") in _NUMERIC:
-            value = attrib.get(f"{{{_OFFICE_NS}}}value")
+            self.tables.append((self.size, attrib.get(qualified(_TABLE_NS, "name"), "?")))
+        elif name == "table-cell" and attrib.get(qualified(_OFFICE_NS, "value-type")) in _NUMERIC:
+            value = attrib.get(qualified(_OFFICE_NS, "value"))
             if value:
                 self.add(plain_number(value))
                 self.numeric_cell += 1

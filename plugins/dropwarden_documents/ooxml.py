@@ -13,7 +13,7 @@ from defusedxml import DefusedXmlException
 
 from dropwarden.trailing import printable_strings, utf16le_strings
 from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
-from dropwarden_documents.xmltext import AllText, TextTarget, local, parse
+from dropwarden_documents.xmltext import AllText, TextTarget, local, parse, qualified
 
 # Parts with structure only (or binary fonts): never read.
 _SKIP = re.compile(
@@ -294,7 +294,7 @@ class _Workbook(TextTarget):
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         if local(tag) == "sheet":
             hidden = attrib.get("state", "visible") != "visible"
-            self.sheets.append((attrib.get("name", "?"), hidden, attrib.get(f"{{{_RELS_NS}}}id", "")))
+            self.sheets.append((attrib.get("name", "?"), hidden, attrib.get(qualified(_RELS_NS, "id"), "")))
 
 
 class _SlideList(TextTarget):
@@ -306,7 +306,7 @@ class _SlideList(TextTarget):
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         if local(tag) == "sldId":
-            self.ids.append(attrib.get(f"{{{_RELS_NS}}}id", ""))
+            self.ids.append(attrib.get(qualified(_RELS_NS, "id"), ""))
 
 
 def walk_ooxml(walker: Walker, data: bytes, within: Within, depth: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from xml.etree.ElementTree import ParseError
+from xml.parsers.expat import ErrorString, ExpatError
+
 from defusedxml.ElementTree import DefusedXMLParser
 
 from dropwarden_documents.walk import LimitReached
@@ -9,9 +12,22 @@ from dropwarden_documents.walk import LimitReached
 FEED = 1024 * 1024  # bytes handed to the parser at a time
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def local(tag: str) -> str:
-    """An element's name without its namespace ("{...}t" -> "t")."""
-    return tag.rpartition("}")[2]
+    """An element's or attribute's name without its namespace ("ns}t" -> "t")."""
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = tag.rpartition("}")[2]
+        if len(_LOCAL_NAMES) < 10_000:
+            _LOCAL_NAMES[tag] = name
+    return name
+
+
+def qualified(namespace: str, name: str) -> str:
+    """How `parse` names an element or attribute of `namespace` ("ns}name")."""
+    return f"{namespace}}}{name}"
 
 
 class TextTarget:
@@ -32,7 +48,7 @@ class TextTarget:
     def text(self) -> str:
         return "".join(self.parts)
 
-    # the parser's callbacks (xml.etree.ElementTree.XMLParser target protocol)
+    # the parser's callbacks (see `parse`)
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         pass
 
@@ -59,12 +75,23 @@ class AllText(TextTarget):
 
 
 def parse(data: bytes, target: TextTarget) -> TextTarget:
-    """Feed `data` to a defused parser (no DTD, no entities, nothing external) a slice at a time."""
-    parser = DefusedXMLParser(target=target, forbid_dtd=True)
+    """Feed `data` to a defused parser (no DTD, no entities, nothing external) a slice at a time.
+
+    The target's start/end/data are bound straight to the defused parser's expat handlers (names
+    "ns}local", attributes a dict): ElementTree's own per-event wrappers would double the cost.
+    Malformed XML raises ParseError; a DTD or entity declaration a DefusedXmlException."""
+    expat = DefusedXMLParser(target=target, forbid_dtd=True).parser
+    expat.ordered_attributes = False
+    expat.StartElementHandler = target.start
+    expat.EndElementHandler = target.end
+    expat.CharacterDataHandler = target.data
     view = memoryview(data)
-    for start in range(0, len(data), FEED):
-        parser.feed(bytes(view[start : start + FEED]))
-    parser.close()
+    try:
+        for start in range(0, len(data), FEED):
+            expat.Parse(bytes(view[start : start + FEED]), False)
+        expat.Parse(b"", True)
+    except ExpatError as exc:  # as ElementTree reports it
+        raise ParseError(f"{ErrorString(exc.code)}: line {exc.lineno}, column {exc.offset}") from None
     return target
 
 
