@@ -206,6 +206,12 @@ class AlertDispatcher:
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self.failing: dict[str, str] = {}
 
+    def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
+        """Deliver through `sinks` with `settings`' retry timing from the next pass on (a reload); rows
+        still due for a sink no longer configured are marked failed as they come up."""
+        self.sinks = sinks
+        self.settings = settings
+
     def start(self) -> None:
         self._thread.start()
 

@@ -743,6 +743,17 @@ class Pipeline:
                 "quarantine directory unusable; files wait", watch=watch.id, path=str(path), problem=problem
             )
 
+    def reconfigure(self, context: PipelineContext) -> None:
+        """Judge and act under `context` (a configuration's watches, judge, ruleset and sinks) for every
+        file taken from now on; a worker finishes the file in hand under the context it began with.
+        Called by the service on reload, and by the watch keeper as a watch is lost or re-armed."""
+        self.context = context
+
+    def use_audit(self, audit: AuditLog) -> None:
+        """Append to `audit` from now on: the service reopened the log (after a write failure, or in a
+        new file after rotation)."""
+        self.audit = audit
+
     def maintain(self) -> tuple[dict[str, str], str | None]:
         """Once a tick: look after what acting depends on. A quarantine directory deleted or moved away is
         re-opened (created anew, private) at its path; one made unsafe waits until it is fixed; a state
