@@ -186,12 +186,31 @@ def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int)
     snapshot = take_snapshot(dir_fd, "f.txt", display_path="f.txt", max_size=1 << 20)
     assert isinstance(snapshot, Snapshot)
     item = WorkItem("inbox", "f.txt", "test")
-    if op == "release":
-        pipeline._release(watch, dir_fd, item, snapshot, "a" * 32)
-    else:
-        from dropwarden.policy import Decision
+    from types import SimpleNamespace
 
-        pipeline._quarantine(watch, dir_fd, item, snapshot, "b" * 32, Decision("finding", ("quarantine",)), 1)
+    from dropwarden.act import ActPlan
+    from dropwarden.judge import Judgement
+    from dropwarden.policy import Decision
+    from dropwarden.verdict import Verdict, VerdictKind
+    from dropwarden_actions.moves import QuarantineAction, ReleaseAction
+
+    plan = ActPlan(
+        watch,
+        dir_fd,
+        item,
+        Judgement("f.txt", Verdict(VerdictKind.CLEAN), snapshot=snapshot),
+        Decision("finding", (op,)),
+        [],
+        "f.txt",
+        None,
+        1,
+        {"quarantine": QuarantineAction(), "release": ReleaseAction()},
+        lambda relpath: SimpleNamespace(show=lambda: relpath),  # type: ignore[arg-type,return-value]
+    )
+    if op == "release":
+        pipeline.act._release(plan, snapshot, "a" * 32)
+    else:
+        pipeline.act._quarantine(plan, snapshot, "b" * 32)
     audit.close()
     return 0
 
