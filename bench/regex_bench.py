@@ -151,19 +151,19 @@ class Recall:
 
 
 class Harness:
-    """Builds `RegexDetector`s from the default settings (`Settings().rules`) and runs them over chunks,
+    """Builds `RegexDetector`s from the default settings (`RulesSettings()`) and runs them over chunks,
     one `TextView` per chunk. Raises ImportError when dropwarden's regex plugin is not importable."""
 
     def __init__(self, engine: str | None) -> None:
-        from dropwarden.config import Settings
         from dropwarden.redact import Fingerprinter
         from dropwarden.registry import DetectContext
         from dropwarden.views import TextView
         from dropwarden_regex.detector import RegexDetector
+        from dropwarden_regex.settings import RulesSettings
 
         self._detector_class = RegexDetector
         self._view_class = TextView
-        self.rules = Settings().rules
+        self.rules = RulesSettings()
         if engine:
             self.rules = self.rules.model_copy(update={"engine": engine})
         self.ctx = DetectContext(fingerprint=Fingerprinter(b"k" * 32))

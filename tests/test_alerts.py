@@ -17,6 +17,7 @@ from dropwarden.alerts import AlertDispatcher, HeadBeacon, alert_payload, build_
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import State
+from dropwarden_actions.settings import JsonlSinkSettings
 
 SECRET = "4111111111111111"
 HEAD = {"log_id": "log-1", "seq": 41, "hash": "h" * 64, "checkpoint": {"seq": 40, "epoch": 2}}
@@ -136,7 +137,7 @@ class Outbox:
         self.path = tmp_path / "state" / "state.db"
         self.target = target
         self.settings = AlertsSettings(
-            sink=[{"type": "jsonl", "name": "siem", "path": str(target)}],
+            sink=[JsonlSinkSettings(type="jsonl", name="siem", path=target)],
             retry_initial=retry_initial,
             retry_max=retry_max,
         )

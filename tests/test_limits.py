@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.config import CustomRule, RulesSettings, Settings
+from dropwarden.config import Settings
 from dropwarden.findings import Finding, FindingLimits, FindingTally, Location, Severity
 from dropwarden.policy import decide
 from dropwarden.redact import Fingerprinter
@@ -18,6 +18,7 @@ from dropwarden.registry import DetectContext
 from dropwarden.verdict import VerdictBuilder
 from dropwarden.views import TextView
 from dropwarden_regex import RegexDetector
+from dropwarden_regex.settings import CustomRule, RulesSettings
 from tests.conftest import run_cli
 from tests.daemon_harness import DaemonProcess
 from tests.ocr_pages import luhn_complete

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dropwarden.config import CustomRule, RulesSettings
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext
 from dropwarden.views import TextView
@@ -21,6 +20,7 @@ from dropwarden_regex.engine import PythonEngine, build_engine
 from dropwarden_regex.hyperscan_engine import HyperscanEngine
 from dropwarden_regex.rewrite import UnsupportedSyntax, prefilter_expression
 from dropwarden_regex.rules import load_rules
+from dropwarden_regex.settings import CustomRule, RulesSettings
 from dropwarden_regex.spans import CharCursor, finish
 from dropwarden_regex.validators import luhn_check_digit, my_number_check_digit
 

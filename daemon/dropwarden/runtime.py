@@ -13,7 +13,7 @@ import structlog
 from dropwarden.config import Settings
 from dropwarden.judge import Judge
 from dropwarden.keys import load_or_create_key, usable_state_dir
-from dropwarden.plugins import Plugins, build_registry, load_plugins
+from dropwarden.plugins import Plugins, build_registry, plugins_for
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import Registry
 
@@ -51,7 +51,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    plugins = load_plugins(settings)
+    """Plugins are those the settings were loaded with (`dropwarden.configload.load_config`)."""
+    plugins = plugins_for(settings)
     registry = build_registry(plugins, settings)
     key = load_or_create_key(usable_state_dir(settings.state.dir), "fingerprint")
     judge = Judge(registry, settings, Fingerprinter(key))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from dropwarden.config import SinkSettings
+from dropwarden.config import Settings, SinkSettings
 from dropwarden.hookspecs import hookimpl
+from dropwarden_actions.moves import QuarantineAction, ReleaseAction
 from dropwarden_actions.settings import JsonlSinkSettings
+from dropwarden_actions.sinks import JsonlSink
 
 __version__ = "0.1.0"
 
@@ -15,3 +18,14 @@ __version__ = "0.1.0"
 def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
     """The alert sink types this plugin provides: `jsonl`."""
     return {"jsonl": JsonlSinkSettings}
+
+
+@hookimpl
+def dropwarden_register_actions(register: Callable[[Any], None], settings: Settings) -> None:
+    """Register the move actions "quarantine" and "release", and one notify action per configured
+    `[[alerts.sink]]` of a type this plugin provides (its id is the sink's id)."""
+    register(QuarantineAction())
+    register(ReleaseAction())
+    for sink in settings.alerts.sink:
+        if isinstance(sink, JsonlSinkSettings):
+            register(JsonlSink(sink.id, sink.path))

@@ -15,7 +15,7 @@ from dropwarden.audit.store import current_key_path, k0_on_host
 from dropwarden.commands._app import app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.hookspecs import Check
-from dropwarden.plugins import Plugins, load_plugins
+from dropwarden.plugins import Plugins, plugins_for
 from dropwarden.quarantine import default_quarantine_dir
 
 MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
@@ -60,7 +60,7 @@ def all_checks(settings: Settings) -> Iterator[Check]:
     yield audit_key_check(settings)
     for sink in settings.alerts.sink:
         yield path_check(f"alert sink {sink.id}", sink.path, directory=False)
-    yield from plugin_checks(load_plugins(settings), settings)
+    yield from plugin_checks(plugins_for(settings), settings)
 
 
 # --------------------------------------------------------------------------------------------- watches
