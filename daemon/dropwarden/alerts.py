@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from dropwarden import __version__
 from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
+from dropwarden.registry import Registry
 from dropwarden.state import State
 
 _ECS_SEVERITY = {
@@ -63,6 +64,17 @@ class JsonlSink:
 
 def build_sinks(settings: AlertsSettings) -> dict[str, Sink]:
     return {sink.id: JsonlSink(sink) for sink in settings.sink}
+
+
+def notify_actions(registry: Registry) -> dict[str, Sink]:
+    """Every registered notify action by id: what the dispatcher delivers outbox rows to."""
+    return {a.id: a for a in registry.actions.values() if a.kind == "notify"}  # type: ignore[misc]
+
+
+def configured_sinks(settings: AlertsSettings, registry: Registry) -> list[str]:
+    """What a watch's `"alert"` means: the ids of the configured `[[alerts.sink]]` entries (registered as
+    notify actions by the plugin providing their type); also where `audit.head` events go."""
+    return [sink.id for sink in settings.sink if sink.id in registry.actions]
 
 
 def alert_payload(

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import structlog
 
 from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import AlertDispatcher, build_sinks
+from dropwarden.alerts import AlertDispatcher, configured_sinks, notify_actions
 from dropwarden.audit import AuditError, AuditLog
-from dropwarden.config import Settings
+from dropwarden.config import ConfigError, ConfigProblem, Settings, format_key
 from dropwarden.metrics import Metrics
 from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.pipeline import Pipeline, PipelineContext
+from dropwarden.registry import unknown_actions
 from dropwarden.runtime import Runtime, build_runtime, ruleset_version
 from dropwarden.settle import Settler, WorkItem, settle_quiet_for
 from dropwarden.state import State
@@ -55,6 +56,10 @@ def configure(settings: Settings) -> Configuration:
     runtime = build_runtime(settings)
     for error in runtime.plugins.errors:
         log.warning("plugin not loaded", plugin=error.name, stage=error.stage, error=error.error)
+    unknown = unknown_actions(settings, runtime.registry)
+    if unknown:  # a watch would act on nothing where its operator asked for something
+        runtime.close()
+        raise ConfigError([ConfigProblem("configuration", format_key(loc), why) for loc, why in unknown])
     watches: dict[str, ActiveWatch] = {}
     try:
         for watch_settings in settings.watch:
@@ -99,9 +104,10 @@ class Collaborators:
         watcher watches its trees (the old one is stopped first). Returns the configuration replaced,
         for the caller to close once no worker can still hold its watches or detectors."""
         settings = configuration.settings
-        sinks = build_sinks(settings.alerts)
+        registry = configuration.runtime.registry
+        sinks = notify_actions(registry)
         self.watcher.stop()
-        self.pipeline.reconfigure(configuration.pipeline_context(list(sinks)))
+        self.pipeline.reconfigure(configuration.pipeline_context(configured_sinks(settings.alerts, registry)))
         self.alerts.reconfigure(sinks, settings.alerts)
         old, self.configuration = self.configuration, configuration
         self.watcher = _watcher(configuration, self.settler, self.hooks)
@@ -158,9 +164,9 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
         open_writer_timeout=daemon.open_writer_timeout,
         on_loss=hooks.request_reconcile,
     )
-    sinks = build_sinks(settings.alerts)
-    alerts = AlertDispatcher(state, sinks, settings.alerts, on_health=hooks.sink_health)
-    context = configuration.pipeline_context(list(sinks))
+    registry = configuration.runtime.registry
+    alerts = AlertDispatcher(state, notify_actions(registry), settings.alerts, on_health=hooks.sink_health)
+    context = configuration.pipeline_context(configured_sinks(settings.alerts, registry))
     pipeline = Pipeline(context, state, audit, alerts, settler.notify)
     watcher = _watcher(configuration, settler, hooks)
     parts = Collaborators(state, audit, configuration, work, settler, alerts, pipeline, watcher, None, hooks)

@@ -206,17 +206,17 @@ def _usable_action(action: Any) -> bool:
 BUILT_IN_ACTION_NAMES = frozenset({"alert", "leave"})
 
 
-def unknown_actions(settings: Settings, registry: Registry) -> list[str]:
-    """One line per action a watch names that no loaded plugin registers (`"alert"` means every
-    configured alert sink and `"leave"` nothing: those need no plugin; release_to needs "release")."""
-    problems: list[str] = []
-    for watch in settings.watch:
-        named = [("on_finding", n) for n in watch.on_finding] + [
-            ("on_unscanned", n) for n in watch.on_unscanned
-        ]
+def unknown_actions(settings: Settings, registry: Registry) -> list[tuple[tuple[str | int, ...], str]]:
+    """(key, problem) for each action a watch names that no loaded plugin registers. `"alert"` (every
+    configured alert sink) and `"leave"` (nothing) need no plugin; `release_to` needs "release"."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, watch in enumerate(settings.watch):
+        named = [("on_finding", n) for n in watch.on_finding]
+        named += [("on_unscanned", n) for n in watch.on_unscanned]
         if watch.release_to is not None:
             named.append(("release_to", "release"))
         for where, name in named:
             if name not in BUILT_IN_ACTION_NAMES and name not in registry.actions:
-                problems.append(f"no loaded plugin registers action {name!r} (watch {watch.id} {where})")
+                message = f"no loaded plugin registers action {name!r} (watch {watch.id} {where})"
+                problems.append((("watch", index, where), message))
     return problems

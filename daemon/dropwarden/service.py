@@ -255,7 +255,7 @@ class Daemon:
         """An audit.head event to the alert sinks now and then: the durable head, copied off the host."""
         try:
             parts = self.parts
-            if self.head_beacon.tick(parts.audit.anchored, parts.state, list(parts.alerts.sinks)):
+            if self.head_beacon.tick(parts.audit.anchored, parts.state, parts.pipeline.context.sinks):
                 parts.alerts.kick()
         except Exception as exc:  # the state database is busy or broken: the next tick tries again
             log.error("audit head not queued for the alert sinks", error=f"{type(exc).__name__}: {exc}")
