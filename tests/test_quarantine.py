@@ -17,13 +17,8 @@ from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, WatchSettings
 from dropwarden.fsops import open_dir
 from dropwarden.intake import FileIdentity, Snapshot, take_snapshot
-from dropwarden.quarantine import (
-    QuarantineError,
-    QuarantineStore,
-    default_quarantine_dir,
-    display_bytes,
-    sidecar_for,
-)
+from dropwarden.quarantine import QuarantineError, QuarantineStore, default_quarantine_dir
+from dropwarden.sidecar import display_bytes, sidecar_for
 
 from .conftest import run_cli
 

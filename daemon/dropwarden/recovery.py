@@ -11,9 +11,9 @@ import structlog
 
 from dropwarden.activewatch import ActiveWatch
 from dropwarden.audit import AuditLog
-from dropwarden.fsops import fsync_dir, open_subdir_chain
+from dropwarden.fsops import fsync_dir, open_subdir_chain, place_tagged, tagged_name
 from dropwarden.handover import COPY_SUFFIX, HOLD_SUFFIX, WORK_PREFIX, is_work_name, tag_of
-from dropwarden.quarantine import QuarantineStore, place_tagged, tagged_name
+from dropwarden.quarantine import QuarantineStore
 from dropwarden.state import Intent, State
 
 log = structlog.get_logger("dropwarden.recovery")
