@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,107 @@ def test_an_action_name_that_is_not_a_name_is_a_configuration_error(tmp_path):
     checked = run_cli("config", "check", "--config", str(layout.config))
     assert checked.returncode == 2
     assert "on_finding" in checked.stderr
+
+
+# ------------------------------------------------------------------------------- the exec alert sink
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+def _exec_sink(script: Path, timeout: float = 10) -> str:
+    return f'[[alerts.sink]]\ntype = "exec"\nname = "hook"\nargv = ["{script}", "--from-dropwarden"]\n' + (
+        f"timeout = {timeout}\n[alerts]\nretry_initial = 0.2\nretry_max = 0.5\n"
+    )
+
+
+def test_the_exec_sink_runs_the_program_with_the_masked_alert_on_stdin_and_a_few_variables(tmp_path):
+    """No shell, the alert JSON on stdin (no card number in it), DROPWARDEN_* variables and otherwise
+    an almost empty environment; the run's exit status is in the audit log."""
+    seen = tmp_path / "seen"
+    script = _script(
+        tmp_path / "hook.sh", f'cat > "{seen}.json"\nenv > "{seen}.env"\necho "$@" > "{seen}.args"\n'
+    )
+    layout = Layout(tmp_path / "run", '["quarantine", "alert"]', _exec_sink(script))
+    daemon = DaemonProcess(layout.config, layout.audit, {"SECRET_OF_THE_DAEMON": "x"}).start()
+    try:
+        (layout.inbox / "customers.txt").write_text(CARD)
+        daemon.wait_for(lambda: audit_records(layout.audit, "action.exec"), what="an exec run")
+    finally:
+        daemon.stop()
+    alert = json.loads(Path(f"{seen}.json").read_text())
+    assert alert["event"]["kind"] == "alert" and alert["dropwarden"]["findings"][0]["type"] == "CREDIT_CARD"
+    assert "4111" not in Path(f"{seen}.json").read_text()
+    env = dict(line.split("=", 1) for line in Path(f"{seen}.env").read_text().splitlines() if "=" in line)
+    assert env["DROPWARDEN_ALERT_ID"] == alert["event"]["id"]
+    assert env["DROPWARDEN_WATCH"] == "inbox"
+    assert env["DROPWARDEN_OUTCOME"] == "finding"
+    assert env["DROPWARDEN_SEVERITY"] == str(alert["event"]["severity"])
+    assert "SECRET_OF_THE_DAEMON" not in env
+    assert Path(f"{seen}.args").read_text().strip() == "--from-dropwarden"
+    run = audit_records(layout.audit, "action.exec")[0]["body"]
+    assert (run["sink"], run["alert"], run["outcome"], run["exit_status"]) == (
+        "hook",
+        alert["event"]["id"],
+        "exited",
+        0,
+    )
+
+
+def test_a_failing_exec_program_is_retried_and_each_exit_status_is_audited(tmp_path):
+    counter = tmp_path / "runs"
+    script = _script(
+        tmp_path / "flaky.sh",
+        f'cat > /dev/null\necho run >> "{counter}"\n[ "$(wc -l < "{counter}")" -ge 2 ] || exit 3\n',
+    )
+    layout = Layout(tmp_path / "run", '["quarantine", "alert"]', _exec_sink(script))
+    daemon = DaemonProcess(layout.config, layout.audit).start()
+    try:
+        (layout.inbox / "customers.txt").write_text(CARD)
+        daemon.wait_for(lambda: len(audit_records(layout.audit, "action.exec")) >= 2, what="a retried run")
+    finally:
+        daemon.stop()
+    runs = [r["body"] for r in audit_records(layout.audit, "action.exec")]
+    assert [r["exit_status"] for r in runs[:2]] == [3, 0]
+    assert runs[0]["alert"] == runs[1]["alert"], "the same alert, delivered again"
+
+
+def test_an_exec_program_that_hangs_is_killed_with_its_process_group_at_the_timeout(tmp_path):
+    from dropwarden_actions.execsink import ExecFailed, ExecSink
+    from dropwarden_actions.settings import ExecSinkSettings
+
+    child = tmp_path / "child.pid"
+    script = _script(tmp_path / "hang.sh", f'sleep 300 &\necho $! > "{child}"\nwait\n')
+    sink = ExecSink(ExecSinkSettings(type="exec", name="hang", argv=[str(script)], timeout=1))
+    audited: list[tuple[str, dict]] = []
+    sink.use_audit(lambda kind, body: audited.append((kind, body)))
+    started = time.monotonic()
+    with pytest.raises(ExecFailed):
+        sink.send({"event": {"kind": "alert", "id": "a-1", "action": "finding", "severity": 73}})
+    assert time.monotonic() - started < 10
+    assert audited[0][0] == "action.exec" and audited[0][1]["outcome"] == "timeout"
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the program's children are killed with it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_an_exec_sink_names_its_program_by_absolute_path(tmp_path):
+    layout = Layout(
+        tmp_path, '["quarantine", "alert"]', '[[alerts.sink]]\ntype = "exec"\nargv = ["notify-send"]\n'
+    )
+    checked = run_cli("config", "check", "--config", str(layout.config))
+    assert checked.returncode == 2
+    assert "argv" in checked.stderr and "absolute path" in checked.stderr

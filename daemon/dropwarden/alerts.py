@@ -66,9 +66,20 @@ def build_sinks(settings: AlertsSettings) -> dict[str, Sink]:
     return {sink.id: JsonlSink(sink) for sink in settings.sink}
 
 
-def notify_actions(registry: Registry) -> dict[str, Sink]:
-    """Every registered notify action by id: what the dispatcher delivers outbox rows to."""
-    return {a.id: a for a in registry.actions.values() if a.kind == "notify"}  # type: ignore[misc]
+def notify_actions(
+    registry: Registry, audit: Callable[[str, dict[str, Any]], None] | None = None
+) -> dict[str, Sink]:
+    """Every registered notify action by id: what the dispatcher delivers outbox rows to. Each that
+    defines `use_audit(append)` is given `audit` (appends an `action.*` event to the audit log)."""
+    actions: dict[str, Sink] = {}
+    for action in registry.actions.values():
+        if action.kind != "notify":
+            continue
+        use_audit = getattr(action, "use_audit", None)
+        if audit is not None and use_audit is not None:
+            use_audit(audit)
+        actions[action.id] = action  # type: ignore[assignment]
+    return actions
 
 
 def configured_sinks(settings: AlertsSettings, registry: Registry) -> list[str]:

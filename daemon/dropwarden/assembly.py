@@ -105,7 +105,7 @@ class Collaborators:
         for the caller to close once no worker can still hold its watches or detectors."""
         settings = configuration.settings
         registry = configuration.runtime.registry
-        sinks = notify_actions(registry)
+        sinks = notify_actions(registry, lambda kind, body: self.pipeline.audit.append(kind, body))
         self.watcher.stop()
         self.pipeline.reconfigure(configuration.pipeline_context(configured_sinks(settings.alerts, registry)))
         self.alerts.reconfigure(sinks, settings.alerts)
@@ -165,7 +165,8 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
         on_loss=hooks.request_reconcile,
     )
     registry = configuration.runtime.registry
-    alerts = AlertDispatcher(state, notify_actions(registry), settings.alerts, on_health=hooks.sink_health)
+    sinks = notify_actions(registry, lambda kind, body: pipeline.audit.append(kind, body))
+    alerts = AlertDispatcher(state, sinks, settings.alerts, on_health=hooks.sink_health)
     context = configuration.pipeline_context(configured_sinks(settings.alerts, registry))
     pipeline = Pipeline(context, state, audit, alerts, settler.notify)
     watcher = _watcher(configuration, settler, hooks)

@@ -140,7 +140,9 @@ class Action(Protocol):
     dispatcher's thread, never from a judging worker, out of the durable outbox: delivery is at least
     once (the same `event.id` may come again; de-duplicate on it), and `send` raises on any failure, the
     outbox then retrying it with exponential backoff (`[alerts] retry_initial`, `retry_max`). It may
-    define `close()`, called when the daemon stops or a reload replaces it. A watch names it in
+    define `close()`, called when the daemon stops or a reload replaces it, and
+    `use_audit(append)`: called once when the daemon builds its sinks, with `append(type, body)` that
+    writes an event to the audit log (`type` such as "action.exec"; `body` JSON, never a raw value). A watch names it in
     `on_finding` / `on_unscanned`; `"alert"` there means every configured `[[alerts.sink]]`.
     Third-party plugins register notify actions.
 

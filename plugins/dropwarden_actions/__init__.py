@@ -7,8 +7,9 @@ from typing import Any
 
 from dropwarden.config import Settings, SinkSettings
 from dropwarden.hookspecs import hookimpl
+from dropwarden_actions.execsink import ExecSink
 from dropwarden_actions.moves import QuarantineAction, ReleaseAction
-from dropwarden_actions.settings import JsonlSinkSettings
+from dropwarden_actions.settings import ExecSinkSettings, JsonlSinkSettings
 from dropwarden_actions.sinks import JsonlSink
 
 __version__ = "0.1.0"
@@ -16,8 +17,8 @@ __version__ = "0.1.0"
 
 @hookimpl
 def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
-    """The alert sink types this plugin provides: `jsonl`."""
-    return {"jsonl": JsonlSinkSettings}
+    """The alert sink types this plugin provides: `jsonl` and `exec`."""
+    return {"jsonl": JsonlSinkSettings, "exec": ExecSinkSettings}
 
 
 @hookimpl
@@ -29,3 +30,5 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
     for sink in settings.alerts.sink:
         if isinstance(sink, JsonlSinkSettings):
             register(JsonlSink(sink.id, sink.path))
+        elif isinstance(sink, ExecSinkSettings):
+            register(ExecSink(sink))
