@@ -29,11 +29,20 @@ def test_the_example_file_is_exactly_the_embedded_default(monkeypatch, tmp_path)
 
 def _models(model, prefix=""):
     for name, field in model.model_fields.items():
-        inner = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        nested = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
-        yield prefix + name, nested
-        if nested is not None:
-            yield from _models(nested, prefix + name + ".")
+        nested = _nested_models(field.annotation)
+        yield prefix + name, nested[0] if nested else None
+        for inner in nested:  # each alert sink type's model, say
+            yield from _models(inner, prefix + name + ".")
+
+
+def _nested_models(annotation) -> list[type[BaseModel]]:
+    """The models inside an annotation: `X`, `list[X]`, `X | None`, a (discriminated) union of models."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()):
+        found += [m for m in _nested_models(arg) if m not in found]
+    return found
 
 
 def test_the_example_file_documents_every_setting(monkeypatch, tmp_path):

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dropwarden import sniff as sniff_module
-from dropwarden.alerts import JsonlSink, alert_payload
+from dropwarden.alerts import alert_payload
 from dropwarden.audit import verify
 from dropwarden.audit.chain import Damage, canonical, parse_line
 from dropwarden.cli import build_cli
@@ -37,6 +37,7 @@ from dropwarden.redact import Fingerprinter, excerpt, mask_value
 from dropwarden.sniff import FileType, looks_like_text, sniff, utf16_without_bom
 from dropwarden.textdecode import Decoded, DecodeError, decode_text
 from dropwarden_actions.settings import JsonlSinkSettings
+from dropwarden_actions.sinks import JsonlSink
 
 EXAMPLES = int(os.environ.get("DROPWARDEN_FUZZ_EXAMPLES", "0")) or None
 
@@ -422,7 +423,8 @@ def test_alert_payloads_are_written_and_read_back_equal(
         audit_seq=seq,
     )
     target = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
-    JsonlSink(JsonlSinkSettings(type="jsonl", path=target)).send(payload)
+    sink = JsonlSinkSettings(type="jsonl", path=target)
+    JsonlSink(sink.id, sink.path).send(payload)
     lines = target.read_bytes().split(b"\n")
     assert len(lines) == 2 and lines[1] == b""
     assert json.loads(lines[0]) == json.loads(json.dumps(payload))

@@ -9,18 +9,16 @@ a SIEM can de-duplicate. Every alert carries the audit log's durable chain head
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from dropwarden import __version__
-from dropwarden.config import AlertsSettings, SinkSettings
+from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
 from dropwarden.state import State
@@ -40,30 +38,6 @@ class Sink(Protocol):
     def send(self, payload: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class JsonlSink:
-    """Appends one JSON object per line and fsyncs; opened per batch so rotation just works."""
-
-    def __init__(self, settings: SinkSettings) -> None:
-        self.id = settings.id
-        self.path: Path = settings.path
-
-    def send(self, payload: dict[str, Any]) -> None:
-        line = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        pass
-
-
-def build_sinks(settings: AlertsSettings) -> dict[str, Sink]:
-    return {sink.id: JsonlSink(sink) for sink in settings.sink}
 
 
 def notify_actions(
