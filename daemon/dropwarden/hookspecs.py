@@ -108,11 +108,19 @@ def dropwarden_register_extractors(register: Callable[[Any], None], settings: Se
 
 @hookspec
 def dropwarden_register_actions(register: Callable[[Any], None], settings: Settings) -> None:
-    """Register actions the daemon may take on a verdict (quarantine, alert sinks, release).
+    """Register actions a watch may name in `on_finding` / `on_unscanned`.
+
+    Called whenever the registry is built (start, each reload, `config check`, `plugins`), after the
+    settings were validated. Every watch's action names are then checked: one no loaded plugin
+    registers ("alert" and "leave" excepted) is a configuration error (exit 2, the daemon does not start
+    and a reload is refused).
 
     Args:
-        register: call it once per action object implementing `dropwarden.registry.Action`
-            (attribute `id`; method `describe()`).
+        register: call it once per object implementing `dropwarden.registry.Action`: `id` (the name a
+            watch uses; unique across plugins), `kind` ("notify" with `send(payload)`, optional `close()`
+            and `use_audit(append)`; or "move" with `move(request)`, core-only in practice) and
+            `describe()`. See `Action` for the delivery contract (the durable outbox, at least once,
+            retried with backoff while `send` raises).
         settings: the validated configuration, read-only.
 
     Returns:
