@@ -114,7 +114,8 @@ def test_an_alert_sink_of_an_unknown_type_is_an_error_naming_the_type(write_conf
     config = write_config('[[alerts.sink]]\ntype = "carrier-pigeon"\npath = "/tmp/x"\n')
     result = run_cli("config", "check", "--config", str(config))
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"{config}: alerts.sink[0].type: no loaded plugin provides alert sink type 'carrier-pigeon'"
-        " (known: 'jsonl')"
+    line = result.stderr.strip()
+    assert line.startswith(
+        f"{config}: alerts.sink[0].type: no loaded plugin provides alert sink type 'carrier-pigeon' (known: "
     )
+    assert "'jsonl'" in line
