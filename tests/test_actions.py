@@ -104,6 +104,14 @@ def test_an_action_no_loaded_plugin_registers_is_refused_by_config_check_and_at_
     assert "no loaded plugin registers action 'acme-tiket'" in started.stderr
 
 
+def test_release_cannot_answer_a_finding(tmp_path):
+    """Only clean files are released (`release_to`); naming "release" in on_finding is refused."""
+    layout = Layout(tmp_path, '["release"]')
+    checked = run_cli("config", "check", "--config", str(layout.config))
+    assert checked.returncode == 2
+    assert "'release' moves files and cannot answer a finding" in checked.stderr
+
+
 def test_an_action_name_that_is_not_a_name_is_a_configuration_error(tmp_path):
     layout = Layout(tmp_path, '["quarantine", "rm -rf /"]')
     checked = run_cli("config", "check", "--config", str(layout.config))

@@ -142,8 +142,9 @@ class Action(Protocol):
     outbox then retrying it with exponential backoff (`[alerts] retry_initial`, `retry_max`). It may
     define `close()`, called when the daemon stops or a reload replaces it, and
     `use_audit(append)`: called once when the daemon builds its sinks, with `append(type, body)` that
-    writes an event to the audit log (`type` such as "action.exec"; `body` JSON, never a raw value). A watch names it in
-    `on_finding` / `on_unscanned`; `"alert"` there means every configured `[[alerts.sink]]`.
+    writes an event to the audit log (`type` such as "action.exec"; `body` JSON, never a raw value).
+    A watch names it in `on_finding` / `on_unscanned`; `"alert"` there means every configured
+    `[[alerts.sink]]`.
     Third-party plugins register notify actions.
 
     A **move** action (`kind = "move"`) defines `move(request: MoveRequest) -> str | None`: takes the
@@ -218,7 +219,12 @@ def unknown_actions(settings: Settings, registry: Registry) -> list[tuple[tuple[
         if watch.release_to is not None:
             named.append(("release_to", "release"))
         for where, name in named:
-            if name not in BUILT_IN_ACTION_NAMES and name not in registry.actions:
+            action = registry.actions.get(name)
+            if name not in BUILT_IN_ACTION_NAMES and action is None:
                 message = f"no loaded plugin registers action {name!r} (watch {watch.id} {where})"
+                problems.append((("watch", index, where), message))
+            elif where != "release_to" and name != "quarantine" and getattr(action, "kind", "") == "move":
+                # Only clean files are released (release_to): a finding is never moved out that way.
+                message = f"{name!r} moves files and cannot answer a finding or a problem (watch {watch.id})"
                 problems.append((("watch", index, where), message))
     return problems
