@@ -28,9 +28,11 @@ class Runtime:
     judge: Judge
 
     def close(self) -> None:
+        """Close the judge and every registered detector, extractor and action that has `close()`."""
         self.judge.close()
-        for detector in [*self.registry.detectors.values(), *self.registry.extractors.values()]:
-            close = getattr(detector, "close", None)
+        registry = self.registry
+        for part in [*registry.detectors.values(), *registry.extractors.values(), *registry.actions.values()]:
+            close = getattr(part, "close", None)
             if close is not None:
                 try:
                     close()
