@@ -66,14 +66,14 @@ def _read_back(settings: Settings) -> Check:
 def _mangaocr_check(settings: Settings) -> Check:
     """MangaOCR is installed and its model is a local directory or in the local Hugging Face cache (the
     model itself loads when the daemon starts: too slow for a check)."""
-    from dropwarden_ocr.mangaocr import MangaOcrEngine
+    from dropwarden_ocr.mangaocr_model import local_dir, model_dir
 
     if importlib.util.find_spec("manga_ocr") is None:
         return Check("ocr mangaocr", "fail", "not installed: pip install 'dropwarden[mangaocr]'")
     model = ocr_settings(settings).mangaocr.model
     try:
-        engine = MangaOcrEngine(model, device="cpu", use_gate=False)
-        directory = engine._model_dir()  # resolves a hub name in the local cache, downloads nothing
+        # A hub name is resolved in the local cache; nothing is downloaded.
+        directory = model_dir(str(model), local_dir(model), cache_dir=None, allow_download=False)
     except (OcrError, ValueError) as exc:
         return Check("ocr mangaocr", "fail", getattr(exc, "detail", str(exc)))
     return Check("ocr mangaocr", "ok", f"model {model} found in {directory}; it loads when the daemon starts")
