@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from dropwarden.checks import path_check
 from dropwarden.config import Settings, SinkSettings
-from dropwarden.hookspecs import hookimpl
+from dropwarden.hookspecs import Check, hookimpl
 from dropwarden_actions.execsink import ExecSink
 from dropwarden_actions.moves import QuarantineAction, ReleaseAction
 from dropwarden_actions.settings import ExecSinkSettings, JsonlSinkSettings
@@ -32,3 +34,23 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
             register(JsonlSink(sink.id, sink.path))
         elif isinstance(sink, ExecSinkSettings):
             register(ExecSink(sink))
+
+
+@hookimpl
+def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
+    """Each configured sink of this plugin's types could deliver: a jsonl file the daemon may append to,
+    an exec program that exists and may be run."""
+    for sink in settings.alerts.sink:
+        name = f"alert sink {sink.id}"
+        if isinstance(sink, JsonlSinkSettings):
+            yield path_check(name, sink.path, directory=False)
+        elif isinstance(sink, ExecSinkSettings):
+            yield _program_check(name, sink.argv[0])
+
+
+def _program_check(name: str, program: str) -> Check:
+    if not os.path.isfile(program):
+        return Check(name, "fail", f"{program} is not a file")
+    if not os.access(program, os.X_OK):
+        return Check(name, "fail", f"{program} is not executable by this process (uid {os.geteuid()})")
+    return Check(name, "ok", f"{program} is executable")
