@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.activewatch import arm
+from dropwarden.act.handover import is_work_name
+from dropwarden.act.recovery import recover
 from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, WatchSettings
-from dropwarden.handover import is_work_name
-from dropwarden.intake import FileIdentity, Snapshot, take_snapshot
+from dropwarden.judge.intake import FileIdentity, Snapshot, take_snapshot
 from dropwarden.pipeline import Pipeline, PipelineContext
-from dropwarden.recovery import recover
-from dropwarden.settle import WorkItem
 from dropwarden.state import SCHEMA_VERSION, State
+from dropwarden.watch.activewatch import arm
+from dropwarden.watch.settle import WorkItem
 
 from .conftest import install_plugins, require, run_cli
 from .daemon_harness import DaemonProcess, metrics_port
@@ -152,7 +152,7 @@ def drop_settings(drop: Drop) -> WatchSettings:
 
 
 def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int) -> int:
-    from dropwarden import handover, quarantine
+    from dropwarden.act import handover, quarantine
 
     steps = {"n": 0}
 
@@ -188,9 +188,9 @@ def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int)
     item = WorkItem("inbox", "f.txt", "test")
     from types import SimpleNamespace
 
-    from dropwarden.act import ActPlan
-    from dropwarden.judge import Judgement
-    from dropwarden.policy import Decision
+    from dropwarden.act.policy import Decision
+    from dropwarden.act.stage import ActPlan
+    from dropwarden.judge.judge import Judgement
     from dropwarden.verdict import Verdict, VerdictKind
     from dropwarden_actions.moves import QuarantineAction, ReleaseAction
 

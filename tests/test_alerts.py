@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.alerts import AlertDispatcher, HeadBeacon, alert_payload, head_event_id
+from dropwarden.act.alerts import AlertDispatcher, HeadBeacon, alert_payload, head_event_id
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import State

@@ -25,17 +25,17 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dropwarden import sniff as sniff_module
-from dropwarden.alerts import alert_payload
+from dropwarden.act.alerts import alert_payload
+from dropwarden.act.quarantine import QuarantineError, QuarantineStore, destination_of, sidecar_for
 from dropwarden.audit import verify
 from dropwarden.audit.chain import Damage, canonical, parse_line
 from dropwarden.cli import build_cli
 from dropwarden.findings import Finding, Location, Severity
-from dropwarden.intake import FileIdentity, Snapshot
-from dropwarden.quarantine import QuarantineError, QuarantineStore, destination_of, sidecar_for
+from dropwarden.judge import sniff as sniff_module
+from dropwarden.judge.intake import FileIdentity, Snapshot
+from dropwarden.judge.sniff import FileType, looks_like_text, sniff, utf16_without_bom
+from dropwarden.judge.textdecode import Decoded, DecodeError, decode_text
 from dropwarden.redact import Fingerprinter, excerpt, mask_value
-from dropwarden.sniff import FileType, looks_like_text, sniff, utf16_without_bom
-from dropwarden.textdecode import Decoded, DecodeError, decode_text
 from dropwarden_actions.settings import JsonlSinkSettings
 from dropwarden_actions.sinks import JsonlSink
 

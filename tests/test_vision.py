@@ -25,7 +25,7 @@ from PIL import Image
 
 from dropwarden.config import SettingError, Settings
 from dropwarden.findings import Severity
-from dropwarden.judge import Judge
+from dropwarden.judge.judge import Judge
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Incomplete, Registry
 from dropwarden.verdict import VerdictKind

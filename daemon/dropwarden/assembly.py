@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import AlertDispatcher, configured_sinks, notify_actions
+from dropwarden.act.alerts import AlertDispatcher, configured_sinks, notify_actions
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.config import ConfigError, ConfigProblem, Settings, format_key
 from dropwarden.metrics import Metrics
@@ -18,9 +17,10 @@ from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.registry import unknown_actions
 from dropwarden.runtime import Runtime, build_runtime, ruleset_version
-from dropwarden.settle import Settler, WorkItem, settle_quiet_for
 from dropwarden.state import State
-from dropwarden.watch import Watcher
+from dropwarden.watch.activewatch import ActiveWatch, WatchSetupError, arm
+from dropwarden.watch.settle import Settler, WorkItem, settle_quiet_for
+from dropwarden.watch.watch import Watcher
 
 log = structlog.get_logger("dropwarden.assembly")
 

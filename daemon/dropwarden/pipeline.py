@@ -17,19 +17,19 @@ from typing import Any
 
 import structlog
 
-from dropwarden.act import MOVES, ActPlan, ActStage, identity_fields, record_error
-from dropwarden.activewatch import ActiveWatch
-from dropwarden.alerts import AlertDispatcher
+from dropwarden.act.alerts import AlertDispatcher
+from dropwarden.act.fsops import open_subdir_chain
+from dropwarden.act.policy import Decision, decide, operator_release, require, unrecorded
+from dropwarden.act.stage import MOVES, ActPlan, ActStage, identity_fields, record_error
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.findings import Finding
-from dropwarden.fsops import open_subdir_chain
-from dropwarden.intake import FileIdentity
-from dropwarden.judge import Judge, Judgement
-from dropwarden.names import JudgedName, redact_path
-from dropwarden.policy import Decision, decide, operator_release, require, unrecorded
-from dropwarden.settle import Hint, WorkItem
+from dropwarden.judge.intake import FileIdentity
+from dropwarden.judge.judge import Judge, Judgement
+from dropwarden.judge.names import JudgedName, redact_path
 from dropwarden.state import State
 from dropwarden.verdict import Reason, Verdict, unscanned
+from dropwarden.watch.activewatch import ActiveWatch
+from dropwarden.watch.settle import Hint, WorkItem
 
 log = structlog.get_logger("dropwarden.pipeline")
 

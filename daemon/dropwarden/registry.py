@@ -10,10 +10,10 @@ from dropwarden.findings import Finding, FindingLimits
 from dropwarden.views import View
 
 if TYPE_CHECKING:
-    from dropwarden.activewatch import ActiveWatch
+    from dropwarden.act.quarantine import QuarantineStore
     from dropwarden.config import Settings
-    from dropwarden.intake import Snapshot
-    from dropwarden.quarantine import QuarantineStore
+    from dropwarden.judge.intake import Snapshot
+    from dropwarden.watch.activewatch import ActiveWatch
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Extractor(Protocol):
     Like a detector, an extractor may define `warm_up()` (called before READY=1) and `close()`.
 
     A text view read from an image carries `bbox` (and optionally `boxes`, see
-    `dropwarden.detect.locate`) in its provenance: findings in it get the bounding box of their match.
+    `dropwarden.judge.detect.locate`) in its provenance: findings in it get the bounding box of their match.
     A view made from another view names it in provenance `derived_from`: an image is judged when a
     detector judges it or a view derived from it. An extractor that read only part of its input
     raises `Incomplete` with the views it made.
@@ -109,8 +109,8 @@ class MoveRequest:
     intent and re-checked that the file is still the one judged.
 
     `op_id`: the step's id (the audit record's `actions[].id`, the intent's id, the quarantine item id);
-    `watch`: the `dropwarden.activewatch.ActiveWatch` (its `release_fd`, `settings`); `store`: the watch's
-    quarantine store, checked usable just now (moves go through it: see `dropwarden.handover`);
+    `watch`: the `ActiveWatch` (`dropwarden.watch.activewatch`: its `release_fd`, `settings`); `store`: the
+    quarantine store, checked usable just now (moves go through it: see `dropwarden.act.handover`);
     `dir_fd` and `name`: the file in its folder; `relpath`: its path under the watch root;
     `snapshot`: the bytes judged, or None for a file never read (too large, unreadable: then
     `expected` holds its (st_dev, st_ino)); `sidecar`: the quarantine sidecar the act stage built."""
@@ -135,7 +135,7 @@ class Action(Protocol):
     (`dropwarden plugins` shows it).
 
     A **notify** action (`kind = "notify"`) defines `send(payload: dict) -> None`: `payload` is the
-    ECS-shaped alert (`dropwarden.alerts.alert_payload`; never a sensitive value, only masked paths,
+    ECS-shaped alert (`dropwarden.act.alerts.alert_payload`; never a sensitive value, only masked paths,
     types, rules and keyed fingerprints) or an `audit.head` event. It is called from the alert
     dispatcher's thread, never from a judging worker, out of the durable outbox: delivery is at least
     once (the same `event.id` may come again; de-duplicate on it), and `send` raises on any failure, the
@@ -148,11 +148,11 @@ class Action(Protocol):
     Third-party plugins register notify actions.
 
     A **move** action (`kind = "move"`) defines `move(request: MoveRequest) -> str | None`: takes the
-    file out of its folder through the quarantine store (`dropwarden.handover`), returning the relative
+    file out of its folder through the quarantine store (`dropwarden.act.handover`), returning the relative
     path it was released to (None when it went into the store). The act stage owns everything around
     it: the write-ahead intent (startup recovery finishes or rolls back an interrupted move by the
     intent's op name, so only the built-in "quarantine" and "release" can be recovered), the identity
-    re-check, and the outcome: `NotTheJudgedFile`, `Vanished` (from `dropwarden.handover`) and `OSError`
+    re-check, and the outcome: `NotTheJudgedFile`, `Vanished` (from `dropwarden.act.handover`) and `OSError`
     raised by `move` become `action.aborted` / `action.failed`, never the action's own business.
     Move actions are core-only in practice (the built-in actions plugin registers them).
     """

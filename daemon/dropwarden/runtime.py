@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from dropwarden.config import Settings
-from dropwarden.judge import Judge
+from dropwarden.judge.judge import Judge
 from dropwarden.keys import load_or_create_key, usable_state_dir
 from dropwarden.plugins import Plugins, build_registry, plugins_for
 from dropwarden.redact import Fingerprinter

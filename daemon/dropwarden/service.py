@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 
 from dropwarden import __version__
-from dropwarden.alerts import HeadBeacon
+from dropwarden.act.alerts import HeadBeacon
+from dropwarden.act.recovery import recover
 from dropwarden.assembly import (
     Collaborators,
     Configuration,
@@ -31,9 +32,8 @@ from dropwarden.configload import load_config
 from dropwarden.gate import get_gate
 from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.notify import Notifier
-from dropwarden.reconcile import reconcile
-from dropwarden.recovery import recover
-from dropwarden.watchkeeper import WatchKeeper
+from dropwarden.watch.reconcile import reconcile
+from dropwarden.watch.watchkeeper import WatchKeeper
 
 __all__ = ["Daemon", "StartupError"]
 

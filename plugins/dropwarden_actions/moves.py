@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from dropwarden.fsops import make_subdir_chain
-from dropwarden.handover import hand_over_copy, hand_over_unread, tag_of
+from dropwarden.act.fsops import make_subdir_chain
+from dropwarden.act.handover import hand_over_copy, hand_over_unread, tag_of
 from dropwarden.registry import MoveRequest
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
+from dropwarden.act.quarantine import default_quarantine_dir
 from dropwarden.audit.store import current_key_path, k0_on_host
 from dropwarden.checks import nearest_existing, path_check
 from dropwarden.commands._app import app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.hookspecs import Check
 from dropwarden.plugins import Plugins, plugins_for
-from dropwarden.quarantine import default_quarantine_dir
 
 MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 LABELS = {"ok": "ok", "warn": "warn", "fail": "FAIL"}

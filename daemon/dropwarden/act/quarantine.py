@@ -14,13 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dropwarden.act.fsops import fsync_dir, open_dir, open_subdir_chain, place_tagged, rename_noreplace
+from dropwarden.act.quarantine_dir import QuarantineError, check_private, open_parent, open_store_dir
+from dropwarden.act.sidecar import check_id, display_bytes, is_item_id, unb64
+from dropwarden.act.sidecar import destination_of as destination_of  # importable from here, as before
+from dropwarden.act.sidecar import sidecar_for as sidecar_for
+from dropwarden.act.sidecar import sidecar_for_unread as sidecar_for_unread
 from dropwarden.config import WatchSettings
-from dropwarden.fsops import fsync_dir, open_dir, open_subdir_chain, place_tagged, rename_noreplace
-from dropwarden.quarantine_dir import QuarantineError, check_private, open_parent, open_store_dir
-from dropwarden.sidecar import check_id, display_bytes, is_item_id, unb64
-from dropwarden.sidecar import destination_of as destination_of  # importable from here, as before
-from dropwarden.sidecar import sidecar_for as sidecar_for
-from dropwarden.sidecar import sidecar_for_unread as sidecar_for_unread
 
 SIDECAR_SUFFIX = ".json"
 STORE_DIR_NAME = ".dropwarden-quarantine"

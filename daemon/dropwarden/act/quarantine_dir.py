@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from dropwarden.fsops import DIR_FLAGS, fsync_dir
+from dropwarden.act.fsops import DIR_FLAGS, fsync_dir
 
 
 class QuarantineError(Exception):

@@ -14,20 +14,20 @@ from typing import Any
 
 import structlog
 
-from dropwarden.activewatch import ActiveWatch
-from dropwarden.alerts import AlertDispatcher, alert_payload
+from dropwarden.act.alerts import AlertDispatcher, alert_payload
+from dropwarden.act.handover import NotTheJudgedFile, Vanished, copy_name, hold_name
+from dropwarden.act.policy import Decision
+from dropwarden.act.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
 from dropwarden.audit import AuditError, AuditLog
-from dropwarden.handover import NotTheJudgedFile, Vanished, copy_name, hold_name
-from dropwarden.intake import FileIdentity, Snapshot
-from dropwarden.judge import Judgement
-from dropwarden.names import JudgedName
-from dropwarden.policy import Decision
-from dropwarden.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
+from dropwarden.judge.intake import FileIdentity, Snapshot
+from dropwarden.judge.judge import Judgement
+from dropwarden.judge.names import JudgedName
 from dropwarden.registry import Action, MoveRequest
-from dropwarden.settle import Hint, WorkItem
 from dropwarden.state import State
+from dropwarden.watch.activewatch import ActiveWatch
+from dropwarden.watch.settle import Hint, WorkItem
 
-log = structlog.get_logger("dropwarden.act")
+log = structlog.get_logger("dropwarden.act.stage")
 
 MOVES = ("quarantine", "release")
 

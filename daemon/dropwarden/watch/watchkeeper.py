@@ -18,15 +18,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import ecs_event, ecs_severity
+from dropwarden.act.alerts import ecs_event, ecs_severity
 from dropwarden.audit import AuditError
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.findings import Severity
-from dropwarden.walk import display_path
-from dropwarden.watch import mount_points, mounts_inside
+from dropwarden.watch.activewatch import ActiveWatch, WatchSetupError, arm
+from dropwarden.watch.walk import display_path
+from dropwarden.watch.watch import mount_points, mounts_inside
 
-log = structlog.get_logger("dropwarden.watchkeeper")
+log = structlog.get_logger("dropwarden.watch.watchkeeper")
 
 RETIRE_AFTER = 30.0  # seconds a replaced watch stays open for the worker that may still use it
 LEFT_BEHIND = "files in the moved-away directory are no longer watched, judged or moved"

@@ -6,13 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dropwarden.framing import EndNotFound, image_end
-from dropwarden.intake import Snapshot
-from dropwarden.metadata import metadata_view
+from dropwarden.judge.framing import EndNotFound, image_end
+from dropwarden.judge.intake import Snapshot
+from dropwarden.judge.metadata import metadata_view
+from dropwarden.judge.sniff import FileType, sniff, utf16_without_bom
+from dropwarden.judge.textdecode import DecodeError, decode_text
+from dropwarden.judge.trailing import trailing_view
 from dropwarden.registry import Extractor, Incomplete
-from dropwarden.sniff import FileType, sniff, utf16_without_bom
-from dropwarden.textdecode import DecodeError, decode_text
-from dropwarden.trailing import trailing_view
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
 
@@ -21,7 +21,7 @@ MAX_APPENDED = 4
 _BMP_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 if TYPE_CHECKING:
-    from dropwarden.detect import DetectorRun, DetectorRunner
+    from dropwarden.judge.detect import DetectorRun, DetectorRunner
 
 
 @dataclass

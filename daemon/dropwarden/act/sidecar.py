@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dropwarden import __version__
-from dropwarden.intake import Snapshot
-from dropwarden.quarantine_dir import QuarantineError
+from dropwarden.act.quarantine_dir import QuarantineError
+from dropwarden.judge.intake import Snapshot
 
 SIDECAR_FORMAT = 1
 
