@@ -151,19 +151,19 @@ class Recall:
 
 
 class Harness:
-    """Builds `RegexDetector`s from the default settings (`Settings().rules`) and runs them over chunks,
+    """Builds `RegexDetector`s from the default settings (`RulesSettings()`) and runs them over chunks,
     one `TextView` per chunk. Raises ImportError when dropwarden's regex plugin is not importable."""
 
     def __init__(self, engine: str | None) -> None:
-        from dropwarden.config import Settings
         from dropwarden.redact import Fingerprinter
         from dropwarden.registry import DetectContext
         from dropwarden.views import TextView
         from dropwarden_regex.detector import RegexDetector
+        from dropwarden_regex.settings import RulesSettings
 
         self._detector_class = RegexDetector
         self._view_class = TextView
-        self.rules = Settings().rules
+        self.rules = RulesSettings()
         if engine:
             self.rules = self.rules.model_copy(update={"engine": engine})
         self.ctx = DetectContext(fingerprint=Fingerprinter(b"k" * 32))
@@ -178,7 +178,7 @@ class Harness:
     def views(self, chunks: list[str]) -> list[Any]:
         """One text view per chunk, built as extraction builds them from a file's bytes (a UTF-8 file's
         view reuses its bytes; decoding is extraction's work, timed separately as `decode`)."""
-        from dropwarden.textdecode import decode_text
+        from dropwarden.judge.textdecode import decode_text
 
         views = []
         for chunk in chunks:
@@ -216,7 +216,7 @@ def engine_floor(detector: Any, views: list[Any]) -> Run:
 
 def time_decode(chunks: list[str]) -> Run:
     """Extraction's share: decoding each chunk's bytes (UTF-8 detection), for the record."""
-    from dropwarden.textdecode import decode_text
+    from dropwarden.judge.textdecode import decode_text
 
     data = [chunk.encode("utf-8") for chunk in chunks]
     run = Run("decode (extraction)")

@@ -39,9 +39,9 @@ from typing import Any
 import openai
 from PIL import Image
 
-from dropwarden.config import VisionSettings
 from dropwarden_vision.backend import MAX_TOKENS
 from dropwarden_vision.schema import VerdictSpec
+from dropwarden_vision.settings import VisionSettings
 
 CLEAN = {"contains_sensitive": False, "categories": [], "confidence": 0.9, "description": ""}
 MODEL = "llava"

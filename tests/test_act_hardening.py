@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.activewatch import arm
+from dropwarden.act.handover import is_work_name
+from dropwarden.act.recovery import recover
 from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, WatchSettings
-from dropwarden.handover import is_work_name
-from dropwarden.intake import FileIdentity, Snapshot, take_snapshot
+from dropwarden.judge.intake import FileIdentity, Snapshot, take_snapshot
 from dropwarden.pipeline import Pipeline, PipelineContext
-from dropwarden.recovery import recover
-from dropwarden.settle import WorkItem
 from dropwarden.state import SCHEMA_VERSION, State
+from dropwarden.watch.activewatch import arm
+from dropwarden.watch.settle import WorkItem
 
 from .conftest import install_plugins, require, run_cli
 from .daemon_harness import DaemonProcess, metrics_port
@@ -152,7 +152,7 @@ def drop_settings(drop: Drop) -> WatchSettings:
 
 
 def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int) -> int:
-    from dropwarden import handover, quarantine
+    from dropwarden.act import handover, quarantine
 
     steps = {"n": 0}
 
@@ -186,12 +186,31 @@ def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int)
     snapshot = take_snapshot(dir_fd, "f.txt", display_path="f.txt", max_size=1 << 20)
     assert isinstance(snapshot, Snapshot)
     item = WorkItem("inbox", "f.txt", "test")
-    if op == "release":
-        pipeline._release(watch, dir_fd, item, snapshot, "a" * 32)
-    else:
-        from dropwarden.policy import Decision
+    from types import SimpleNamespace
 
-        pipeline._quarantine(watch, dir_fd, item, snapshot, "b" * 32, Decision("finding", ("quarantine",)), 1)
+    from dropwarden.act.policy import Decision
+    from dropwarden.act.stage import ActPlan
+    from dropwarden.judge.judge import Judgement
+    from dropwarden.verdict import Verdict, VerdictKind
+    from dropwarden_actions.moves import QuarantineAction, ReleaseAction
+
+    plan = ActPlan(
+        watch,
+        dir_fd,
+        item,
+        Judgement("f.txt", Verdict(VerdictKind.CLEAN), snapshot=snapshot),
+        Decision("finding", (op,)),
+        [],
+        "f.txt",
+        None,
+        1,
+        {"quarantine": QuarantineAction(), "release": ReleaseAction()},
+        lambda relpath: SimpleNamespace(show=lambda: relpath),  # type: ignore[arg-type,return-value]
+    )
+    if op == "release":
+        pipeline.act._release(plan, snapshot, "a" * 32)
+    else:
+        pipeline.act._quarantine(plan, snapshot, "b" * 32)
     audit.close()
     return 0
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.alerts import AlertDispatcher, HeadBeacon, alert_payload, build_sinks, head_event_id
+from dropwarden.act.alerts import AlertDispatcher, HeadBeacon, alert_payload, head_event_id
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import State
+from dropwarden_actions.settings import JsonlSinkSettings
+from dropwarden_actions.sinks import JsonlSink
 
 SECRET = "4111111111111111"
 HEAD = {"log_id": "log-1", "seq": 41, "hash": "h" * 64, "checkpoint": {"seq": 40, "epoch": 2}}
@@ -136,7 +138,7 @@ class Outbox:
         self.path = tmp_path / "state" / "state.db"
         self.target = target
         self.settings = AlertsSettings(
-            sink=[{"type": "jsonl", "name": "siem", "path": str(target)}],
+            sink=[JsonlSinkSettings(type="jsonl", name="siem", path=target)],
             retry_initial=retry_initial,
             retry_max=retry_max,
         )
@@ -148,7 +150,7 @@ class Outbox:
         self.state = State(self.path)
         self.dispatcher = AlertDispatcher(
             self.state,
-            build_sinks(self.settings),
+            {sink.id: JsonlSink(sink.id, sink.path) for sink in self.settings.sink},
             self.settings,
             lambda sink, problem: self.health.append((sink, problem)),
         )

@@ -142,7 +142,7 @@ def test_a_head_copied_off_the_host_still_proves_the_tail_when_the_anchor_is_rew
 ) -> None:
     """Whoever owns the host can rewrite the anchor file as well; an audit.head event a sink received
     cannot be taken back."""
-    from dropwarden.alerts import audit_head_payload
+    from dropwarden.act.alerts import audit_head_payload
 
     running_writer(log_path, state_dir, DECISIONS)
     event = tmp_path / "audit-head-event.json"

@@ -113,6 +113,20 @@ def test_state_audit_and_sink_paths_that_cannot_be_created_fail(tmp_path, write_
     assert "ok    state: " in result.stdout and "ok    audit log: " in result.stdout
 
 
+def test_an_exec_sink_whose_program_cannot_run_fails(tmp_path, write_config):
+    script = tmp_path / "notify.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    body = f'[[alerts.sink]]\ntype = "exec"\nname = "ticket"\nargv = ["{script}"]\n'
+    not_executable = _doctor(write_config, body)
+    assert not_executable.returncode == 1
+    assert f"FAIL  alert sink ticket: {script} is not executable" in not_executable.stdout
+    script.chmod(0o755)
+    runnable = _doctor(write_config, body)
+    assert f"ok    alert sink ticket: {script} is executable" in runnable.stdout
+    missing = _doctor(write_config, body.replace("notify.sh", "gone.sh"))
+    assert f"FAIL  alert sink ticket: {tmp_path / 'gone.sh'} is not a file" in missing.stdout
+
+
 def test_directories_are_counted_up_to_just_past_the_limit(tmp_path):
     root = tmp_path / "tree"
     for leaf in ("a/b/c", "a/d", "e"):

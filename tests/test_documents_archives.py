@@ -76,10 +76,15 @@ def test_japanese_pii_in_tar_and_compressed_streams_is_found(tmp_path, write_con
 
 
 def test_clean_archives_that_look_like_pii_stay_clean(tmp_path, write_config):
-    (tmp_path / "clean.zip").write_bytes(zip_of({"order.txt": CLEAN, "ids.txt": "build 4111-2023-11-04 ok\n"}))
+    (tmp_path / "clean.zip").write_bytes(
+        zip_of({"order.txt": CLEAN, "ids.txt": "build 4111-2023-11-04 ok\n"})
+    )
     (tmp_path / "clean.tar.gz").write_bytes(gzip.compress(tar_of({"a.txt": CLEAN.encode()})))
     records = scan(write_config(), tmp_path / "clean.zip", tmp_path / "clean.tar.gz")
-    assert {name: r["verdict"] for name, r in records.items()} == {"clean.zip": "clean", "clean.tar.gz": "clean"}
+    assert {name: r["verdict"] for name, r in records.items()} == {
+        "clean.zip": "clean",
+        "clean.tar.gz": "clean",
+    }
 
 
 def test_a_zip64_archive_is_read(tmp_path, write_config):
@@ -159,6 +164,6 @@ def test_a_huge_declared_size_is_never_trusted(tmp_path, write_config):
 def test_the_total_bytes_limit_is_configurable_and_named(tmp_path, write_config):
     data = zip_of({f"part{i}.txt": "words " * 40_000 for i in range(5)})
     (tmp_path / "many.zip").write_bytes(data)
-    config = write_config("[plugins.config.documents]\nmax_total_bytes = 500000\n")
+    config = write_config("[documents]\nmax_total_bytes = 500000\n")
     record = scan(config, tmp_path / "many.zip")["many.zip"]
     assert record["verdict"] == "unscanned" and "documents.max_total_bytes=500000" in record["reason"], record

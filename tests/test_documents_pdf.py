@@ -46,6 +46,6 @@ def test_an_encrypted_pdf_is_unscanned_encrypted(tmp_path, write_config):
 
 def test_pages_past_max_pages_leave_the_pdf_unscanned_naming_the_limit(tmp_path, write_config):
     path = make_pdf(tmp_path / "long.pdf", [f"page {n} of a long and harmless report" for n in range(30)])
-    config = write_config("[plugins.config.documents]\nmax_pages = 10\n")
+    config = write_config("[documents]\nmax_pages = 10\n")
     record = scan(config, path)["long.pdf"]
     assert record["verdict"] == "unscanned" and "documents.max_pages=10" in record["reason"], record

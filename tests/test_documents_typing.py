@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dropwarden.sniff import sniff
+from dropwarden.judge.sniff import sniff
 
 from .conftest import run_cli
 

@@ -25,18 +25,19 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dropwarden import sniff as sniff_module
-from dropwarden.alerts import JsonlSink, alert_payload
+from dropwarden.act.alerts import alert_payload
+from dropwarden.act.quarantine import QuarantineError, QuarantineStore, destination_of, sidecar_for
 from dropwarden.audit import verify
 from dropwarden.audit.chain import Damage, canonical, parse_line
 from dropwarden.cli import build_cli
-from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding, Location, Severity
-from dropwarden.intake import FileIdentity, Snapshot
-from dropwarden.quarantine import QuarantineError, QuarantineStore, destination_of, sidecar_for
+from dropwarden.judge import sniff as sniff_module
+from dropwarden.judge.intake import FileIdentity, Snapshot
+from dropwarden.judge.sniff import FileType, looks_like_text, sniff, utf16_without_bom
+from dropwarden.judge.textdecode import Decoded, DecodeError, decode_text
 from dropwarden.redact import Fingerprinter, excerpt, mask_value
-from dropwarden.sniff import FileType, looks_like_text, sniff, utf16_without_bom
-from dropwarden.textdecode import Decoded, DecodeError, decode_text
+from dropwarden_actions.settings import JsonlSinkSettings
+from dropwarden_actions.sinks import JsonlSink
 
 EXAMPLES = int(os.environ.get("DROPWARDEN_FUZZ_EXAMPLES", "0")) or None
 
@@ -422,7 +423,8 @@ def test_alert_payloads_are_written_and_read_back_equal(
         audit_seq=seq,
     )
     target = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
-    JsonlSink(SinkSettings(type="jsonl", path=target)).send(payload)
+    sink = JsonlSinkSettings(type="jsonl", path=target)
+    JsonlSink(sink.id, sink.path).send(payload)
     lines = target.read_bytes().split(b"\n")
     assert len(lines) == 2 and lines[1] == b""
     assert json.loads(lines[0]) == json.loads(json.dumps(payload))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from dropwarden.config import load_config
+from dropwarden.configload import load_config
 from dropwarden.gate import Gate, get_gate
 from dropwarden.runtime import build_runtime
 from dropwarden_ocr.tesseract import probe

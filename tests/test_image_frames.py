@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from dropwarden.act.policy import decide
 from dropwarden.config import Settings
-from dropwarden.framing import EndNotFound, frame_count, image_end
-from dropwarden.judge import Judge
-from dropwarden.policy import decide
+from dropwarden.judge.framing import EndNotFound, frame_count, image_end
+from dropwarden.judge.judge import Judge
+from dropwarden.judge.trailing import printable_strings
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import Registry
 from dropwarden.runtime import build_runtime
-from dropwarden.trailing import printable_strings
 from dropwarden.verdict import VerdictKind
 from dropwarden_vision import VisionDetector
 from tests.conftest import run_cli

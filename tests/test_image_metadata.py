@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from dropwarden.extract import MAX_APPENDED
-from dropwarden.metadata import MAX_METADATA_BYTES
+from dropwarden.judge.extract import MAX_APPENDED
+from dropwarden.judge.metadata import MAX_METADATA_BYTES
 from tests.conftest import run_cli
 from tests.daemon_harness import DaemonProcess
 from tests.ocr_pages import Segment, fonts_available, horizontal

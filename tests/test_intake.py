@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.intake import FileIdentity, Refusal, Snapshot, take_snapshot
+from dropwarden.judge.intake import FileIdentity, Refusal, Snapshot, take_snapshot
 from dropwarden.verdict import Reason
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.config import CustomRule, RulesSettings, Settings
+from dropwarden.act.policy import decide
+from dropwarden.config import Settings
 from dropwarden.findings import Finding, FindingLimits, FindingTally, Location, Severity
-from dropwarden.policy import decide
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext
 from dropwarden.verdict import VerdictBuilder
 from dropwarden.views import TextView
 from dropwarden_regex import RegexDetector
+from dropwarden_regex.settings import CustomRule, RulesSettings
 from tests.conftest import run_cli
 from tests.daemon_harness import DaemonProcess
 from tests.ocr_pages import luhn_complete
@@ -213,7 +214,7 @@ def test_the_daemon_records_and_alerts_a_dense_megabyte_in_bounded_lines_with_th
 def test_an_ascii_file_is_judged_without_decoding_it_whole(tmp_path):
     """Its view reads the file's own bytes as text; the regex detector only slices them, so a 64 MiB
     file is not held twice. A detector that reads `text` still gets all of it."""
-    from dropwarden.extract import text_view
+    from dropwarden.judge.extract import text_view
 
     data = b"mail taro@example.jp\n" + b"x" * 5000 + b"\ncard 4111 1111 1111 1111 end\n"
     view = text_view(data)

@@ -2,7 +2,7 @@
 watch keep being watched at their new path.
 
 watchdog holds an IN_MOVED_FROM while it waits for the IN_MOVED_TO of the same rename, and events
-behind it wait too; the daemon sets that wait to zero (`dropwarden.watch`). These tests pin down
+behind it wait too; the daemon sets that wait to zero (`dropwarden.watch.watch`). These tests pin down
 what that must not break: a directory renamed inside the tree is watched under its new name, and a
 stream of files each released by a rename is judged in order of arrival, none lost.
 """
@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from dropwarden.watch import InotifyMoveEventGrouper
+from dropwarden.watch.watch import InotifyMoveEventGrouper
 
 from .daemon_harness import DaemonProcess
 

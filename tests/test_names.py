@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dropwarden.config import Settings
-from dropwarden.names import JudgedName, display_name, redact_name, redact_path
+from dropwarden.judge.names import JudgedName, display_name, redact_name, redact_path
 from dropwarden.runtime import build_runtime
 
 from .conftest import run_cli
@@ -301,7 +301,7 @@ def test_an_unexpected_error_is_logged_without_its_message() -> None:
     from structlog.testing import capture_logs
 
     from dropwarden.pipeline import Pipeline
-    from dropwarden.settle import WorkItem
+    from dropwarden.watch.settle import WorkItem
 
     pipeline = Pipeline.__new__(Pipeline)
     Pipeline.__init__(pipeline, None, None, None, None, lambda *args: None)  # type: ignore[arg-type]

@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 
 from dropwarden.config import Settings
-from dropwarden.detect import DetectorRunner
-from dropwarden.extract import extract_views
-from dropwarden.intake import take_snapshot
+from dropwarden.judge.detect import DetectorRunner
+from dropwarden.judge.extract import extract_views
+from dropwarden.judge.intake import take_snapshot
 from dropwarden.runtime import build_runtime
 from dropwarden_ocr.engine import OcrError
 from dropwarden_ocr.tesseract import probe, tesseract_regions

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dropwarden.detect import locate
 from dropwarden.findings import Finding, Location, Severity
+from dropwarden.judge.detect import locate
 from dropwarden.views import TextView
 from dropwarden_ocr.normalize import normalize
 from dropwarden_ocr.tesseract import Word, lines_to_regions, parse_tsv

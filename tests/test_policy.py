@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dropwarden.act.policy import decide, operator_release, unrecorded
 from dropwarden.config import WatchSettings
 from dropwarden.findings import Finding, Location, Severity
-from dropwarden.policy import decide, operator_release, unrecorded
 from dropwarden.verdict import Problem, Reason, Verdict, VerdictBuilder, unscanned
 
 

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from dropwarden.act.fsops import open_dir
+from dropwarden.act.quarantine import QuarantineError, QuarantineStore, default_quarantine_dir
+from dropwarden.act.sidecar import display_bytes, sidecar_for
 from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, WatchSettings
-from dropwarden.fsops import open_dir
-from dropwarden.intake import FileIdentity, Snapshot, take_snapshot
-from dropwarden.quarantine import (
-    QuarantineError,
-    QuarantineStore,
-    default_quarantine_dir,
-    display_bytes,
-    sidecar_for,
-)
+from dropwarden.judge.intake import FileIdentity, Snapshot, take_snapshot
 
 from .conftest import run_cli
 

@@ -12,13 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dropwarden.config import CustomRule, RulesSettings
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext
 from dropwarden.views import TextView
 from dropwarden_regex import RegexDetector, engine
-from dropwarden_regex.engine import CharCursor, PythonEngine, build_engine, finish, prefilter_expression
+from dropwarden_regex.engine import PythonEngine, build_engine
+from dropwarden_regex.hyperscan_engine import HyperscanEngine
+from dropwarden_regex.rewrite import UnsupportedSyntax, prefilter_expression
 from dropwarden_regex.rules import load_rules
+from dropwarden_regex.settings import CustomRule, RulesSettings
+from dropwarden_regex.spans import CharCursor, finish
 from dropwarden_regex.validators import luhn_check_digit, my_number_check_digit
 
 
@@ -129,11 +132,11 @@ def test_hyperscan_and_python_engines_find_the_same_matches_on_random_text(path,
 
 
 @functools.cache
-def engine_on_path(path: str) -> engine.HyperscanEngine:
+def engine_on_path(path: str) -> HyperscanEngine:
     """A private hyperscan engine forced onto one path: "fast" (shared triggers, never overflowing)
     or "precise" (the first trigger hit overflows, so every view is rescanned with the rules' own
     prefilter expressions)."""
-    hs_engine = engine.HyperscanEngine(RULES, 512)
+    hs_engine = HyperscanEngine(RULES, 512)
     hs_engine.trigger_budget = (1 << 40, 1) if path == "fast" else (0, 1 << 40)
     return hs_engine
 
@@ -292,7 +295,7 @@ def test_prefilter_expressions_drop_lookarounds_and_comments_and_widen_large_rep
     assert prefilter_expression(r"a(?<!b[)(])c(?!d\)e)f") == "acf"
     assert prefilter_expression(r"[(?=]x{,3}y{2,5000}z{300,400}") == "[(?=]x{0,3}y{2,}z{255,}"
     assert prefilter_expression("(?x) a  # (?=comment\n b", verbose=True) == "(?x) a  \n b"
-    with pytest.raises(engine.UnsupportedSyntax):
+    with pytest.raises(UnsupportedSyntax):
         prefilter_expression(r"[[:alpha:]]+")
 
 
@@ -346,7 +349,7 @@ def test_a_view_matched_a_segment_at_a_time_gives_the_whole_text_matches(segment
     """Segments of any size, on every path (dense: each segment's rules scanned group by group), give
     what one `finditer` over the whole view gives: no match lost or doubled where segments meet."""
     require_hyperscan()
-    hs_engine = engine.HyperscanEngine(RULES, 512)
+    hs_engine = HyperscanEngine(RULES, 512)
     hs_engine.trigger_budget = (1 << 40, 1) if path == "fast" else (0, 1 << 40)
     hs_engine.dense_budget = (0, 1 << 40) if path == "dense" else (1 << 40, 1)
     hs_engine.segment = segment
@@ -366,7 +369,7 @@ def test_a_view_matched_a_segment_at_a_time_gives_the_whole_text_matches(segment
 def test_rules_marked_done_are_not_matched_in_later_batches(kind):
     if kind == "hyperscan":
         require_hyperscan()
-    scanner = build_engine(RULES, kind) if kind == "python" else engine.HyperscanEngine(RULES, 512)
+    scanner = build_engine(RULES, kind) if kind == "python" else HyperscanEngine(RULES, 512)
     scanner.segment = 4096
     card = next(i for i, rule in enumerate(RULES) if rule.id == "pii.credit_card")
     text = "card 4111 1111 1111 1111, mail taro@example.jp\n" * 1000

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dropwarden.config import AllowList, CustomRule, RulesSettings, SettingError, Settings
+from dropwarden.config import SettingError, Settings
 from dropwarden.findings import Severity
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Detector, Registry
 from dropwarden.views import ImageView, TextView
 from dropwarden_regex import RegexDetector, dropwarden_register_detectors
 from dropwarden_regex.rules import load_pack, load_rules
+from dropwarden_regex.settings import AllowList, CustomRule, RulesSettings
 from dropwarden_regex.validators import luhn_card, my_number_check_digit
 
 KEY = b"0123456789abcdef0123456789abcdef"

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from PIL import Image, ImageDraw
 
+from dropwarden.act.policy import require
 from dropwarden.config import WatchSettings
-from dropwarden.detect import DetectorRun
 from dropwarden.findings import Finding, Location, Severity
-from dropwarden.policy import require
+from dropwarden.judge.detect import DetectorRun
 from dropwarden.verdict import Problem, Reason, Verdict, VerdictKind
 from dropwarden.views import View
 from dropwarden_ocr.tesseract import probe

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from dropwarden.config import load_config
+from dropwarden.configload import load_config
 from dropwarden.runtime import build_runtime, ruleset_version
 from dropwarden_ocr.tesseract import probe
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dropwarden.config import Settings
-from dropwarden.settle import Hint, Settler, WorkItem, settle_quiet_for
+from dropwarden.watch.settle import Hint, Settler, WorkItem, settle_quiet_for
 
 QUIET = 0.05  # after close-write or move-in
 STAT = 0.3  # a stable stat, for what no event vouches for

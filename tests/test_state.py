@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.intake import FileIdentity
+from dropwarden.judge.intake import FileIdentity
 from dropwarden.state import SCHEMA_VERSION, State, StateError
 
 FILE = FileIdentity(dev=1, ino=2, size=3, mtime_ns=4, ctime_ns=5)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dropwarden.sniff import sniff
-from dropwarden.textdecode import DecodeError, decode_text
+from dropwarden.judge.sniff import sniff
+from dropwarden.judge.textdecode import DecodeError, decode_text
 
 JAPANESE = "お客様のマイナンバーは下記の通りです。東京都新宿区西新宿二丁目、電話は03-1234-5678まで。"
 ENGLISH = "Invoice for services rendered, contact billing@example.com before the end of the month.\n"

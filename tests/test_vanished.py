@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dropwarden.activewatch import arm
 from dropwarden.audit import AuditLog
 from dropwarden.config import AuditSettings, Settings
-from dropwarden.judge import Judge, Judgement
+from dropwarden.judge.judge import Judge, Judgement
 from dropwarden.pipeline import Pipeline, PipelineContext
 from dropwarden.runtime import build_runtime
-from dropwarden.settle import WorkItem
 from dropwarden.state import State
 from dropwarden.verdict import Reason
+from dropwarden.watch.activewatch import arm
+from dropwarden.watch.settle import WorkItem
 
 from .daemon_harness import audit_records
 

@@ -25,12 +25,13 @@ from PIL import Image
 
 from dropwarden.config import SettingError, Settings
 from dropwarden.findings import Severity
-from dropwarden.judge import Judge
+from dropwarden.judge.judge import Judge
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Incomplete, Registry
 from dropwarden.verdict import VerdictKind
 from dropwarden.views import ImageView, TextView
 from dropwarden_regex.detector import RegexDetector
+from dropwarden_regex.settings import rules_settings
 from dropwarden_vision import dropwarden_register_detectors
 from dropwarden_vision.backend import BackendError, GateBusy
 from dropwarden_vision.circuit import CircuitOpen
@@ -38,6 +39,7 @@ from dropwarden_vision.detector import EXCERPT, VisionDetector
 from dropwarden_vision.images import ImageLimits, ImageRejected, prepare_frames
 from dropwarden_vision.openai_backend import PLACEHOLDER_KEY, forget_formats, remembered_format
 from dropwarden_vision.schema import MalformedAnswer, parse_answer, verdict_schema
+from dropwarden_vision.settings import VisionSettings
 
 from .conftest import run_cli
 
@@ -376,7 +378,7 @@ def test_a_sensitive_answer_gives_one_neutral_finding_per_category(server, detec
     request = server.chats[0]["body"]
     assert request["model"] == "llava" and request["temperature"] == 0
     schema = request["response_format"]["json_schema"]["schema"]
-    assert set(schema["properties"]["categories"]["items"]["enum"]) == set(Settings().vision.categories)
+    assert set(schema["properties"]["categories"]["items"]["enum"]) == set(VisionSettings().categories)
 
 
 def test_a_clean_answer_and_a_confident_enough_threshold(server, detector_for):
@@ -856,7 +858,7 @@ def test_an_image_telling_the_model_to_answer_clean_cannot_clear_a_regex_finding
     server.behaviour = "clean"  # the model obeyed the image
     settings = settings_for(server)
     registry = Registry()
-    registry.add("detectors", "regex", RegexDetector(settings.rules))
+    registry.add("detectors", "regex", RegexDetector(rules_settings(settings)))
     registry.add("detectors", "vision", VisionDetector(settings))
     registry.add("extractors", "fake-ocr", _FakeOcr(text))
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from dropwarden.config import GpuSettings, SettingError, Settings, VisionSettings
+from dropwarden.config import GpuSettings, SettingError, Settings
+from dropwarden_vision.settings import VisionSettings
 
 from .conftest import require
 from .tiny_llava import write_tiny_llava

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from dropwarden.config import Settings
-from dropwarden.settle import settle_quiet_for
-from dropwarden.watch import WatchedTree, mount_points, mounts_inside
-from dropwarden.watchkeeper import root_problem, where_now
+from dropwarden.watch.settle import settle_quiet_for
+from dropwarden.watch.watch import WatchedTree, mount_points, mounts_inside
+from dropwarden.watch.watchkeeper import root_problem, where_now
 
 from .conftest import require
 from .daemon_harness import DaemonProcess, metrics_port

@@ -1,16 +1,25 @@
-"""Configuration: the settings model, TOML file + drop-ins + DROPWARDEN_* environment, and its errors."""
+"""Configuration: the core's settings models, plugins' tables composed onto them, and the errors."""
 
 from __future__ import annotations
 
 import difflib
-import os
+import functools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    Tag,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dropwarden.findings import Severity
@@ -26,7 +35,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-def _check_regex(pattern: str) -> str:
+def check_regex(pattern: str) -> str:
+    """A field validator for plugins' models: the value must compile as a Python regular expression."""
     try:
         re.compile(pattern)
     except re.error as exc:
@@ -34,51 +44,10 @@ def _check_regex(pattern: str) -> str:
     return pattern
 
 
-def _check_severity(value: str) -> str:
+def check_severity(value: str) -> str:
+    """A field validator for plugins' models: a severity name ("low" … "critical"), lower-cased."""
     Severity.parse(value)
     return value.lower()
-
-
-class CustomRule(Strict):
-    """A rule written by the operator: a regex, the finding type it reports, and optional checks."""
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    type: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
-    pattern: str
-    severity: str = "medium"
-    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
-    validator: str | None = None
-    context: list[str] = []
-    context_window: int = Field(default=64, ge=1, le=4096)
-    ignore_case: bool = False
-
-    _pattern = field_validator("pattern")(_check_regex)
-    _severity = field_validator("severity")(_check_severity)
-
-
-class AllowList(Strict):
-    """Findings to drop: by value, by fingerprint (keeps secrets out of the config), regex, path glob."""
-
-    values: list[str] = []
-    fingerprints: list[str] = []
-    patterns: list[str] = []
-    paths: list[str] = []
-
-    @field_validator("patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            _check_regex(pattern)
-        return patterns
-
-
-class RulesSettings(Strict):
-    packs: list[Literal["pii", "secrets"]] = ["pii", "secrets"]
-    disable: list[str] = []
-    custom: list[CustomRule] = []
-    allow: AllowList = AllowList()
-    engine: Literal["auto", "hyperscan", "python"] = "auto"
-    max_match_length: int = Field(default=512, ge=16, le=65536)
 
 
 class LimitsSettings(Strict):
@@ -103,7 +72,9 @@ class AuditSettings(Strict):
     head_interval: float = Field(default=60.0, ge=0)  # seconds between audit.head events; 0: none
 
 
-Action = Literal["quarantine", "alert"]
+# An action's name: "quarantine", "alert" (every configured alert sink), or any registered action's id
+# (an alert sink's, a plugin's). Whether a plugin registers it is checked when the registry is built.
+Action = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$")]
 
 
 def _actions(value: Any) -> Any:
@@ -130,7 +101,7 @@ class WatchSettings(Strict):
     settle_quiet: float | None = Field(default=None, ge=0)  # None: [daemon] settle_quiet
     require: list[str] = []  # detector ids that must judge each file of a kind they judge
 
-    _severity = field_validator("min_severity")(_check_severity)
+    _severity = field_validator("min_severity")(check_severity)
 
     @field_validator("on_finding", "on_unscanned", mode="before")
     @classmethod
@@ -150,19 +121,19 @@ class WatchSettings(Strict):
 
 
 class SinkSettings(Strict):
-    """Where alerts go. `jsonl` appends one ECS-shaped JSON object per line to `path`."""
+    """Base of every alert sink type's settings. An `[[alerts.sink]]` entry is validated with the model
+    its `type` names (hook `dropwarden_alert_sink_types`); that model subclasses this one."""
 
-    type: Literal["jsonl"]
+    type: str
     name: str | None = None
-    path: Path
 
     @property
     def id(self) -> str:
-        return self.name or f"{self.type}:{self.path}"
+        return self.name or self.type
 
 
 class AlertsSettings(Strict):
-    sink: list[SinkSettings] = []
+    sink: list[SerializeAsAny[SinkSettings]] = []
     retry_initial: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=300.0, gt=0)
 
@@ -198,103 +169,6 @@ class GpuSettings(Strict):
         return resources
 
 
-class VisionCategory(Strict):
-    type: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
-    severity: str = "high"
-
-    _severity = field_validator("severity")(_check_severity)
-
-
-_VISION_CATEGORIES = {
-    name: VisionCategory(type=f"VISION_{name.upper()}", severity=severity)
-    for name, severity in (
-        ("id_document", "high"),
-        ("payment_card", "high"),
-        ("bank_document", "high"),
-        ("medical", "high"),
-        ("screenshot_with_personal_data", "medium"),
-        ("handwriting_personal", "medium"),
-        ("other", "low"),
-    )
-}
-
-
-class VisionSettings(Strict):
-    """The vision-language detector: an OpenAI-compatible endpoint or an embedded llama.cpp model."""
-
-    enabled: bool = False
-    backend: Literal["openai", "llama-cpp"] = "openai"
-    # openai backend
-    base_url: str = "http://127.0.0.1:8080/v1"
-    model: str = "llava"
-    api_key_env: str = "OPENAI_API_KEY"
-    api_key_file: Path | None = None
-    response_format: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
-    timeout: float = Field(default=25.0, gt=0)
-    retries: int = Field(default=1, ge=0, le=10)
-    max_in_flight: int = Field(default=4, ge=1)
-    gate_resource: str = "vision-endpoint"
-    # llama-cpp backend
-    model_path: Path | None = None
-    mmproj_path: Path | None = None
-    chat_handler: str = "llava-1-5"
-    n_gpu_layers: int = 0
-    n_ctx: int = Field(default=4096, ge=512)
-    n_threads: int | None = None
-    gpu_resource: str = "gpu0"
-    # images and answers
-    max_side: int = Field(default=672, ge=32, le=8192)
-    max_pixels: int = Field(default=50_000_000, ge=1)
-    max_frames: int = Field(default=1, ge=1)
-    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
-    prompt: str | None = None
-    categories: dict[str, VisionCategory] = _VISION_CATEGORIES
-    circuit_failures: int = Field(default=5, ge=1)
-    circuit_open_seconds: float = Field(default=30.0, gt=0)
-
-
-class TesseractSettings(Strict):
-    """The Tesseract OCR engine: a CLI run per image (CPU), bounded in time and memory."""
-
-    binary: str = "tesseract"
-    tessdata_dir: Path | None = None
-    languages: str = Field(default="jpn+jpn_vert+eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
-    psm: int = Field(default=3, ge=1, le=13)
-    threads: int = Field(default=1, ge=1, le=64)
-    max_memory_mib: int = Field(default=1024, ge=64)
-    region_languages: str = Field(default="osd", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
-    region_level: Literal["block", "paragraph", "line"] = "block"
-
-
-class MangaOcrSettings(Strict):
-    """The MangaOCR engine (extra `mangaocr`): one text block per call, regions found by Tesseract."""
-
-    model: str = "kha-white/manga-ocr-base"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpu_resource: str = "gpu0"
-
-
-class OcrSettings(Strict):
-    """OCR extractors: text read from images becomes text views that every text detector judges."""
-
-    enabled: bool | Literal["auto"] = "auto"
-    engines: list[Literal["tesseract", "mangaocr"]] = Field(default=["tesseract"], min_length=1)
-    timeout: float = Field(default=25.0, gt=0)
-    max_pixels: int = Field(default=50_000_000, ge=1)
-    max_side: int = Field(default=4096, ge=32, le=32768)
-    max_frames: int = Field(default=4, ge=1)
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    tesseract: TesseractSettings = TesseractSettings()
-    mangaocr: MangaOcrSettings = MangaOcrSettings()
-
-    @field_validator("engines")
-    @classmethod
-    def _unique(cls, engines: list[str]) -> list[str]:
-        if len(set(engines)) != len(engines):
-            raise ValueError("each engine may be named once")
-        return engines
-
-
 class MetricsSettings(Strict):
     """Prometheus metrics and /healthz on a loopback address ("" switches them off; port 0 picks one)."""
 
@@ -316,31 +190,41 @@ class MetricsSettings(Strict):
 class PluginsSettings(Strict):
     allow: list[str] | None = None
     strict: bool = False
+    # Compatibility path: untyped per-plugin tables. A plugin should own a table of its own instead
+    # (hook `dropwarden_config_tables`) and read it with `Settings.table`.
     config: dict[str, dict[str, Any]] = {}
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class Settings(BaseSettings):
-    """The whole configuration. Defaults are the embedded default (see etc/dropwarden/dropwarden.toml)."""
+    """The core's tables. Defaults are the embedded default (see etc/dropwarden/dropwarden.toml).
+
+    Plugins' tables (`[rules]`, `[vision]`, a third party's own) are not fields of this class: loading
+    (`dropwarden.configload.load_config`) validates each with the model its plugin declares and returns a
+    subclass that has them. Built in code (tests, tools), `Settings(vision={...})` keeps such a table as
+    given; `table()` validates it when asked.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED,
-        extra="forbid",
+        extra="allow",
         validate_default=True,
     )
 
     state: StateSettings = StateSettings()
     audit: AuditSettings = AuditSettings()
-    rules: RulesSettings = RulesSettings()
     limits: LimitsSettings = LimitsSettings()
     plugins: PluginsSettings = PluginsSettings()
     daemon: DaemonSettings = DaemonSettings()
     metrics: MetricsSettings = MetricsSettings()
     gpu: GpuSettings = GpuSettings()
-    vision: VisionSettings = VisionSettings()
-    ocr: OcrSettings = OcrSettings()
     alerts: AlertsSettings = AlertsSettings()
     watch: list[WatchSettings] = []
+
+    _loaded_plugins: Any = PrivateAttr(default=None)
 
     @field_validator("watch")
     @classmethod
@@ -364,8 +248,73 @@ class Settings(BaseSettings):
         # Environment wins over the files, which arrive as init kwargs.
         return (env_settings, init_settings)
 
+    def table(self, name: str, model: type[M]) -> M:
+        """A plugin's table `[name]` as its `model`; the model's defaults when the table is absent."""
+        value = self.__dict__.get(name, (self.model_extra or {}).get(name))
+        if value is None:
+            return model()
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return model.model_validate(value)
+
     def plugin_config(self, name: str) -> dict[str, Any]:
+        """Compatibility path: the untyped `[plugins.config.<name>]` table; prefer `table()`."""
         return self.plugins.config.get(name, {})
+
+    @property
+    def loaded_plugins(self) -> Any:
+        """The `dropwarden.plugins.Plugins` whose tables these settings were validated with; None for
+        settings built in code."""
+        return self._loaded_plugins
+
+
+CORE_TABLES = frozenset(Settings.model_fields)
+
+
+def compose_settings(
+    tables: tuple[tuple[str, type[BaseModel]], ...],
+    sink_types: tuple[tuple[str, type[SinkSettings]], ...] | None,
+) -> type[Settings]:
+    """The Settings class for one set of plugins: a field per owned table, `[[alerts.sink]]` entries
+    validated by the model of their type. `sink_types` None: sinks are not validated yet and tables
+    nobody declared are ignored (the first pass, which only needs `[plugins]`)."""
+    return _compose(tables, sink_types)
+
+
+@functools.cache
+def _compose(
+    tables: tuple[tuple[str, type[BaseModel]], ...],
+    sink_types: tuple[tuple[str, type[SinkSettings]], ...] | None,
+) -> type[Settings]:
+    if sink_types is None:
+        sink_item: Any = Any
+    elif not sink_types:
+        sink_item = SinkSettings
+    elif len(sink_types) == 1:
+        sink_item = sink_types[0][1]
+    else:
+        members = tuple(Annotated[model, Tag(name)] for name, model in sink_types)
+        sink_item = Annotated[Union[members], Discriminator(_sink_type)]  # noqa: UP007
+    alerts = type(
+        "AlertsSettings",
+        (AlertsSettings,),
+        {"__annotations__": {"sink": list[sink_item]}, "sink": [], "__module__": __name__},
+    )
+    namespace: dict[str, Any] = {
+        "__annotations__": {"alerts": alerts, **{name: model for name, model in tables}},
+        "alerts": Field(default_factory=alerts),
+        "model_config": SettingsConfigDict(extra="ignore" if sink_types is None else "forbid"),
+        "__module__": __name__,
+    }
+    for name, model in tables:
+        namespace[name] = Field(default_factory=model)
+    return type("Settings", (Settings,), namespace)
+
+
+def _sink_type(value: Any) -> Any:
+    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
 
 
 @dataclass(frozen=True)
@@ -398,111 +347,10 @@ class LoadedConfig:
     settings: Settings
     files: tuple[Path, ...]
     origins: dict[tuple[str | int, ...], str]
+    plugins: Any = None  # the dropwarden.plugins.Plugins loaded for these settings
 
     def source_of(self, loc: tuple[str | int, ...]) -> str:
         return _source_of(self.origins, loc)
-
-
-def dropin_dir(config_path: Path) -> Path:
-    return config_path.with_name(config_path.stem + ".d")
-
-
-def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> LoadedConfig:
-    """Read the file (default path when None; missing default means embedded defaults), its drop-ins
-    (`<stem>.d/*.toml`, name order, deep merge), then environment overrides. Raises ConfigError."""
-    environ = dict(os.environ if environ is None else environ)
-    explicit = path is not None
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    problems: list[ConfigProblem] = []
-    merged: dict[str, Any] = {}
-    origins: dict[tuple[str | int, ...], str] = {}
-    files: list[Path] = []
-
-    if path.exists():
-        candidates = [path, *sorted(dropin_dir(path).glob("*.toml"))]
-    elif explicit:
-        raise ConfigError([ConfigProblem(str(path), "", "configuration file not found")])
-    else:
-        candidates = sorted(dropin_dir(path).glob("*.toml"))
-
-    for candidate in candidates:
-        try:
-            with candidate.open("rb") as handle:
-                data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as exc:
-            problems.append(ConfigProblem(str(candidate), "", f"TOML syntax error: {exc}"))
-            continue
-        except OSError as exc:
-            problems.append(ConfigProblem(str(candidate), "", f"cannot read: {exc.strerror}"))
-            continue
-        files.append(candidate)
-        _deep_merge(merged, data, str(candidate), (), origins)
-    if problems:
-        raise ConfigError(problems)
-
-    env_keys = _env_origins(environ)
-    try:
-        settings = _build(merged, environ)
-    except ValidationError as exc:
-        all_origins = {**origins, **env_keys}
-        raise ConfigError([_problem(err, all_origins) for err in exc.errors()]) from None
-    return LoadedConfig(settings, tuple(files), {**origins, **env_keys})
-
-
-def _build(merged: dict[str, Any], environ: dict[str, str]) -> Settings:
-    saved = os.environ.copy()
-    try:
-        os.environ.clear()
-        os.environ.update({k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
-        return Settings(**merged)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _deep_merge(
-    into: dict[str, Any],
-    new: dict[str, Any],
-    source: str,
-    prefix: tuple[str | int, ...],
-    origins: dict[tuple[str | int, ...], str],
-) -> None:
-    """Tables merge recursively; arrays of tables append (a drop-in adds a rule); other values replace."""
-    for key, value in new.items():
-        loc = (*prefix, key)
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value, source, loc, origins)
-        elif _is_table_array(value) and _is_table_array(into.get(key)):
-            start = len(into[key])
-            into[key].extend(value)
-            for index, item in enumerate(value, start):
-                _record_origins(item, source, (*loc, index), origins)
-        else:
-            into[key] = value
-            _record_origins(value, source, loc, origins)
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _record_origins(value: Any, source: str, loc: tuple[str | int, ...], origins: dict) -> None:
-    origins[loc] = source
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _record_origins(sub, source, (*loc, key), origins)
-    elif _is_table_array(value):
-        for index, sub in enumerate(value):
-            _record_origins(sub, source, (*loc, index), origins)
-
-
-def _env_origins(environ: dict[str, str]) -> dict[tuple[str | int, ...], str]:
-    out: dict[tuple[str | int, ...], str] = {}
-    for name in environ:
-        if name.startswith(ENV_PREFIX) and name != "DROPWARDEN_LOAD_PLUGINS":
-            loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTED))
-            out[loc] = f"environment {name}"
-    return out
 
 
 def _source_of(origins: dict[tuple[str | int, ...], str], loc: tuple[str | int, ...]) -> str:
@@ -519,11 +367,16 @@ def format_key(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _problem(error: Any, origins: dict[tuple[str | int, ...], str]) -> ConfigProblem:
+def problem_of(
+    error: Any, origins: dict[tuple[str | int, ...], str], model: type[BaseModel] = Settings
+) -> ConfigProblem:
+    """One pydantic error as `source: key: problem`; `model` is the class that was validated."""
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    if len(loc) > 3 and loc[:2] == ("alerts", "sink") and isinstance(loc[2], int) and error.get("input"):
+        loc = _without_sink_tag(loc, model)
     source = _source_of(origins, loc)
     if error["type"] == "extra_forbidden":
-        message = "unknown key" + _suggestion(loc)
+        message = "unknown key" + _suggestion(loc, model)
     else:
         message = error["msg"].removeprefix("Value error, ")
         if "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict):
@@ -531,8 +384,16 @@ def _problem(error: Any, origins: dict[tuple[str | int, ...], str]) -> ConfigPro
     return ConfigProblem(source, format_key(loc), message)
 
 
-def _suggestion(loc: tuple[str | int, ...]) -> str:
-    model: type[BaseModel] = Settings
+def _without_sink_tag(loc: tuple[str | int, ...], model: type[BaseModel]) -> tuple[str | int, ...]:
+    """A discriminated union of sink types puts the type's tag into the location: not a key."""
+    annotation = model.model_fields["alerts"].annotation
+    sink = getattr(annotation, "model_fields", {}).get("sink")
+    if sink is not None and "Discriminator" in repr(sink.annotation):
+        return loc[:3] + loc[4:]
+    return loc
+
+
+def _suggestion(loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue

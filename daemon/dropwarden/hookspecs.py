@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,8 +10,9 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+    from pydantic import BaseModel
 
-    from dropwarden.config import Settings
+    from dropwarden.config import Settings, SinkSettings
 
 PROJECT = "dropwarden"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -35,6 +36,43 @@ class Check:
 
 
 @hookspec
+def dropwarden_config_tables() -> Mapping[str, type[BaseModel]]:
+    """Declare the top-level configuration tables this plugin owns, each with its pydantic model.
+
+    Called once per configuration load (start, each reload, every command that reads the
+    configuration), after the core tables were validated and the plugins chosen by `[plugins]` were
+    loaded, before any registration hook. Each table present in the files or the environment
+    (`DROPWARDEN_<TABLE>__<KEY>`) is validated with its model; problems are reported as
+    `file: table.key: problem` like the core's, and `dropwarden config check` exits 2. A table no loaded
+    plugin owns is an error; so is one whose owner is installed but not loaded (disallowed or broken):
+    declare the table in your package's entry-point group `dropwarden.tables` too (name = the table,
+    value = your plugin's module) so that error can name your plugin without importing it.
+
+    Returns:
+        `{table name: model class}`. A name the core owns (state, audit, limits, plugins, daemon,
+        metrics, gpu, alerts, watch) or one already claimed by another plugin is refused (the plugin
+        gets a "config" load error). Read the validated table with `settings.table(name, Model)`, which
+        gives `Model()` when the table is absent. Models should forbid unknown keys
+        (`dropwarden.config.Strict`).
+    """
+
+
+@hookspec
+def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
+    """Declare the alert sink types (`[[alerts.sink]] type = "..."`) this plugin provides.
+
+    Called with `dropwarden_config_tables`. Each `[[alerts.sink]]` entry is validated with the model of
+    its `type`; an entry whose type no loaded plugin provides is an error naming the type.
+
+    Returns:
+        `{type value: model class}`; each model subclasses `dropwarden.config.SinkSettings` (fields
+        `type: str`, `name: str | None`; property `id`, the sink's name in the outbox and in health
+        reports) and should narrow `type` to `Literal["<its type>"]`. A type already provided by
+        another plugin is refused (a "config" load error).
+    """
+
+
+@hookspec
 def dropwarden_register_detectors(register: Callable[[Any], None], settings: Settings) -> None:
     """Register detectors.
 
@@ -45,7 +83,8 @@ def dropwarden_register_detectors(register: Callable[[Any], None], settings: Set
             version so that changing them re-judges files on the next reconcile). A duplicate id or a
             non-conforming object raises; the plugin is then reported as broken.
         settings: the validated configuration (`dropwarden.config.Settings`), read-only. A plugin's
-            own table is `settings.plugin_config(name)`.
+            own table is `settings.table(name, Model)` (see `dropwarden_config_tables`);
+            `settings.plugin_config(name)` is the older, untyped `[plugins.config.<name>]` path.
 
     Returns:
         Nothing; only calls to `register` count.
@@ -69,11 +108,19 @@ def dropwarden_register_extractors(register: Callable[[Any], None], settings: Se
 
 @hookspec
 def dropwarden_register_actions(register: Callable[[Any], None], settings: Settings) -> None:
-    """Register actions the daemon may take on a verdict (quarantine, alert sinks, release).
+    """Register actions a watch may name in `on_finding` / `on_unscanned`.
+
+    Called whenever the registry is built (start, each reload, `config check`, `plugins`), after the
+    settings were validated. Every watch's action names are then checked: one no loaded plugin
+    registers ("alert" and "leave" excepted) is a configuration error (exit 2, the daemon does not start
+    and a reload is refused).
 
     Args:
-        register: call it once per action object implementing `dropwarden.registry.Action`
-            (attribute `id`; method `describe()`).
+        register: call it once per object implementing `dropwarden.registry.Action`: `id` (the name a
+            watch uses; unique across plugins), `kind` ("notify" with `send(payload)`, optional `close()`
+            and `use_audit(append)`; or "move" with `move(request)`, core-only in practice) and
+            `describe()`. See `Action` for the delivery contract (the durable outbox, at least once,
+            retried with backoff while `send` raises).
         settings: the validated configuration, read-only.
 
     Returns:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from dropwarden.framing import frame_count
+from dropwarden.judge.framing import frame_count
 
 # Only the formats the core sniffs as images: no exotic Pillow plugin ever parses attacker bytes.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")

@@ -10,12 +10,16 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from dropwarden import hookspecs
-from dropwarden.config import SettingError, Settings
+from dropwarden.config import CORE_TABLES, SettingError, Settings, SinkSettings
 from dropwarden.registry import Registry
 
 ENTRY_POINT_GROUP = "dropwarden"
+# Declares, without importing anything, which plugin owns a table: name = the table, value = the
+# plugin's module (as in its `dropwarden` entry point). Used only to name an owner that is not loaded.
+TABLES_ENTRY_POINT_GROUP = "dropwarden.tables"
 ALLOW_ENV = "DROPWARDEN_LOAD_PLUGINS"
 STRICT_ENV = "DROPWARDEN_STRICT_PLUGINS"
 
@@ -35,7 +39,7 @@ class PluginInfo:
 @dataclass
 class LoadError:
     name: str
-    stage: str  # "import", "register", "check"
+    stage: str  # "import", "register", "check", "config"
     error: str
     detail: str = ""
     setting: SettingError | None = None
@@ -52,6 +56,7 @@ class Plugins:
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    strict: bool = False
 
 
 def allow_list(settings: Settings | None, environ: dict[str, str] | None = None) -> set[str] | None:
@@ -82,9 +87,9 @@ def load_plugins(
     (strict mode raises PluginLoadError instead). No hook is called here."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    result = Plugins(manager)
     allowed = allow_list(settings, environ)
     strict = is_strict(settings, environ)
+    result = Plugins(manager, strict=strict)
     candidates = entry_points(group=ENTRY_POINT_GROUP) if entry_points_ is None else entry_points_
     for ep in sorted(candidates, key=lambda e: e.name):
         if allowed is not None and ep.name not in allowed:
@@ -104,6 +109,69 @@ def load_plugins(
     except pluggy.PluginValidationError as exc:
         _fail(result, strict, LoadError(getattr(exc, "plugin_name", "?"), "check", str(exc)))
     return result
+
+
+def config_tables(plugins: Plugins) -> dict[str, tuple[str, type[BaseModel]]]:
+    """`table -> (plugin, model)` from each loaded plugin's `dropwarden_config_tables`; a plugin whose
+    answer is unusable (raises, claims a core table or one already claimed, not a model) is recorded
+    as a "config" error and owns nothing."""
+    owned: dict[str, tuple[str, type[BaseModel]]] = {}
+    for name, answer in _each_answer(plugins, plugins.manager.hook.dropwarden_config_tables):
+        for table, model in answer.items():
+            if table in CORE_TABLES or table in owned:
+                owner = "the core" if table in CORE_TABLES else f"plugin {owned[table][0]}"
+                problem = f"table [{table}] is already owned by {owner}"
+            elif not (isinstance(model, type) and issubclass(model, BaseModel)):
+                problem = f"table [{table}]: {model!r} is not a pydantic model"
+            else:
+                owned[table] = (name, model)
+                continue
+            _fail(plugins, plugins.strict, LoadError(name, "config", problem))
+    return owned
+
+
+def alert_sink_types(plugins: Plugins) -> dict[str, tuple[str, type[SinkSettings]]]:
+    """`type -> (plugin, model)` from each loaded plugin's `dropwarden_alert_sink_types`, checked as
+    `config_tables` checks tables (each model must subclass `dropwarden.config.SinkSettings`)."""
+    provided: dict[str, tuple[str, type[SinkSettings]]] = {}
+    for name, answer in _each_answer(plugins, plugins.manager.hook.dropwarden_alert_sink_types):
+        for sink_type, model in answer.items():
+            if sink_type in provided:
+                problem = f"alert sink type {sink_type!r} is already provided by {provided[sink_type][0]}"
+            elif not (isinstance(model, type) and issubclass(model, SinkSettings)):
+                problem = f"alert sink type {sink_type!r}: {model!r} does not subclass SinkSettings"
+            else:
+                provided[sink_type] = (name, model)
+                continue
+            _fail(plugins, plugins.strict, LoadError(name, "config", problem))
+    return provided
+
+
+def _each_answer(plugins: Plugins, hook: Any) -> Iterable[tuple[str, dict[str, Any]]]:
+    for impl in sorted(hook.get_hookimpls(), key=lambda impl: impl.plugin_name):
+        try:
+            answer = dict(impl.function())
+        except Exception as exc:
+            error = LoadError(impl.plugin_name, "config", _describe(exc), traceback.format_exc())
+            _fail(plugins, plugins.strict, error)
+            continue
+        yield impl.plugin_name, answer
+
+
+def declared_table_owners() -> dict[str, str]:
+    """`table -> plugin name` from installed metadata alone (group `dropwarden.tables`), importing
+    nothing: how an error names the owner of a table whose plugin is not loaded."""
+    plugin_of_module = {ep.value.split(":")[0]: ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {
+        ep.name: plugin_of_module.get(ep.value.split(":")[0], ep.value)
+        for ep in entry_points(group=TABLES_ENTRY_POINT_GROUP)
+    }
+
+
+def plugins_for(settings: Settings) -> Plugins:
+    """The plugins these settings were loaded with; loaded now for settings built in code."""
+    loaded = settings.loaded_plugins
+    return loaded if loaded is not None else load_plugins(settings)
 
 
 def build_registry(plugins: Plugins, settings: Settings) -> Registry:

@@ -10,7 +10,10 @@ from dropwarden.findings import Finding, FindingLimits
 from dropwarden.views import View
 
 if TYPE_CHECKING:
-    from dropwarden.intake import Snapshot
+    from dropwarden.act.quarantine import QuarantineStore
+    from dropwarden.config import Settings
+    from dropwarden.judge.intake import Snapshot
+    from dropwarden.watch.activewatch import ActiveWatch
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class Extractor(Protocol):
     Like a detector, an extractor may define `warm_up()` (called before READY=1) and `close()`.
 
     A text view read from an image carries `bbox` (and optionally `boxes`, see
-    `dropwarden.detect.locate`) in its provenance: findings in it get the bounding box of their match.
+    `dropwarden.judge.detect.locate`) in its provenance: findings in it get the bounding box of their match.
     A view made from another view names it in provenance `derived_from`: an image is judged when a
     detector judges it or a view derived from it. An extractor that read only part of its input
     raises `Incomplete` with the views it made.
@@ -100,11 +103,62 @@ class Extractor(Protocol):
     def extract(self, snapshot: Snapshot, views: list[View]) -> list[View]: ...
 
 
+@dataclass(frozen=True)
+class MoveRequest:
+    """What a move action is handed by the act stage, after the act stage recorded the write-ahead
+    intent and re-checked that the file is still the one judged.
+
+    `op_id`: the step's id (the audit record's `actions[].id`, the intent's id, the quarantine item id);
+    `watch`: the `ActiveWatch` (`dropwarden.watch.activewatch`: its `release_fd`, `settings`); `store`: the
+    quarantine store, checked usable just now (moves go through it: see `dropwarden.act.handover`);
+    `dir_fd` and `name`: the file in its folder; `relpath`: its path under the watch root;
+    `snapshot`: the bytes judged, or None for a file never read (too large, unreadable: then
+    `expected` holds its (st_dev, st_ino)); `sidecar`: the quarantine sidecar the act stage built."""
+
+    op_id: str
+    watch: ActiveWatch
+    store: QuarantineStore
+    dir_fd: int
+    name: str
+    relpath: str
+    snapshot: Snapshot | None
+    expected: tuple[int, int] | None = None
+    sidecar: dict[str, Any] | None = None
+
+
 @runtime_checkable
 class Action(Protocol):
-    """Something done about a verdict (quarantine, alert, release). Used by the daemon."""
+    """Something done about a verdict, registered through `dropwarden_register_actions`.
+
+    `id` is the name a watch's `on_finding` / `on_unscanned` uses ("quarantine", an alert sink's id, a
+    plugin's own name); `kind` is "move" or "notify"; `describe()` says in one line what it does
+    (`dropwarden plugins` shows it).
+
+    A **notify** action (`kind = "notify"`) defines `send(payload: dict) -> None`: `payload` is the
+    ECS-shaped alert (`dropwarden.act.alerts.alert_payload`; never a sensitive value, only masked paths,
+    types, rules and keyed fingerprints) or an `audit.head` event. It is called from the alert
+    dispatcher's thread, never from a judging worker, out of the durable outbox: delivery is at least
+    once (the same `event.id` may come again; de-duplicate on it), and `send` raises on any failure, the
+    outbox then retrying it with exponential backoff (`[alerts] retry_initial`, `retry_max`). It may
+    define `close()`, called when the daemon stops or a reload replaces it, and
+    `use_audit(append)`: called once when the daemon builds its sinks, with `append(type, body)` that
+    writes an event to the audit log (`type` such as "action.exec"; `body` JSON, never a raw value).
+    A watch names it in `on_finding` / `on_unscanned`; `"alert"` there means every configured
+    `[[alerts.sink]]`.
+    Third-party plugins register notify actions.
+
+    A **move** action (`kind = "move"`) defines `move(request: MoveRequest) -> str | None`: takes the
+    file out of its folder through the quarantine store (`dropwarden.act.handover`), returning the relative
+    path it was released to (None when it went into the store). The act stage owns everything around
+    it: the write-ahead intent (startup recovery finishes or rolls back an interrupted move by the
+    intent's op name, so only the built-in "quarantine" and "release" can be recovered), the identity
+    re-check, and the outcome: `NotTheJudgedFile`, `Vanished` (from `dropwarden.act.handover`) and `OSError`
+    raised by `move` become `action.aborted` / `action.failed`, never the action's own business.
+    Move actions are core-only in practice (the built-in actions plugin registers them).
+    """
 
     id: str
+    kind: str
 
     def describe(self) -> str: ...
 
@@ -132,6 +186,10 @@ class Registry:
         protocol = {"detectors": Detector, "extractors": Extractor, "actions": Action}[kind]
         if not isinstance(obj, protocol):
             raise TypeError(f"{plugin}: {obj!r} does not implement {protocol.__name__}")
+        if kind == "actions" and not _usable_action(obj):
+            raise TypeError(
+                f"{plugin}: action {obj.id!r}: kind must be 'notify' (with send) or 'move' (with move)"
+            )
         if obj.id in table:
             owner = next(r.plugin for r in self.registrations if r.kind == kind and r.id == obj.id)
             raise ValueError(f"{plugin}: {kind[:-1]} id {obj.id!r} is already registered by {owner}")
@@ -140,3 +198,33 @@ class Registry:
 
     def by_plugin(self, plugin: str) -> list[Registration]:
         return [r for r in self.registrations if r.plugin == plugin]
+
+
+def _usable_action(action: Any) -> bool:
+    if action.kind == "notify":
+        return callable(getattr(action, "send", None))
+    return action.kind == "move" and callable(getattr(action, "move", None))
+
+
+BUILT_IN_ACTION_NAMES = frozenset({"alert", "leave"})
+
+
+def unknown_actions(settings: Settings, registry: Registry) -> list[tuple[tuple[str | int, ...], str]]:
+    """(key, problem) for each action a watch names that no loaded plugin registers. `"alert"` (every
+    configured alert sink) and `"leave"` (nothing) need no plugin; `release_to` needs "release"."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, watch in enumerate(settings.watch):
+        named = [("on_finding", n) for n in watch.on_finding]
+        named += [("on_unscanned", n) for n in watch.on_unscanned]
+        if watch.release_to is not None:
+            named.append(("release_to", "release"))
+        for where, name in named:
+            action = registry.actions.get(name)
+            if name not in BUILT_IN_ACTION_NAMES and action is None:
+                message = f"no loaded plugin registers action {name!r} (watch {watch.id} {where})"
+                problems.append((("watch", index, where), message))
+            elif where != "release_to" and name != "quarantine" and getattr(action, "kind", "") == "move":
+                # Only clean files are released (release_to): a finding is never moved out that way.
+                message = f"{name!r} moves files and cannot answer a finding or a problem (watch {watch.id})"
+                problems.append((("watch", index, where), message))
+    return problems

@@ -11,9 +11,9 @@ from typing import Any
 import structlog
 
 from dropwarden.config import Settings
-from dropwarden.judge import Judge
+from dropwarden.judge.judge import Judge
 from dropwarden.keys import load_or_create_key, usable_state_dir
-from dropwarden.plugins import Plugins, build_registry, load_plugins
+from dropwarden.plugins import Plugins, build_registry, plugins_for
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import Registry
 
@@ -28,9 +28,11 @@ class Runtime:
     judge: Judge
 
     def close(self) -> None:
+        """Close the judge and every registered detector, extractor and action that has `close()`."""
         self.judge.close()
-        for detector in [*self.registry.detectors.values(), *self.registry.extractors.values()]:
-            close = getattr(detector, "close", None)
+        registry = self.registry
+        for part in [*registry.detectors.values(), *registry.extractors.values(), *registry.actions.values()]:
+            close = getattr(part, "close", None)
             if close is not None:
                 try:
                     close()
@@ -51,7 +53,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    plugins = load_plugins(settings)
+    """Plugins are those the settings were loaded with (`dropwarden.configload.load_config`)."""
+    plugins = plugins_for(settings)
     registry = build_registry(plugins, settings)
     key = load_or_create_key(usable_state_dir(settings.state.dir), "fingerprint")
     judge = Judge(registry, settings, Fingerprinter(key))

@@ -13,33 +13,37 @@ from typing import Any
 import structlog
 
 from dropwarden import __version__
-from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import AlertDispatcher, HeadBeacon, build_sinks
+from dropwarden.act.alerts import HeadBeacon
+from dropwarden.act.recovery import recover
+from dropwarden.assembly import (
+    Collaborators,
+    Configuration,
+    Hooks,
+    StartupError,
+    assemble,
+    close_watches,
+    configure,
+)
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
 from dropwarden.audit.store import k0_on_host
-from dropwarden.config import ConfigError, LoadedConfig, Settings, load_config
+from dropwarden.config import ConfigError, LoadedConfig, Settings
+from dropwarden.configload import load_config
 from dropwarden.gate import get_gate
-from dropwarden.metrics import Metrics
 from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.notify import Notifier
-from dropwarden.pipeline import Pipeline, PipelineContext
-from dropwarden.reconcile import reconcile
-from dropwarden.recovery import recover
-from dropwarden.runtime import Runtime, build_runtime, ruleset_version
-from dropwarden.settle import Settler, WorkItem, settle_quiet_for
-from dropwarden.state import State
-from dropwarden.watch import Watcher
-from dropwarden.watchkeeper import WatchKeeper
+from dropwarden.watch.reconcile import reconcile
+from dropwarden.watch.watchkeeper import WatchKeeper
+
+__all__ = ["Daemon", "StartupError"]
 
 log = structlog.get_logger("dropwarden.service")
 
 
-class StartupError(Exception):
-    """The daemon cannot start safely; the message says why, for the operator."""
-
-
 class Daemon:
+    """The service's life: assemble the collaborators, start their threads, run the main loop (reload,
+    watch checks, reconciles, audit upkeep, heartbeat), drain and stop."""
+
     def __init__(self, loaded: LoadedConfig, config_path: Path | None) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
@@ -55,8 +59,6 @@ class Daemon:
         self._busy_since: dict[int, float] = {}  # worker index -> when it took its current file
         self._reconciling = threading.Lock()
         self.notifier = Notifier()
-        self.metrics: Metrics | None = None
-        self._last_ping = 0.0
 
     # ------------------------------------------------------------------------------------ signals
 
@@ -74,26 +76,22 @@ class Daemon:
     # ------------------------------------------------------------------------------------ run
 
     def run(self) -> int:
-        settings = self.settings
-        settings.state.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.state = State(settings.state.dir / "state.db")
-        self.audit = AuditLog.open(settings.audit.path, settings.state.dir, settings.audit)
+        hooks = Hooks(
+            settings=lambda: self.settings,
+            request_reconcile=self.request_reconcile,
+            sink_health=self._sink_health,
+            metrics_snapshot=self._metrics_snapshot,
+        )
+        self.parts: Collaborators = assemble(self.settings, hooks)
         self._check_audit_key()
         try:
-            return self._run()
+            return self._run(self.parts)
         finally:
-            if self.metrics is not None:
-                self.metrics.close()
-            try:
-                self.audit.close()
-            except AuditError as exc:
-                log.error("audit log not closed cleanly", error=str(exc))
-            self.state.close()
+            self.parts.close()
 
-    def _run(self) -> int:
-        runtime, watches = self._assemble(self.settings)
-        self.runtime = runtime
-        self.audit.append(
+    def _run(self, parts: Collaborators) -> int:
+        watches = parts.configuration.watches
+        parts.audit.append(
             "daemon.start",
             {
                 "version": __version__,
@@ -102,47 +100,26 @@ class Daemon:
                 "config": [str(f) for f in self.loaded.files],
             },
         )
-        recovered = recover(self.state, self.audit, watches)
+        recovered = recover(parts.state, parts.audit, watches)
         if recovered:
             log.info("recovered interrupted actions", count=recovered)
-        self._warm_up(runtime)
-
-        self.work: queue.Queue[WorkItem] = queue.Queue(maxsize=self.settings.daemon.queue_size)
-        d = self.settings.daemon
-        self.settler = Settler(
-            self._resolve,
-            self.work,
-            quiet=d.settle_quiet,
-            quiet_for=lambda watch: settle_quiet_for(self.settings, watch),
-            stat_period=d.settle_stat,
-            open_writer_timeout=d.open_writer_timeout,
-            on_loss=self.request_reconcile,
-        )
-        self.sinks = build_sinks(self.settings.alerts)
-        self.alerts = AlertDispatcher(
-            self.state, self.sinks, self.settings.alerts, on_health=self._sink_health
-        )
-        context = PipelineContext(watches, runtime.judge, ruleset_version(runtime), list(self.sinks))
-        self.pipeline = Pipeline(context, self.state, self.audit, self.alerts, self.settler.notify)
-        if self.settings.metrics.listen:
-            self.metrics = Metrics(self._metrics_snapshot)
+        self._warm_up(parts.configuration)
+        if parts.metrics is not None:
+            listen = self.settings.metrics.listen
             try:
-                host, port = self.metrics.serve(self.settings.metrics.listen)
+                host, port = parts.metrics.serve(listen)
             except OSError as exc:
-                self.metrics = None
-                raise StartupError(
-                    f"metrics: cannot listen on {self.settings.metrics.listen}: {exc}"
-                ) from None
-            self.pipeline.observe = self.metrics.observe
+                parts.metrics = None
+                raise StartupError(f"metrics: cannot listen on {listen}: {exc}") from None
             log.info("metrics listening", host=host, port=port)
-        self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
 
+        d = self.settings.daemon
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
-        self.settler.start()
-        self.alerts.start()
+        parts.settler.start()
+        parts.alerts.start()
         self._start_workers(d.workers)
-        self.watcher.start()
+        parts.watcher.start()
         self.keeper = WatchKeeper(self)
         log.info("watching", watches=sorted(watches), workers=d.workers, version=__version__)
         self.ready()
@@ -154,11 +131,11 @@ class Daemon:
         self.notifier.ready(self.status_line())
 
     def status_line(self) -> str:
-        counters = self.pipeline.counters
+        counters = self.parts.pipeline.counters
         unscanned = counters.verdicts.get("unscanned", 0)
         text = (
             f"judged {counters.judged} (findings {sum(counters.findings.values())}, unscanned {unscanned});"
-            f" queue {self.work.qsize()}, settling {self.settler.pending}"
+            f" queue {self.parts.work.qsize()}, settling {self.parts.settler.pending}"
         )
         if self.degraded:
             text += "; degraded: " + ", ".join(sorted(self.degraded.values()))
@@ -166,28 +143,12 @@ class Daemon:
             text += "; warning: " + ", ".join(sorted(self.warnings.values()))
         return text
 
-    def _assemble(self, settings: Settings) -> tuple[Runtime, dict[str, ActiveWatch]]:
-        if not settings.watch:
-            raise StartupError("no [[watch]] is configured: nothing to do")
-        runtime = build_runtime(settings)
-        for error in runtime.plugins.errors:
-            log.warning("plugin not loaded", plugin=error.name, stage=error.stage, error=error.error)
-        watches: dict[str, ActiveWatch] = {}
-        try:
-            for watch_settings in settings.watch:
-                watches[watch_settings.id] = arm(watch_settings)
-        except WatchSetupError as exc:
-            for watch in watches.values():
-                watch.close()
-            runtime.close()
-            raise StartupError(str(exc)) from None
-        return runtime, watches
-
-    def _warm_up(self, runtime: Runtime) -> None:
+    def _warm_up(self, configuration: Configuration) -> None:
         """Let detectors and extractors load what they need (a large model) before READY=1, asking
         systemd for more start-up time while they do. A warm-up failure is logged; the detector (or
         extractor) then fails per file."""
-        for detector in [*runtime.registry.detectors.values(), *runtime.registry.extractors.values()]:
+        registry = configuration.runtime.registry
+        for detector in [*registry.detectors.values(), *registry.extractors.values()]:
             warm_up = getattr(detector, "warm_up", None)
             if warm_up is None:
                 continue
@@ -210,10 +171,6 @@ class Daemon:
             finally:
                 done.set()
 
-    def _resolve(self, watch_id: str, relpath: str) -> str | None:
-        watch = self.pipeline.context.watches.get(watch_id) if hasattr(self, "pipeline") else None
-        return os.path.join(watch.tree.root, relpath) if watch else None
-
     def _start_workers(self, count: int) -> None:
         for index in range(count):
             thread = threading.Thread(target=self._worker, args=(index,), name=f"worker-{index}", daemon=True)
@@ -221,17 +178,18 @@ class Daemon:
             self._threads.append(thread)
 
     def _worker(self, index: int) -> None:
+        work = self.parts.work
         while True:
-            item = self.work.get()
+            item = work.get()
             if item is None:  # type: ignore[comparison-overlap]
-                self.work.task_done()
+                work.task_done()
                 return
             self._busy_since[index] = time.monotonic()
             try:
-                self.pipeline.process(item)
+                self.parts.pipeline.process(item)
             finally:
                 self._busy_since.pop(index, None)
-                self.work.task_done()
+                work.task_done()
 
     def _main_loop(self) -> None:
         next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
@@ -256,7 +214,7 @@ class Daemon:
                 next_reconcile = time.monotonic() + self.settings.daemon.reconcile_interval
             self._keep_audit_usable()
             try:
-                ingest(self.settings.state.dir, self.audit)
+                ingest(self.settings.state.dir, self.parts.audit)
             except (AuditError, OSError) as exc:
                 log.error("audit spool not ingested", error=str(exc))
             self._send_audit_head()
@@ -296,8 +254,9 @@ class Daemon:
     def _send_audit_head(self) -> None:
         """An audit.head event to the alert sinks now and then: the durable head, copied off the host."""
         try:
-            if self.head_beacon.tick(self.audit.anchored, self.state, list(self.alerts.sinks)):
-                self.alerts.kick()
+            parts = self.parts
+            if self.head_beacon.tick(parts.audit.anchored, parts.state, parts.pipeline.context.sinks):
+                parts.alerts.kick()
         except Exception as exc:  # the state database is busy or broken: the next tick tries again
             log.error("audit head not queued for the alert sinks", error=f"{type(exc).__name__}: {exc}")
 
@@ -305,7 +264,7 @@ class Daemon:
         """Quarantine directories and the state database, looked after by the pipeline: degraded while
         unusable, and a reconcile when one recovers (files that waited, or were not recorded, are judged
         again without waiting for the periodic sweep)."""
-        problems, recovered = self.pipeline.maintain()
+        problems, recovered = self.parts.pipeline.maintain()
         ours = [k for k in self.degraded if k.startswith("quarantine:") or k == "state"]
         for key in [k for k in ours if k not in problems]:
             del self.degraded[key]
@@ -314,7 +273,7 @@ class Daemon:
             self.request_reconcile(recovered)
 
     def _merge_detector_health(self) -> None:
-        reported = self.runtime.health()
+        reported = self.parts.configuration.runtime.health()
         for key in [k for k in self.degraded if k.startswith("detector:") and k[9:] not in reported]:
             del self.degraded[key]
         for key, reason in reported.items():
@@ -324,8 +283,9 @@ class Daemon:
         """A failed write (disk full) poisons the log: reopen it once writing works again. A log renamed
         away (rotation: rename, never copy-and-truncate) is closed with a final checkpoint and continued
         in a new file at the configured path, whose first record names the old file's last checkpoint."""
-        problem = self.audit.broken
-        rotated = problem is None and self.audit.moved
+        audit = self.parts.audit
+        problem = audit.broken
+        rotated = problem is None and audit.moved
         if problem is None and not rotated:
             self.degraded.pop("audit", None)
             return
@@ -334,7 +294,7 @@ class Daemon:
         # Our own lock on the log would refuse the new handle: let go of the old one first. Until the
         # reopen works, appends fail, nothing moves, and files wait to be judged again.
         try:
-            self.audit.close()
+            audit.close()
         except (AuditError, OSError):
             pass
         try:
@@ -344,7 +304,7 @@ class Daemon:
                 self.degraded["audit"] = f"audit log not reopened after rotation: {exc}"
                 log.error("audit log not reopened after rotation", error=str(exc))
             return
-        self.audit = self.pipeline.audit = fresh
+        self.parts.use_audit(fresh)
         if rotated:
             log.info("audit log rotated", path=str(fresh.path), log_id=fresh.log_id)
         else:
@@ -354,11 +314,14 @@ class Daemon:
 
     def _reconcile(self, reason: str) -> None:
         with self._reconciling:
-            ctx = self.pipeline.context
+            parts = self.parts
+            ctx = parts.pipeline.context
             total = 0
             for watch in ctx.watches.values():
                 try:
-                    total += reconcile(watch, self.state, ctx.ruleset, self.settler.notify, self._stop.is_set)
+                    total += reconcile(
+                        watch, parts.state, ctx.ruleset, parts.settler.notify, self._stop.is_set
+                    )
                 except OSError as exc:
                     log.error("reconcile failed", watch=watch.id, error=str(exc))
             log.info("reconciled", reason=reason, enqueued=total)
@@ -373,32 +336,29 @@ class Daemon:
             self.notifier.ready(self.status_line())
 
     def _apply_reload(self) -> None:
+        """Validate the configuration file again and, when it is acceptable, have the collaborators
+        reconfigure themselves to it (`Collaborators.reconfigure`); otherwise keep running as before.
+        Either way the audit log says which."""
+        parts = self.parts
         try:
             loaded = load_config(self.config_path)
             if loaded.settings.state != self.settings.state or loaded.settings.audit != self.settings.audit:
                 raise StartupError("[state] and [audit] cannot change on reload; restart the service")
-            runtime, watches = self._assemble(loaded.settings)
+            configuration = configure(loaded.settings)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected; keeping the running configuration", error=str(exc))
-            self.audit.append("daemon.reload", {"accepted": False, "error": str(exc)[:2000]})
+            parts.audit.append("daemon.reload", {"accepted": False, "error": str(exc)[:2000]})
             return
-        old_ctx, old_runtime = self.pipeline.context, self.runtime
-        self.watcher.stop()
-        self.pipeline.context = PipelineContext(
-            watches, runtime.judge, ruleset_version(runtime), list(build_sinks(loaded.settings.alerts))
-        )
-        self.alerts.sinks = build_sinks(loaded.settings.alerts)
-        self.alerts.settings = loaded.settings.alerts
-        self.loaded, self.settings, self.runtime = loaded, loaded.settings, runtime
-        self.watcher = Watcher([w.tree for w in watches.values()], self.settler, self.request_reconcile)
-        self.watcher.start()
+        old = parts.reconfigure(configuration)
+        self.loaded, self.settings = loaded, loaded.settings
         # Workers may still hold the old context for the file in hand; give them a moment before closing.
-        retire = threading.Timer(30.0, lambda: (_close_watches(old_ctx.watches), old_runtime.close()))
+        retire = threading.Timer(30.0, old.close)
         retire.daemon = True  # never keeps a stopping daemon alive
         retire.start()
-        self.audit.append(
+        watches = configuration.watches
+        parts.audit.append(
             "daemon.reload",
-            {"accepted": True, "watches": sorted(watches), "ruleset": self.pipeline.context.ruleset},
+            {"accepted": True, "watches": sorted(watches), "ruleset": parts.pipeline.context.ruleset},
         )
         log.info("configuration reloaded", watches=sorted(watches))
         self.request_reconcile("reload")
@@ -406,42 +366,45 @@ class Daemon:
     # ------------------------------------------------------------------------------------ stop
 
     def _shutdown(self) -> int:
-        log.info("stopping", queued=self.work.qsize())
+        parts = self.parts
+        work = parts.work
+        log.info("stopping", queued=work.qsize())
         self.stopping()
-        self.watcher.stop()
-        self.settler.stop()
+        parts.watcher.stop()
+        parts.settler.stop()
         deadline = time.monotonic() + self.settings.daemon.drain_timeout
-        while self.work.unfinished_tasks and time.monotonic() < deadline:
+        while work.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = self.work.qsize()
-        _discard(self.work)  # whatever is left is found again by the startup reconcile
+        left = work.qsize()
+        _discard(work)  # whatever is left is found again by the startup reconcile
         for _ in self._threads:
-            self.work.put(None)  # type: ignore[arg-type]
+            work.put(None)  # type: ignore[arg-type]
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
-        self.alerts.stop()
+        parts.alerts.stop()
+        judged = parts.pipeline.counters.judged
         try:
-            self.audit.append("daemon.stop", {"judged": self.pipeline.counters.judged, "left_queued": left})
+            parts.audit.append("daemon.stop", {"judged": judged, "left_queued": left})
         except AuditError as exc:
             log.error("stop not audited", error=str(exc))
-        _close_watches(self.pipeline.context.watches)
-        self.runtime.close()
-        log.info("stopped", judged=self.pipeline.counters.judged, left_queued=left)
+        close_watches(parts.pipeline.context.watches)
+        parts.configuration.runtime.close()
+        log.info("stopped", judged=judged, left_queued=left)
         return 0
 
     def stopping(self) -> None:
         self.notifier.stopping()
 
-    def _metrics_snapshot(self) -> MetricsSnapshot:
-        counters = self.pipeline.counters
+    def _metrics_snapshot(self, parts: Collaborators) -> MetricsSnapshot:
+        counters = parts.pipeline.counters
         return MetricsSnapshot(
             verdicts=dict(counters.verdicts),
             findings=dict(counters.findings),
             actions=dict(counters.actions),
             failures=dict(counters.failures),
-            queue_depth=self.work.qsize(),
-            settling=self.settler.pending,
-            outbox_depth=self.state.outbox_depth(),
+            queue_depth=parts.work.qsize(),
+            settling=parts.settler.pending,
+            outbox_depth=parts.state.outbox_depth(),
             degraded=dict(self.degraded),
             gate=get_gate(self.settings.gpu).stats(),
         )
@@ -452,14 +415,6 @@ class Daemon:
         else:
             self.degraded[f"sink:{sink}"] = problem
             log.warning("alert sink failing; alerts stay in the outbox", sink=sink)
-
-
-def _close_watches(watches: dict[str, ActiveWatch]) -> None:
-    for watch in watches.values():
-        try:
-            watch.close()
-        except OSError:
-            pass
 
 
 def _discard(work: queue.Queue) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dropwarden.intake import FileIdentity
+from dropwarden.judge.intake import FileIdentity
 
 SCHEMA_VERSION = 2
 

@@ -2,4 +2,55 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dropwarden.checks import path_check
+from dropwarden.config import Settings, SinkSettings
+from dropwarden.hookspecs import Check, hookimpl
+from dropwarden_actions.execsink import ExecSink
+from dropwarden_actions.moves import QuarantineAction, ReleaseAction
+from dropwarden_actions.settings import ExecSinkSettings, JsonlSinkSettings
+from dropwarden_actions.sinks import JsonlSink
+
 __version__ = "0.1.0"
+
+
+@hookimpl
+def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
+    """The alert sink types this plugin provides: `jsonl` and `exec`."""
+    return {"jsonl": JsonlSinkSettings, "exec": ExecSinkSettings}
+
+
+@hookimpl
+def dropwarden_register_actions(register: Callable[[Any], None], settings: Settings) -> None:
+    """Register the move actions "quarantine" and "release", and one notify action per configured
+    `[[alerts.sink]]` of a type this plugin provides (its id is the sink's id)."""
+    register(QuarantineAction())
+    register(ReleaseAction())
+    for sink in settings.alerts.sink:
+        if isinstance(sink, JsonlSinkSettings):
+            register(JsonlSink(sink.id, sink.path))
+        elif isinstance(sink, ExecSinkSettings):
+            register(ExecSink(sink))
+
+
+@hookimpl
+def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
+    """Each configured sink of this plugin's types could deliver: a jsonl file the daemon may append to,
+    an exec program that exists and may be run."""
+    for sink in settings.alerts.sink:
+        name = f"alert sink {sink.id}"
+        if isinstance(sink, JsonlSinkSettings):
+            yield path_check(name, sink.path, directory=False)
+        elif isinstance(sink, ExecSinkSettings):
+            yield _program_check(name, sink.argv[0])
+
+
+def _program_check(name: str, program: str) -> Check:
+    if not os.path.isfile(program):
+        return Check(name, "fail", f"{program} is not a file")
+    if not os.access(program, os.X_OK):
+        return Check(name, "fail", f"{program} is not executable by this process (uid {os.geteuid()})")
+    return Check(name, "ok", f"{program} is executable")

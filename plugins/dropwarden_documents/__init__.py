@@ -9,12 +9,25 @@ from dropwarden_documents.extractor import VERSION, DocumentsExtractor
 from dropwarden_documents.settings import DocumentsSettings, documents_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from pydantic import BaseModel
 
     from dropwarden.config import Settings
 
 __version__ = VERSION
-__all__ = ["DocumentsExtractor", "DocumentsSettings", "dropwarden_register_extractors"]
+__all__ = [
+    "DocumentsExtractor",
+    "DocumentsSettings",
+    "dropwarden_config_tables",
+    "dropwarden_register_extractors",
+]
+
+
+@hookimpl
+def dropwarden_config_tables() -> Mapping[str, type[BaseModel]]:
+    """The plugin owns `[documents]`: its limits."""
+    return {"documents": DocumentsSettings}
 
 
 @hookimpl

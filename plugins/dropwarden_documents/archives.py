@@ -11,7 +11,7 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import IO
 
-from dropwarden.sniff import sniff
+from dropwarden.content import sniff
 from dropwarden_documents.walk import Walker, Within
 
 _OPENERS: dict[str, Callable[[BytesIO], IO[bytes]]] = {

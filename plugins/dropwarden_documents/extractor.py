@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from dropwarden.content import sniff
 from dropwarden.registry import Incomplete
-from dropwarden.sniff import sniff
 from dropwarden.views import ImageView, TextView, View
 from dropwarden_documents.formats import is_mail
 from dropwarden_documents.markup import is_html, is_xml

@@ -6,7 +6,7 @@ import io
 import re
 import zipfile
 
-from dropwarden.sniff import sniff
+from dropwarden.content import sniff
 from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
 from dropwarden_documents.mail import walk_mail
 from dropwarden_documents.markup import is_html, is_xml, walk_html, walk_xml

@@ -8,7 +8,7 @@ import email.policy
 from collections.abc import Iterator
 from email.message import EmailMessage, Message
 
-from dropwarden.textdecode import DecodeError, decode_text
+from dropwarden.content import DecodeError, decode_text
 from dropwarden_documents.htmltext import html_text
 from dropwarden_documents.walk import LimitReached, Walker, Within
 

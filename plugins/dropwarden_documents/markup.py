@@ -7,7 +7,7 @@ from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 
-from dropwarden.textdecode import decode_text
+from dropwarden.content import decode_text
 from dropwarden_documents.htmltext import html_text
 from dropwarden_documents.walk import Walker, Within
 from dropwarden_documents.xmltext import xml_text

@@ -11,7 +11,7 @@ from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 
-from dropwarden.trailing import printable_strings, utf16le_strings
+from dropwarden.content import printable_strings, utf16le_strings
 from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
 from dropwarden_documents.xmltext import AllText, TextTarget, local, parse, qualified
 

@@ -1,4 +1,4 @@
-"""The documents plugin's settings: one model, read through `documents_settings`."""
+"""The documents plugin's settings: the `[documents]` table it owns, read through `documents_settings`."""
 
 from __future__ import annotations
 
@@ -38,5 +38,5 @@ class DocumentsSettings(BaseModel):
 
 
 def documents_settings(settings: Settings) -> DocumentsSettings:
-    """The plugin's settings from the configuration (for now `[plugins.config.documents]`)."""
-    return DocumentsSettings.model_validate(settings.plugin_config("documents"))
+    """The plugin's settings: its own table `[documents]` (defaults when absent)."""
+    return settings.table("documents", DocumentsSettings)

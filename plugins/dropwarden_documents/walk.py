@@ -7,9 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from dropwarden.sniff import looks_like_text, sniff
-from dropwarden.textdecode import DecodeError, decode_text
-from dropwarden.trailing import printable_strings, utf16le_strings
+from dropwarden.content import (
+    DecodeError,
+    decode_text,
+    looks_like_text,
+    printable_strings,
+    sniff,
+    utf16le_strings,
+)
 from dropwarden_documents.settings import DocumentsSettings
 
 CHUNK = 256 * 1024

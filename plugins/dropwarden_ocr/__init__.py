@@ -10,10 +10,13 @@ from dropwarden.config import SettingError
 from dropwarden.hookspecs import hookimpl
 from dropwarden_ocr.engine import OcrEngine, OcrError, OcrRegion
 from dropwarden_ocr.extractor import VERSION, OcrExtractor
+from dropwarden_ocr.settings import OcrSettings, ocr_settings
 from dropwarden_ocr.tesseract import INSTALL_HINT, TesseractEngine, probe, tesseract_regions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
+
+    from pydantic import BaseModel
 
     from dropwarden.config import Settings
     from dropwarden.hookspecs import Check
@@ -26,6 +29,7 @@ __all__ = [
     "OcrRegion",
     "TesseractEngine",
     "__version__",
+    "dropwarden_config_tables",
     "dropwarden_doctor_checks",
     "dropwarden_register_extractors",
     "tesseract_available",
@@ -37,7 +41,7 @@ log = structlog.get_logger("dropwarden.ocr")
 
 def tesseract_available(settings: Settings) -> str | None:
     """None when the configured tesseract and its languages are installed, else what is missing."""
-    tesseract = settings.ocr.tesseract
+    tesseract = ocr_settings(settings).tesseract
     found = probe(tesseract.binary, str(tesseract.tessdata_dir) if tesseract.tessdata_dir else None)
     if found.problem:
         return found.problem
@@ -48,10 +52,16 @@ def tesseract_available(settings: Settings) -> str | None:
 
 
 @hookimpl
+def dropwarden_config_tables() -> Mapping[str, type[BaseModel]]:
+    """The OCR plugin owns `[ocr]`."""
+    return {"ocr": OcrSettings}
+
+
+@hookimpl
 def dropwarden_register_extractors(register: Callable[[Any], None], settings: Settings) -> None:
     """Register one OCR extractor per engine when `[ocr] enabled` is true, or "auto" and Tesseract is
     installed; with `enabled = true` a missing Tesseract is a configuration error."""
-    ocr = settings.ocr
+    ocr = ocr_settings(settings)
     if ocr.enabled is False:
         return
     tesseract: TesseractEngine | None = None
@@ -85,7 +95,7 @@ def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
     from dropwarden.gate import get_gate
     from dropwarden_ocr.mangaocr import MangaOcrEngine
 
-    manga = settings.ocr.mangaocr
+    manga = ocr_settings(settings).mangaocr
     resources = settings.gpu.resources
     if manga.device != "cpu" and manga.gpu_resource not in resources:
         raise SettingError(

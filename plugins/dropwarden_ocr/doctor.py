@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dropwarden.hookspecs import Check
 from dropwarden_ocr.engine import OcrError
+from dropwarden_ocr.settings import ocr_settings
 from dropwarden_ocr.tesseract import INSTALL_HINT, TesseractEngine, probe
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ _PROBE_TEXT = "Tel 415-555-2671"
 
 def run_checks(settings: Settings) -> Iterator[Check]:
     """With `enabled = "auto"` a missing Tesseract is a warning (OCR is then off); with `true`, a failure."""
-    ocr = settings.ocr
+    ocr = ocr_settings(settings)
     if ocr.enabled is False:
         yield Check("ocr", "ok", "off ([ocr] enabled = false)")
         return
@@ -48,7 +49,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 
 def _read_back(settings: Settings) -> Check:
     """Tesseract reads a number back from an image drawn here."""
-    ocr = settings.ocr
+    ocr = ocr_settings(settings)
     try:
         engine = TesseractEngine(ocr.tesseract, min_confidence=ocr.min_confidence)
         started = time.monotonic()
@@ -65,14 +66,14 @@ def _read_back(settings: Settings) -> Check:
 def _mangaocr_check(settings: Settings) -> Check:
     """MangaOCR is installed and its model is a local directory or in the local Hugging Face cache (the
     model itself loads when the daemon starts: too slow for a check)."""
-    from dropwarden_ocr.mangaocr import MangaOcrEngine
+    from dropwarden_ocr.mangaocr_model import local_dir, model_dir
 
     if importlib.util.find_spec("manga_ocr") is None:
         return Check("ocr mangaocr", "fail", "not installed: pip install 'dropwarden[mangaocr]'")
-    model = settings.ocr.mangaocr.model
+    model = ocr_settings(settings).mangaocr.model
     try:
-        engine = MangaOcrEngine(model, device="cpu", use_gate=False)
-        directory = engine._model_dir()  # resolves a hub name in the local cache, downloads nothing
+        # A hub name is resolved in the local cache; nothing is downloaded.
+        directory = model_dir(str(model), local_dir(model), cache_dir=None, allow_download=False)
     except (OcrError, ValueError) as exc:
         return Check("ocr mangaocr", "fail", getattr(exc, "detail", str(exc)))
     return Check("ocr mangaocr", "ok", f"model {model} found in {directory}; it loads when the daemon starts")

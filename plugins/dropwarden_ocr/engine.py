@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 # BBox: (left, top, right, bottom), right and bottom exclusive. An engine reports boxes in pixels of the
 # image it was given; the extractor maps them to pixels of the original (upright) image before use.
-__all__ = ["BBox", "OcrEngine", "OcrError", "OcrRegion"]
+__all__ = ["BBox", "OcrEngine", "OcrError", "OcrRegion", "short_error"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class OcrError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for an OcrError's detail: its type and message, at most `limit` characters."""
+    text = re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class OcrEngine(Protocol):

@@ -26,8 +26,8 @@ from dropwarden_ocr.normalize import normalize
 if TYPE_CHECKING:
     from PIL import Image
 
-    from dropwarden.config import OcrSettings
     from dropwarden.intake import Snapshot
+    from dropwarden_ocr.settings import OcrSettings
 
 VERSION = "1.0.0"
 

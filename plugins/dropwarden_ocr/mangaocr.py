@@ -16,14 +16,14 @@ holds one slot of `gate_resource` for its duration; CPU work does not, since it 
 (`use_gate=True` gates it anyway). Needs the `mangaocr` extra (manga-ocr, torch, transformers); without it
 the engine still constructs, and loading fails with a message that names the extra. Loading turns
 transformers' own logging down to errors and its progress bars off, process-wide, and silences
-manga_ocr's loguru lines: the engine logs the load itself.
+manga_ocr's loguru lines: the engine logs the load itself. Where the model comes from and the device it runs
+on: mangaocr_model.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import mmap
 import re
 import threading
 import time
@@ -34,36 +34,31 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from dropwarden.gate import GateError, GateTimeout, check_gpu_memory
-from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
+from dropwarden_ocr.engine import BBox, OcrError, OcrRegion, short_error
+from dropwarden_ocr.mangaocr_model import (
+    DEFAULT_MODEL,
+    hub_offline,
+    import_manga_ocr,
+    local_dir,
+    model_dir,
+    on_cuda_device,
+    resolve_device,
+    writable_code_forbidden,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from dropwarden.gate import Gate
 
+__all__ = ["DEFAULT_MODEL", "MangaOcrEngine", "RegionFinder", "writable_code_forbidden"]
+
 log = structlog.get_logger("dropwarden.ocr")
 
 RegionFinder = Callable[["Image.Image", float], Sequence[BBox]]
 
-DEFAULT_MODEL = "kha-white/manga-ocr-base"
-# What `save_pretrained` writes for the real model and the tokenizer it needs; weights in either format.
-_MODEL_FILES = ("config.json", "preprocessor_config.json", "vocab.txt")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 VERTICAL_ASPECT = 1.5  # a region this many times taller than wide is taken for vertical text
-_hub_lock = threading.Lock()
-
-
-def writable_code_forbidden() -> bool:
-    """Whether this process may not map memory writable and executable: systemd's
-    `MemoryDenyWriteExecute=yes` (the shipped unit sets it) or the kernel's per-process MDWE."""
-    try:
-        probe = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    except OSError:
-        return True
-    probe.close()
-    return False
 
 
 class MangaOcrEngine:
@@ -123,7 +118,7 @@ class MangaOcrEngine:
                 raise ValueError(f"no GPU gate resource {gate_resource!r} (have: {sorted(gate.capacities)})")
         self.model = str(model)
         self.device = device  # the configured one; `resolved_device` once loaded
-        self._local = _local_dir(model)
+        self._local = local_dir(model)
         self._find_regions = find_regions
         self._gate = gate
         self._gate_resource = gate_resource
@@ -199,7 +194,9 @@ class MangaOcrEngine:
         except OcrError:
             raise
         except Exception as exc:
-            raise OcrError("detector_error", f"MangaOCR: the region finder failed: {_short(exc)}") from None
+            raise OcrError(
+                "detector_error", f"MangaOCR: the region finder failed: {short_error(exc)}"
+            ) from None
         if time.monotonic() >= deadline:
             raise OcrError("timeout", "MangaOCR: the deadline passed while finding text regions")
         return boxes
@@ -282,7 +279,7 @@ class MangaOcrEngine:
             text = post_process(ocr.tokenizer.decode(tokens, skip_special_tokens=True))
             confidence = _confidence(out.scores, tokens, set(ocr.tokenizer.all_special_ids))
         except Exception as exc:  # RuntimeError from torch (CUDA out of memory, …)
-            raise OcrError("detector_error", f"MangaOCR failed: {_short(exc)}") from None
+            raise OcrError("detector_error", f"MangaOCR failed: {short_error(exc)}") from None
         return text, confidence
 
     # loading
@@ -309,25 +306,8 @@ class MangaOcrEngine:
         return self._ocr
 
     def _load(self, deadline: float) -> Any:
-        try:
-            import torch
-            from transformers.utils import logging as transformers_logging
-
-            # Before manga_ocr's import: importing transformers' ViTImageProcessor without torchvision
-            # warns on stderr. Loading bars and warnings from transformers are dropped from here on.
-            transformers_logging.set_verbosity_error()
-            transformers_logging.disable_progress_bar()
-            from loguru import logger as loguru_logger
-            from manga_ocr import MangaOcr
-        except ImportError as exc:
-            raise OcrError(
-                "detector_error",
-                f"MangaOCR is not installed ({_short(exc)});"
-                " install the extra: pip install 'dropwarden[mangaocr]'",
-            ) from None
-        loguru_logger.disable("manga_ocr")  # its INFO lines go to stderr; we log the load ourselves
-
-        device = self._resolve_device(torch)
+        torch, manga_ocr_class = import_manga_ocr()
+        device = resolve_device(self.device, torch)
         self.resolved_device = device
         if device == "cpu" and torch.backends.mkldnn.enabled and writable_code_forbidden():
             # oneDNN generates its CPU kernels at run time; here that fails ("could not create a
@@ -335,9 +315,11 @@ class MangaOcrEngine:
             # is a small share of the work.
             torch.backends.mkldnn.enabled = False
             log.info("mangaocr: oneDNN off: this process may not create executable memory")
-        directory = self._model_dir()
+        directory = model_dir(
+            self.model, self._local, cache_dir=self._cache_dir, allow_download=self._allow_download
+        )
         started = time.monotonic()
-        with self._gate_slot(deadline), _hub_offline(), _on_cuda_device(torch, device):
+        with self._gate_slot(deadline), hub_offline(), on_cuda_device(torch, device):
             if device.startswith("cuda"):
                 reason = check_gpu_memory(self._min_free_mib, torch.cuda.current_device())
                 if reason is not None:
@@ -345,10 +327,10 @@ class MangaOcrEngine:
             try:
                 # MangaOcr moves the model to the current CUDA device unless force_cpu, and reads its
                 # bundled example image once (a warm-up) before it returns.
-                ocr = MangaOcr(str(directory), force_cpu=not device.startswith("cuda"))
+                ocr = manga_ocr_class(str(directory), force_cpu=not device.startswith("cuda"))
             except Exception as exc:
                 raise OcrError(
-                    "detector_error", f"MangaOCR: cannot load the model from {directory}: {_short(exc)}"
+                    "detector_error", f"MangaOCR: cannot load the model from {directory}: {short_error(exc)}"
                 ) from None
         self.load_seconds = time.monotonic() - started
         self.loads += 1
@@ -360,69 +342,6 @@ class MangaOcrEngine:
             seconds=round(self.load_seconds, 2),
         )
         return ocr
-
-    def _resolve_device(self, torch: Any) -> str:
-        if self.device == "cpu":
-            return "cpu"
-        available = torch.cuda.is_available()
-        if self.device == "auto":
-            return "cuda:0" if available else "cpu"
-        if not available:
-            raise OcrError(
-                "detector_error",
-                f"MangaOCR: device {self.device!r} asked for, but torch {torch.__version__} sees no CUDA"
-                " device (a CPU-only build, or no driver); use device 'cpu' or 'auto'",
-            )
-        index = int(self.device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise OcrError(
-                "detector_error",
-                f"MangaOCR: device {self.device!r} asked for,"
-                f" but torch sees {torch.cuda.device_count()} GPU(s)",
-            )
-        return f"cuda:{index}"
-
-    def _model_dir(self) -> Path:
-        """A local directory with the model's files, resolving a hub name through the local cache."""
-        directory = self._local if self._local is not None else self._from_hub()
-        if not directory.is_dir():
-            raise OcrError("detector_error", f"MangaOCR model directory {directory} does not exist")
-        missing = [name for name in _MODEL_FILES if not (directory / name).is_file()]
-        if not any((directory / name).is_file() for name in _WEIGHT_FILES):
-            missing.append(" or ".join(_WEIGHT_FILES))
-        if missing:
-            raise OcrError(
-                "detector_error",
-                f"{directory} is not a MangaOCR model directory (missing {', '.join(missing)});"
-                f" it should hold a copy of {DEFAULT_MODEL}",
-            )
-        return directory
-
-    def _from_hub(self) -> Path:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(self.model, cache_dir=self._cache_dir, local_files_only=True))
-        except LocalEntryNotFoundError:
-            if not self._allow_download:
-                raise OcrError(
-                    "detector_error",
-                    f"MangaOCR model {self.model!r} is no directory here and not in the local Hugging Face"
-                    f" cache ({self._cache_dir or _default_cache()}), and downloading is off: download it"
-                    f" (`hf download {self.model}`) or point the model setting at a local copy",
-                ) from None
-        except Exception as exc:
-            raise OcrError(
-                "detector_error", f"MangaOCR: cannot look up {self.model!r} in the cache: {_short(exc)}"
-            ) from None
-        log.info("mangaocr: downloading the model", model=self.model)
-        try:
-            return Path(snapshot_download(self.model, cache_dir=self._cache_dir))
-        except Exception as exc:
-            raise OcrError(
-                "detector_error", f"MangaOCR: cannot fetch {self.model!r} from the hub: {_short(exc)}"
-            ) from None
 
     # gate and lock
 
@@ -448,24 +367,6 @@ class MangaOcrEngine:
             yield
         finally:
             self._lock.release()
-
-
-def _local_dir(model: str | Path) -> Path | None:
-    """The model as a local directory, or None for a hub name (`owner/name` that is not a path here)."""
-    if isinstance(model, Path):
-        return model.expanduser()
-    if not model:
-        raise ValueError("model must name a directory or a hub model")
-    path = Path(model).expanduser()
-    if path.exists() or not _HUB_NAME.fullmatch(model):
-        return path
-    return None
-
-
-def _default_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
 
 
 def _crop(image: Image.Image, box: BBox) -> Image.Image:
@@ -495,33 +396,5 @@ def _confidence(scores: Sequence[Any], tokens: Any, special: set[int]) -> float 
     return round(math.exp(sum(logs) / len(logs)), 4)
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """No HTTP from huggingface_hub (and so transformers) while loading from a local directory."""
-    from huggingface_hub import constants
-
-    with _hub_lock:
-        before = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
-        try:
-            yield
-        finally:
-            constants.HF_HUB_OFFLINE = before
-
-
-@contextlib.contextmanager
-def _on_cuda_device(torch: Any, device: str) -> Iterator[None]:
-    if device.startswith("cuda"):
-        with torch.cuda.device(int(device.partition(":")[2] or 0)):
-            yield
-    else:
-        yield
-
-
 def _area(box: BBox) -> int:
     return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}").strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -28,7 +28,7 @@ from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
 if TYPE_CHECKING:
     from PIL import Image
 
-    from dropwarden.config import TesseractSettings
+    from dropwarden_ocr.settings import TesseractSettings
 
 INSTALL_HINT = "apt install tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng"
 _STDERR_CHARS = 300

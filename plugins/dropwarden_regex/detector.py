@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dropwarden import redact
-from dropwarden.config import RulesSettings
 from dropwarden.findings import UNLIMITED, Finding, Findings, FindingTally, Location
 from dropwarden.registry import DetectContext
 from dropwarden.views import View
 from dropwarden_regex.engine import MatchEngine, build_engine
 from dropwarden_regex.rules import Rule, load_rules
+from dropwarden_regex.settings import RulesSettings
 
 VERSION = "1.0.0"
 

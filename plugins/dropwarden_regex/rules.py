@@ -10,8 +10,9 @@ from importlib import resources
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
-from dropwarden.config import RulesSettings, SettingError
+from dropwarden.config import SettingError
 from dropwarden.findings import Severity
+from dropwarden_regex.settings import RulesSettings
 from dropwarden_regex.validators import VALIDATORS, Validator, unknown_validator
 
 Where = tuple[str | int, ...] | str  # a configuration key ("rules", "custom", 0) or a pack rule's name

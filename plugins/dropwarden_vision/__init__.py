@@ -7,21 +7,36 @@ from typing import TYPE_CHECKING, Any
 from dropwarden.config import SettingError
 from dropwarden.hookspecs import hookimpl
 from dropwarden_vision.detector import VERSION, VisionDetector
+from dropwarden_vision.settings import VisionSettings, vision_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
+
+    from pydantic import BaseModel
 
     from dropwarden.config import Settings
     from dropwarden.hookspecs import Check
 
 __version__ = VERSION
-__all__ = ["VisionDetector", "__version__", "dropwarden_doctor_checks", "dropwarden_register_detectors"]
+__all__ = [
+    "VisionDetector",
+    "__version__",
+    "dropwarden_config_tables",
+    "dropwarden_doctor_checks",
+    "dropwarden_register_detectors",
+]
+
+
+@hookimpl
+def dropwarden_config_tables() -> Mapping[str, type[BaseModel]]:
+    """The vision plugin owns `[vision]`."""
+    return {"vision": VisionSettings}
 
 
 @hookimpl
 def dropwarden_register_detectors(register: Callable[[Any], None], settings: Settings) -> None:
-    """Register the vision detector when `settings.vision.enabled`; nothing otherwise."""
-    vision = settings.vision
+    """Register the vision detector when `[vision] enabled`; nothing otherwise."""
+    vision = vision_settings(settings)
     if not vision.enabled:
         return
     resources = settings.gpu.resources

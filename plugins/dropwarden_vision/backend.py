@@ -14,6 +14,7 @@ from dropwarden_vision.backend_types import (
     plugin_options,
     safe_text,
 )
+from dropwarden_vision.settings import vision_settings
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings
@@ -32,9 +33,9 @@ __all__ = [
 
 
 def create_backend(settings: Settings, spec: VerdictSpec) -> VisionBackend:
-    """The backend `settings.vision.backend` names. A llama-cpp backend without its extra installed is a
+    """The backend `[vision] backend` names. A llama-cpp backend without its extra installed is a
     SettingError naming `vision.backend`."""
-    if settings.vision.backend == "llama-cpp":
+    if vision_settings(settings).backend == "llama-cpp":
         try:
             from dropwarden_vision.llamacpp import LlamaCppBackend
         except ImportError as exc:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from dropwarden.config import VisionCategory
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.registry import Incomplete
 from dropwarden.verdict import Problem
@@ -16,6 +15,7 @@ from dropwarden_vision.backend import BackendError, VisionBackend, create_backen
 from dropwarden_vision.circuit import CircuitBreaker
 from dropwarden_vision.images import ImageLimits, PreparedImage, prepare_frames
 from dropwarden_vision.schema import Answer, MalformedAnswer, VerdictSpec
+from dropwarden_vision.settings import VisionCategory, vision_settings
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings
@@ -51,7 +51,7 @@ class VisionDetector:
     view_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
 
     def __init__(self, settings: Settings, backend: VisionBackend | None = None) -> None:
-        vision = settings.vision
+        vision = vision_settings(settings)
         options = plugin_options(settings)
         self.settings = vision
         self.spec = VerdictSpec.from_settings(vision)

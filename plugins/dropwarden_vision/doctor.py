@@ -14,6 +14,7 @@ from dropwarden.config import SettingError, Settings
 from dropwarden.hookspecs import Check
 from dropwarden_vision.images import ImageLimits, PreparedImage, prepare_image
 from dropwarden_vision.schema import VerdictSpec
+from dropwarden_vision.settings import vision_settings
 
 if TYPE_CHECKING:
     from dropwarden_vision.openai_backend import OpenAIBackend
@@ -21,14 +22,14 @@ if TYPE_CHECKING:
 
 def run_checks(settings: Settings) -> Iterator[Check]:
     """Off: one line saying so (no endpoint is contacted). On: the configured backend, checked end to end."""
-    if not settings.vision.enabled:
+    if not vision_settings(settings).enabled:
         yield Check(
             "vision",
             "ok",
             "off ([vision] enabled = false); to check a backend before enabling it:"
             " DROPWARDEN_VISION__ENABLED=true dropwarden doctor",
         )
-    elif settings.vision.backend == "llama-cpp":
+    elif vision_settings(settings).backend == "llama-cpp":
         yield from _llamacpp_checks(settings)
     else:
         yield from _openai_checks(settings)
@@ -40,14 +41,14 @@ def doctor_image(settings: Settings) -> PreparedImage:
     picture.paste((30, 60, 200), (8, 8, 24, 24))
     out = io.BytesIO()
     picture.save(out, format="PNG")
-    vision = settings.vision
+    vision = vision_settings(settings)
     return prepare_image(out.getvalue(), ImageLimits(vision.max_side, vision.max_pixels, 1))
 
 
 def _openai_checks(settings: Settings) -> Iterator[Check]:
     from dropwarden_vision.openai_backend import OpenAIBackend, resolve_api_key
 
-    vision = settings.vision
+    vision = vision_settings(settings)
     try:
         key = resolve_api_key(vision)
     except SettingError as exc:
@@ -68,7 +69,7 @@ def _openai_checks(settings: Settings) -> Iterator[Check]:
 
 
 def _endpoint_checks(backend: OpenAIBackend, settings: Settings) -> Iterator[Check]:
-    vision = settings.vision
+    vision = vision_settings(settings)
     try:
         models = backend.list_models()
     except Exception as exc:
@@ -105,7 +106,7 @@ def _llamacpp_checks(settings: Settings) -> Iterator[Check]:
 
     from dropwarden_vision.backend import create_backend
 
-    vision = settings.vision
+    vision = vision_settings(settings)
     for key in ("model_path", "mmproj_path"):
         path = getattr(vision, key)
         if path is None or not Path(path).is_file():

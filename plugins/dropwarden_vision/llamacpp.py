@@ -23,6 +23,7 @@ from llama_cpp import llama_chat_format, mtmd_cpp
 from dropwarden.config import SettingError
 from dropwarden.gate import GateError, GateTimeout, check_gpu_memory, get_gate
 from dropwarden_vision.backend_types import MAX_TOKENS, BackendError, GateBusy, chat_messages, safe_text
+from dropwarden_vision.settings import vision_settings
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings
@@ -78,7 +79,7 @@ class LlamaCppBackend:
     """`VisionBackend` over an embedded llama.cpp model (see `dropwarden_vision.backend`)."""
 
     def __init__(self, settings: Settings, spec: VerdictSpec):
-        vision = settings.vision
+        vision = vision_settings(settings)
         self._model_path = _model_file(vision.model_path, "model_path")
         self._mmproj_path = _model_file(vision.mmproj_path, "mmproj_path")
         self.chat_handler, self._handler_class = resolve_chat_handler(vision.chat_handler)

@@ -26,12 +26,14 @@ from dropwarden_vision.backend_types import (
     plugin_options,
     safe_text,
 )
+from dropwarden_vision.settings import vision_settings
 
 if TYPE_CHECKING:
-    from dropwarden.config import Settings, VisionSettings
+    from dropwarden.config import Settings
     from dropwarden.gate import Gate
     from dropwarden_vision.images import PreparedImage
     from dropwarden_vision.schema import Answer, VerdictSpec
+    from dropwarden_vision.settings import VisionSettings
 
 log = structlog.get_logger("dropwarden.vision")
 
@@ -168,7 +170,7 @@ class OpenAIBackend:
         gate: Gate | bool | None = True,
         api_key: ApiKey | None = None,
     ) -> None:
-        vision = settings.vision
+        vision = vision_settings(settings)
         self.vision = vision
         self.spec = spec
         self.base_url = vision.base_url.rstrip("/")

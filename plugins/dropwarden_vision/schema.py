@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dropwarden.config import VisionSettings
+    from dropwarden_vision.settings import VisionSettings
 
 MAX_DESCRIPTION = 200
 _MAX_ANSWER_CHARS = 16384

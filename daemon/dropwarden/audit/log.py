@@ -1,48 +1,31 @@
-"""The audit log writer: one locked appender, fsync policy, checkpoints, the anchor, torn-tail repair."""
+"""The audit log writer: one locked appender, fsync policy, checkpoints, the anchor (opening: opening.py)."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import secrets
-import stat
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dropwarden.audit import store
+from dropwarden.audit import opening, store
 from dropwarden.audit.chain import (
     CHECKPOINT,
-    FORMAT,
     GENESIS_PREV,
-    OPEN,
     REPAIR,
     RESERVED_TYPES,
-    RESUME,
     AuditError,
-    AuditLocked,
-    ChainChecker,
-    Damage,
     canonical,
     checkpoint_mac,
     evolve,
-    evolve_to,
-    iter_lines,
-    key_id,
-    new_log_advice,
     utc_now,
 )
-from dropwarden.audit.store import anchored_checkpoint
 from dropwarden.config import AuditSettings
-from dropwarden.keys import load_or_create_key
 
-_CREATE_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 BATCH_WINDOW = 0.02  # fsync=batch: at most one fsync per this many seconds, unless sync() is called
 # The anchor names the durable head: rewritten at most this often (and at every checkpoint). Each
 # rewrite costs a flush, on top of the log's own fdatasync: 0.1 s keeps that to 10 a second.
@@ -119,22 +102,10 @@ class AuditLog:
         path, state_dir = Path(path).absolute(), Path(state_dir)
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = opening.open_locked(path)
         try:
-            fd = os.open(path, flags, 0o640)
-        except OSError as exc:
-            raise AuditError(f"cannot open audit log {path}: {exc.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise AuditError(f"audit log {path} is not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise AuditLocked(
-                    f"audit log {path} is locked by another writer (is another dropwarden running?)"
-                ) from None
             log = cls(path, state_dir, settings, fd)
-            log._recover()
+            log._start(opening.recover(fd, path, state_dir))
         except BaseException:
             os.close(fd)
             raise
@@ -143,246 +114,23 @@ class AuditLog:
             log._thread.start()
         return log
 
-    def _recover(self) -> None:
-        size = os.fstat(self._fd).st_size
-        end = self._complete_end(size)
-        anchor = store.read_json(store.anchor_path(self.state_dir), "audit anchor")
-        checker = None
-        if end:
-            with os.fdopen(os.dup(self._fd), "rb") as handle:
-                checker = self._check_existing(handle, end, size, anchor)
-        # Nothing has been modified up to here: damage raises before any repair.
-        if checker is None:
-            self.log_id = secrets.token_hex(16)
-            self._key, self._epoch, self._key_id = self._chain_key(anchor)
-            self._next_seq, self._head = 0, GENESIS_PREV
-            self._save_key(scrub=True)
-        else:
-            assert checker.log_id is not None and checker.last is not None
-            self.log_id, self._key_id = checker.log_id, checker.key_id or ""
-            self._key, self._epoch = self._reconcile_key(checker)
-            self._next_seq, self._head = checker.next_seq, checker.last["hash"]
-        repair = self._set_aside(end, size) if size > end else None
-        self._size = end
+    def _start(self, found: opening.Recovered) -> None:
+        """Go on from what `opening.recover` found: write log.open or log.resume, audit.repair when a
+        torn tail was set aside, and the open checkpoint."""
+        self.log_id, self._key_id = found.log_id, found.key_id
+        self._key, self._epoch = found.key, found.epoch
+        self._next_seq, self._head = found.next_seq, found.head
+        self._size = found.end
         self._written = self._synced = self._next_seq
-        self._tip = _Tip(self._next_seq, self._head, end, None)
+        self._tip = _Tip(self._next_seq, self._head, found.end, None)
         with self._lock:
-            if checker is None:
-                body: dict[str, Any] = {"format": FORMAT, "log_id": self.log_id, "key_id": self._key_id}
-                if self._epoch:
-                    body["key_epoch"] = self._epoch
-                if anchor and {"log_id", "seq", "hash"} <= set(anchor):
-                    body["previous"] = {k: anchor[k] for k in ("log_id", "seq", "hash")}
-                self._append_locked([(OPEN, body)])
+            self._append_locked([found.first])
+            if found.new:
                 self._sync_upto(self._written)
                 store.fsync_dir(self.path.parent)
-            else:
-                last = checker.last
-                clean = last["type"] == CHECKPOINT and last["body"].get("reason") == "close" and not repair
-                self._append_locked([(RESUME, {"previous_close": "clean" if clean else "unclean"})])
-            if repair:
-                self._append_locked([(REPAIR, repair)])
+            if found.repair:
+                self._append_locked([(REPAIR, found.repair)])
             self._checkpoint_locked("open")
-
-    def _complete_end(self, size: int) -> int:
-        """Offset just past the last newline (0 when there is none)."""
-        pos = size
-        while pos > 0:
-            start = max(0, pos - 65536)
-            chunk = os.pread(self._fd, pos - start, start)
-            index = chunk.rfind(b"\n")
-            if index >= 0:
-                return start + index + 1
-            pos = start
-        return 0
-
-    def _check_existing(
-        self, handle: Any, end: int, size: int, anchor: dict[str, Any] | None
-    ) -> ChainChecker:
-        """Check the complete lines: all of them, or those from the anchored checkpoint on when the anchor
-        belongs to this log (`audit verify` checks everything); the log must reach the anchored head,
-        unchanged. Raises AuditError on damage."""
-        checker = ChainChecker()
-        first = handle.readline()
-        try:
-            checker.feed(first.rstrip(b"\n"))
-        except Damage as exc:
-            raise self._damaged(f"line 1 (seq {exc.seq})", exc.message) from None
-        start, line_no = len(first), 2
-        head: tuple[int, str] | None = None
-        if anchor and anchor.get("log_id") == checker.log_id:
-            point = anchored_checkpoint(anchor)
-            head_seq, head_hash = anchor.get("seq"), anchor.get("hash")
-            if point is None or not isinstance(head_seq, int) or not isinstance(head_hash, str):
-                raise AuditError(f"audit anchor {store.anchor_path(self.state_dir)} is malformed")
-            head = head_seq, head_hash
-            offset, seq, epoch = point["offset"], point["seq"], point["epoch"]
-            if offset >= end:
-                raise self._damaged(f"byte {end}", self._short_of(seq, end, size, f"checkpoint seq {seq}"))
-            if offset >= start:
-                checker.resume(checker.log_id, checker.key_id or "", seq, epoch)
-                handle.seek(offset)
-                line = handle.readline()
-                try:
-                    record = checker.feed(line.rstrip(b"\n"))
-                except Damage as exc:
-                    raise self._damaged(f"byte {offset} (seq {exc.seq})", exc.message) from None
-                if record["hash"] != point["hash"]:
-                    raise self._damaged(
-                        f"byte {offset} (seq {seq})", "it differs from the anchored checkpoint"
-                    )
-                start, line_no = offset + len(line), 0
-        for offset, line in iter_lines(handle, start):
-            if offset >= end:
-                break
-            where = f"line {line_no}" if line_no else f"byte {offset}"
-            try:
-                record = checker.feed(line.rstrip(b"\n"))
-            except Damage as exc:
-                raise self._damaged(f"{where} (seq {exc.seq})", exc.message) from None
-            if head is not None and record["seq"] == head[0] and record["hash"] != head[1]:
-                raise self._damaged(
-                    f"{where} (seq {head[0]})",
-                    "it differs from the record the anchor names: the log was rewritten up to here",
-                )
-            line_no = line_no + 1 if line_no else 0
-        if head is not None and checker.next_seq <= head[0]:
-            raise self._damaged(f"byte {end}", self._short_of(head[0], end, size, f"seq {head[0]}"))
-        return checker
-
-    def _short_of(self, seq: int, end: int, size: int, what: str) -> str:
-        """Why a log that ends before an anchored record is damaged: torn (bytes without a newline where
-        the record was) or cut."""
-        if size > end:
-            return (
-                f"the anchor names {what}, which was durable when it was anchored, but the log's last"
-                f" {size - end} bytes, where it was, have no newline: the anchored record is torn (the"
-                " storage lost written data, or the file was cut)"
-            )
-        return (
-            f"the log ends before {what}, which the anchor names and which was durable when it was"
-            " anchored: its tail was truncated"
-        )
-
-    def _damaged(self, where: str, message: str) -> AuditError:
-        return AuditError(
-            f"audit log {self.path} is damaged at {where}: {message}. It is not repaired automatically;"
-            f" {new_log_advice(str(self.path))}"
-        )
-
-    def _reconcile_key(self, checker: ChainChecker) -> tuple[bytes, int]:
-        """The key for the next checkpoint (the epoch after the log's last one), from the key file or
-        from K_0."""
-        needed = checker.epoch
-        state = store.read_json(store.current_key_path(self.state_dir), "audit key state")
-        if state and state.get("log_id") == self.log_id:
-            try:
-                key, epoch = bytes.fromhex(state["key"]), int(state["epoch"])
-            except (KeyError, TypeError, ValueError):
-                where = store.current_key_path(self.state_dir)
-                raise AuditError(f"audit key state {where} is malformed") from None
-            if epoch > needed:
-                raise self._damaged(
-                    "its end",
-                    f"the checkpoint key is at epoch {epoch} but the log holds only {needed} checkpoints:"
-                    " checkpoints were removed from its tail",
-                )
-        else:
-            try:
-                k0 = store.read_key_file(store.k0_path(self.state_dir))
-            except (OSError, ValueError):
-                k0 = None
-            if k0 is None or key_id(k0) != checker.key_id:
-                raise AuditError(
-                    f"no checkpoint key for audit log {self.path} (log_id {self.log_id}):"
-                    f" {store.current_key_path(self.state_dir)} is missing or belongs to another log, and"
-                    f" {store.k0_path(self.state_dir)} is not this log's K_0. Move the log aside to start a"
-                    " new one, or restore the key files"
-                )
-            key, epoch = k0, 0
-        changed = state is None or state.get("log_id") != self.log_id or epoch != needed
-        while epoch < needed:
-            key, epoch = evolve(key), epoch + 1
-        if changed:
-            self._key, self._epoch = key, epoch
-            self._save_key(scrub=True)
-        return key, epoch
-
-    def _chain_key(self, anchor: dict[str, Any] | None) -> tuple[bytes, int, str]:
-        """(key, epoch, key id) for a new log: the key chain goes on from the previous log's evolved key,
-        so K_0 is not needed on the host again; a new K_0 only when no key state is left."""
-        state = store.read_json(store.current_key_path(self.state_dir), "audit key state")
-        if state is not None:
-            try:
-                key, epoch = bytes.fromhex(state["key"]), int(state["epoch"])
-            except (KeyError, TypeError, ValueError):
-                where = store.current_key_path(self.state_dir)
-                raise AuditError(f"audit key state {where} is malformed") from None
-            root = state.get("key_id")
-            if not isinstance(root, str):  # written before key ids were kept: K_0 may still say
-                root = self._root_of(key, epoch)
-            if root is not None:
-                # The previous log may have anchored a checkpoint at this epoch and stopped before its
-                # key moved on: never reuse an epoch.
-                point = anchored_checkpoint(anchor) if anchor else None
-                if (
-                    anchor
-                    and anchor.get("log_id") == state.get("log_id")
-                    and point
-                    and point["epoch"] >= epoch
-                ):
-                    key, epoch = evolve_to(key, point["epoch"] + 1 - epoch), point["epoch"] + 1
-                return key, epoch, root
-        k0 = load_or_create_key(self.state_dir, store.K0_NAME)
-        return k0, 0, key_id(k0)
-
-    def _root_of(self, key: bytes, epoch: int) -> str | None:
-        try:
-            k0 = store.read_key_file(store.k0_path(self.state_dir))
-        except (OSError, ValueError):
-            return None
-        return key_id(k0) if evolve_to(k0, epoch) == key else None
-
-    def _save_key(self, *, scrub: bool) -> None:
-        data = {"log_id": self.log_id, "key_id": self._key_id, "epoch": self._epoch, "key": self._key.hex()}
-        store.write_json(store.current_key_path(self.state_dir), data, scrub_old=scrub)
-
-    def _set_aside(self, end: int, size: int) -> dict[str, Any]:
-        """Copy the torn tail to `<log>.torn-<UTC time>`, then truncate the log to its last complete line."""
-        torn = os.pread(self._fd, size - end, end)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        for attempt in range(100):
-            aside = self.path.with_name(f"{self.path.name}.torn-{stamp}" + (f".{attempt}" if attempt else ""))
-            try:
-                fd = os.open(aside, _CREATE_EXCL, 0o600)
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise AuditError(f"cannot set the torn tail of {self.path} aside: {exc.strerror}") from None
-        else:
-            raise AuditError(f"cannot create a file beside {self.path} for its torn tail")
-        try:
-            try:
-                view = memoryview(torn)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            store.fsync_dir(self.path.parent)
-        except OSError as exc:
-            # A full disk: leave no empty or partial copy behind; the next open tries again.
-            aside.unlink(missing_ok=True)
-            raise AuditError(f"cannot set the torn tail of {self.path} aside: {exc.strerror}") from None
-        os.ftruncate(self._fd, end)
-        os.fsync(self._fd)
-        return {
-            "bytes": len(torn),
-            "sha256": hashlib.sha256(torn).hexdigest(),
-            "set_aside": str(aside),
-            "offset": end,
-        }
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -614,7 +362,7 @@ class AuditLog:
             self._sync_upto(self._written)
             self._anchor_durable(force=True)  # names this checkpoint (or a later head) before the key moves
             self._key, self._epoch = evolve(self._key), self._epoch + 1
-            self._save_key(scrub=True)
+            opening.save_key(self.state_dir, self.log_id, self._key_id, self._epoch, self._key)
         except OSError as exc:
             self._broken = exc
             raise AuditError(f"cannot complete an audit checkpoint in {self.state_dir}: {exc}") from None

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from dropwarden.config import ConfigError, LoadedConfig, load_config
+from dropwarden.config import ConfigError, LoadedConfig
+from dropwarden.configload import load_config
+from dropwarden.plugins import PluginLoadError
 
 EXIT_USAGE = 2
 
@@ -27,6 +29,9 @@ class AppContext:
             except ConfigError as exc:
                 for problem in exc.problems:
                     click.echo(str(problem), err=True)
+                sys.exit(EXIT_USAGE)
+            except PluginLoadError as exc:
+                click.echo(f"plugin error (strict mode): {exc}", err=True)
                 sys.exit(EXIT_USAGE)
         return self._loaded
 

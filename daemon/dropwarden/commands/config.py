@@ -10,7 +10,8 @@ import click
 
 from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.config import ConfigProblem, format_key
-from dropwarden.plugins import PluginLoadError, build_registry, load_plugins
+from dropwarden.plugins import PluginLoadError, build_registry
+from dropwarden.registry import unknown_actions
 
 
 @click.group()
@@ -30,20 +31,24 @@ def check(ctx: click.Context, config_path: Path | None) -> None:
     """
     loaded = app_context(ctx, config_path).config()
     try:
-        plugins = load_plugins(loaded.settings)
+        plugins = loaded.plugins
         registry = build_registry(plugins, loaded.settings)
     except PluginLoadError as exc:
         click.echo(f"plugin error (strict mode): {exc}", err=True)
         sys.exit(EXIT_USAGE)
     problems: list[str] = []
     for error in plugins.errors:
-        if error.setting is not None:
+        if error.stage == "config":
+            problems.append(f"plugin {error.name}: {error.error}")
+        elif error.setting is not None:
             loc = error.setting.loc
             problems.append(str(ConfigProblem(loaded.source_of(loc), format_key(loc), error.setting.message)))
         elif error.stage == "register":
             problems.append(f"plugin {error.name}: registration failed: {error.error}")
         else:
             click.echo(f"warning: plugin {error}", err=True)
+    for loc, why in unknown_actions(loaded.settings, registry):
+        problems.append(str(ConfigProblem(loaded.source_of(loc), format_key(loc), why)))
     for line in problems:
         click.echo(line, err=True)
     for watch in loaded.settings.watch:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import click
 
+from dropwarden.act.quarantine import default_quarantine_dir
 from dropwarden.audit.store import current_key_path, k0_on_host
+from dropwarden.checks import nearest_existing, path_check
 from dropwarden.commands._app import app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.hookspecs import Check
-from dropwarden.plugins import Plugins, load_plugins
-from dropwarden.quarantine import default_quarantine_dir
+from dropwarden.plugins import Plugins, plugins_for
 
 MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 LABELS = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
@@ -58,9 +59,7 @@ def all_checks(settings: Settings) -> Iterator[Check]:
     yield path_check("state", settings.state.dir, directory=True)
     yield path_check("audit log", settings.audit.path, directory=False)
     yield audit_key_check(settings)
-    for sink in settings.alerts.sink:
-        yield path_check(f"alert sink {sink.id}", sink.path, directory=False)
-    yield from plugin_checks(load_plugins(settings), settings)
+    yield from plugin_checks(plugins_for(settings), settings)
 
 
 # --------------------------------------------------------------------------------------------- watches
@@ -102,7 +101,7 @@ def _beside(name: str, path: Path, watched: Path, device: int) -> Check:
     writable = path_check(name, path, directory=True)
     if writable.status != "ok":
         return writable
-    existing = _nearest_existing(path)
+    existing = nearest_existing(path)
     if existing.stat().st_dev != device:
         return Check(
             name,
@@ -114,32 +113,6 @@ def _beside(name: str, path: Path, watched: Path, device: int) -> Check:
 
 
 # ------------------------------------------------------------------------------------------ paths
-
-
-def path_check(name: str, path: Path, *, directory: bool) -> Check:
-    """`path` (a directory, or a file the daemon appends to) is writable by this process, or could be
-    created: its nearest existing parent is a directory this process may write."""
-    if path.exists():
-        if directory != path.is_dir():
-            return Check(name, "fail", f"{path} is {'not ' if directory else ''}a directory")
-        mode = os.W_OK | os.X_OK if directory else os.W_OK
-        if not os.access(path, mode):
-            return Check(name, "fail", f"{path} is not writable by this process (uid {os.geteuid()})")
-        return Check(name, "ok", f"{path} is writable")
-    parent = _nearest_existing(path)
-    if not parent.is_dir():
-        return Check(name, "fail", f"{path} cannot be created: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        why = f"{parent} is not writable by this process"
-        return Check(name, "fail", f"{path} does not exist and cannot be created: {why}")
-    return Check(name, "ok", f"{path} does not exist yet; it can be created in {parent}")
-
-
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path("/")
 
 
 # ------------------------------------------------------------------------------------------ inotify

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dropwarden.commands._app import app_context, config_option
-from dropwarden.plugins import build_registry, load_plugins
+from dropwarden.plugins import build_registry
 
 
 @click.command()
@@ -18,7 +18,7 @@ from dropwarden.plugins import build_registry, load_plugins
 def plugins(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """List plugins, their registrations, versions and load errors."""
     settings = app_context(ctx, config_path).config().settings
-    loaded = load_plugins(settings)
+    loaded = settings.loaded_plugins
     registry = build_registry(loaded, settings)
     report = {
         "plugins": [

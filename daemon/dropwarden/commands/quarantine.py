@@ -11,19 +11,13 @@ from typing import Any, NoReturn
 
 import click
 
+from dropwarden.act.quarantine import QuarantineError, QuarantineStore, default_quarantine_dir
+from dropwarden.act.sidecar import destination_of, display_bytes, is_item_id
 from dropwarden.audit import AuditError
 from dropwarden.audit.spool import record_event
 from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 from dropwarden.config import Settings, WatchSettings
-from dropwarden.names import redact_path
-from dropwarden.quarantine import (
-    QuarantineError,
-    QuarantineStore,
-    default_quarantine_dir,
-    destination_of,
-    display_bytes,
-    is_item_id,
-)
+from dropwarden.judge.names import redact_path
 from dropwarden.runtime import build_runtime
 from dropwarden.state import State
 

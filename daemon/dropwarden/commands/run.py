@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dropwarden.commands._app import app_context, config_option
+from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
 
 
 @click.command()
@@ -22,6 +22,7 @@ from dropwarden.commands._app import app_context, config_option
 def run(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """Watch the configured folders and judge every file that lands in them."""
     from dropwarden.audit import AuditError
+    from dropwarden.config import ConfigError
     from dropwarden.logs import configure
     from dropwarden.plugins import PluginLoadError
     from dropwarden.service import Daemon, StartupError
@@ -32,6 +33,10 @@ def run(ctx: click.Context, config_path: Path | None, log_level: str, log_format
     daemon = Daemon(loaded, app.config_path)
     try:
         code = daemon.run()
+    except ConfigError as exc:  # found only once the plugins are loaded (an action no plugin registers)
+        for problem in exc.problems:
+            click.echo(f"dropwarden: cannot start: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
     except (StartupError, AuditError, PluginLoadError) as exc:
         click.echo(f"dropwarden: cannot start: {exc}", err=True)
         sys.exit(1)

@@ -17,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
-from dropwarden.judge import Judgement
+from dropwarden.judge.judge import Judgement
 from dropwarden.plugins import PluginLoadError
 from dropwarden.runtime import build_runtime
 from dropwarden.verdict import Problem, Reason, VerdictBuilder, VerdictKind
-from dropwarden.walk import Entry, WalkError, display_path, walk
+from dropwarden.watch.walk import Entry, WalkError, display_path, walk
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNSCANNED = 0, 1, 3
 _PROGRESS_AFTER = 200

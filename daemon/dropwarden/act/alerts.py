@@ -9,19 +9,18 @@ a SIEM can de-duplicate. Every alert carries the audit log's durable chain head
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from dropwarden import __version__
-from dropwarden.config import AlertsSettings, SinkSettings
+from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Severity
+from dropwarden.registry import Registry
 from dropwarden.state import State
 
 _ECS_SEVERITY = {
@@ -41,28 +40,26 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class JsonlSink:
-    """Appends one JSON object per line and fsyncs; opened per batch so rotation just works."""
-
-    def __init__(self, settings: SinkSettings) -> None:
-        self.id = settings.id
-        self.path: Path = settings.path
-
-    def send(self, payload: dict[str, Any]) -> None:
-        line = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        pass
+def notify_actions(
+    registry: Registry, audit: Callable[[str, dict[str, Any]], None] | None = None
+) -> dict[str, Sink]:
+    """Every registered notify action by id: what the dispatcher delivers outbox rows to. Each that
+    defines `use_audit(append)` is given `audit` (appends an `action.*` event to the audit log)."""
+    actions: dict[str, Sink] = {}
+    for action in registry.actions.values():
+        if action.kind != "notify":
+            continue
+        use_audit = getattr(action, "use_audit", None)
+        if audit is not None and use_audit is not None:
+            use_audit(audit)
+        actions[action.id] = action  # type: ignore[assignment]
+    return actions
 
 
-def build_sinks(settings: AlertsSettings) -> dict[str, Sink]:
-    return {sink.id: JsonlSink(sink) for sink in settings.sink}
+def configured_sinks(settings: AlertsSettings, registry: Registry) -> list[str]:
+    """What a watch's `"alert"` means: the ids of the configured `[[alerts.sink]]` entries (registered as
+    notify actions by the plugin providing their type); also where `audit.head` events go."""
+    return [sink.id for sink in settings.sink if sink.id in registry.actions]
 
 
 def alert_payload(
@@ -205,6 +202,12 @@ class AlertDispatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self.failing: dict[str, str] = {}
+
+    def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
+        """Deliver through `sinks` with `settings`' retry timing from the next pass on (a reload); rows
+        still due for a sink no longer configured are marked failed as they come up."""
+        self.sinks = sinks
+        self.settings = settings
 
     def start(self) -> None:
         self._thread.start()

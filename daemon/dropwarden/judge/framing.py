@@ -4,7 +4,7 @@ Image decoders stop at the image's end marker (PNG `IEND`, JPEG `EOI`, the GIF t
 the container states (WebP's RIFF size, BMP's pixel array): whatever follows is never decoded. These
 walkers only follow chunk lengths, marker segments, sub-blocks and IFD offsets, and give up after
 `MAX_STEPS` blocks. TIFF has no end (its pages are found through offsets), so it is not cut. The
-same walks list the blocks that hold metadata (`dropwarden.metadata`).
+same walks list the blocks that hold metadata (`dropwarden.judge.metadata`).
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dropwarden.framing import EndNotFound, image_end
-from dropwarden.intake import Snapshot
-from dropwarden.metadata import metadata_view
+from dropwarden.judge.framing import EndNotFound, image_end
+from dropwarden.judge.intake import Snapshot
+from dropwarden.judge.metadata import metadata_view
+from dropwarden.judge.sniff import FileType, looks_like_text, sniff, utf16_without_bom
+from dropwarden.judge.textdecode import DecodeError, decode_text
+from dropwarden.judge.trailing import printable_strings, trailing_view, utf16le_strings
 from dropwarden.registry import Extractor, Incomplete
-from dropwarden.sniff import FileType, looks_like_text, sniff, utf16_without_bom
-from dropwarden.textdecode import DecodeError, decode_text
-from dropwarden.trailing import printable_strings, trailing_view, utf16le_strings
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ImageView, TextView, View
 
@@ -26,7 +26,7 @@ MAX_ROUNDS = 6
 MAX_STRINGS_BYTES = 64 * 1024 * 1024
 
 if TYPE_CHECKING:
-    from dropwarden.detect import DetectorRun, DetectorRunner
+    from dropwarden.judge.detect import DetectorRun, DetectorRunner
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from charset_normalizer import from_bytes
 
-from dropwarden.sniff import utf16_without_bom
+from dropwarden.judge.sniff import utf16_without_bom
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),

@@ -28,9 +28,9 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 from watchdog.observers.polling import PollingObserver
 
+from dropwarden.act.fsops import DIR_FLAGS
 from dropwarden.config import WatchSettings
-from dropwarden.fsops import DIR_FLAGS
-from dropwarden.settle import Hint, Settler, is_ignored
+from dropwarden.watch.settle import Hint, Settler, is_ignored
 
 # watchdog holds an IN_MOVED_FROM at the head of its event queue for `delay` (0.5 s by default) while it
 # waits for the IN_MOVED_TO of the same rename, and every later event waits behind it. Each file the

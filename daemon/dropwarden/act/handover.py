@@ -21,9 +21,9 @@ import os
 import stat
 from contextlib import suppress
 
-from dropwarden.fsops import fsync_dir, rename_noreplace
-from dropwarden.intake import FileIdentity, Snapshot
-from dropwarden.quarantine import QuarantineStore, place_tagged
+from dropwarden.act.fsops import fsync_dir, place_tagged, rename_noreplace
+from dropwarden.act.quarantine import QuarantineStore
+from dropwarden.judge.intake import FileIdentity, Snapshot
 
 WORK_PREFIX = ".dw-"
 COPY_SUFFIX = ".copy"

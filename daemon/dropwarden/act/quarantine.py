@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
@@ -12,28 +11,24 @@ import re
 import secrets
 import stat
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dropwarden import __version__
+from dropwarden.act.fsops import fsync_dir, open_dir, open_subdir_chain, place_tagged, rename_noreplace
+from dropwarden.act.quarantine_dir import QuarantineError, check_private, open_parent, open_store_dir
+from dropwarden.act.sidecar import check_id, display_bytes, is_item_id, unb64
+from dropwarden.act.sidecar import destination_of as destination_of  # importable from here, as before
+from dropwarden.act.sidecar import sidecar_for as sidecar_for
+from dropwarden.act.sidecar import sidecar_for_unread as sidecar_for_unread
 from dropwarden.config import WatchSettings
-from dropwarden.fsops import DIR_FLAGS, fsync_dir, open_dir, open_subdir_chain, rename_noreplace
-from dropwarden.intake import Snapshot
 
-SIDECAR_FORMAT = 1
 SIDECAR_SUFFIX = ".json"
 STORE_DIR_NAME = ".dropwarden-quarantine"
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024
-_ID_RE = re.compile(r"[0-9a-f]{32}")
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class QuarantineError(Exception):
-    """An operation on the quarantine store was refused; the message is meant for the operator."""
 
 
 def default_quarantine_dir(watch: WatchSettings) -> Path:
@@ -51,133 +46,6 @@ def default_quarantine_dir(watch: WatchSettings) -> Path:
         digest = hashlib.sha256(watch.id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         name = f"{name.strip('_') or 'watch'}-{digest}"
     return watch.path.parent / STORE_DIR_NAME / name
-
-
-def display_bytes(raw: bytes) -> str:
-    """A one-line, printable rendering of a path's bytes: invalid UTF-8 and control characters escaped."""
-    text = raw.decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
-def is_item_id(value: str) -> bool:
-    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
-
-
-def sidecar_for(
-    snapshot: Snapshot,
-    *,
-    item_id: str,
-    watch_id: str,
-    watch_root: Path,
-    relative_path: bytes,
-    verdict: Any,
-    reason: Any,
-    findings: list[dict[str, Any]],
-    audit_seq: int | None,
-) -> dict[str, Any]:
-    """The sidecar describing a quarantined snapshot. `relative_path` is the path's bytes below the watch
-    root (subdirectories included); verdict and reason may be enums or strings."""
-    return _sidecar(
-        item_id=item_id,
-        watch_id=watch_id,
-        watch_root=watch_root,
-        relative_path=relative_path,
-        file={
-            "owner": {"uid": snapshot.uid, "gid": snapshot.gid},
-            "mode": format(stat.S_IMODE(snapshot.mode), "04o"),
-            "size": snapshot.identity.size,
-            "mtime_ns": snapshot.identity.mtime_ns,
-            "ctime_ns": snapshot.ctime_ns,
-            "sha256": snapshot.sha256,
-        },
-        verdict=verdict,
-        reason=reason,
-        findings=findings,
-        audit_seq=audit_seq,
-    )
-
-
-def sidecar_for_unread(
-    st: os.stat_result,
-    *,
-    item_id: str,
-    watch_id: str,
-    watch_root: Path,
-    relative_path: bytes,
-    verdict: Any,
-    reason: Any,
-    audit_seq: int | None,
-    why: str,
-) -> dict[str, Any]:
-    """The sidecar of a file quarantined without being read (too large, unreadable): its metadata from
-    `st`, `sha256` null and `unread` saying why (restore cannot check bytes nobody read; the mover adds
-    `stored_identity`, `QuarantineStore.seal_unread`, which restore checks instead)."""
-    return _sidecar(
-        item_id=item_id,
-        watch_id=watch_id,
-        watch_root=watch_root,
-        relative_path=relative_path,
-        file={
-            "owner": {"uid": st.st_uid, "gid": st.st_gid},
-            "mode": format(stat.S_IMODE(st.st_mode), "04o"),
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns,
-            "sha256": None,
-            "unread": why,
-        },
-        verdict=verdict,
-        reason=reason,
-        findings=[],
-        audit_seq=audit_seq,
-    )
-
-
-def _sidecar(
-    *,
-    item_id: str,
-    watch_id: str,
-    watch_root: Path,
-    relative_path: bytes,
-    file: dict[str, Any],
-    verdict: Any,
-    reason: Any,
-    findings: list[dict[str, Any]],
-    audit_seq: int | None,
-) -> dict[str, Any]:
-    _check_id(item_id)
-    relative = relative_path.strip(b"/")
-    if not relative or any(part in (b"", b".", b"..") for part in relative.split(b"/")):
-        raise ValueError(f"not a relative path below the watch root: {relative_path!r}")
-    original = os.fsencode(watch_root).rstrip(b"/") + b"/" + relative
-    return {
-        "format": SIDECAR_FORMAT,
-        "id": item_id,
-        "original_path": display_bytes(original),
-        "original_path_b64": _b64(original),
-        "watch": watch_id,
-        "relative_path_b64": _b64(relative),
-        **file,
-        "verdict": _plain(verdict),
-        "reason": _plain(reason),
-        "findings": list(findings),
-        "audit_seq": audit_seq,
-        "quarantined_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "dropwarden_version": __version__,
-    }
-
-
-def destination_of(meta: dict[str, Any], to_dir: Path | None) -> bytes:
-    """Where `restore` puts an item: `to_dir/<original name>`, or the original path (bytes).
-    QuarantineError when the sidecar's paths are unusable."""
-    original = _unb64(meta, "original_path_b64")
-    relative = _unb64(meta, "relative_path_b64")
-    parts = relative.split(b"/")
-    if any(part in (b"", b".", b"..") for part in parts) or not original.endswith(b"/" + relative):
-        raise QuarantineError(f"sidecar of {meta.get('id')} holds unusable original/relative paths")
-    if to_dir is None:
-        return original
-    return os.fsencode(os.path.abspath(to_dir)).rstrip(b"/") + b"/" + parts[-1]
 
 
 class QuarantineStore:
@@ -198,11 +66,11 @@ class QuarantineStore:
         path = Path(os.path.abspath(path))
         if path == path.parent:
             raise QuarantineError(f"quarantine directory {path} is not usable (file system root)")
-        parent_fd = _open_parent(path, create)
+        parent_fd = open_parent(path, create)
         try:
-            fd = _open_store_dir(path, parent_fd, create)
+            fd = open_store_dir(path, parent_fd, create)
             try:
-                _check_private(path, fd, parent_fd, same_fs_as_fd)
+                check_private(path, fd, parent_fd, same_fs_as_fd)
             except BaseException:
                 os.close(fd)
                 raise
@@ -233,7 +101,7 @@ class QuarantineStore:
 
         OSError from the rename passes through unchanged (FileExistsError: the id is taken; EXDEV: the
         store is on another file system, which `open(same_fs_as_fd=…)` refuses up front)."""
-        _check_id(item_id)
+        check_id(item_id)
         rename_noreplace(src_dir_fd, name, self.fd, item_id)
         fsync_dir(self.fd)
         fsync_dir(src_dir_fd)
@@ -295,7 +163,7 @@ class QuarantineStore:
         """An item moved in unread keeps its inode, which a writer may still hold open: make it 0600 and
         return its identity as it lies in the store (`stored_identity` in its sidecar), which `restore`
         requires unchanged. The store is ours and private (0700), so its names are not links."""
-        _check_id(item_id)
+        check_id(item_id)
         with contextlib.suppress(PermissionError):  # not our file and not root: the identity still guards it
             os.chmod(item_id, 0o600, dir_fd=self.fd)
         return stored_identity(os.stat(item_id, dir_fd=self.fd, follow_symlinks=False))
@@ -324,7 +192,7 @@ class QuarantineStore:
 
     def write_sidecar(self, item_id: str, meta: dict[str, Any]) -> None:
         """Write (or atomically replace) `<item_id>.json`, mode 0600, durable when this returns."""
-        _check_id(item_id)
+        check_id(item_id)
         data = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
         tmp = f".{item_id}{SIDECAR_SUFFIX}.{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, _CREATE_FLAGS, 0o600, dir_fd=self.fd)
@@ -350,7 +218,7 @@ class QuarantineStore:
 
     def hash_item(self, item_id: str) -> str:
         """sha256 (hex) of the quarantined file as it is now."""
-        _check_id(item_id)
+        check_id(item_id)
         try:
             fd = os.open(item_id, _FILE_FLAGS, dir_fd=self.fd)
         except OSError as exc:
@@ -362,7 +230,7 @@ class QuarantineStore:
 
     def read_sidecar(self, item_id: str) -> dict[str, Any]:
         """The sidecar of `item_id`. QuarantineError when it is missing or not a sidecar of this id."""
-        _check_id(item_id)
+        check_id(item_id)
         name = item_id + SIDECAR_SUFFIX
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
@@ -434,7 +302,7 @@ class QuarantineStore:
         if to_dir is not None:
             dir_fd = self._open_dest(lambda: open_dir(to_dir), display_bytes(os.fsencode(to_dir)))
         else:
-            relative = _unb64(meta, "relative_path_b64")
+            relative = unb64(meta, "relative_path_b64")
             root = destination[: -len(relative) - 1] or b"/"
             subdirs = [os.fsdecode(part) for part in relative.split(b"/")[:-1]]
 
@@ -454,7 +322,7 @@ class QuarantineStore:
 
     def purge(self, item_id: str) -> None:
         """Delete an item's file and sidecar. QuarantineError when neither exists."""
-        _check_id(item_id)
+        check_id(item_id)
         removed = 0
         for name in (item_id, item_id + SIDECAR_SUFFIX):
             try:
@@ -571,24 +439,6 @@ def stored_identity(st: os.stat_result) -> dict[str, int]:
     }
 
 
-def tagged_name(name: str, tag: str) -> str:
-    """`name` with `tag` before its extension (`a.txt` -> `a.<tag>.txt`): a second name, never a clash."""
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}.{tag}.{ext}" if dot and stem else f"{name}.{tag}"
-
-
-def place_tagged(src_dir_fd: int, src: str, dst_dir_fd: int, name: str, tag: str) -> str:
-    """Rename `src` to `name` in `dst_dir_fd` without replacing anything; on a clash keep both by using
-    `tagged_name(name, tag)`. Returns the name used (FileExistsError when both are taken)."""
-    try:
-        rename_noreplace(src_dir_fd, src, dst_dir_fd, name)
-        return name
-    except FileExistsError:
-        tagged = tagged_name(name, tag)
-        rename_noreplace(src_dir_fd, src, dst_dir_fd, tagged)
-        return tagged
-
-
 def _give(fd: int, uid: int, gid: int) -> None:
     """chown to (uid, gid) as root; otherwise only the group, and only where we belong to it."""
     if os.geteuid() == 0:
@@ -596,113 +446,6 @@ def _give(fd: int, uid: int, gid: int) -> None:
         return
     with contextlib.suppress(PermissionError):
         os.fchown(fd, -1, gid)
-
-
-def _open_parent(path: Path, create: bool) -> int:
-    """An fd on the store's parent, creating missing ancestors (0700, no links followed) when `create`.
-
-    The deepest existing ancestor is opened as configured (links in the operator's path are theirs);
-    every directory this creates is opened without following links.
-    """
-    missing: list[str] = []
-    base = path.parent
-    while not os.path.lexists(base) and base != base.parent:
-        missing.append(base.name)
-        base = base.parent
-    if missing and not create:
-        raise QuarantineError(f"quarantine directory {path} does not exist")
-    try:
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise QuarantineError(f"cannot open {base} (parent of quarantine {path}): {exc.strerror}") from None
-    try:
-        for part in reversed(missing):
-            base = base / part
-            nxt = _mkdir_open(fd, base)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _mkdir_open(parent_fd: int, path: Path) -> int:
-    """mkdir `path.name` 0700 in parent_fd (if missing) and open it without following links."""
-    name = path.name
-    try:
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
-            created = True
-        except FileExistsError:
-            created = False
-        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        raise QuarantineError(_open_problem(path, exc, parent_fd)) from None
-    if created:
-        os.fchmod(fd, 0o700)  # whatever the umask
-        fsync_dir(parent_fd)
-    return fd
-
-
-def _open_store_dir(path: Path, parent_fd: int, create: bool) -> int:
-    try:
-        if create:
-            try:
-                os.mkdir(path.name, 0o700, dir_fd=parent_fd)
-            except FileExistsError:
-                pass
-            else:
-                fd = os.open(path.name, DIR_FLAGS, dir_fd=parent_fd)
-                os.fchmod(fd, 0o700)
-                fsync_dir(parent_fd)
-                return fd
-        return os.open(path.name, DIR_FLAGS, dir_fd=parent_fd)
-    except FileNotFoundError:
-        raise QuarantineError(f"quarantine directory {path} does not exist") from None
-    except OSError as exc:
-        raise QuarantineError(_open_problem(path, exc, parent_fd)) from None
-
-
-def _open_problem(path: Path, exc: OSError, parent_fd: int) -> str:
-    """O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR (or ELOOP): lstat says which it was."""
-    try:
-        is_link = stat.S_ISLNK(os.stat(path.name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        is_link = False
-    if exc.errno == errno.ELOOP or is_link:
-        return f"refusing quarantine directory {path}: it is a symbolic link"
-    if exc.errno == errno.ENOTDIR:
-        return f"refusing quarantine directory {path}: it (or a component) is not a directory"
-    return f"cannot open quarantine directory {path}: {exc.strerror}"
-
-
-def _check_private(path: Path, fd: int, parent_fd: int, same_fs_as_fd: int | None) -> None:
-    st = os.fstat(fd)
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise QuarantineError(
-            f"refusing quarantine directory {path}: owned by uid {st.st_uid},"
-            f" not by this process's effective uid {euid}"
-        )
-    if st.st_mode & 0o077:
-        raise QuarantineError(
-            f"refusing quarantine directory {path}: mode {stat.S_IMODE(st.st_mode):04o} gives group/other"
-            f" access; it must be private (chmod 700 {path})"
-        )
-    parent = os.fstat(parent_fd)
-    if parent.st_uid not in (0, euid) or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
-        raise QuarantineError(
-            f"refusing quarantine directory {path}: its parent {path.parent} (uid {parent.st_uid}, mode"
-            f" {stat.S_IMODE(parent.st_mode):04o}) lets another user rename or replace it"
-        )
-    if same_fs_as_fd is not None:
-        other = os.fstat(same_fs_as_fd)
-        if other.st_dev != st.st_dev:
-            raise QuarantineError(
-                f"refusing quarantine directory {path}: it is on another file system than the watched"
-                " directory (a quarantine must be a rename); set quarantine_dir on the same file system"
-            )
 
 
 def _check_unread_unchanged(item_id: str, meta: dict[str, Any], st: os.stat_result) -> None:
@@ -757,23 +500,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _check_id(item_id: str) -> None:
-    if not is_item_id(item_id):
-        raise QuarantineError(f"not a quarantine id: {item_id!r} (32 lowercase hex digits)")
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(meta: dict[str, Any], key: str) -> bytes:
-    try:
-        return base64.b64decode(str(meta[key]), validate=True)
-    except (KeyError, ValueError):
-        raise QuarantineError(f"sidecar of {meta.get('id')} lacks a valid {key}") from None
-
-
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)

@@ -7,8 +7,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from dropwarden.judge.textdecode import DecodeError, decode_text
 from dropwarden.redact import mask_value
-from dropwarden.textdecode import DecodeError, decode_text
 from dropwarden.views import TextView
 
 NAME_VIEW = "name"

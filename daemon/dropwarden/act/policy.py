@@ -12,7 +12,7 @@ from dropwarden.findings import Finding, Severity
 from dropwarden.verdict import Problem, Reason, Verdict, VerdictKind
 
 if TYPE_CHECKING:
-    from dropwarden.detect import DetectorRun
+    from dropwarden.judge.detect import DetectorRun
     from dropwarden.registry import Detector
 
 

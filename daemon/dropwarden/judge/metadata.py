@@ -1,7 +1,7 @@
 """An image's metadata as a text view: text chunks, comments, EXIF, XMP, ICC names; no pixel decoded.
 
 A card number in a PNG `tEXt` chunk, a JPEG comment or an EXIF UserComment is never seen by OCR; the
-core walks the container's blocks (`dropwarden.framing`) and gives every block that is not pixel data
+core walks the container's blocks (`dropwarden.judge.framing`) and gives every block that is not pixel data
 to the text rules, as view `metadata`: text fields decoded, EXIF parsed (Pillow) into its string tags,
 any other block as its printable strings. At most `limit` bytes of text (more: too_large, what was read
 still judged); a block that cannot be decoded is a decode_error, never silently skipped.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from PIL import ExifTags, Image, TiffTags
 
-from dropwarden.framing import EndNotFound, gif_extensions, jpeg_segments, png_chunks, riff_chunks
-from dropwarden.trailing import as_text, printable_strings
+from dropwarden.judge.framing import EndNotFound, gif_extensions, jpeg_segments, png_chunks, riff_chunks
+from dropwarden.judge.trailing import as_text, printable_strings
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import TextView
 

@@ -7,14 +7,14 @@ import os
 from dataclasses import dataclass, field
 
 from dropwarden.config import Settings
-from dropwarden.detect import DetectorRun, DetectorRunner
-from dropwarden.extract import extract_views
 from dropwarden.findings import Finding, Findings
-from dropwarden.intake import Refusal, Snapshot, take_snapshot
-from dropwarden.names import DECODED_VIEW, NAME_VIEW, NAME_VIEWS, WORDS_VIEW, JudgedName, name_views
+from dropwarden.judge.detect import DetectorRun, DetectorRunner
+from dropwarden.judge.extract import extract_views
+from dropwarden.judge.intake import Refusal, Snapshot, take_snapshot
+from dropwarden.judge.names import DECODED_VIEW, NAME_VIEW, NAME_VIEWS, WORDS_VIEW, JudgedName, name_views
+from dropwarden.judge.sniff import FileType
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext, Registry
-from dropwarden.sniff import FileType
 from dropwarden.verdict import Problem, Verdict, VerdictBuilder
 
 # Names of members inside a file (findings' `within`) judged per file for masking, and shown at most.

@@ -1,7 +1,7 @@
 """The bytes after an image's end as a text view, judged by every text rule like any text file.
 
 A card number appended to a clean PNG is never decoded by OCR or seen by a vision model; the core cuts
-an image file at its end (`dropwarden.framing`) and gives the rest to the text rules: decoded as text
+an image file at its end (`dropwarden.judge.framing`) and gives the rest to the text rules: decoded as text
 when it is text, else the printable strings in it.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dropwarden.sniff import looks_like_text
-from dropwarden.textdecode import DecodeError, decode_text
+from dropwarden.judge.sniff import looks_like_text
+from dropwarden.judge.textdecode import DecodeError, decode_text
 from dropwarden.views import TextView
 
 VIEW_NAME = "trailing"

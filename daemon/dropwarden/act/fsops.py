@@ -82,3 +82,21 @@ def fsync_dir(dir_fd: int) -> None:
 def is_private_dir(st: os.stat_result) -> bool:
     """Ours and closed to group and others: what a quarantine directory must be."""
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def tagged_name(name: str, tag: str) -> str:
+    """`name` with `tag` before its extension (`a.txt` -> `a.<tag>.txt`): a second name, never a clash."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{tag}.{ext}" if dot and stem else f"{name}.{tag}"
+
+
+def place_tagged(src_dir_fd: int, src: str, dst_dir_fd: int, name: str, tag: str) -> str:
+    """Rename `src` to `name` in `dst_dir_fd` without replacing anything; on a clash keep both by using
+    `tagged_name(name, tag)`. Returns the name used (FileExistsError when both are taken)."""
+    try:
+        rename_noreplace(src_dir_fd, src, dst_dir_fd, name)
+        return name
+    except FileExistsError:
+        tagged = tagged_name(name, tag)
+        rename_noreplace(src_dir_fd, src, dst_dir_fd, tagged)
+        return tagged

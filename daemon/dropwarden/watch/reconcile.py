@@ -14,11 +14,11 @@ import os
 import stat
 from collections.abc import Callable
 
-from dropwarden.activewatch import ActiveWatch
-from dropwarden.fsops import DIR_FLAGS
-from dropwarden.intake import FileIdentity
-from dropwarden.settle import Hint, is_ignored
+from dropwarden.act.fsops import DIR_FLAGS
+from dropwarden.judge.intake import FileIdentity
 from dropwarden.state import State
+from dropwarden.watch.activewatch import ActiveWatch
+from dropwarden.watch.settle import Hint, is_ignored
 
 
 def reconcile(

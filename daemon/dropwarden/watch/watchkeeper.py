@@ -18,30 +18,27 @@ from typing import Any, Protocol
 
 import structlog
 
-from dropwarden.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.alerts import ecs_event, ecs_severity
+from dropwarden.act.alerts import ecs_event, ecs_severity
 from dropwarden.audit import AuditError
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.findings import Severity
-from dropwarden.walk import display_path
-from dropwarden.watch import mount_points, mounts_inside
+from dropwarden.watch.activewatch import ActiveWatch, WatchSetupError, arm
+from dropwarden.watch.walk import display_path
+from dropwarden.watch.watch import mount_points, mounts_inside
 
-log = structlog.get_logger("dropwarden.watchkeeper")
+log = structlog.get_logger("dropwarden.watch.watchkeeper")
 
 RETIRE_AFTER = 30.0  # seconds a replaced watch stays open for the worker that may still use it
 LEFT_BEHIND = "files in the moved-away directory are no longer watched, judged or moved"
 
 
 class _Host(Protocol):
-    """What the keeper needs from the service."""
+    """What the keeper needs from the service: its running settings, its degraded reasons, and its
+    collaborators (`dropwarden.assembly.Collaborators`: pipeline, watcher, audit, state, alerts)."""
 
     settings: Settings
     degraded: dict[str, str]
-    pipeline: Any
-    watcher: Any
-    audit: Any
-    state: Any
-    alerts: Any
+    parts: Any
 
     def request_reconcile(self, reason: str) -> None: ...
 
@@ -95,7 +92,7 @@ class WatchKeeper:
             self._lost.pop(watch_id)
             host.degraded.pop(f"watch:{watch_id}", None)
         for watch_id, settings in configured.items():
-            active = host.pipeline.context.watches.get(watch_id)
+            active = host.parts.pipeline.context.watches.get(watch_id)
             if active is None:
                 if watch_id in self._lost:
                     self._try_rearm(settings)
@@ -115,11 +112,12 @@ class WatchKeeper:
         moved_to = where_now(watch.root_fd) if problem != "deleted" else None
         # Off the context first: pending and queued files of this watch then find no watch and are
         # dropped, and no sweep walks the directory that left.
-        ctx = host.pipeline.context
-        host.pipeline.context = dataclasses.replace(
-            ctx, watches={k: v for k, v in ctx.watches.items() if k != watch_id}
+        pipeline = host.parts.pipeline
+        ctx = pipeline.context
+        pipeline.reconfigure(
+            dataclasses.replace(ctx, watches={k: v for k, v in ctx.watches.items() if k != watch_id})
         )
-        host.watcher.unschedule(watch_id)
+        host.parts.watcher.unschedule(watch_id)
         _retire(watch)
         self._lost[watch_id] = problem
         self._report_mounts(watch_id, frozenset(), quiet=True)
@@ -155,12 +153,13 @@ class WatchKeeper:
             self._not_rearmed(settings.id, str(exc))
             return
         # Into the context before its events can come, so none is dropped for want of a watch.
-        ctx = host.pipeline.context
-        host.pipeline.context = dataclasses.replace(ctx, watches={**ctx.watches, settings.id: fresh})
+        pipeline = host.parts.pipeline
+        ctx = pipeline.context
+        pipeline.reconfigure(dataclasses.replace(ctx, watches={**ctx.watches, settings.id: fresh}))
         try:
-            host.watcher.schedule(fresh.tree)
+            host.parts.watcher.schedule(fresh.tree)
         except OSError as exc:
-            host.pipeline.context = ctx
+            pipeline.reconfigure(ctx)
             fresh.close()
             self._not_rearmed(settings.id, f"watch {settings.id}: {display_path(root)}: {exc.strerror}")
             return
@@ -190,7 +189,7 @@ class WatchKeeper:
             points: list[str] | None = mount_points()
         except OSError:
             points = None  # no /proc: the sweeps' device check still finds them
-        watches = self._host.pipeline.context.watches
+        watches = self._host.parts.pipeline.context.watches
         for watch_id in [w for w in self._mounts if w not in watches]:
             self._report_mounts(watch_id, frozenset(), quiet=True)
         for watch in watches.values():
@@ -235,11 +234,11 @@ class WatchKeeper:
             self._audit("watch.mounts", {"watch": watch_id, "watched_again": gone, "all": remaining})
             # The directory under the mount point may not be watched (it was covered when the tree
             # was scheduled): watch the tree afresh, and sweep what is there.
-            watch = host.pipeline.context.watches.get(watch_id)
+            watch = host.parts.pipeline.context.watches.get(watch_id)
             if watch is not None:
-                host.watcher.unschedule(watch_id)
+                host.parts.watcher.unschedule(watch_id)
                 try:
-                    host.watcher.schedule(watch.tree)
+                    host.parts.watcher.schedule(watch.tree)
                 except OSError as exc:
                     log.error("watch not rescheduled", watch=watch_id, error=str(exc))
             host.request_reconcile("mount gone")
@@ -248,23 +247,23 @@ class WatchKeeper:
 
     def _audit(self, kind: str, body: dict[str, Any]) -> int | None:
         try:
-            return self._host.audit.append(kind, body).seq
+            return self._host.parts.audit.append(kind, body).seq
         except (AuditError, OSError, ValueError) as exc:
             log.error("watch event not audited", type=kind, error=str(exc))
             return None
 
     def _alert(self, watch_id: str, root: str, problem: str, seq: int | None) -> None:
         host = self._host
-        sinks = list(host.pipeline.context.sinks)
+        sinks = list(host.parts.pipeline.context.sinks)
         if not sinks:
             return
         alert_id = uuid.uuid4().hex
         try:
-            host.state.enqueue_alert(alert_id, sinks, _payload(alert_id, watch_id, root, problem, seq))
+            host.parts.state.enqueue_alert(alert_id, sinks, _payload(alert_id, watch_id, root, problem, seq))
         except Exception as exc:  # the state database is busy or broken: the log line and STATUS stay
             log.error("watch alert not queued", watch=watch_id, error=f"{type(exc).__name__}: {exc}")
             return
-        host.alerts.kick()
+        host.parts.alerts.kick()
 
 
 def _payload(alert_id: str, watch_id: str, root: str, problem: str, seq: int | None) -> dict[str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from dropwarden.act.fsops import make_subdir_chain, open_dir
+from dropwarden.act.quarantine import QuarantineStore, default_quarantine_dir
 from dropwarden.config import WatchSettings
-from dropwarden.fsops import make_subdir_chain, open_dir
-from dropwarden.quarantine import QuarantineStore, default_quarantine_dir
-from dropwarden.walk import display_path
-from dropwarden.watch import WatchedTree
+from dropwarden.watch.walk import display_path
+from dropwarden.watch.watch import WatchedTree
 
 
 class WatchSetupError(Exception):

@@ -9,14 +9,14 @@ import stat
 
 import structlog
 
-from dropwarden.activewatch import ActiveWatch
+from dropwarden.act.fsops import fsync_dir, open_subdir_chain, place_tagged, tagged_name
+from dropwarden.act.handover import COPY_SUFFIX, HOLD_SUFFIX, WORK_PREFIX, is_work_name, tag_of
+from dropwarden.act.quarantine import QuarantineStore
 from dropwarden.audit import AuditLog
-from dropwarden.fsops import fsync_dir, open_subdir_chain
-from dropwarden.handover import COPY_SUFFIX, HOLD_SUFFIX, WORK_PREFIX, is_work_name, tag_of
-from dropwarden.quarantine import QuarantineStore, place_tagged, tagged_name
 from dropwarden.state import Intent, State
+from dropwarden.watch.activewatch import ActiveWatch
 
-log = structlog.get_logger("dropwarden.recovery")
+log = structlog.get_logger("dropwarden.act.recovery")
 
 
 def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> int:

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dropwarden.fsops import DIR_FLAGS
+from dropwarden.act.fsops import DIR_FLAGS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Acting: the policy's decision, moves through the private store, alerts, and recovery."""

@@ -1,0 +1,1 @@
+"""Judging: reading a snapshot, typing it, extracting views, running detectors, the verdict."""

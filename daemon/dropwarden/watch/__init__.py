@@ -1,0 +1,1 @@
+"""Watching: inotify events, settling, reconciliation walks and the health of watch roots."""

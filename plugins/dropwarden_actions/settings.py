@@ -1,0 +1,47 @@
+"""The actions plugin's settings: the models of the alert sink types it provides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from dropwarden.config import SinkSettings
+
+
+class JsonlSinkSettings(SinkSettings):
+    """`type = "jsonl"`: appends one ECS-shaped JSON object per line to `path`."""
+
+    type: Literal["jsonl"]
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.type}:{self.path}"
+
+
+class ExecSinkSettings(SinkSettings):
+    """`type = "exec"`: runs `argv` (never through a shell; `argv[0]` an absolute path) for each alert,
+    the alert as JSON on stdin; killed (its whole process group) after `timeout` seconds; at most
+    `max_concurrent` at once. A non-zero exit, a timeout or a failure to start is retried like any
+    failing sink."""
+
+    type: Literal["exec"]
+    argv: list[str] = Field(min_length=1)
+    timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_concurrent: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("argv")
+    @classmethod
+    def _program_by_absolute_path(cls, argv: list[str]) -> list[str]:
+        if not os.path.isabs(argv[0]):
+            raise ValueError("argv[0] must be the program's absolute path (no shell, no PATH search)")
+        if any("\0" in arg for arg in argv):
+            raise ValueError("an argument holds a NUL byte")
+        return argv
+
+    @property
+    def id(self) -> str:
+        return self.name or f"exec:{self.argv[0]}"

@@ -1,0 +1,376 @@
+"""The hyperscan engine: one prefilter scan for all rules, confirmed by Python `re` in small windows."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Container, Iterator, Sequence
+from typing import Any
+
+from dropwarden_regex.hyperscan_plan import (
+    MARGIN,
+    CompiledDatabase,
+    RulePlan,
+    confirm_regions,
+    hyperscan_expressions,
+    merge_regions,
+    near_context,
+)
+from dropwarden_regex.rewrite import UnsupportedSyntax
+from dropwarden_regex.rules import Rule
+from dropwarden_regex.spans import (
+    NOTHING,
+    SEGMENT,
+    CharCursor,
+    LazyRule,
+    Span,
+    contexts_of,
+    finish,
+    lazy_batches,
+    validators_of,
+)
+
+
+class HyperscanEngine:
+    """One hyperscan scan for all rules, then per-rule confirmation by Python `re` in small windows.
+
+    For every rule, expressions whose hits are a superset of the rule's match *end* offsets are
+    compiled with `HS_FLAG_PREFILTER`: the rule's pattern itself (lookarounds dropped, large repeats
+    widened: both only add matches), or the pack's cheaper `prefilter`/`trigger` expressions (see
+    packs/pii.toml). No start-of-match tracking: it costs ~10x. The end offsets of one rule are merged
+    into regions, and each region is confirmed by `regex.finditer(data, ws, we)` over a window:
+
+        ws = min_end - L           L: the rule's longest match (capped): no match ending here starts earlier
+        we = max_end + L + R + 64  R: how far its lookaheads read: every attempt starting <= max_end reads
+                                   only bytes below `we`, so it behaves exactly as over the whole text
+
+    and only matches starting at or before `max_end` are kept (so the scan stops at the first match
+    ending past it: every later match starts later still). Regions whose windows would overlap are
+    merged, so the scan at `ws` is never inside a match of the whole-text scan; `re` sees the bytes
+    before `ws`, so lookbehinds and \\b are exact. The result equals the whole-text scan for every rule
+    whose matches are at most L bytes long (all built-in rules; L defaults to `rules.max_match_length`,
+    a pack rule may declare its own `max_length`).
+
+    Two databases: the fast one uses each rule's `trigger` where it has one (a coarse expression shared
+    by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
+    stops once a trigger has reported more than `trigger_budget` hits (logs, numeric tables), and the
+    precise database scans the view instead, so confirmation stays proportional to real candidates.
+    The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
+    is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
+
+    Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
+    against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
+    one to `finditer` over the whole text, as `PythonEngine` does for all rules.
+    """
+
+    name = "hyperscan"
+
+    def __init__(self, rules: Sequence[Rule], max_match_length: int = 512) -> None:
+        import hyperscan
+
+        self._hs = hyperscan
+        self._plans = [RulePlan(rule, max_match_length) for rule in rules]
+        self._contexts = contexts_of(rules)
+        self._validators = validators_of(rules)
+        self._local = threading.local()
+        # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
+        # more than one per `bytes per hit` of the view scanned so far
+        self.trigger_budget = (256, 512)
+        # (minimum, bytes per hit): a segment whose precise scan reports more is dense (`_segment_hits`)
+        self.dense_budget = (4096, 16)
+        self.segment = SEGMENT
+        self._groups: dict[tuple[int, tuple[int, ...]], Any] = {}
+        self._groups_lock = threading.Lock()
+        # How far a segment's scan reaches around it (see `scan_batches`): hits of matches starting in
+        # the segment end at most `back` after it; windows and context words reach further.
+        plans = self._plans
+        self._reach_back = max((p.back for p in plans), default=0)
+        self._reach_forward = max((p.forward for p in plans), default=0)
+        self._reach_context = max((4 * p.window + 4 for p in plans if p.context), default=0)
+        # Rules matched against decoded text (non-ASCII patterns) are not given to hyperscan: its UTF-8
+        # mode is undefined on text holding lone surrogates. They, and any rule hyperscan rejects even
+        # in prefilter mode, run as one whole-text `finditer` each.
+        precise: dict[int, list[tuple[bytes, int]]] = {}
+        fast: dict[int, list[tuple[bytes, int]]] = {}
+        for index, rule in enumerate(rules):
+            if rule.unicode:
+                continue
+            try:
+                expressions = hyperscan_expressions(rule, hyperscan, use_trigger=False)
+                fast[index] = hyperscan_expressions(rule, hyperscan, use_trigger=True)
+            except UnsupportedSyntax:
+                continue
+            precise[index] = expressions
+        self._precise = self._compile_all(precise)
+        compiled = set(self._precise.rule_expressions) if self._precise else set()
+        fast = {index: expressions for index, expressions in fast.items() if index in compiled}
+        triggers = {expression for index in compiled if rules[index].trigger for expression in fast[index]}
+        self._fast = (self._compile(fast) if triggers else None) or self._precise
+        self._trigger_ids = frozenset(
+            self._fast.ids[expression] for expression in triggers if self._fast is not self._precise
+        )
+        self.fallback = [index for index in range(len(rules)) if index not in compiled]
+        self.needs_text = any(rules[index].unicode for index in self.fallback)
+        # the precise database's ids of every context word expression (scanned first in a dense segment)
+        precise_ids = self._precise.ids if self._precise else {}
+        self._context_ids = tuple(
+            sorted(
+                {
+                    precise_ids[literal]
+                    for index in compiled
+                    for literal in (self._plans[index].context_words, self._plans[index].context_odd)
+                    if literal is not None and literal in precise_ids
+                }
+            )
+        )
+
+    def _compile_all(self, wanted: dict[int, list[tuple[bytes, int]]]) -> CompiledDatabase | None:
+        """A database of all `wanted` rules, or of those that compile (the others fall back)."""
+        if not wanted:
+            return None
+        compiled = self._compile(wanted)
+        if compiled is None:  # find the culprits, compile the rest
+            wanted = {
+                index: expressions
+                for index, expressions in wanted.items()
+                if self._compile({index: expressions})
+            }
+            compiled = self._compile(wanted) if wanted else None
+        return compiled
+
+    def _compile(self, wanted: dict[int, list[tuple[bytes, int]]]) -> CompiledDatabase | None:
+        """Equal expressions (a trigger shared by several rules) are compiled once; their hits go to
+        every rule that names them. The context words of the wanted rules come along."""
+        ids: dict[tuple[bytes, int], int] = {}
+        rule_expressions = {
+            index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
+            for index, expressions in wanted.items()
+        }
+        for index in wanted:
+            plan = self._plans[index]
+            for literal in (plan.context_words, plan.context_odd):
+                if literal is not None:
+                    ids.setdefault(literal, len(ids))
+        hs = self._hs
+        db = hs.Database(mode=hs.HS_MODE_BLOCK)
+        try:
+            db.compile(
+                expressions=[expression for expression, _ in ids],
+                ids=list(ids.values()),
+                elements=len(ids),
+                flags=[flags for _, flags in ids],
+            )
+        except hs.error:
+            return None
+        return CompiledDatabase(db, ids, rule_expressions, self._plans)
+
+    def _scratch(self, database: CompiledDatabase | Any) -> Any:
+        db = database.db if isinstance(database, CompiledDatabase) else database
+        scratches = getattr(self._local, "scratches", None)
+        if scratches is None:
+            scratches = self._local.scratches = {}
+        scratch = scratches.get(id(db))
+        if scratch is None:
+            scratch = scratches[id(db)] = self._hs.Scratch(db)
+        return scratch
+
+    def _segment_hits(
+        self, chunk: bytes, done: Container[int]
+    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+        """One segment's hits: `_hits`; but where the precise scan finds the chunk dense (more hits than
+        `dense_budget` allows), each group of rules is scanned on its own database, leaving out the
+        rules in `done` and the rules whose context words are not in the chunk. A file made of card
+        numbers then costs, once the caller has counted enough of them, no more than its other rules."""
+        try:
+            return self._hits(chunk, dense=self.dense_budget)
+        except _Dense:
+            pass
+        precise = self._precise
+        assert precise is not None
+        hits: list[list[int]] = [[] for _ in range(precise.expression_count)]
+        words = self._group_db(precise, self._context_ids)
+        if words is not None:
+            words.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(words))
+        for expression_ids, members, _back, _forward in precise.groups:
+            if not any(index not in done and self._context_in(index, precise, hits) for index in members):
+                continue
+            group = self._group_db(precise, expression_ids)
+            if group is None:  # cannot happen (they compiled together); scan everything then
+                return self._hits(chunk, precise=True)
+            group.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(group))
+        return precise, hits
+
+    def _context_in(self, index: int, database: CompiledDatabase, hits: list[list[int]]) -> bool:
+        """Whether rule `index` needs no context words, or the chunk scanned holds one of its words."""
+        plan = self._plans[index]
+        if not plan.context:
+            return True
+        literals = (plan.context_words, plan.context_odd)
+        return any(hits[database.ids[literal]] for literal in literals if literal is not None)
+
+    def _group_db(self, database: CompiledDatabase, expression_ids: tuple[int, ...]) -> Any:
+        """A database of some of `database`'s expressions, under the same ids (compiled once)."""
+        if not expression_ids:
+            return None
+        key = (id(database), expression_ids)
+        with self._groups_lock:
+            if key in self._groups:
+                return self._groups[key]
+            wanted = set(expression_ids)
+            chosen = [
+                (expression, flags, i) for (expression, flags), i in database.ids.items() if i in wanted
+            ]
+            hs = self._hs
+            db = hs.Database(mode=hs.HS_MODE_BLOCK)
+            try:
+                db.compile(
+                    expressions=[expression for expression, _, _ in chosen],
+                    ids=[i for _, _, i in chosen],
+                    elements=len(chosen),
+                    flags=[flags for _, flags, _ in chosen],
+                )
+            except hs.error:
+                db = None
+            self._groups[key] = db
+            return db
+
+    def _hits(
+        self, data: bytes, precise: bool = False, dense: tuple[int, int] | None = None
+    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+        """Run the fast database (the precise one if asked, or once a trigger overflows its budget).
+        With `dense` (minimum, bytes per hit), a precise scan that reports more than `minimum` hits and
+        more than one per `bytes per hit` so far stops, raising _Dense."""
+        fast = self._fast
+        if fast is None:
+            return None
+        if not precise and self._trigger_ids:
+            hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
+            minimum, per_hit = self.trigger_budget
+            dense_minimum, dense_per_hit = dense or (sys.maxsize, 1)
+            triggers = self._trigger_ids
+            total, dense_stop = 0, False
+
+            def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+                nonlocal total, dense_stop
+                ends = hits[expression]
+                ends.append(end)
+                total += 1
+                if total > dense_minimum and total > end // dense_per_hit:
+                    dense_stop = True  # dense in expressions without a trigger (e-mail addresses, say)
+                    return True
+                # over budget so far: decided early, so a dense view is not scanned twice in full
+                return (expression in triggers and len(ends) > minimum and len(ends) > end // per_hit) or None
+
+            try:
+                fast.db.scan(data, match_event_handler=on_hit, scratch=self._scratch(fast))
+                return fast, hits
+            except self._hs.ScanTerminated:
+                if dense_stop:
+                    raise _Dense from None
+        database = self._precise if precise or self._trigger_ids else fast
+        if database is None:
+            return None
+        hits = [[] for _ in range(database.expression_count)]
+        if dense is None:
+            database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
+            return database, hits
+        minimum, per_hit = dense
+        count = 0
+
+        def on_dense_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+            nonlocal count
+            hits[expression].append(end)
+            count += 1
+            return (count > minimum and count > end // per_hit) or None
+
+        try:
+            database.db.scan(data, match_event_handler=on_dense_hit, scratch=self._scratch(database))
+        except self._hs.ScanTerminated:
+            raise _Dense from None
+        return database, hits
+
+    def scan_path(self, data: bytes) -> str:
+        """Which database `scan` uses for `data`: "fast" or "precise" (for tests and diagnostics)."""
+        found = self._hits(data)
+        return "precise" if found is not None and found[0] is not self._fast else "fast"
+
+    def prefilter_hits(self, data: bytes, precise: bool = False) -> dict[int, set[int]]:
+        """Rule index -> the end offsets its expressions report in `data` (for tests)."""
+        found = self._hits(data, precise) if data else None
+        if found is None:
+            return {}
+        database, hits = found
+        return {
+            index: {end for e in ids for end in hits[e]} for index, ids in database.rule_expressions.items()
+        }
+
+    def scan(self, data: bytes, text: str) -> list[Span]:
+        return [span for batch in self.scan_batches(data, text) for span in batch]
+
+    def scan_batches(self, data: bytes, text: str, done: Container[int] = NOTHING) -> Iterator[list[Span]]:
+        """One batch per segment [low, high) of the view: the matches that start in it.
+
+        The segment's hyperscan scan covers it and enough around it (`_reach_*`) for every hit of a
+        match starting in it, for its windows, and for the context words near them; its regions come
+        from the hits ending in [low, high + back). A rule's first window in a segment starts no
+        earlier than the end of its last match in the segments before, so, as in one scan of the whole
+        view, no window starts inside a match of the whole-text scan. Rules in `fallback` are their
+        whole-view `finditer`, taken a segment at a time."""
+        size = len(data)
+        if not size:
+            return
+        plans = self._plans
+        lazy = [
+            LazyRule(index, plans[index].regex, plans[index].unicode, data, text) for index in self.fallback
+        ]
+        fallback = lazy_batches(lazy, data, text, self.segment, done, {}, {}) if lazy else None
+        resume = [0] * len(plans)  # per rule: where its whole-text scan has got to
+        cursor = CharCursor(data, text)
+        context_cursor = CharCursor(data, text)
+        around = self._reach_back + self._reach_context + MARGIN
+        after = self._reach_back + self._reach_forward + self._reach_context + MARGIN
+        for low in range(0, size, self.segment):
+            high = min(size, low + self.segment)
+            byte_spans: list[Span] = []
+            base = max(0, low - around)
+            found = self._segment_hits(data[base : min(size, high + after)], done)
+            if found is not None:
+                database, hits = found
+                first, last = low - base, high + self._reach_back - base
+                for expression_ids, members, back, forward in database.groups:
+                    active = [index for index in members if index not in done]
+                    if not active:
+                        continue
+                    ends = [base + end for x in expression_ids for end in hits[x] if first <= end < last]
+                    if not ends:
+                        continue
+                    regions = merge_regions(ends, back, forward, size)
+                    for index in active:
+                        plan = plans[index]
+                        rule_regions = (
+                            near_context(regions, plan, data, text, database, hits, base, context_cursor)
+                            if plan.context
+                            else regions
+                        )
+                        resume[index] = confirm_regions(
+                            plan.regex.finditer,
+                            index,
+                            rule_regions,
+                            data,
+                            low,
+                            high,
+                            resume[index],
+                            byte_spans,
+                        )
+            batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
+            if fallback is not None:
+                batch = sorted(batch + next(fallback), key=lambda span: (span[1], span[2], span[0]))
+            yield batch
+
+
+def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
+    hits[expression].append(end)
+
+
+class _Dense(Exception):
+    """A segment's precise scan stopped: more hits than `HyperscanEngine.dense_budget` allows."""
