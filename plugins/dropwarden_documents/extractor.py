@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from dropwarden.intake import Snapshot
 
 VERSION = "0.2.0"
-CONTAINERS = frozenset({"zip", "pdf", "gzip", "bzip2", "xz", "tar"})
+CONTAINERS = frozenset({"zip", "pdf", "gzip", "bzip2", "xz", "tar", "ole"})
 
 
 def is_document(data: bytes) -> bool:

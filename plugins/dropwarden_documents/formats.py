@@ -11,6 +11,7 @@ from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
 from dropwarden_documents.mail import walk_mail
 from dropwarden_documents.markup import is_html, is_xml, walk_html, walk_xml
 from dropwarden_documents.odf import is_odf, walk_odf
+from dropwarden_documents.ole import walk_ole
 from dropwarden_documents.ooxml import is_ooxml, walk_ooxml
 from dropwarden_documents.rtf import is_rtf, walk_rtf
 from dropwarden_documents.settings import DocumentsSettings
@@ -34,6 +35,8 @@ def handler_for(data: bytes, name: str = "") -> Handler | None:
         return walk_compressed
     if found == "tar":
         return walk_tar
+    if found == "ole":
+        return walk_ole
     if is_rtf(data):
         return walk_rtf
     if is_html(data):
