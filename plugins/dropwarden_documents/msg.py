@@ -6,7 +6,7 @@ import olefile
 
 from dropwarden.content import DecodeError, decode_text
 from dropwarden_documents.htmltext import html_text
-from dropwarden_documents.ole import read_stream
+from dropwarden_documents.olestream import read_stream
 from dropwarden_documents.walk import Walker, Within
 
 MAX_MESSAGE_NESTING = 8  # attached messages inside attached messages (each also counts as depth)

@@ -10,48 +10,18 @@ import olefile
 import xlrd
 
 from dropwarden.content import printable_strings, utf16le_strings
+from dropwarden_documents.msg import is_msg, walk_msg
+from dropwarden_documents.olestream import Damaged, open_ole, read_stream
 from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
 
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 MAX_PIECES = 100_000  # pieces of a Word piece table
 MAX_RECORDS = 1_000_000  # records of a PowerPoint stream
 MAX_RECORD_NESTING = 64
 
 
-class Damaged(Exception):
-    """A part of an OLE file that does not hold together; its message names the part (never content)."""
-
-
-def is_ole(data: bytes) -> bool:
-    return data[:8] == OLE_MAGIC
-
-
-def open_ole(data: bytes) -> olefile.OleFileIO:
-    try:
-        return olefile.OleFileIO(data)
-    except (OSError, ValueError, struct.error, IndexError) as exc:
-        raise Damaged(f"compound file structure ({type(exc).__name__})") from None
-
-
-def read_stream(walker: Walker, ole: olefile.OleFileIO, path: str | list[str]) -> bytes:
-    """One stream's bytes within documents.max_member_bytes and the file's total, counted as read."""
-    name = path if isinstance(path, str) else "/".join(path)
-    if ole.get_size(path) > walker.limits.max_member_bytes:
-        raise LimitReached(f"stream {name[-60:]}: more than documents.max_member_bytes")
-    try:
-        with ole.openstream(path) as stream:
-            data = stream.read(int(walker.limits.max_member_bytes) + 1)
-    except (OSError, ValueError, struct.error, IndexError) as exc:
-        raise Damaged(f"stream {name[-60:]} ({type(exc).__name__})") from None
-    walker.charge(len(data))
-    return data
-
-
 def walk_ole(walker: Walker, data: bytes, within: Within, depth: int) -> None:
     """An OLE2 compound file by the streams it holds: .doc, .xls, .ppt, Outlook .msg; any other one is a
     binary nothing understands (its strings judged, the file unsupported_type). Damage names its part."""
-    from dropwarden_documents.msg import is_msg, walk_msg
-
     ole = open_ole(data)
     try:
         if ole.exists("WordDocument"):
