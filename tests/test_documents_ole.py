@@ -138,7 +138,7 @@ def test_text_on_a_ppt_slide_is_found_with_its_slide_number(tmp_path, write_conf
 def test_a_msg_body_html_body_and_attached_docx_are_found_and_named(tmp_path, write_config):
     (tmp_path / "body.msg").write_bytes(outlook(f"山田様\n{MY_NUMBER}\n"))
     (tmp_path / "html.msg").write_bytes(
-        outlook(CLEAN, html=f"<html><body><p>カード {CARD}</p></body></html>")
+        outlook(CLEAN, html="<html><body><p>カード 4111 1111 <b>1111</b> 1111</p></body></html>")
     )
     report = word(header=f"担当 {CARD}")
     (tmp_path / "attached.msg").write_bytes(outlook(CLEAN, attachments={"report.docx": report}))
@@ -155,7 +155,11 @@ def test_clean_look_alikes_in_every_ole_format_stay_clean(tmp_path, write_config
         "clean.xls": excel("注文番号 20231104-7781", 20231104),
         "clean.doc": word_97("Order 20231104-7781 ships Tuesday\r", CLEAN),
         "clean.ppt": powerpoint("Agenda", CLEAN),
-        "clean.msg": outlook(CLEAN, html=f"<p>{CLEAN}</p>", attachments={"notes.txt": CLEAN.encode()}),
+        "clean.msg": outlook(
+            CLEAN,
+            html=f"<p>{CLEAN}</p><script>var c='{CARD}';</script>",
+            attachments={"notes.txt": CLEAN.encode()},
+        ),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
