@@ -51,11 +51,11 @@ def walk_mail(walker: Walker, data: bytes, within: Within, depth: int) -> None:
 
 def _headers(message: Message) -> str:
     lines = []
-    for name, value in message.items():
+    for name, raw in message.raw_items():
         try:
-            lines.append(f"{name}: {value}")
-        except Exception:  # a header the policy cannot decode: its raw form
-            lines.append(f"{name}: {message.get(name, failobj='')!s}")
+            lines.append(f"{name}: {message.policy.header_fetch_parse(name, raw)}")
+        except Exception:  # a header the policy cannot parse (found by fuzzing: an address group): raw
+            lines.append(f"{name}: {raw}")
     return "\n".join(lines) + "\n"
 
 
