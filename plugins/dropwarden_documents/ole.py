@@ -22,7 +22,11 @@ MAX_RECORD_NESTING = 64
 def walk_ole(walker: Walker, data: bytes, within: Within, depth: int) -> None:
     """An OLE2 compound file by the streams it holds: .doc, .xls, .ppt, Outlook .msg; any other one is a
     binary nothing understands (its strings judged, the file unsupported_type). Damage names its part."""
-    ole = open_ole(data)
+    try:
+        ole = open_ole(data)
+    except Damaged as exc:
+        walker.problem("decode_error", f"damaged: {exc}", within)
+        return
     try:
         if ole.exists("WordDocument"):
             walk_doc(walker, ole, within)
@@ -49,6 +53,8 @@ def walk_xls(walker: Walker, data: bytes, within: Within) -> None:
     each cell anchored (`cell B2`)."""
     try:
         book = xlrd.open_workbook(file_contents=data, logfile=io.StringIO(), on_demand=True)
+    except xlrd.compdoc.CompDocError:
+        raise Damaged("compound file structure (as Excel reads it)") from None
     except xlrd.XLRDError as exc:
         if "encrypt" in str(exc).lower():
             raise Encrypted("an Excel workbook encrypted without a password") from None

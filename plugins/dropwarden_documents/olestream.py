@@ -8,6 +8,8 @@ import olefile
 
 from dropwarden_documents.walk import LimitReached, Walker
 
+_DAMAGE = (OSError, ValueError, TypeError, OverflowError, struct.error, IndexError, KeyError)
+
 
 class Damaged(Exception):
     """A part of an OLE file that does not hold together; its message names the part (never content)."""
@@ -16,19 +18,19 @@ class Damaged(Exception):
 def open_ole(data: bytes) -> olefile.OleFileIO:
     try:
         return olefile.OleFileIO(data)
-    except (OSError, ValueError, struct.error, IndexError) as exc:
+    except _DAMAGE as exc:
         raise Damaged(f"compound file structure ({type(exc).__name__})") from None
 
 
 def read_stream(walker: Walker, ole: olefile.OleFileIO, path: str | list[str]) -> bytes:
     """One stream's bytes within documents.max_member_bytes and the file's total, counted as read."""
     name = path if isinstance(path, str) else "/".join(path)
-    if ole.get_size(path) > walker.limits.max_member_bytes:
-        raise LimitReached(f"stream {name[-60:]}: more than documents.max_member_bytes")
     try:
+        if ole.get_size(path) > walker.limits.max_member_bytes:
+            raise LimitReached(f"stream {name[-60:]}: more than documents.max_member_bytes")
         with ole.openstream(path) as stream:
             data = stream.read(int(walker.limits.max_member_bytes) + 1)
-    except (OSError, ValueError, struct.error, IndexError) as exc:
+    except _DAMAGE as exc:
         raise Damaged(f"stream {name[-60:]} ({type(exc).__name__})") from None
     walker.charge(len(data))
     return data
