@@ -32,12 +32,12 @@ def excel(hidden_value: object, visible_value: object = "売上 20231104") -> by
     return out.getvalue()
 
 
-def word_97(ascii_text: str, unicode_text: str, clx_at: int = 16) -> bytes:
+def word_97(ascii_text: str, unicode_text: str, clx_at: int = 16, flags: int = 0x0200) -> bytes:
     """A .doc: a Word 97 FIB, the text as two pieces (8-bit compressed, then UTF-16LE), the piece
     table in 1Table at `clx_at` (where the FIB says it is)."""
     fib = bytearray(1024)
     struct.pack_into("<HH", fib, 0, 0xA5EC, 0x00C1)
-    struct.pack_into("<H", fib, 0x0A, 0x0200)  # fWhichTblStm: 1Table
+    struct.pack_into("<H", fib, 0x0A, flags)  # 0x0200 fWhichTblStm: 1Table; 0x0100 fEncrypted
     struct.pack_into("<H", fib, 32, 14)  # csw
     struct.pack_into("<H", fib, 62, 22)  # cslw
     struct.pack_into("<I", fib, 64 + 12, len(ascii_text) + len(unicode_text))  # ccpText
@@ -80,8 +80,11 @@ def _unicode(text: str) -> bytes:
     return text.encode("utf-16-le") + b"\0\0"
 
 
-def outlook(body: str, html: str = "", attachments: dict[str, bytes] | None = None) -> bytes:
-    """An Outlook .msg: subject, sender and one recipient by display name, body, HTML body, attachments."""
+def outlook(
+    body: str, html: str = "", attachments: dict[str, bytes] | None = None, attached_message_body: str = ""
+) -> bytes:
+    """An Outlook .msg: subject, sender and one recipient by display name, body, HTML body, attachments,
+    and an attached message (a storage of its own) with `attached_message_body`."""
     streams = {
         "__properties_version1.0": b"\0" * 32,
         "__substg1.0_0037001F": _unicode("週次報告"),
@@ -95,6 +98,10 @@ def outlook(body: str, html: str = "", attachments: dict[str, bytes] | None = No
         storage = f"__attach_version1.0_#{index:08X}"
         streams[f"{storage}/__substg1.0_3707001F"] = _unicode(name)
         streams[f"{storage}/__substg1.0_37010102"] = data
+    if attached_message_body:
+        storage = "__attach_version1.0_#00000009"
+        streams[f"{storage}/__substg1.0_3707001F"] = _unicode("転送.msg")
+        streams[f"{storage}/__substg1.0_3701000D/__substg1.0_1000001F"] = _unicode(attached_message_body)
     return compound_file(streams)
 
 
@@ -179,3 +186,15 @@ def test_truncated_corrupt_and_unknown_ole_files_are_unscanned_never_clean(tmp_p
     for name in ("truncated.msg", "corrupt.xls", "unknown.bin"):
         assert records[name]["verdict"] == "unscanned", records[name]
     assert "unsupported_type" in str(records["unknown.bin"]), records["unknown.bin"]
+
+
+def test_an_attached_message_is_read_as_a_message_and_named(tmp_path, write_config):
+    (tmp_path / "forward.msg").write_bytes(outlook(CLEAN, attached_message_body=f"山田様 {MY_NUMBER}"))
+    record = scan(write_config(), tmp_path / "forward.msg")["forward.msg"]
+    assert ["attachment 転送.msg", "body"] in within(record), record
+
+
+def test_an_encrypted_doc_is_unscanned_as_encrypted(tmp_path, write_config):
+    (tmp_path / "locked.doc").write_bytes(word_97("Minutes\r", CLEAN, flags=0x0300))
+    record = scan(write_config(), tmp_path / "locked.doc")["locked.doc"]
+    assert record["verdict"] == "unscanned" and "encrypted" in str(record), record
