@@ -198,3 +198,24 @@ def test_an_encrypted_doc_is_unscanned_as_encrypted(tmp_path, write_config):
     (tmp_path / "locked.doc").write_bytes(word_97("Minutes\r", CLEAN, flags=0x0300))
     record = scan(write_config(), tmp_path / "locked.doc")["locked.doc"]
     assert record["verdict"] == "unscanned" and "encrypted" in str(record), record
+
+
+def test_a_piece_table_bomb_and_a_record_nesting_bomb_stay_bounded():
+    """50,000 pieces each naming the whole text (50,000 times the stream) and PowerPoint containers
+    nested 10,000 deep: each read within its bounds, ending as a problem, never expanded."""
+    narrow = b"x" * 60_000
+    fib = bytearray(word_97("x", "y"))
+    stream = bytearray(olefile.OleFileIO(bytes(fib)).openstream("WordDocument").read()[:1024]) + narrow
+    count = 50_000
+    plc = struct.pack(f"<{count + 1}I", *(i * len(narrow) for i in range(count + 1)))
+    plc += struct.pack("<HIH", 0, 0x40000000 | 2048, 0) * count
+    clx = b"\x02" + struct.pack("<I", len(plc)) + plc
+    struct.pack_into("<II", stream, 154 + 33 * 8, 0, len(clx))
+    doc = walk(compound_file({"WordDocument": bytes(stream), "1Table": clx}), DocumentsSettings())
+    assert sum(len(view[2]) for view in doc.views) < 2 * len(stream), doc.problems
+    assert doc.problems and doc.problems[0][0] == "decode_error", doc.problems
+    nested = b""
+    for _ in range(10_000):
+        nested = _record(0x03E8, nested, container=True)
+    ppt = walk(compound_file({"PowerPoint Document": nested}), DocumentsSettings())
+    assert [reason for reason, _, _ in ppt.problems] == ["decode_error"], ppt.problems

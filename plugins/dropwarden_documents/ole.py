@@ -160,10 +160,12 @@ def _piece_table_text(word: bytes, table: bytes) -> str:
         raise Damaged("piece table: too many pieces")
     cps = struct.unpack_from(f"<{count + 1}I", plc, 0)
     parts: list[str] = []
+    total = 0
     for index in range(count):
         length = cps[index + 1] - cps[index]
-        if length < 0 or length > len(word):
-            raise Damaged("piece table: character positions out of order")
+        total += max(length, 0)
+        if length < 0 or total > len(word):  # pieces never overlap: their text fits in the stream
+            raise Damaged("piece table: character positions out of order or overlapping")
         fc = struct.unpack_from("<I", plc, 4 * (count + 1) + 8 * index + 2)[0]
         if fc & 0x40000000:  # compressed: 8-bit (cp1252) at fc / 2
             start = (fc & 0x3FFFFFFF) // 2
