@@ -81,7 +81,11 @@ def _unicode(text: str) -> bytes:
 
 
 def outlook(
-    body: str, html: str = "", attachments: dict[str, bytes] | None = None, attached_message_body: str = ""
+    body: str,
+    html: str = "",
+    attachments: dict[str, bytes] | None = None,
+    attached_message_body: str = "",
+    body_charset: str = "",
 ) -> bytes:
     """An Outlook .msg: subject, sender and one recipient by display name, body, HTML body, attachments,
     and an attached message (a storage of its own) with `attached_message_body`."""
@@ -89,7 +93,9 @@ def outlook(
         "__properties_version1.0": b"\0" * 32,
         "__substg1.0_0037001F": _unicode("週次報告"),
         "__substg1.0_0C1A001F": _unicode("総務部"),
-        "__substg1.0_1000001F": _unicode(body),
+        "__substg1.0_1000001E" if body_charset else "__substg1.0_1000001F": (
+            body.encode(body_charset) + b"\0" if body_charset else _unicode(body)
+        ),
         "__recip_version1.0_#00000000/__substg1.0_3001001F": _unicode("全員"),
     }
     if html:
@@ -144,13 +150,16 @@ def test_text_on_a_ppt_slide_is_found_with_its_slide_number(tmp_path, write_conf
 
 def test_a_msg_body_html_body_and_attached_docx_are_found_and_named(tmp_path, write_config):
     (tmp_path / "body.msg").write_bytes(outlook(f"山田様\n{MY_NUMBER}\n"))
+    (tmp_path / "sjis.msg").write_bytes(outlook(f"山田様\n{MY_NUMBER}\n", body_charset="shift_jis"))
     (tmp_path / "html.msg").write_bytes(
         outlook(CLEAN, html="<html><body><p>カード 4111 1111 <b>1111</b> 1111</p></body></html>")
     )
     report = word(header=f"担当 {CARD}")
     (tmp_path / "attached.msg").write_bytes(outlook(CLEAN, attachments={"report.docx": report}))
-    records = scan(write_config(), *(tmp_path / n for n in ("body.msg", "html.msg", "attached.msg")))
+    names = ("body.msg", "sjis.msg", "html.msg", "attached.msg")
+    records = scan(write_config(), *(tmp_path / n for n in names))
     assert ["body"] in within(records["body.msg"]), records["body.msg"]
+    assert ["body"] in within(records["sjis.msg"]), records["sjis.msg"]  # PT_STRING8 in Shift_JIS
     assert within(records["html.msg"]) == [["body (html)"]], records["html.msg"]
     assert ["attachment report.docx", "word/header1.xml"] in within(records["attached.msg"]), records[
         "attached.msg"
