@@ -10,8 +10,14 @@ from dropwarden.checks import path_check
 from dropwarden.config import SettingError, Settings, SinkSettings
 from dropwarden.hookspecs import Check, hookimpl
 from dropwarden_actions.execsink import ExecSink
+from dropwarden_actions.journald import JournaldSink
 from dropwarden_actions.moves import QuarantineAction, ReleaseAction
-from dropwarden_actions.settings import ExecSinkSettings, JsonlSinkSettings, WebhookSinkSettings
+from dropwarden_actions.settings import (
+    ExecSinkSettings,
+    JournaldSinkSettings,
+    JsonlSinkSettings,
+    WebhookSinkSettings,
+)
 from dropwarden_actions.sinks import JsonlSink
 from dropwarden_actions.syslogsettings import SyslogSinkSettings
 from dropwarden_actions.syslogsink import SyslogSink
@@ -28,6 +34,7 @@ def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
         "exec": ExecSinkSettings,
         "webhook": WebhookSinkSettings,
         "syslog": SyslogSinkSettings,
+        "journald": JournaldSinkSettings,
     }
 
 
@@ -44,6 +51,8 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
             register(ExecSink(sink))
         elif isinstance(sink, SyslogSinkSettings):
             register(SyslogSink(sink))
+        elif isinstance(sink, JournaldSinkSettings):
+            register(JournaldSink(sink))
         elif isinstance(sink, WebhookSinkSettings):
             try:
                 register(WebhookSink(sink))

@@ -65,3 +65,11 @@ class WebhookSinkSettings(SinkSettings):
     @property
     def id(self) -> str:
         return self.name or f"webhook:{self.url}"
+
+
+class JournaldSinkSettings(SinkSettings):
+    """`type = "journald"`: one structured journal entry per alert (MESSAGE_ID, PRIORITY, DROPWARDEN_*)
+    written to journald's native socket."""
+
+    type: Literal["journald"]
+    socket: Path = Path("/run/systemd/journal/socket")
