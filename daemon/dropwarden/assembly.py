@@ -40,7 +40,9 @@ class Configuration:
 
     def pipeline_context(self, sinks: list[str]) -> PipelineContext:
         """What the workers judge and act with under this configuration."""
-        return PipelineContext(self.watches, self.runtime.judge, ruleset_version(self.runtime), sinks)
+        filters = {sink.id: sink for sink in self.settings.alerts.sink}
+        ruleset = ruleset_version(self.runtime)
+        return PipelineContext(self.watches, self.runtime.judge, ruleset, sinks, filters)
 
     def close(self) -> None:
         """Close the watches' directories and the detectors (once no worker can still use them)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
@@ -126,10 +127,28 @@ class SinkSettings(Strict):
 
     type: str
     name: str | None = None
+    # Filters, applied as an alert is put in the outbox: one a sink does not accept is not queued for it.
+    min_severity: str | None = None  # the alert's highest finding severity (medium without findings)
+    watches: list[str] = []  # watch ids; empty: every watch
+    types: list[str] = []  # finding types, any case ("unscanned": an alert without findings); empty: any
+
+    @field_validator("min_severity")
+    @classmethod
+    def _severity_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_severity(value)
 
     @property
     def id(self) -> str:
         return self.name or self.type
+
+    def accepts(self, watch: str, severity: Severity, types: Collection[str]) -> bool:
+        """Whether an alert about `watch`, at `severity`, with these finding types goes to this sink."""
+        if self.min_severity is not None and severity < Severity.parse(self.min_severity):
+            return False
+        if self.watches and watch not in self.watches:
+            return False
+        wanted = {kind.casefold() for kind in self.types}
+        return not wanted or any(kind.casefold() in wanted for kind in types)
 
 
 class AlertsSettings(Strict):

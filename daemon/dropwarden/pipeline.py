@@ -17,11 +17,12 @@ from typing import Any
 
 import structlog
 
-from dropwarden.act.alerts import AlertDispatcher
+from dropwarden.act.alerts import AlertDispatcher, filter_sinks
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.policy import Decision, decide, operator_release, require, unrecorded
 from dropwarden.act.stage import MOVES, ActPlan, ActStage, identity_fields, record_error
 from dropwarden.audit import AuditError, AuditLog
+from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Judge, Judgement
@@ -58,6 +59,7 @@ class PipelineContext:
     judge: Judge
     ruleset: str
     sinks: list[str]
+    sink_filters: dict[str, SinkSettings] = field(default_factory=dict)  # configured sinks by id
 
 
 def _required(watch: ActiveWatch, judgement: Judgement, judge: Judge) -> Judgement:
@@ -319,9 +321,13 @@ class Pipeline:
                 planned.append({"op": "release", "deferred": problem})
             else:
                 planned.append({"op": "release", "id": uuid.uuid4().hex})
-        sinks = notify_targets(decision.actions, ctx.sinks)
+        sinks, filtered = filter_sinks(
+            notify_targets(decision.actions, ctx.sinks), ctx.sink_filters, watch.id, decision.acting_findings
+        )
         if sinks:
             planned.append({"op": "alert", "id": uuid.uuid4().hex, "sinks": sinks})
+        if filtered:  # the record says which sinks' filters left this alert out
+            planned.append({"op": "alert.filtered", "sinks": filtered})
         return planned
 
     def _unrecorded_body(

@@ -7,20 +7,35 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dropwarden.checks import path_check
-from dropwarden.config import Settings, SinkSettings
+from dropwarden.config import SettingError, Settings, SinkSettings
 from dropwarden.hookspecs import Check, hookimpl
 from dropwarden_actions.execsink import ExecSink
+from dropwarden_actions.journald import JournaldSink
 from dropwarden_actions.moves import QuarantineAction, ReleaseAction
-from dropwarden_actions.settings import ExecSinkSettings, JsonlSinkSettings
+from dropwarden_actions.settings import (
+    ExecSinkSettings,
+    JournaldSinkSettings,
+    JsonlSinkSettings,
+    WebhookSinkSettings,
+)
 from dropwarden_actions.sinks import JsonlSink
+from dropwarden_actions.syslogsettings import SyslogSinkSettings
+from dropwarden_actions.syslogsink import SyslogSink
+from dropwarden_actions.webhook import WebhookSink
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def dropwarden_alert_sink_types() -> Mapping[str, type[SinkSettings]]:
-    """The alert sink types this plugin provides: `jsonl` and `exec`."""
-    return {"jsonl": JsonlSinkSettings, "exec": ExecSinkSettings}
+    """The alert sink types this plugin provides: `jsonl`, `exec` and `webhook`."""
+    return {
+        "jsonl": JsonlSinkSettings,
+        "exec": ExecSinkSettings,
+        "webhook": WebhookSinkSettings,
+        "syslog": SyslogSinkSettings,
+        "journald": JournaldSinkSettings,
+    }
 
 
 @hookimpl
@@ -29,11 +44,21 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
     `[[alerts.sink]]` of a type this plugin provides (its id is the sink's id)."""
     register(QuarantineAction())
     register(ReleaseAction())
-    for sink in settings.alerts.sink:
+    for index, sink in enumerate(settings.alerts.sink):
         if isinstance(sink, JsonlSinkSettings):
             register(JsonlSink(sink.id, sink.path))
         elif isinstance(sink, ExecSinkSettings):
             register(ExecSink(sink))
+        elif isinstance(sink, SyslogSinkSettings):
+            register(SyslogSink(sink))
+        elif isinstance(sink, JournaldSinkSettings):
+            register(JournaldSink(sink))
+        elif isinstance(sink, WebhookSinkSettings):
+            try:
+                register(WebhookSink(sink))
+            except ValueError as exc:  # a token or key file that cannot be read (never its content)
+                key = str(exc).split(" ", 1)[0]  # "token_file ..." or "secret_file ..."
+                raise SettingError(("alerts", "sink", index, key), str(exc)) from None
 
 
 @hookimpl

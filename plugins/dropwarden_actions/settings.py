@@ -45,3 +45,31 @@ class ExecSinkSettings(SinkSettings):
     @property
     def id(self) -> str:
         return self.name or f"exec:{self.argv[0]}"
+
+
+class WebhookSinkSettings(SinkSettings):
+    """`type = "webhook"`: POSTs each alert to `url` as `format`; the token (`Authorization: Splunk` for
+    HEC, `Bearer` otherwise) and the HMAC key are read from files at start and reload, never written in
+    the configuration. TLS is verified (against `ca_file` when given, the system's CAs otherwise)."""
+
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://[^\s/@]+(/\S*)?$")  # no user:password@ in it
+    format: Literal["ecs", "ocsf", "splunk-hec", "elastic-bulk"] = "ecs"
+    token_file: Path | None = None
+    secret_file: Path | None = None  # HMAC-SHA256 over the body: X-Dropwarden-Signature: sha256=<hex>
+    ca_file: Path | None = None
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    index: str | None = None  # elastic-bulk: the index (default "dropwarden-alerts"); splunk-hec: optional
+    sourcetype: str = "dropwarden:alert"  # splunk-hec
+
+    @property
+    def id(self) -> str:
+        return self.name or f"webhook:{self.url}"
+
+
+class JournaldSinkSettings(SinkSettings):
+    """`type = "journald"`: one structured journal entry per alert (MESSAGE_ID, PRIORITY, DROPWARDEN_*)
+    written to journald's native socket."""
+
+    type: Literal["journald"]
+    socket: Path = Path("/run/systemd/journal/socket")

@@ -13,12 +13,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from dropwarden import __version__
-from dropwarden.config import AlertsSettings
+from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
 from dropwarden.state import State
@@ -60,6 +60,26 @@ def configured_sinks(settings: AlertsSettings, registry: Registry) -> list[str]:
     """What a watch's `"alert"` means: the ids of the configured `[[alerts.sink]]` entries (registered as
     notify actions by the plugin providing their type); also where `audit.head` events go."""
     return [sink.id for sink in settings.sink if sink.id in registry.actions]
+
+
+def filter_sinks(
+    targets: list[str],
+    filters: Mapping[str, SinkSettings],
+    watch: str,
+    findings: tuple[Finding, ...],
+) -> tuple[list[str], list[str]]:
+    """(kept, filtered out): the notify targets whose sink filters accept an alert about `watch` with
+    `findings` (its severity the highest of theirs, medium without findings, as `alert_payload` says;
+    its types theirs, or "unscanned" without findings). A target that is no configured sink (a plugin's
+    notify action) has no filters."""
+    severity = max((f.severity for f in findings), default=Severity.MEDIUM)
+    types = {f.type for f in findings} or {"unscanned"}
+    kept: list[str] = []
+    dropped: list[str] = []
+    for target in targets:
+        sink = filters.get(target)
+        (kept if sink is None or sink.accepts(watch, severity, types) else dropped).append(target)
+    return kept, dropped
 
 
 def alert_payload(
