@@ -226,18 +226,20 @@ def test_the_running_dispatcher_delivers_what_is_raised(outbox: Outbox):
     assert [line["event"]["id"] for line in outbox.lines()] == ["a1"]
 
 
-def test_a_sink_whose_folder_is_missing_is_retried_with_growing_waits_up_to_retry_max(outbox: Outbox):
+def test_a_sink_whose_folder_is_missing_is_retried_with_growing_jittered_waits_up_to_retry_max(
+    outbox: Outbox,
+):
+    """Each wait lies between half and all of its ceiling (retry_initial doubling, capped at retry_max):
+    jitter, so that alerts failing together do not all retry at the same instant."""
     outbox.raise_alert("a1")
-    waits = []
-    for _ in range(4):
+    for ceiling in (10, 20, 25, 25):
         assert outbox.dispatcher.deliver_due() == 0
         attempts, wait, error = outbox.row("a1")
-        waits.append(round(wait))
+        assert ceiling / 2 - 0.1 <= wait <= ceiling, f"a wait of {wait:.2f}s, its ceiling {ceiling}s"
         assert error is not None and error.startswith("FileNotFoundError")
         assert outbox.dispatcher.deliver_due() == 0  # not before its time
         outbox.due_now("a1")
     assert attempts == 4
-    assert waits == [10, 20, 25, 25]  # retry_initial doubling, capped at retry_max
 
 
 def test_a_failing_sink_makes_the_daemon_degraded_once_and_recovered_once(tmp_path: Path):

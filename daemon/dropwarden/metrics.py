@@ -11,7 +11,7 @@ import ipaddress
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +35,9 @@ class Snapshot:
     outbox_depth: int
     degraded: dict[str, str]
     gate: dict[str, dict[str, float]]
+    # per alert sink id: delivered, failed (attempts since start), queued (undelivered rows),
+    # oldest_age (seconds since the oldest undelivered row was queued; 0 when none)
+    sinks: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class _DaemonCollector(Collector):
@@ -75,6 +78,30 @@ class _DaemonCollector(Collector):
             in_flight.add_metric([resource], stats.get("in_flight", 0))
             waits.add_metric([resource], stats.get("waits", 0))
         yield from (waiting, in_flight, waits)
+        yield from _sink_metrics(snap.sinks)
+
+
+def _sink_metrics(sinks: dict[str, dict[str, float]]) -> Iterator[Metric]:
+    families = {
+        "delivered": CounterMetricFamily(
+            "dropwarden_alerts_delivered", "Alerts delivered, by sink.", labels=["sink"]
+        ),
+        "failed": CounterMetricFamily(
+            "dropwarden_alerts_failed", "Failed alert delivery attempts (retried), by sink.", labels=["sink"]
+        ),
+        "queued": GaugeMetricFamily(
+            "dropwarden_alerts_queued", "Alerts in the outbox not yet delivered, by sink.", labels=["sink"]
+        ),
+        "oldest_age": GaugeMetricFamily(
+            "dropwarden_alerts_oldest_age_seconds",
+            "Age of the oldest alert not yet delivered, by sink (0 when none).",
+            labels=["sink"],
+        ),
+    }
+    for sink, stats in sorted(sinks.items()):
+        for key, family in families.items():
+            family.add_metric([sink], stats.get(key, 0))
+    yield from families.values()
 
 
 def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:

@@ -407,6 +407,7 @@ class Daemon:
             outbox_depth=parts.state.outbox_depth(),
             degraded=dict(self.degraded),
             gate=get_gate(self.settings.gpu).stats(),
+            sinks=_sink_stats(parts),
         )
 
     def _sink_health(self, sink: str, problem: str | None) -> None:
@@ -415,6 +416,23 @@ class Daemon:
         else:
             self.degraded[f"sink:{sink}"] = problem
             log.warning("alert sink failing; alerts stay in the outbox", sink=sink)
+
+
+def _sink_stats(parts: Collaborators) -> dict[str, dict[str, float]]:
+    """Per sink id (configured now, or with rows still queued): delivered, failed, queued, oldest_age."""
+    now = time.time()
+    queued = parts.state.outbox_by_sink()
+    dispatcher = parts.alerts
+    stats: dict[str, dict[str, float]] = {}
+    for sink in {*dispatcher.sinks, *queued, *dispatcher.delivered, *dispatcher.failed}:
+        count, oldest = queued.get(sink, (0, now))
+        stats[sink] = {
+            "delivered": dispatcher.delivered[sink],
+            "failed": dispatcher.failed[sink],
+            "queued": count,
+            "oldest_age": max(0.0, now - oldest),
+        }
+    return stats
 
 
 def _discard(work: queue.Queue) -> None:

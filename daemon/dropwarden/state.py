@@ -355,6 +355,14 @@ class State:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
 
+    def outbox_by_sink(self) -> dict[str, tuple[int, float]]:
+        """Per sink id: (undelivered rows, creation time of its oldest undelivered row)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sink, count(*), min(created) FROM outbox WHERE delivered IS NULL GROUP BY sink"
+            ).fetchall()
+        return {sink: (count, oldest) for sink, count, oldest in rows}
+
 
 def _private_files(path: Path) -> None:
     """state.db 0600 whatever the umask (SQLite gives its -wal and -shm the database file's mode), created

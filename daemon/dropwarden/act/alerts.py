@@ -10,9 +10,11 @@ a SIEM can de-duplicate. Every alert carries the audit log's durable chain head
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -204,6 +206,14 @@ class HeadBeacon:
         return True
 
 
+def retry_delay(settings: AlertsSettings, attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones: exponential from `retry_initial`, capped
+    at `retry_max`, with "equal jitter" (between half and all of it) so that alerts queued together, or
+    daemons restarted together, do not all retry at the same instant."""
+    ceiling = min(settings.retry_max, settings.retry_initial * 2 ** min(attempts, 20))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
 class AlertDispatcher:
     """Delivers due outbox rows to their sinks; a failing sink is retried with exponential backoff."""
 
@@ -222,6 +232,8 @@ class AlertDispatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self.failing: dict[str, str] = {}
+        self.delivered: Counter[str] = Counter()  # per sink id, since start: what /metrics reports
+        self.failed: Counter[str] = Counter()  # failed delivery attempts per sink id, since start
 
     def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
         """Deliver through `sinks` with `settings`' retry timing from the next pass on (a reload); rows
@@ -251,9 +263,8 @@ class AlertDispatcher:
             try:
                 sink.send(item.payload)
             except Exception as exc:
-                delay = min(
-                    self.settings.retry_max, self.settings.retry_initial * 2 ** min(item.attempts, 20)
-                )
+                self.failed[item.sink] += 1
+                delay = retry_delay(self.settings, item.attempts)
                 self.state.mark_failed(
                     item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay
                 )
@@ -262,6 +273,7 @@ class AlertDispatcher:
                     self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
                 continue
             self.state.mark_delivered(item.id, item.sink)
+            self.delivered[item.sink] += 1
             delivered += 1
             if item.sink in self.failing:
                 del self.failing[item.sink]

@@ -1,0 +1,70 @@
+"""The alert outbox as an operator sees it through the real daemon's /metrics: per sink, what was
+delivered, what failed, what waits and for how long."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from dropwarden.act.alerts import retry_delay
+from dropwarden.config import AlertsSettings
+
+from .daemon_harness import metrics_port
+from .test_daemon import PII, Drop, write
+
+
+def sink_metrics(port: int) -> dict[str, dict[str, float]]:
+    """Per sink id: delivered, failed, queued, oldest_age, read from the daemon's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    names = {
+        "dropwarden_alerts_delivered_total": "delivered",
+        "dropwarden_alerts_failed_total": "failed",
+        "dropwarden_alerts_queued": "queued",
+        "dropwarden_alerts_oldest_age_seconds": "oldest_age",
+    }
+    sinks: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                sinks.setdefault(sample.labels["sink"], {})[names[sample.name]] = sample.value
+    return sinks
+
+
+def test_per_sink_metrics_show_a_down_sinks_backlog_and_its_delivery_once_it_is_back(tmp_path):
+    """While the sink is down its alerts are queued (their count and the oldest one's age grow) and its
+    failed attempts counted; once it is back they are counted delivered and nothing is queued."""
+    drop = Drop(tmp_path, extra="[alerts]\nretry_initial = 0.2\nretry_max = 0.5\n")
+    siem = tmp_path / "siem"
+    drop.config.write_text(drop.config.read_text().replace(str(drop.alerts), str(siem / "alerts.jsonl")))
+    daemon = drop.daemon().start()
+    try:
+        port = metrics_port(daemon)
+        write(drop.inbox / "a.txt", PII)
+        write(drop.inbox / "b.txt", PII)
+        daemon.wait_for(lambda: len(drop.sidecars()) == 2, what="quarantined while the sink is down")
+        (sink,) = daemon.wait_for(lambda: list(sink_metrics(port)), what="the sink in /metrics")
+        down = daemon.wait_for(
+            lambda: (m := sink_metrics(port)[sink])["queued"] == 2 and m["failed"] >= 2 and m,
+            what="the backlog and failures in /metrics",
+        )
+        assert down["delivered"] == 0
+        time.sleep(0.5)
+        assert sink_metrics(port)[sink]["oldest_age"] >= down["oldest_age"] + 0.4, "the backlog ages"
+        siem.mkdir()  # the SIEM comes back
+        back = daemon.wait_for(
+            lambda: (m := sink_metrics(port)[sink])["delivered"] == 2 and m, what="delivered in /metrics"
+        )
+        assert back["queued"] == 0 and back["oldest_age"] == 0
+    finally:
+        daemon.stop()
+
+
+def test_retry_waits_are_jittered_between_half_and_all_of_the_exponential_ceiling():
+    settings = AlertsSettings(retry_initial=1.0, retry_max=300.0)
+    for attempts, ceiling in ((0, 1.0), (3, 8.0), (30, 300.0)):
+        waits = {retry_delay(settings, attempts) for _ in range(200)}
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert max(waits) - min(waits) > ceiling / 4, "the waits are spread, not one instant"
