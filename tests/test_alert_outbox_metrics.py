@@ -3,7 +3,9 @@ delivered, what failed, what waits and for how long."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +26,7 @@ def sink_metrics(port: int) -> dict[str, dict[str, float]]:
         "dropwarden_alerts_failed_total": "failed",
         "dropwarden_alerts_queued": "queued",
         "dropwarden_alerts_oldest_age_seconds": "oldest_age",
+        "dropwarden_alerts_overflow_total": "overflow",
     }
     sinks: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
@@ -68,3 +71,49 @@ def test_retry_waits_are_jittered_between_half_and_all_of_the_exponential_ceilin
         waits = {retry_delay(settings, attempts) for _ in range(200)}
         assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
         assert max(waits) - min(waits) > ceiling / 4, "the waits are spread, not one instant"
+
+
+def test_a_full_outbox_degrades_the_daemon_which_keeps_quarantining_and_audits_every_alert_beyond_it(
+    tmp_path,
+):
+    """`max_queued` bounds the undelivered rows: beyond it the daemon is degraded (/healthz, metrics, a
+    log line), still quarantines, and each alert not queued is in the audit log (`alert.overflow`, its
+    id) and counted; once the sink drains the outbox the daemon is healthy again."""
+    drop = Drop(tmp_path, extra="[alerts]\nretry_initial = 0.2\nretry_max = 0.5\nmax_queued = 2\n")
+    siem = tmp_path / "siem"
+    drop.config.write_text(drop.config.read_text().replace(str(drop.alerts), str(siem / "alerts.jsonl")))
+    daemon = drop.daemon().start()
+    try:
+        port = metrics_port(daemon)
+        for name in ("a", "b", "c", "d"):
+            write(drop.inbox / f"{name}.txt", PII)
+        daemon.wait_for(lambda: len(drop.sidecars()) == 4, what="all quarantined, the outbox full or not")
+        overflow = daemon.wait_for(lambda: daemon.records("alert.overflow"), what="alert.overflow audited")
+        decided = {
+            a["id"] for r in daemon.records("decision") for a in r["body"]["actions"] if a["op"] == "alert"
+        }
+        assert len(overflow) == 2 and {r["body"]["id"] for r in overflow} <= decided
+        (sink,) = {s for r in overflow for s in r["body"]["sinks"]}
+        metrics = daemon.wait_for(
+            lambda: (m := sink_metrics(port)[sink])["overflow"] == 2 and m, what="counted"
+        )
+        assert metrics["queued"] == 2
+        daemon.wait_for(lambda: "outbox" in healthz(port), what="degraded: outbox")
+        assert any("alert outbox full" in line for line in daemon.log_lines)
+        siem.mkdir()  # the SIEM comes back and drains the outbox
+        daemon.wait_for(lambda: "outbox" not in healthz(port), what="healthy again once drained")
+        delivered = [
+            json.loads(line)["event"]["id"] for line in (siem / "alerts.jsonl").read_text().splitlines()
+        ]
+        assert len(delivered) == 2 and not set(delivered) & {r["body"]["id"] for r in overflow}
+    finally:
+        daemon.stop()
+
+
+def healthz(port: int) -> dict[str, str]:
+    """The degraded reasons /healthz reports (empty when healthy)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())["degraded"]
+    return {}

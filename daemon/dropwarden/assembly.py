@@ -111,6 +111,7 @@ class Collaborators:
         self.watcher.stop()
         self.pipeline.reconfigure(configuration.pipeline_context(configured_sinks(settings.alerts, registry)))
         self.alerts.reconfigure(sinks, settings.alerts)
+        self.state.max_queued = settings.alerts.max_queued
         old, self.configuration = self.configuration, configuration
         self.watcher = _watcher(configuration, self.settler, self.hooks)
         self.watcher.start()
@@ -169,6 +170,7 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
     registry = configuration.runtime.registry
     sinks = notify_actions(registry, lambda kind, body: pipeline.audit.append(kind, body))
     alerts = AlertDispatcher(state, sinks, settings.alerts, on_health=hooks.sink_health)
+    state.max_queued = settings.alerts.max_queued
     context = configuration.pipeline_context(configured_sinks(settings.alerts, registry))
     pipeline = Pipeline(context, state, audit, alerts, settler.notify)
     watcher = _watcher(configuration, settler, hooks)

@@ -155,6 +155,9 @@ class AlertsSettings(Strict):
     sink: list[SerializeAsAny[SinkSettings]] = []
     retry_initial: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=300.0, gt=0)
+    # Undelivered outbox rows (one per alert and sink) beyond which a new alert is not queued: it is recorded
+    # in the audit log instead (`alert.overflow`), counted, and the daemon is degraded until rows drain.
+    max_queued: int = Field(default=100000, ge=1)
 
 
 class DaemonSettings(Strict):

@@ -36,7 +36,8 @@ class Snapshot:
     degraded: dict[str, str]
     gate: dict[str, dict[str, float]]
     # per alert sink id: delivered, failed (attempts since start), queued (undelivered rows),
-    # oldest_age (seconds since the oldest undelivered row was queued; 0 when none)
+    # oldest_age (seconds since the oldest undelivered row was queued; 0 when none), overflow (alerts not
+    # queued because the outbox was full: in the audit log as `alert.overflow`)
     sinks: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -91,6 +92,11 @@ def _sink_metrics(sinks: dict[str, dict[str, float]]) -> Iterator[Metric]:
         ),
         "queued": GaugeMetricFamily(
             "dropwarden_alerts_queued", "Alerts in the outbox not yet delivered, by sink.", labels=["sink"]
+        ),
+        "overflow": CounterMetricFamily(
+            "dropwarden_alerts_overflow",
+            "Alerts not queued because the outbox was full (audit log: alert.overflow), by sink.",
+            labels=["sink"],
         ),
         "oldest_age": GaugeMetricFamily(
             "dropwarden_alerts_oldest_age_seconds",

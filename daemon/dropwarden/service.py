@@ -234,6 +234,7 @@ class Daemon:
                 self.notifier.watchdog()
         self._merge_detector_health()
         self._merge_pipeline_health()
+        self._merge_outbox_health()
         self._check_audit_key()
         self.notifier.status(self.status_line())
 
@@ -271,6 +272,27 @@ class Daemon:
         self.degraded.update(problems)
         if recovered:
             self.request_reconcile(recovered)
+
+    def _merge_outbox_health(self) -> None:
+        """Degraded (`outbox`) while the alert outbox holds `[alerts] max_queued` undelivered rows: new
+        alerts then go to the audit log only (`alert.overflow`); logged when it fills and when it drains."""
+        limit = self.settings.alerts.max_queued
+        try:
+            depth = self.parts.state.outbox_depth()
+        except Exception:  # the state database is busy or broken: its own health says so
+            return
+        full = depth >= limit
+        if full and "outbox" not in self.degraded:
+            log.error("alert outbox full; new alerts recorded in the audit log only", queued=depth, max=limit)
+        elif not full and "outbox" in self.degraded:
+            log.warning("alert outbox has room again", queued=depth, max=limit)
+        if full:
+            self.degraded["outbox"] = (
+                f"alert outbox full ({depth} undelivered, max_queued {limit}): new alerts are in the audit "
+                "log only (alert.overflow)"
+            )
+        else:
+            self.degraded.pop("outbox", None)
 
     def _merge_detector_health(self) -> None:
         reported = self.parts.configuration.runtime.health()
@@ -424,13 +446,15 @@ def _sink_stats(parts: Collaborators) -> dict[str, dict[str, float]]:
     queued = parts.state.outbox_by_sink()
     dispatcher = parts.alerts
     stats: dict[str, dict[str, float]] = {}
-    for sink in {*dispatcher.sinks, *queued, *dispatcher.delivered, *dispatcher.failed}:
+    overflowed = parts.state.overflowed
+    for sink in {*dispatcher.sinks, *queued, *dispatcher.delivered, *dispatcher.failed, *overflowed}:
         count, oldest = queued.get(sink, (0, now))
         stats[sink] = {
             "delivered": dispatcher.delivered[sink],
             "failed": dispatcher.failed[sink],
             "queued": count,
             "oldest_age": max(0.0, now - oldest),
+            "overflow": parts.state.overflowed[sink],
         }
     return stats
 

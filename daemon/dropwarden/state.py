@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class State:
         self.path = path
         _private_files(path)
         self._lock = threading.RLock()
+        self.max_queued: int | None = None  # `[alerts] max_queued`, set by whoever runs the outbox
+        self.overflowed: Counter[str] = Counter()  # alerts not queued for a sink (outbox full), since start
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -320,15 +323,25 @@ class State:
 
     # alert outbox --------------------------------------------------------------------------------
 
-    def enqueue_alert(self, alert_id: str, sinks: list[str], payload: dict[str, Any]) -> None:
+    def enqueue_alert(self, alert_id: str, sinks: list[str], payload: dict[str, Any]) -> bool:
+        """Queue the alert for each of `sinks`, whole or not at all: False (and counted in `overflowed`)
+        when `max_queued` undelivered rows are already waiting. The caller records what was not queued."""
         now = time.time()
         body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         with self.transaction() as db:
+            if self.max_queued is not None and self._undelivered(db) >= self.max_queued:
+                self.overflowed.update(sinks)
+                return False
             db.executemany(
                 "INSERT OR IGNORE INTO outbox (id, sink, payload, created, next_attempt)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(alert_id, sink, body, now, now) for sink in sinks],
             )
+        return True
+
+    @staticmethod
+    def _undelivered(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
 
     def due_alerts(self, now: float, limit: int = 100) -> list[OutboxItem]:
         with self._lock:
@@ -353,7 +366,7 @@ class State:
 
     def outbox_depth(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
+            return self._undelivered(self._db)
 
     def outbox_by_sink(self) -> dict[str, tuple[int, float]]:
         """Per sink id: (undelivered rows, creation time of its oldest undelivered row)."""

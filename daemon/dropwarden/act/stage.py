@@ -129,10 +129,17 @@ class ActStage:
         except Exception as exc:  # the alert still goes out, without what could not be rendered
             payload = build((), record_error(exc))
         try:
-            self.state.enqueue_alert(alert_id, sinks, payload)
+            queued = self.state.enqueue_alert(alert_id, sinks, payload)
         except sqlite3.Error:
             self._failed_before_acting(plan.watch, "alert", alert_id, "state database not writable")
             raise  # nothing moves, nothing is recorded as judged: judged (and alerted) again
+        if not queued:  # the outbox is full: the audit log keeps the alert's id, next to its decision
+            self.audit.append(
+                "alert.overflow",
+                {"id": alert_id, "watch": plan.watch.id, "sinks": sinks, "audit_seq": plan.audit_seq},
+            )
+            self._count("actions", "alert_overflow")
+            return
         self.alerts.kick()
         self._count("actions", "alert")
 
