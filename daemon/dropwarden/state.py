@@ -358,6 +358,15 @@ class State:
             (time.time(), alert_id, sink),
         )
 
+    def mark_delivered_many(self, rows: list[tuple[str, str]]) -> None:
+        """(alert id, sink) rows delivered: marked in one transaction (one commit for a whole pass)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET delivered=?, last_error=NULL WHERE id=? AND sink=?",
+                [(now, alert_id, sink) for alert_id, sink in rows],
+            )
+
     def mark_failed(self, alert_id: str, sink: str, error: str, retry_at: float) -> None:
         self._write(
             "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE id=? AND sink=?",

@@ -134,10 +134,12 @@ def _wait_acknowledged(sock: socket.socket) -> None:
     """Until the peer's TCP has acknowledged every byte sent (the send queue is empty)."""
     deadline = time.monotonic() + ACK_TIMEOUT
     buffer = bytearray(struct.calcsize("i"))
+    pause = 0.00005  # a near receiver acknowledges in microseconds: poll fast first, then back off to 5 ms
     while True:
         fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buffer)
         if struct.unpack("i", buffer)[0] == 0:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"receiver did not acknowledge within {ACK_TIMEOUT:g} s")
-        time.sleep(0.001)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.005)

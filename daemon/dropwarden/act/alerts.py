@@ -253,8 +253,18 @@ class AlertDispatcher:
         self._wake.set()
 
     def deliver_due(self) -> int:
-        """One pass over due rows; returns how many were delivered."""
-        delivered = 0
+        """One pass over due rows; returns how many were delivered. Their delivery marks are committed
+        together at the end of the pass (one SQLite commit, not one per alert): a crash before that
+        delivers them again, with the same ids (at least once)."""
+        delivered: list[tuple[str, str]] = []
+        try:
+            self._deliver_pass(delivered)
+        finally:
+            if delivered:
+                self.state.mark_delivered_many(delivered)
+        return len(delivered)
+
+    def _deliver_pass(self, delivered: list[tuple[str, str]]) -> None:
         for item in self.state.due_alerts(time.time()):
             sink = self.sinks.get(item.sink)
             if sink is None:
@@ -272,13 +282,11 @@ class AlertDispatcher:
                     self.failing[item.sink] = str(exc)
                     self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
                 continue
-            self.state.mark_delivered(item.id, item.sink)
+            delivered.append((item.id, item.sink))
             self.delivered[item.sink] += 1
-            delivered += 1
             if item.sink in self.failing:
                 del self.failing[item.sink]
                 self._on_health(item.sink, None)
-        return delivered
 
     def _loop(self) -> None:
         while not self._stop.is_set():
