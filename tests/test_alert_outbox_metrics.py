@@ -117,3 +117,35 @@ def healthz(port: int) -> dict[str, str]:
     except urllib.error.HTTPError as exc:
         return json.loads(exc.read())["degraded"]
     return {}
+
+
+def test_alerts_beyond_a_sinks_rate_are_summarised_per_watch_and_type_and_each_listed_in_the_audit_log(
+    tmp_path,
+):
+    """A sink with `rate_limit = 1` per `rate_interval` gets the first alert of the interval as it is and,
+    once the interval ends, one summary alert counting the others per watch and type and listing their
+    ids; each of those is in the audit log (`alert.summarised`): none is dropped."""
+    drop = Drop(tmp_path)
+    drop.config.write_text(
+        drop.config.read_text().replace(
+            f'path = "{drop.alerts}"\n', f'path = "{drop.alerts}"\nrate_limit = 1\nrate_interval = 3.0\n'
+        )
+    )
+    daemon = drop.daemon().start()
+    try:
+        for name in ("a", "b", "c", "d"):
+            write(drop.inbox / f"{name}.txt", PII)
+        daemon.wait_for(lambda: len(drop.sidecars()) == 4, what="all quarantined")
+        lines = daemon.wait_for(lambda: len(drop.alert_lines()) == 2 and drop.alert_lines(), timeout=15,
+                                what="one alert and one summary")  # fmt: skip
+        alerted = {
+            a["id"] for r in daemon.records("decision") for a in r["body"]["actions"] if a["op"] == "alert"
+        }
+        first, summary = lines
+        assert first["event"]["id"] in alerted and summary["event"]["action"] == "alert.summary"
+        body = summary["dropwarden"]["summary"]
+        audited = {r["body"]["id"] for r in daemon.records("alert.summarised")}
+        assert body["alerts"] == 3 and set(body["alert_ids"]) == audited == alerted - {first["event"]["id"]}
+        assert {(c["watch"], c["count"]) for c in body["counts"]} == {("inbox", 3)}
+    finally:
+        daemon.stop()

@@ -131,6 +131,10 @@ class SinkSettings(Strict):
     min_severity: str | None = None  # the alert's highest finding severity (medium without findings)
     watches: list[str] = []  # watch ids; empty: every watch
     types: list[str] = []  # finding types, any case ("unscanned": an alert without findings); empty: any
+    # Flood control: beyond `rate_limit` alerts per `rate_interval` seconds (0: no limit) an alert is not
+    # queued for this sink but summarised: one summary alert per interval, counts per watch and type.
+    rate_limit: int = Field(default=0, ge=0)
+    rate_interval: float = Field(default=60.0, gt=0)
 
     @field_validator("min_severity")
     @classmethod

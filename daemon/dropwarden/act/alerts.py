@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from dropwarden import __version__
+from dropwarden.act.flood import FloodControl
 from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
@@ -234,12 +235,33 @@ class AlertDispatcher:
         self.failing: dict[str, str] = {}
         self.delivered: Counter[str] = Counter()  # per sink id, since start: what /metrics reports
         self.failed: Counter[str] = Counter()  # failed delivery attempts per sink id, since start
+        self.flood = FloodControl(settings.sink)
+        self._flood_lock = threading.Lock()
 
     def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
         """Deliver through `sinks` with `settings`' retry timing from the next pass on (a reload); rows
         still due for a sink no longer configured are marked failed as they come up."""
         self.sinks = sinks
         self.settings = settings
+        with self._flood_lock:
+            self.flood.configure(settings.sink)
+
+    def admit(
+        self, sinks: list[str], alert_id: str, watch: str, types: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Flood control: (sinks to queue the alert for, sinks over their rate that summarise it). The
+        caller records each summarised alert (audit `alert.summarised`); its window's summary alert is
+        queued for that sink by the dispatcher once the window ends."""
+        with self._flood_lock:
+            return self.flood.admit(sinks, alert_id, watch, types, time.time())
+
+    def queue_summaries(self) -> int:
+        """Queue the summary alert of every flood-control window that has ended; returns how many."""
+        with self._flood_lock:
+            due = self.flood.take_due(time.time(), ecs_event)
+        for summary in due:
+            self.state.enqueue_alert(summary.alert_id, [summary.sink], summary.payload)
+        return len(due)
 
     def start(self) -> None:
         self._thread.start()
@@ -257,6 +279,7 @@ class AlertDispatcher:
         together at the end of the pass (one SQLite commit, not one per alert): a crash before that
         delivers them again, with the same ids (at least once)."""
         delivered: list[tuple[str, str]] = []
+        self.queue_summaries()
         try:
             self._deliver_pass(delivered)
         finally:

@@ -128,6 +128,16 @@ class ActStage:
             payload = build(decision.acting_findings, plan.reason)
         except Exception as exc:  # the alert still goes out, without what could not be rendered
             payload = build((), record_error(exc))
+        types = {f.type for f in decision.acting_findings} or {"unscanned"}
+        sinks, summarised = self.alerts.admit(sinks, alert_id, plan.watch.id, types)
+        if summarised:  # over these sinks' rate: in their next summary alert, and listed here
+            self.audit.append(
+                "alert.summarised",
+                {"id": alert_id, "watch": plan.watch.id, "sinks": summarised, "audit_seq": plan.audit_seq},
+            )
+            self._count("actions", "alert_summarised")
+        if not sinks:
+            return
         try:
             queued = self.state.enqueue_alert(alert_id, sinks, payload)
         except sqlite3.Error:
