@@ -18,6 +18,7 @@ from dropwarden_actions.settings import (
     JsonlSinkSettings,
     WebhookSinkSettings,
 )
+from dropwarden_actions.sinkchecks import journald_check, syslog_checks, webhook_checks
 from dropwarden_actions.sinks import JsonlSink
 from dropwarden_actions.syslogsettings import SyslogSinkSettings
 from dropwarden_actions.syslogsink import SyslogSink
@@ -64,13 +65,21 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
 @hookimpl
 def dropwarden_doctor_checks(settings: Settings) -> Iterator[Check]:
     """Each configured sink of this plugin's types could deliver: a jsonl file the daemon may append to,
-    an exec program that exists and may be run."""
+    an exec program that exists and may be run, a syslog receiver's TLS files and address (a receiver
+    that does not answer is a warning: the outbox holds the alerts), a webhook's files (never their
+    content) and scheme, journald's socket."""
     for sink in settings.alerts.sink:
         name = f"alert sink {sink.id}"
         if isinstance(sink, JsonlSinkSettings):
             yield path_check(name, sink.path, directory=False)
         elif isinstance(sink, ExecSinkSettings):
             yield _program_check(name, sink.argv[0])
+        elif isinstance(sink, SyslogSinkSettings):
+            yield from syslog_checks(name, sink)
+        elif isinstance(sink, WebhookSinkSettings):
+            yield from webhook_checks(name, sink)
+        elif isinstance(sink, JournaldSinkSettings):
+            yield journald_check(name, sink)
 
 
 def _program_check(name: str, program: str) -> Check:
