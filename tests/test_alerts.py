@@ -16,7 +16,7 @@ import pytest
 from dropwarden.act.alerts import AlertDispatcher, HeadBeacon, alert_payload, head_event_id
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
-from dropwarden.state import State
+from dropwarden.state import DELIVERED_KEPT_SECONDS, State
 from dropwarden_actions.settings import JsonlSinkSettings
 from dropwarden_actions.sinks import JsonlSink
 
@@ -213,6 +213,25 @@ def test_a_raised_alert_is_appended_to_the_jsonl_sink_as_one_line(outbox: Outbox
     assert outbox.state.outbox_depth() == 0
     assert outbox.dispatcher.deliver_due() == 0  # delivered once
     assert outbox.health == []
+
+
+def test_a_delivered_alert_is_emptied_then_forgotten_so_state_does_not_grow_with_every_alert(outbox: Outbox):
+    """A delivered row keeps only its id (for a day: an id enqueued again is not sent twice), then goes."""
+    outbox.target.parent.mkdir()
+    for index in range(50):
+        outbox.raise_alert(f"a{index}")
+    assert outbox.dispatcher.deliver_due() == 50
+    db = sqlite3.connect(outbox.path)
+    try:
+        assert db.execute("SELECT count(*) FROM outbox WHERE payload != ''").fetchone()[0] == 0
+        outbox.raise_alert("a7")  # the same id again: not sent twice
+        assert outbox.dispatcher.deliver_due() == 0
+        assert outbox.state.forget_delivered(time.time() - DELIVERED_KEPT_SECONDS) == 0  # a day not past
+        assert outbox.state.forget_delivered(time.time() + 1) == 50
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    finally:
+        db.close()
+    assert len(outbox.lines()) == 50
 
 
 def test_the_running_dispatcher_delivers_what_is_raised(outbox: Outbox):

@@ -133,7 +133,7 @@ def test_a_failed_delivery_waits_until_its_retry_time_and_counts_its_attempts(st
     state.mark_failed("a1", "siem", "again", now)
     assert state.due_alerts(now)[0].attempts == 2
     state.mark_delivered("a1", "siem")
-    assert state._db.execute("SELECT last_error FROM outbox").fetchone()[0] is None
+    assert state._db.execute("SELECT last_error, payload FROM outbox").fetchone() == (None, "")
 
 
 def test_undelivered_alerts_survive_a_restart_oldest_first(state: State):

@@ -53,7 +53,14 @@ CREATE TABLE IF NOT EXISTS operator_release (
 CREATE INDEX IF NOT EXISTS operator_release_pending ON operator_release (watch, relpath) WHERE used IS NULL;
 CREATE INDEX IF NOT EXISTS operator_release_content ON operator_release (sha256);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered) WHERE delivered IS NOT NULL;
 """
+
+# A delivered alert's row is kept (its payload emptied) this long, so an id enqueued again meanwhile (a
+# restart's audit.head beacon) is not sent twice; then it is deleted, so state.db does not grow with
+# every alert ever sent. The decision each alert was about is in the audit log.
+DELIVERED_KEPT_SECONDS = 24 * 3600
+_PURGE_EVERY_SECONDS = 60.0
 
 
 _BUSY_MS = 30000
@@ -100,6 +107,7 @@ class State:
         self._lock = threading.RLock()
         self.max_queued: int | None = None  # `[alerts] max_queued`, set by whoever runs the outbox
         self.overflowed: Counter[str] = Counter()  # alerts not queued for a sink (outbox full), since start
+        self._purged = 0.0  # when delivered rows were last deleted
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -353,19 +361,29 @@ class State:
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
     def mark_delivered(self, alert_id: str, sink: str) -> None:
-        self._write(
-            "UPDATE outbox SET delivered=?, last_error=NULL WHERE id=? AND sink=?",
-            (time.time(), alert_id, sink),
-        )
+        self.mark_delivered_many([(alert_id, sink)])
 
     def mark_delivered_many(self, rows: list[tuple[str, str]]) -> None:
-        """(alert id, sink) rows delivered: marked in one transaction (one commit for a whole pass)."""
+        """(alert id, sink) rows delivered, in one transaction (one commit for a whole pass): the payload
+        is emptied, and rows delivered more than DELIVERED_KEPT_SECONDS ago are deleted (once a minute)."""
         now = time.time()
         with self.transaction() as db:
             db.executemany(
-                "UPDATE outbox SET delivered=?, last_error=NULL WHERE id=? AND sink=?",
+                "UPDATE outbox SET delivered=?, payload='', last_error=NULL WHERE id=? AND sink=?",
                 [(now, alert_id, sink) for alert_id, sink in rows],
             )
+            if now - self._purged >= _PURGE_EVERY_SECONDS:
+                self.forget_delivered(now - DELIVERED_KEPT_SECONDS, db)
+                self._purged = now
+
+    def forget_delivered(self, before: float, db: sqlite3.Connection | None = None) -> int:
+        """Delete the rows of alerts delivered before `before`; how many went."""
+        if db is None:
+            with self.transaction() as tx:
+                return self.forget_delivered(before, tx)
+        return db.execute(
+            "DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?", (before,)
+        ).rowcount
 
     def mark_failed(self, alert_id: str, sink: str, error: str, retry_at: float) -> None:
         self._write(
