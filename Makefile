@@ -3,13 +3,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup system-deps test lint format run bench-regex bench-ocr clean
+.PHONY: setup setup-run system-deps system-deps-run test lint format run bench-regex bench-ocr clean
 
 setup: system-deps $(VENV)/.installed
+
+# What the embedded default needs (regex, OCR with Tesseract, documents): no torch, no llama.cpp build.
+# A checkout that already ran `make setup` keeps its full environment.
+setup-run: system-deps-run
+	@if [ -f $(VENV)/.installed ]; then :; else $(MAKE) --no-print-directory $(VENV)/.installed-run; fi
 
 # System packages (Debian): installed only when running as root with apt-get available.
 system-deps:
 	@sh packaging/dev/system-deps.sh
+
+system-deps-run:
+	@sh packaging/dev/system-deps.sh run
 
 # torch before the mangaocr extra: 2.13.0 is a CPU build on this project's machines (~0.9 GB);
 # an unpinned torch would pull a CUDA build of several GB.
@@ -18,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,systemd,llamacpp,mangaocr]'
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 lint: setup
@@ -34,7 +48,7 @@ test: lint
 	DROPWARDEN_TEST_SYSTEMD=$${DROPWARDEN_TEST_SYSTEMD:-1} $(BIN)/pytest
 
 # The daemon on the embedded defaults, watching demo/drop/inbox inside this checkout (Ctrl-C stops it).
-run: setup demo/dropwarden.toml
+run: setup-run demo/dropwarden.toml
 	$(BIN)/dropwarden run --config demo/dropwarden.toml
 
 demo/dropwarden.toml: etc/dropwarden/demo.toml.in
