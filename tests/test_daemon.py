@@ -542,13 +542,20 @@ def test_a_rotated_audit_log_is_closed_and_the_chain_goes_on_in_a_new_file(drop,
         assert verified.returncode == 0, f"{path}: {verified.stdout}{verified.stderr}"
 
 
-def test_the_shipped_logrotate_config_rotates_the_audit_log_under_the_running_daemon(drop, running, tmp_path):
+def test_the_shipped_logrotate_config_rotates_the_audit_log_and_alerts_under_the_running_daemon(
+    drop, running, tmp_path
+):
     require(shutil.which("logrotate") is not None, "logrotate")
     shipped = (REPO / "packaging" / "logrotate" / "dropwarden").read_text()
     config = tmp_path / "logrotate.conf"
-    config.write_text(shipped.replace("/var/log/dropwarden/audit.jsonl", str(drop.audit)))
+    config.write_text(
+        shipped.replace("/var/log/dropwarden/audit.jsonl", str(drop.audit)).replace(
+            "/var/log/dropwarden/alerts.jsonl", str(drop.alerts)
+        )
+    )
     write(drop.inbox / "before.txt", PII)
     running.wait_for(lambda: running.decisions_for("before.txt"), what="decision before rotation")
+    running.wait_for(drop.alerts.exists, what="the first alert")
 
     rotate = subprocess.run(
         ["logrotate", "--force", "--state", str(tmp_path / "logrotate.state"), str(config)],
@@ -560,8 +567,12 @@ def test_the_shipped_logrotate_config_rotates_the_audit_log_under_the_running_da
     running.wait_for(drop.audit.exists, what="a new audit log")
     write(drop.inbox / "after.txt", PII)
     running.wait_for(lambda: running.decisions_for("after.txt"), what="decision after rotation")
+    running.wait_for(drop.alerts.exists, what="a new alerts file")
     running.stop()
 
+    (rotated_alerts,) = drop.alerts.parent.glob("alerts.jsonl-*")
+    assert "before.txt" in rotated_alerts.read_text() and "after.txt" not in rotated_alerts.read_text()
+    assert "after.txt" in drop.alerts.read_text()
     assert audit_records(rotated)[-1]["body"]["reason"] == "close"
     assert audit_records(drop.audit)[0]["body"]["previous"]["hash"] == audit_records(rotated)[-1]["hash"]
     verified = run_cli("audit", "verify", "--config", str(drop.config), str(rotated), str(drop.audit))
