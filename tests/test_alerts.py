@@ -85,6 +85,8 @@ def test_an_alert_never_carries_a_value_only_where_it_was_and_its_keyed_fingerpr
     assert card == {
         "type": "CARD",
         "rule": "card",
+        "detector": "regex",
+        "detector_version": "1",
         "severity": "high",
         "confidence": 0.988,
         "location": {"view": "text", "line": 3, "column": 5, "offset": 40, "length": 16},

@@ -130,6 +130,8 @@ def alert_payload(
                 {
                     "type": f.type,
                     "rule": f.rule,
+                    "detector": f.detector,
+                    "detector_version": f.detector_version,
                     "severity": str(f.severity),
                     "confidence": round(f.confidence, 3),
                     "location": f.location.to_dict(),
