@@ -136,6 +136,34 @@ def test_a_failed_delivery_waits_until_its_retry_time_and_counts_its_attempts(st
     assert state._db.execute("SELECT last_error, payload FROM outbox").fetchone() == (None, "")
 
 
+def test_the_outbox_bound_is_kept_by_a_count_not_a_query_per_alert_and_holds_after_a_restart(state: State):
+    """`max_queued` counts undelivered rows (one per alert and sink): counted once at the first enqueue,
+    then kept by enqueues and deliveries, so an alert near the bound costs no COUNT query; a reopened
+    database counts again and refuses the same alerts."""
+    state.max_queued = 4
+    statements: list[str] = []
+    state.enqueue_alert("a0", ["siem"], {})
+    state._db.set_trace_callback(statements.append)
+    state.enqueue_alert("a1", ["siem", "file"], {})
+    state.enqueue_alert("a1", ["siem", "file"], {})  # the same alert again: no new row, not counted
+    state.enqueue_alert("a2", ["siem"], {})
+    assert state.outbox_depth() == 4
+    assert state.enqueue_alert("a3", ["siem"], {}) is False
+    state.mark_delivered("a1", "siem")
+    state.mark_delivered("a1", "siem")  # delivered twice (at least once): counted once
+    assert state.outbox_depth() == 3 and state.enqueue_alert("a3", ["siem"], {}) is True
+    state._db.set_trace_callback(None)
+    assert not [sql for sql in statements if "count(" in sql.lower()]
+    again = reopened(state)
+    try:
+        again.max_queued = 4
+        assert again.outbox_depth() == 4 and again.enqueue_alert("a4", ["siem"], {}) is False
+        again.mark_delivered("a0", "siem")
+        assert again.enqueue_alert("a4", ["siem"], {}) is True and again.outbox_depth() == 4
+    finally:
+        again.close()
+
+
 def test_undelivered_alerts_survive_a_restart_oldest_first(state: State):
     for n in range(3):
         state.enqueue_alert(f"a{n}", ["siem"], {"n": n})
