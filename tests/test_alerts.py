@@ -309,3 +309,58 @@ def test_an_alert_for_a_sink_no_longer_configured_is_kept_not_lost(outbox: Outbo
     attempts, wait, error = outbox.row("a1")
     assert (attempts, error) == (1, "sink no longer configured") and wait > 3000
     assert outbox.state.outbox_depth() == 1
+
+
+class EveryOtherBatch:
+    """A notify action taking batches (the `send_batch` contract): refuses the alerts whose id ends in an
+    odd digit the first time it sees them; `answer` can break the contract on purpose."""
+
+    kind = "notify"
+    id = "batched"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.seen: set[str] = set()
+        self.answer: str = "outcomes"
+
+    def describe(self) -> str:
+        return "takes batches"
+
+    def send(self, payload: dict) -> None:
+        raise AssertionError("send is not called for an action with send_batch")
+
+    def send_batch(self, payloads: list[dict]) -> list[Exception | None]:
+        ids = [p["event"]["id"] for p in payloads]
+        self.calls.append(ids)
+        if self.answer == "raise":
+            raise OSError("receiver down")
+        if self.answer == "short":
+            return [None]
+        outcomes: list[Exception | None] = []
+        for alert_id in ids:
+            first = alert_id not in self.seen
+            self.seen.add(alert_id)
+            outcomes.append(OSError("refused") if first and int(alert_id[-1]) % 2 else None)
+        return outcomes
+
+
+def test_an_action_with_send_batch_gets_its_due_alerts_in_one_call_and_only_refused_ones_again(tmp_path):
+    state = State(tmp_path / "state.db")
+    action = EveryOtherBatch()
+    dispatcher = AlertDispatcher(state, {"batched": action}, AlertsSettings(retry_initial=60))
+    try:
+        for n in range(4):
+            state.enqueue_alert(f"a{n}", ["batched"], payload(f"a{n}"))
+        assert dispatcher.deliver_due() == 2 and action.calls == [["a0", "a1", "a2", "a3"]]
+        assert state.outbox_depth() == 2 and dispatcher.failed["batched"] == 2
+        state._db.execute("UPDATE outbox SET next_attempt=0 WHERE delivered IS NULL")
+        assert dispatcher.deliver_due() == 2 and action.calls[1] == ["a1", "a3"]
+        for answer in ("raise", "short"):  # either fails every alert of the call: all kept, retried
+            action.answer = answer
+            state.enqueue_alert(f"b-{answer}", ["batched"], payload(f"b-{answer}"))
+            state.enqueue_alert(f"c-{answer}", ["batched"], payload(f"c-{answer}"))
+            assert dispatcher.deliver_due() == 0 and state.outbox_depth() == 2
+            state._db.execute("DELETE FROM outbox WHERE delivered IS NULL")
+            state._queued = None  # rows removed behind the state's back: count again
+    finally:
+        state.close()

@@ -24,7 +24,7 @@ from dropwarden.act.flood import FloodControl
 from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
-from dropwarden.state import State
+from dropwarden.state import OutboxItem, State
 
 _ECS_SEVERITY = {
     Severity.INFO: 1,
@@ -36,6 +36,8 @@ _ECS_SEVERITY = {
 
 
 class Sink(Protocol):
+    """A notify action as the dispatcher uses it; it may also define `send_batch` (see `Action`)."""
+
     id: str
 
     def send(self, payload: dict[str, Any]) -> None: ...
@@ -290,28 +292,39 @@ class AlertDispatcher:
         return len(delivered)
 
     def _deliver_pass(self, delivered: list[tuple[str, str]]) -> None:
+        """Each due row to its sink: a sink with `send_batch` gets all of its due rows in one call (it
+        splits them into requests itself), any other one row at a time through `send`."""
+        by_sink: dict[str, list[OutboxItem]] = {}
         for item in self.state.due_alerts(time.time()):
-            sink = self.sinks.get(item.sink)
+            by_sink.setdefault(item.sink, []).append(item)
+        for sink_id, items in by_sink.items():
+            sink = self.sinks.get(sink_id)
             if sink is None:
-                self.state.mark_failed(item.id, item.sink, "sink no longer configured", time.time() + 3600)
+                for item in items:
+                    self.state.mark_failed(item.id, sink_id, "sink no longer configured", time.time() + 3600)
                 continue
-            try:
-                sink.send(item.payload)
-            except Exception as exc:
-                self.failed[item.sink] += 1
-                delay = retry_delay(self.settings, item.attempts)
-                self.state.mark_failed(
-                    item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay
-                )
-                if item.sink not in self.failing:
-                    self.failing[item.sink] = str(exc)
-                    self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
-                continue
-            delivered.append((item.id, item.sink))
-            self.delivered[item.sink] += 1
-            if item.sink in self.failing:
-                del self.failing[item.sink]
-                self._on_health(item.sink, None)
+            send_batch = getattr(sink, "send_batch", None)
+            if callable(send_batch):
+                outcomes = _batch_outcomes(send_batch, [item.payload for item in items])
+            else:
+                outcomes = [_outcome(sink.send, item.payload) for item in items]
+            for item, outcome in zip(items, outcomes, strict=True):
+                if outcome is None:
+                    delivered.append((item.id, item.sink))
+                    self.delivered[item.sink] += 1
+                else:
+                    self._failed(item, outcome)
+            if any(outcome is None for outcome in outcomes) and sink_id in self.failing:
+                del self.failing[sink_id]
+                self._on_health(sink_id, None)
+
+    def _failed(self, item: OutboxItem, exc: BaseException) -> None:
+        self.failed[item.sink] += 1
+        delay = retry_delay(self.settings, item.attempts)
+        self.state.mark_failed(item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay)
+        if item.sink not in self.failing:
+            self.failing[item.sink] = str(exc)
+            self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -321,3 +334,26 @@ class AlertDispatcher:
                 pass
             self._wake.wait(1.0)
             self._wake.clear()
+
+
+def _outcome(send: Callable[[dict[str, Any]], None], payload: dict[str, Any]) -> Exception | None:
+    try:
+        send(payload)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _batch_outcomes(send_batch: Callable[..., Any], payloads: list[dict[str, Any]]) -> list[Exception | None]:
+    """`send_batch`'s per-payload outcomes; when it raises, or answers anything but one outcome (None or
+    an exception) per payload, every payload failed (and is retried)."""
+    try:
+        outcomes = send_batch(payloads)
+    except Exception as exc:
+        return [exc] * len(payloads)
+    if not isinstance(outcomes, list | tuple) or len(outcomes) != len(payloads):
+        return [TypeError("send_batch answered no outcome per alert")] * len(payloads)
+    return [
+        o if o is None or isinstance(o, Exception) else TypeError("send_batch outcome is no exception")
+        for o in outcomes
+    ]
