@@ -364,3 +364,30 @@ def test_an_action_with_send_batch_gets_its_due_alerts_in_one_call_and_only_refu
             state._queued = None  # rows removed behind the state's back: count again
     finally:
         state.close()
+
+
+def test_a_summary_the_full_outbox_cannot_take_waits_for_room_and_is_then_queued_once(tmp_path):
+    """Summarised alerts stay recorded until their summary is queued; queueing it and forgetting them
+    is one transaction, so the summary is neither lost nor queued twice."""
+    sink = JsonlSinkSettings(
+        type="jsonl", name="siem", path=tmp_path / "a.jsonl", rate_limit=1, rate_interval=0.01
+    )
+    state = State(tmp_path / "state.db")
+    dispatcher = AlertDispatcher(state, {}, AlertsSettings(sink=[sink], max_queued=1))
+    state.max_queued = 1
+    try:
+        assert dispatcher.admit(["siem"], "a0", "inbox", {"CARD"}) == (["siem"], [])
+        state.enqueue_alert("a0", ["siem"], payload("a0"))  # the outbox is now full
+        for n in (1, 2):
+            assert dispatcher.admit(["siem"], f"a{n}", "inbox", {"CARD", "EMAIL"}) == ([], ["siem"])
+        time.sleep(0.02)
+        assert dispatcher.queue_summaries() == 0 and dispatcher.queue_summaries() == 0
+        state.mark_delivered("a0", "siem")
+        state.max_queued = 10
+        assert dispatcher.queue_summaries() == 1 and dispatcher.queue_summaries() == 0
+        (item,) = state.due_alerts(time.time())
+        summary = item.payload["dropwarden"]["summary"]
+        assert summary["alerts"] == 2 and summary["alert_ids"] == ["a1", "a2"]
+        assert [(c["type"], c["count"]) for c in summary["counts"]] == [("CARD", 2), ("EMAIL", 2)]
+    finally:
+        state.close()

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,9 +334,16 @@ class State:
 
     # alert outbox --------------------------------------------------------------------------------
 
-    def enqueue_alert(self, alert_id: str, sinks: list[str], payload: dict[str, Any]) -> bool:
+    def enqueue_alert(
+        self,
+        alert_id: str,
+        sinks: list[str],
+        payload: dict[str, Any],
+        then: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> bool:
         """Queue the alert for each of `sinks`, whole or not at all: False (and counted in `overflowed`)
-        when `max_queued` undelivered rows are already waiting. The caller records what was not queued."""
+        when `max_queued` undelivered rows are already waiting. The caller records what was not queued.
+        `then(db)` runs in the same transaction once queued (what the alert replaces, deleted at once)."""
         now = time.time()
         body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         with self._lock:  # the count changes only once the transaction committed, under the same lock
@@ -350,6 +357,8 @@ class State:
                     " VALUES (?, ?, ?, ?, ?)",
                     [(alert_id, sink, body, now, now) for sink in sinks],
                 ).rowcount
+                if then is not None:
+                    then(db)
             self._queued = queued + max(added, 0)
         return True
 

@@ -17,10 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from dropwarden import __version__
 from dropwarden.act.flood import FloodControl
+from dropwarden.act.floodstore import FloodStore
 from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
@@ -239,7 +241,7 @@ class AlertDispatcher:
         self.failing: dict[str, str] = {}
         self.delivered: Counter[str] = Counter()  # per sink id, since start: what /metrics reports
         self.failed: Counter[str] = Counter()  # failed delivery attempts per sink id, since start
-        self.flood = FloodControl(settings.sink)
+        self.flood = FloodControl(settings.sink, FloodStore(state))
         self._flood_lock = threading.Lock()
 
     def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
@@ -260,12 +262,16 @@ class AlertDispatcher:
             return self.flood.admit(sinks, alert_id, watch, types, time.time())
 
     def queue_summaries(self) -> int:
-        """Queue the summary alert of every flood-control window that has ended; returns how many."""
+        """Queue the summary alert of every flood-control window that has ended (or died with an earlier
+        run of the daemon: its summarised alerts are in the state database); returns how many. One the
+        outbox cannot take (full) is tried again at the next pass."""
         with self._flood_lock:
             due = self.flood.take_due(time.time(), ecs_event)
-        for summary in due:
-            self.state.enqueue_alert(summary.alert_id, [summary.sink], summary.payload)
-        return len(due)
+        queued = 0
+        for summary in due:  # queued and its rows deleted in one transaction: a crash loses neither
+            forget = partial(self.flood.store.forget, sink=summary.sink, tally=summary.tally)
+            queued += self.state.enqueue_alert(summary.alert_id, [summary.sink], summary.payload, forget)
+        return queued
 
     def start(self) -> None:
         self._thread.start()
