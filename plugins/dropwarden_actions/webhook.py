@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import socket
 import ssl
 import time
@@ -16,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dropwarden_actions.formats.ecs import ecs_document
+from dropwarden_actions.formats.ocsf import ocsf_document
 from dropwarden_actions.settings import WebhookSinkSettings
 from dropwarden_actions.webhookwire import (
     WebhookFailed,
@@ -51,13 +52,8 @@ def read_secret(path: Path | None, what: str) -> bytes | None:
 
 
 def document(format_name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The alert as an ECS or OCSF document (the formats module's when present; the ECS payload as is
-    otherwise)."""
-    try:
-        from dropwarden_actions.formats import render
-    except ImportError:
-        return payload
-    return json.loads(render(format_name, payload))
+    """The alert as an ECS or OCSF document (a new one: the payload is left as it is)."""
+    return ocsf_document(payload) if format_name == "ocsf" else ecs_document(payload)
 
 
 class WebhookSink:

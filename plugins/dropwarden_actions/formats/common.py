@@ -56,6 +56,15 @@ def rule_versions(payload: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [seen[rule] for rule in sorted(seen)]
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars), several times faster than deepcopy."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
 def one_line(text: Any, limit: int = 4096) -> str:
     """`text` as a string that cannot break a line-based frame: every control character (and U+2028/9)
     replaced by U+FFFD, lone surrogates too, at most `limit` characters."""

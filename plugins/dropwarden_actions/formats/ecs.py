@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from typing import Any
 
 from dropwarden_actions.formats.common import (
     compact_json,
+    copy_json,
     findings_of,
     rule_versions,
     severity_of,
@@ -19,7 +19,7 @@ def ecs_document(payload: dict[str, Any]) -> dict[str, Any]:
     """A copy of the payload with `rule` (the detector rules that matched: `rule.id`, and `rule.version`
     in the same order, each the version of the detector that made that rule), `file.directory` and
     `file.extension`, `host.name`, and `event.created`/`dataset`/`module`/`outcome` added."""
-    document = copy.deepcopy(payload)
+    document = copy_json(payload)
     event = document.setdefault("event", {})
     event.setdefault("created", document.get("@timestamp"))
     event.setdefault("module", "dropwarden")

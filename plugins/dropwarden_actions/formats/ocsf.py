@@ -8,13 +8,13 @@ security-control profile carries what dropwarden did (disposition: quarantined o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from dropwarden.findings import Severity
 from dropwarden_actions.formats.cef import _epoch_ms
 from dropwarden_actions.formats.common import (
     compact_json,
+    copy_json,
     rule_versions,
     severity_of,
     type_counts,
@@ -80,7 +80,7 @@ def ocsf_document(payload: dict[str, Any]) -> dict[str, Any]:
         "disposition_id": DISPOSITION_QUARANTINED if quarantined else DISPOSITION_DETECTED,
         "disposition": "Quarantined" if quarantined else "Detected",
         "device": {"hostname": (payload.get("host") or {}).get("hostname"), "type_id": 0},
-        "unmapped": {"dropwarden": copy.deepcopy(meta)},
+        "unmapped": {"dropwarden": copy_json(meta)},
     }
     if file:
         ocsf_file = _file(file)
