@@ -181,3 +181,26 @@ def test_over_udp_an_alert_sent_while_the_receiver_is_down_is_lost_to_that_sink_
         out.close()
         state.close()
     assert sorted(ids) == sorted(f"alert-{index}" for index in (*range(5), *range(10, 15)))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_pass_of_due_alerts_goes_out_in_one_write_as_one_framed_message_each(
+    rsyslog: Rsyslog, transport: str, tmp_path: Path
+):
+    """`send_batch` over TCP/TLS: the dispatcher's whole pass is written at once, still one octet-counted
+    RFC 5424 message per alert, each arriving exactly once."""
+    state = State(tmp_path / "state.db")
+    out = sink(rsyslog, transport)
+    dispatcher = AlertDispatcher(state, {out.id: out}, AlertsSettings())
+    writes: list[int] = []
+    send_framed = out._send_framed
+    out._send_framed = lambda frame: (writes.append(len(frame)), send_framed(frame))[1]  # type: ignore[method-assign]
+    try:
+        for index in range(50):
+            state.enqueue_alert(f"alert-{index}", [out.id], numbered(index, HOSTILE_NAMES[index % 8]))
+        assert dispatcher.deliver_due() == 50 and len(writes) == 1
+        lines = received(rsyslog, transport, 50)
+    finally:
+        out.close()
+        state.close()
+    assert sorted(read_sd(line)[0]["id"] for line in lines) == sorted(f"alert-{i}" for i in range(50))
