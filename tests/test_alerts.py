@@ -347,12 +347,16 @@ class EveryOtherBatch:
 def test_an_action_with_send_batch_gets_its_due_alerts_in_one_call_and_only_refused_ones_again(tmp_path):
     state = State(tmp_path / "state.db")
     action = EveryOtherBatch()
-    dispatcher = AlertDispatcher(state, {"batched": action}, AlertsSettings(retry_initial=60))
+    health: list[tuple[str, str | None]] = []
+    dispatcher = AlertDispatcher(
+        state, {"batched": action}, AlertsSettings(retry_initial=60), lambda *report: health.append(report)
+    )
     try:
         for n in range(4):
             state.enqueue_alert(f"a{n}", ["batched"], payload(f"a{n}"))
         assert dispatcher.deliver_due() == 2 and action.calls == [["a0", "a1", "a2", "a3"]]
         assert state.outbox_depth() == 2 and dispatcher.failed["batched"] == 2
+        assert health == []  # refused items of a batch it took: retried, the sink is not failing
         state._db.execute("UPDATE outbox SET next_attempt=0 WHERE delivered IS NULL")
         assert dispatcher.deliver_due() == 2 and action.calls[1] == ["a1", "a3"]
         for answer in ("raise", "short"):  # either fails every alert of the call: all kept, retried
@@ -360,6 +364,7 @@ def test_an_action_with_send_batch_gets_its_due_alerts_in_one_call_and_only_refu
             state.enqueue_alert(f"b-{answer}", ["batched"], payload(f"b-{answer}"))
             state.enqueue_alert(f"c-{answer}", ["batched"], payload(f"c-{answer}"))
             assert dispatcher.deliver_due() == 0 and state.outbox_depth() == 2
+            assert health[-1][1] is not None  # nothing taken: failing
             state._db.execute("DELETE FROM outbox WHERE delivered IS NULL")
             state._queued = None  # rows removed behind the state's back: count again
     finally:

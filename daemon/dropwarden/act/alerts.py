@@ -314,21 +314,24 @@ class AlertDispatcher:
                 outcomes = _batch_outcomes(send_batch, [item.payload for item in items])
             else:
                 outcomes = [_outcome(sink.send, item.payload) for item in items]
+            reached = any(outcome is None for outcome in outcomes)
             for item, outcome in zip(items, outcomes, strict=True):
                 if outcome is None:
                     delivered.append((item.id, item.sink))
                     self.delivered[item.sink] += 1
                 else:
-                    self._failed(item, outcome)
-            if any(outcome is None for outcome in outcomes) and sink_id in self.failing:
+                    self._failed(item, outcome, health=not reached)
+            if reached and sink_id in self.failing:
                 del self.failing[sink_id]
                 self._on_health(sink_id, None)
 
-    def _failed(self, item: OutboxItem, exc: BaseException) -> None:
+    def _failed(self, item: OutboxItem, exc: BaseException, health: bool) -> None:
+        """Retry later; `health`: the sink took nothing this pass, so it is failing (not one refused item
+        of a batch it otherwise took)."""
         self.failed[item.sink] += 1
         delay = retry_delay(self.settings, item.attempts)
         self.state.mark_failed(item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay)
-        if item.sink not in self.failing:
+        if health and item.sink not in self.failing:
             self.failing[item.sink] = str(exc)
             self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
 
