@@ -164,6 +164,21 @@ def test_the_outbox_bound_is_kept_by_a_count_not_a_query_per_alert_and_holds_aft
         again.close()
 
 
+def test_due_alerts_are_read_in_index_order_so_a_backlog_costs_no_sort_of_all_of_it(state: State):
+    """After an outage every row of a backlog is due at once: each pass reads its 100 rows from the index
+    in order (no temporary sort of the whole backlog), those that fell due first, oldest first."""
+    for n in range(3):
+        state.enqueue_alert(f"a{n}", ["siem"], {"n": n})
+    state.mark_failed("a0", "siem", "down", time.time() + 0.5)  # a0 retried later: due after a1, a2
+    statements: list[str] = []
+    state._db.set_trace_callback(statements.append)
+    assert [item.id for item in state.due_alerts(time.time() + 1)] == ["a1", "a2", "a0"]
+    state._db.set_trace_callback(None)
+    (query,) = [sql for sql in statements if "FROM outbox" in sql]  # as run, its values bound
+    plan = state._db.execute("EXPLAIN QUERY PLAN " + query).fetchall()
+    assert not any("TEMP B-TREE" in row[-1] for row in plan), plan
+
+
 def test_undelivered_alerts_survive_a_restart_oldest_first(state: State):
     for n in range(3):
         state.enqueue_alert(f"a{n}", ["siem"], {"n": n})

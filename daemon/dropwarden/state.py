@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS operator_release (
 );
 CREATE INDEX IF NOT EXISTS operator_release_pending ON operator_release (watch, relpath) WHERE used IS NULL;
 CREATE INDEX IF NOT EXISTS operator_release_content ON operator_release (sha256);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
+DROP INDEX IF EXISTS outbox_due;
+CREATE INDEX IF NOT EXISTS outbox_due_order ON outbox (next_attempt, created) WHERE delivered IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered) WHERE delivered IS NOT NULL;
 """
 
@@ -369,10 +370,12 @@ class State:
         return self._queued
 
     def due_alerts(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Undelivered rows due by `now`, in the order they fell due (a new alert: oldest first), read
+        in index order: a backlog of any size costs `limit` rows per call, not a sort of all of them."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sink, payload, attempts FROM outbox"
-                " WHERE delivered IS NULL AND next_attempt <= ? ORDER BY created LIMIT ?",
+                " WHERE delivered IS NULL AND next_attempt <= ? ORDER BY next_attempt, created LIMIT ?",
                 (now, limit),
             ).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]

@@ -68,7 +68,10 @@ def copy_json(value: Any) -> Any:
 def one_line(text: Any, limit: int = 4096) -> str:
     """`text` as a string that cannot break a line-based frame: every control character (and U+2028/9)
     replaced by U+FFFD, lone surrogates too, at most `limit` characters."""
-    text = _SURROGATE.sub("\ufffd", str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case: nothing to replace (no regex pass)
+        return text[:limit]
+    text = _SURROGATE.sub("\ufffd", text)
     return _CONTROL.sub("\ufffd", text)[:limit]
 
 
