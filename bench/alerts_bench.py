@@ -2,6 +2,7 @@
 drain a backlog after an outage.
 
     PYTHONPATH=daemon:plugins .venv/bin/python bench/alerts_bench.py [--count 5000] [--backlog 10000]
+        [--webhook 5000]
 
 A real rsyslogd (tests/rsyslog_server.py: TCP and TLS inputs on 127.0.0.1, a CA and certificate made
 now) receives RFC 5424 messages in CEF from the `syslog` sink, driven by the daemon's own
@@ -10,6 +11,7 @@ Timed: from the first delivery pass until the outbox is empty; every message is 
 rsyslogd wrote. Backlog: the receiver is stopped, `--backlog` alerts are queued and each tried once
 (refused), the receiver is started again and every row made due (as its backoff would): the time from
 then until the outbox is empty. Targets: >= 2,000 alerts/s over TCP, a 10,000 backlog in under 10 s.
+`--webhook N`: N alerts to a local HTTP `_bulk` receiver, one per request and then 100 per request.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import json
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.rsyslog_server
@@ -28,8 +32,10 @@ from dropwarden.act.alerts import AlertDispatcher, alert_payload
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import State
+from dropwarden_actions.settings import WebhookSinkSettings
 from dropwarden_actions.syslogsettings import SyslogSinkSettings
 from dropwarden_actions.syslogsink import SyslogSink
+from dropwarden_actions.webhook import WebhookSink
 from tests.rsyslog_server import Rsyslog
 
 SINK = "soc"
@@ -119,11 +125,50 @@ def backlog(root: Path, server: Rsyslog, count: int) -> dict:
             "alerts_per_s": round(count / seconds), "received": got}  # fmt: skip
 
 
+class _BulkReceiver(BaseHTTPRequestHandler):
+    """A local Elasticsearch `_bulk` endpoint that stores nothing: every item answered 201."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        items = [{"create": {"status": 201}} for _ in range(body.count(b"\n") // 2)]
+        self.server.items += len(items)  # type: ignore[attr-defined]
+        data = json.dumps({"errors": False, "items": items}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def webhook(root: Path, count: int, batch_size: int) -> dict:
+    """Alerts/s from the outbox to a local HTTP `_bulk` receiver, `batch_size` alerts per request."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BulkReceiver)
+    server.items = 0  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state = State(root / f"webhook-{batch_size}.db")
+    queue(state, 0, count)
+    settings = WebhookSinkSettings(
+        type="webhook", name=SINK, url=f"http://127.0.0.1:{server.server_port}/_bulk",
+        format="elastic-bulk", batch_size=batch_size,
+    )  # fmt: skip
+    dispatcher = AlertDispatcher(state, {SINK: WebhookSink(settings)}, AlertsSettings(max_queued=10**9))
+    seconds = drain(dispatcher, state)
+    state.close()
+    server.shutdown()
+    server.server_close()
+    return {"webhook": "elastic-bulk", "batch_size": batch_size, "alerts": count,
+            "seconds": round(seconds, 3), "alerts_per_s": round(count / seconds),
+            "received": server.items}  # type: ignore[attr-defined]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000, help="alerts per transport")
     parser.add_argument("--backlog", type=int, default=10000, help="alerts queued during the outage")
     parser.add_argument("--transports", default="tcp,tls")
+    parser.add_argument("--webhook", type=int, default=0, help="alerts to a local _bulk receiver (0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dropwarden-alerts-bench-") as tmp:
         root = Path(tmp)
@@ -132,6 +177,8 @@ def main() -> None:
             results = [throughput(root, server, t, args.count) for t in args.transports.split(",")]
             if args.backlog:
                 results.append(backlog(root, server, args.backlog))
+            if args.webhook:
+                results += [webhook(root, args.webhook, size) for size in (1, 100)]
         finally:
             server.stop()
     for result in results:

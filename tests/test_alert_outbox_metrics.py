@@ -149,3 +149,32 @@ def test_alerts_beyond_a_sinks_rate_are_summarised_per_watch_and_type_and_each_l
         assert {(c["watch"], c["count"]) for c in body["counts"]} == {("inbox", 3)}
     finally:
         daemon.stop()
+
+
+def test_a_kill_9_before_the_summary_is_due_loses_no_summarised_alert(tmp_path):
+    """The alerts a flood-control window summarised are in the state database, not only in memory: the
+    daemon killed (-9) before the window ends, then started again, sends the summary listing every one
+    of them (each also in the audit log, `alert.summarised`)."""
+    drop = Drop(tmp_path)
+    drop.config.write_text(
+        drop.config.read_text().replace(
+            f'path = "{drop.alerts}"\n', f'path = "{drop.alerts}"\nrate_limit = 1\nrate_interval = 600.0\n'
+        )
+    )
+    daemon = drop.daemon().start()
+    try:
+        for name in ("a", "b", "c", "d"):
+            write(drop.inbox / f"{name}.txt", PII)
+        daemon.wait_for(lambda: len(daemon.records("alert.summarised")) == 3, what="three summarised")
+        daemon.wait_for(lambda: len(drop.alert_lines()) == 1, what="the first alert sent")
+        daemon.kill()  # ten minutes before the summary was due
+        audited = {r["body"]["id"] for r in daemon.records("alert.summarised")}
+        daemon.start()
+        lines = daemon.wait_for(lambda: len(drop.alert_lines()) == 2 and drop.alert_lines(), timeout=20,
+                                what="the summary, after the restart")  # fmt: skip
+        summary = lines[1]["dropwarden"]["summary"]
+        assert lines[1]["event"]["action"] == "alert.summary"
+        assert summary["alerts"] == 3 and set(summary["alert_ids"]) == audited
+        assert {(c["watch"], c["count"]) for c in summary["counts"]} == {("inbox", 3)}
+    finally:
+        daemon.stop()

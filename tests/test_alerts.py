@@ -85,6 +85,8 @@ def test_an_alert_never_carries_a_value_only_where_it_was_and_its_keyed_fingerpr
     assert card == {
         "type": "CARD",
         "rule": "card",
+        "detector": "regex",
+        "detector_version": "1",
         "severity": "high",
         "confidence": 0.988,
         "location": {"view": "text", "line": 3, "column": 5, "offset": 40, "length": 16},
@@ -307,3 +309,104 @@ def test_an_alert_for_a_sink_no_longer_configured_is_kept_not_lost(outbox: Outbo
     attempts, wait, error = outbox.row("a1")
     assert (attempts, error) == (1, "sink no longer configured") and wait > 3000
     assert outbox.state.outbox_depth() == 1
+
+
+class EveryOtherBatch:
+    """A notify action taking batches (the `send_batch` contract): refuses the alerts whose id ends in an
+    odd digit the first time it sees them; `answer` can break the contract on purpose."""
+
+    kind = "notify"
+    id = "batched"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.seen: set[str] = set()
+        self.answer: str = "outcomes"
+
+    def describe(self) -> str:
+        return "takes batches"
+
+    def send(self, payload: dict) -> None:
+        raise AssertionError("send is not called for an action with send_batch")
+
+    def send_batch(self, payloads: list[dict]) -> list[Exception | None]:
+        ids = [p["event"]["id"] for p in payloads]
+        self.calls.append(ids)
+        if self.answer == "raise":
+            raise OSError("receiver down")
+        if self.answer == "short":
+            return [None]
+        outcomes: list[Exception | None] = []
+        for alert_id in ids:
+            first = alert_id not in self.seen
+            self.seen.add(alert_id)
+            outcomes.append(OSError("refused") if first and int(alert_id[-1]) % 2 else None)
+        return outcomes
+
+
+def test_an_action_with_send_batch_gets_its_due_alerts_in_one_call_and_only_refused_ones_again(tmp_path):
+    state = State(tmp_path / "state.db")
+    action = EveryOtherBatch()
+    health: list[tuple[str, str | None]] = []
+    dispatcher = AlertDispatcher(
+        state, {"batched": action}, AlertsSettings(retry_initial=60), lambda *report: health.append(report)
+    )
+    try:
+        for n in range(4):
+            state.enqueue_alert(f"a{n}", ["batched"], payload(f"a{n}"))
+        assert dispatcher.deliver_due() == 2 and action.calls == [["a0", "a1", "a2", "a3"]]
+        assert state.outbox_depth() == 2 and dispatcher.failed["batched"] == 2
+        assert health == []  # refused items of a batch it took: retried, the sink is not failing
+        state._db.execute("UPDATE outbox SET next_attempt=0 WHERE delivered IS NULL")
+        assert dispatcher.deliver_due() == 2 and action.calls[1] == ["a1", "a3"]
+        for answer in ("raise", "short"):  # either fails every alert of the call: all kept, retried
+            action.answer = answer
+            state.enqueue_alert(f"b-{answer}", ["batched"], payload(f"b-{answer}"))
+            state.enqueue_alert(f"c-{answer}", ["batched"], payload(f"c-{answer}"))
+            assert dispatcher.deliver_due() == 0 and state.outbox_depth() == 2
+            assert health[-1][1] is not None  # nothing taken: failing
+            state._db.execute("DELETE FROM outbox WHERE delivered IS NULL")
+            state._queued = None  # rows removed behind the state's back: count again
+    finally:
+        state.close()
+
+
+def test_a_summary_the_full_outbox_cannot_take_waits_for_room_and_is_then_queued_once(tmp_path):
+    """Summarised alerts stay recorded until their summary is queued; queueing it and forgetting them
+    is one transaction, so the summary is neither lost nor queued twice."""
+    sink = JsonlSinkSettings(
+        type="jsonl", name="siem", path=tmp_path / "a.jsonl", rate_limit=1, rate_interval=0.01
+    )
+    state = State(tmp_path / "state.db")
+    dispatcher = AlertDispatcher(state, {}, AlertsSettings(sink=[sink], max_queued=1))
+    state.max_queued = 1
+    try:
+        assert dispatcher.admit(["siem"], "a0", "inbox", {"CARD"}) == (["siem"], [])
+        state.enqueue_alert("a0", ["siem"], payload("a0"))  # the outbox is now full
+        for n in (1, 2):
+            assert dispatcher.admit(["siem"], f"a{n}", "inbox", {"CARD", "EMAIL"}) == ([], ["siem"])
+        time.sleep(0.02)
+        assert dispatcher.queue_summaries() == 0 and dispatcher.queue_summaries() == 0
+        state.mark_delivered("a0", "siem")
+        state.max_queued = 10
+        assert dispatcher.queue_summaries() == 1 and dispatcher.queue_summaries() == 0
+        (item,) = state.due_alerts(time.time())
+        summary = item.payload["dropwarden"]["summary"]
+        assert summary["alerts"] == 2 and summary["alert_ids"] == ["a1", "a2"]
+        assert [(c["type"], c["count"]) for c in summary["counts"]] == [("CARD", 2), ("EMAIL", 2)]
+    finally:
+        state.close()
+
+
+def test_the_running_dispatcher_drains_a_backlog_pass_after_pass_without_waiting_between(outbox: Outbox):
+    """A pass takes 100 rows; one that delivered something is followed by the next at once, so 1,000
+    queued alerts (an outage's backlog) are all delivered in well under the ten idle waits of a second."""
+    outbox.target.parent.mkdir()
+    for n in range(1000):
+        outbox.raise_alert(f"a{n}")
+    started = time.monotonic()
+    outbox.start()
+    while outbox.state.outbox_depth() and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    assert outbox.state.outbox_depth() == 0 and time.monotonic() - started < 6
+    assert len(outbox.lines()) == 1000

@@ -33,7 +33,9 @@ SECRETS = (CARD, CARD.replace(" ", ""), EMAIL, TOKEN, TOKEN[4:])
 class SiemDrop:
     """A watched inbox whose alerts go to rsyslogd over TCP (one sink per `formats`) and to a jsonl file."""
 
-    def __init__(self, root: Path, server: Rsyslog, formats: tuple[str, ...] = ("ecs",)) -> None:
+    def __init__(
+        self, root: Path, server: Rsyslog, formats: tuple[str, ...] = ("ecs",), transport: str = "tcp"
+    ) -> None:
         self.root = root
         self.inbox = root / "drop" / "inbox"
         self.quarantine = root / "drop" / ".quarantine"
@@ -41,10 +43,11 @@ class SiemDrop:
         self.alerts = root / "log" / "alerts.jsonl"
         self.inbox.mkdir(parents=True)
         self.config = root / "dropwarden.toml"
-        address = f"127.0.0.1:{server.ports['tcp']}"
+        address = f"127.0.0.1:{server.ports[transport]}"
+        ca = f'ca_file = "{server.certs["ca"]}"\n' if transport == "tls" else ""
         sinks = "".join(
             f'[[alerts.sink]]\ntype = "syslog"\nname = "soc-{fmt}"\naddress = "{address}"\n'
-            f'transport = "tcp"\nformat = "{fmt}"\n'
+            f'transport = "{transport}"\nformat = "{fmt}"\n{ca}'
             for fmt in formats
         )
         self.config.write_text(
@@ -75,8 +78,8 @@ class SiemDrop:
         return [json.loads(line)["event"]["id"] for line in self.alerts.read_text().splitlines()]
 
 
-def syslog_ids(server: Rsyslog) -> list[str]:
-    return [read_sd(line)[0]["id"] for line in server.lines("tcp")]
+def syslog_ids(server: Rsyslog, transport: str = "tcp") -> list[str]:
+    return [read_sd(line)[0]["id"] for line in server.lines(transport)]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
@@ -118,6 +121,35 @@ def test_a_burst_while_the_receiver_is_down_is_delivered_in_full_once_it_starts(
     file_of = dict(zip(ids, files, strict=True))
     assert all(file_of[alert_id] == name for alert_id, name in zip(ids, files, strict=True))
     assert sorted(file_of.values()) == names
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_receiver_stopped_during_a_burst_gets_every_alert_once_started_again(tmp_path, rsyslog, transport):
+    """The receiver goes down in the middle of a burst (rsyslogd stopped, its connection closed): the
+    alerts raised meanwhile wait in the outbox and all arrive once it is back; a repeat is only ever the
+    same alert under its own id."""
+    drop = SiemDrop(tmp_path, rsyslog, transport=transport)
+    rsyslog.start()
+    daemon = drop.daemon().start()
+    try:
+        before = drop.drop_files(5, prefix="a")
+        wait_until(lambda: len(set(syslog_ids(rsyslog, transport))) == 5, what="the first alerts delivered")
+        rsyslog.stop()
+        during = drop.drop_files(10, prefix="b")
+        daemon.wait_for(lambda: len(drop.alert_ids()) == 15, what="the burst's alerts raised")
+        daemon.wait_for(lambda: any('"alert sink failing' in line for line in daemon.log_lines), what="fail")
+        rsyslog.start()
+        expected = set(drop.alert_ids())
+        wait_until(lambda: set(syslog_ids(rsyslog, transport)) >= expected, what="every alert delivered")
+        time.sleep(1.0)  # and nothing else arrives after
+    finally:
+        daemon.stop()
+    lines = rsyslog.lines(transport)
+    ids = [read_sd(line)[0]["id"] for line in lines]
+    assert set(ids) == expected and len(expected) == len(before) + len(during)
+    file_of = {alert_id: read_sd(line)[0]["file"] for alert_id, line in zip(ids, lines, strict=True)}
+    assert all(read_sd(line)[0]["file"] == file_of[i] for i, line in zip(ids, lines, strict=True))
+    assert sorted(file_of.values()) == before + during
 
 
 def test_a_daemon_killed_with_alerts_queued_delivers_them_all_after_restart(tmp_path, rsyslog):

@@ -29,12 +29,12 @@ HOSTILE_NAMES = [
 ]
 
 
-def finding(kind: str, severity: Severity) -> Finding:
+def finding(kind: str, severity: Severity, detector: tuple[str, str] = ("regex", "1")) -> Finding:
     return Finding(
         type=kind,
         rule=kind.lower(),
-        detector="regex",
-        detector_version="1",
+        detector=detector[0],
+        detector_version=detector[1],
         severity=severity,
         confidence=0.9,
         location=Location("text", line=1, column=1, offset=0, length=16),
@@ -53,7 +53,7 @@ def payload(name: str = "scan.txt", findings: tuple[Finding, ...] | None = None)
         size=123,
         outcome="finding",
         reason=None,
-        findings=(finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW))
+        findings=(finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW, ("pii", "2.1")))
         if findings is None
         else findings,
         actions=("quarantine", "alert"),
@@ -108,6 +108,7 @@ def test_ecs_completes_the_payload_with_rule_file_host_and_event_fields():
     assert document["rule"] == {
         "id": ["card", "email"],
         "name": ["card", "email"],
+        "version": ["1", "2.1"],
         "category": ["CARD", "EMAIL"],
         "ruleset": "dropwarden",
     }
@@ -142,6 +143,7 @@ def test_cef_has_the_seven_header_fields_and_the_standard_extension_keys():
     assert pairs["fileHash"] == "ab" * 32 and pairs["fsize"] == "123"
     assert pairs["act"] == "quarantine,alert" and pairs["externalId"] == "alert-1"
     assert pairs["cs2"] == "CARD:1,EMAIL:1" and pairs["cn1"] == "42"
+    assert pairs["flexString1"] == "card@regex/1,email@pii/2.1"
     for key, label, _ in CUSTOM_STRINGS:
         assert pairs[f"{key}Label"] == label
 
@@ -178,6 +180,8 @@ def test_ocsf_is_a_detection_finding_the_ocsf_model_accepts(name: str):
     assert finding.class_uid == 2004 and finding.type_uid == 200401 and finding.severity_id == 4
     assert finding.finding_info.uid == "alert-1" and finding.finding_info.types == ["CARD", "EMAIL"]
     assert finding.finding_info.analytic is not None and finding.finding_info.analytic.uid == "card"
+    assert finding.finding_info.analytic.version == "1"
+    assert [(a.uid, a.version) for a in finding.finding_info.related_analytics or []] == [("email", "2.1")]
     assert document["disposition_id"] == 3 and document["evidences"][0]["file"]["name"] == name
     assert document["evidences"][0]["file"]["hashes"][0]["value"] == "ab" * 32
 
@@ -194,6 +198,15 @@ def test_an_unscanned_alert_and_an_audit_head_event_are_valid_findings_too():
 
 
 # ------------------------------------------------------------------------ never a value
+
+
+def test_every_finding_in_the_payload_names_its_detector_and_version_and_no_value():
+    findings = payload()["dropwarden"]["findings"]
+    assert [(f["rule"], f["detector"], f["detector_version"]) for f in findings] == [
+        ("card", "regex", "1"),
+        ("email", "pii", "2.1"),
+    ]
+    assert all(set(f) == set(findings[0]) and "excerpt" not in f for f in findings)
 
 
 @pytest.mark.parametrize("format_name", ["ecs", "cef", "ocsf"])

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from syslog_rfc5424_parser import SyslogMessage
 
+from dropwarden.act.alerts import AlertDispatcher
+from dropwarden.config import AlertsSettings
+from dropwarden.state import State
 from dropwarden_actions.syslogsettings import SyslogSinkSettings
 from dropwarden_actions.syslogsink import SyslogSink, SyslogUnavailable
 from tests.rsyslog_server import RSYSLOGD, Rsyslog
@@ -149,3 +152,55 @@ def test_a_receiver_stopped_and_started_again_gets_every_alert_retried_after_it_
     ]
     assert set(ids) == {f"alert-{index}" for index in range(30)}
     assert len(ids) - len(set(ids)) <= 20 - 10 - len(failed) + 1  # only a send that seemed to pass twice
+
+
+def test_over_udp_an_alert_sent_while_the_receiver_is_down_is_lost_to_that_sink_and_never_repeated(
+    rsyslog: Rsyslog, tmp_path: Path
+):
+    """UDP cannot know: a datagram handed to the kernel counts as delivered (the outbox does not retry
+    it), so what is sent while the receiver is down never reaches it, and nothing arrives twice; the
+    outbox retries only a send that fails here (no address). README says so: use TCP or TLS to lose
+    nothing."""
+    state = State(tmp_path / "state.db")
+    out = sink(rsyslog, "udp")
+    dispatcher = AlertDispatcher(state, {out.id: out}, AlertsSettings(retry_initial=0.01, retry_max=0.01))
+
+    def burst(start: int) -> int:
+        for index in range(start, start + 5):
+            state.enqueue_alert(f"alert-{index}", [out.id], numbered(index))
+        return dispatcher.deliver_due()
+
+    try:
+        assert burst(0) == 5 and len(received(rsyslog, "udp", 5)) == 5
+        rsyslog.stop()
+        assert burst(5) == 5 and state.outbox_depth() == 0 and not dispatcher.failed[out.id]
+        rsyslog.start()
+        assert burst(10) == 5
+        ids = [read_sd(line)[0]["id"] for line in received(rsyslog, "udp", 10)]
+    finally:
+        out.close()
+        state.close()
+    assert sorted(ids) == sorted(f"alert-{index}" for index in (*range(5), *range(10, 15)))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_pass_of_due_alerts_goes_out_in_one_write_as_one_framed_message_each(
+    rsyslog: Rsyslog, transport: str, tmp_path: Path
+):
+    """`send_batch` over TCP/TLS: the dispatcher's whole pass is written at once, still one octet-counted
+    RFC 5424 message per alert, each arriving exactly once."""
+    state = State(tmp_path / "state.db")
+    out = sink(rsyslog, transport)
+    dispatcher = AlertDispatcher(state, {out.id: out}, AlertsSettings())
+    writes: list[int] = []
+    send_framed = out._send_framed
+    out._send_framed = lambda frame: (writes.append(len(frame)), send_framed(frame))[1]  # type: ignore[method-assign]
+    try:
+        for index in range(50):
+            state.enqueue_alert(f"alert-{index}", [out.id], numbered(index, HOSTILE_NAMES[index % 8]))
+        assert dispatcher.deliver_due() == 50 and len(writes) == 1
+        lines = received(rsyslog, transport, 50)
+    finally:
+        out.close()
+        state.close()
+    assert sorted(read_sd(line)[0]["id"] for line in lines) == sorted(f"alert-{i}" for i in range(50))

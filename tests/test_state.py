@@ -136,6 +136,49 @@ def test_a_failed_delivery_waits_until_its_retry_time_and_counts_its_attempts(st
     assert state._db.execute("SELECT last_error, payload FROM outbox").fetchone() == (None, "")
 
 
+def test_the_outbox_bound_is_kept_by_a_count_not_a_query_per_alert_and_holds_after_a_restart(state: State):
+    """`max_queued` counts undelivered rows (one per alert and sink): counted once at the first enqueue,
+    then kept by enqueues and deliveries, so an alert near the bound costs no COUNT query; a reopened
+    database counts again and refuses the same alerts."""
+    state.max_queued = 4
+    statements: list[str] = []
+    state.enqueue_alert("a0", ["siem"], {})
+    state._db.set_trace_callback(statements.append)
+    state.enqueue_alert("a1", ["siem", "file"], {})
+    state.enqueue_alert("a1", ["siem", "file"], {})  # the same alert again: no new row, not counted
+    state.enqueue_alert("a2", ["siem"], {})
+    assert state.outbox_depth() == 4
+    assert state.enqueue_alert("a3", ["siem"], {}) is False
+    state.mark_delivered("a1", "siem")
+    state.mark_delivered("a1", "siem")  # delivered twice (at least once): counted once
+    assert state.outbox_depth() == 3 and state.enqueue_alert("a3", ["siem"], {}) is True
+    state._db.set_trace_callback(None)
+    assert not [sql for sql in statements if "count(" in sql.lower()]
+    again = reopened(state)
+    try:
+        again.max_queued = 4
+        assert again.outbox_depth() == 4 and again.enqueue_alert("a4", ["siem"], {}) is False
+        again.mark_delivered("a0", "siem")
+        assert again.enqueue_alert("a4", ["siem"], {}) is True and again.outbox_depth() == 4
+    finally:
+        again.close()
+
+
+def test_due_alerts_are_read_in_index_order_so_a_backlog_costs_no_sort_of_all_of_it(state: State):
+    """After an outage every row of a backlog is due at once: each pass reads its 100 rows from the index
+    in order (no temporary sort of the whole backlog), those that fell due first, oldest first."""
+    for n in range(3):
+        state.enqueue_alert(f"a{n}", ["siem"], {"n": n})
+    state.mark_failed("a0", "siem", "down", time.time() + 0.5)  # a0 retried later: due after a1, a2
+    statements: list[str] = []
+    state._db.set_trace_callback(statements.append)
+    assert [item.id for item in state.due_alerts(time.time() + 1)] == ["a1", "a2", "a0"]
+    state._db.set_trace_callback(None)
+    (query,) = [sql for sql in statements if "FROM outbox" in sql]  # as run, its values bound
+    plan = state._db.execute("EXPLAIN QUERY PLAN " + query).fetchall()
+    assert not any("TEMP B-TREE" in row[-1] for row in plan), plan
+
+
 def test_undelivered_alerts_survive_a_restart_oldest_first(state: State):
     for n in range(3):
         state.enqueue_alert(f"a{n}", ["siem"], {"n": n})

@@ -24,13 +24,17 @@ from dropwarden_actions.settings import WebhookSinkSettings
 from dropwarden_actions.webhook import WebhookSink
 
 TOKEN = "hec-token-0b7f3c1e-SEKRET"
+ACK_TOKEN = "hec-token-with-indexer-ack-SEKRET"
 KEY = b"hmac-key-for-tests"
 CARD = "4111111111111111"
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """HEC at /services/collector/event, `_bulk` at /_bulk. Every other request is answered 503; a
-    `_bulk` request that is let through refuses its item (429) the first time that id is seen."""
+    """HEC at /services/collector/event (several events per request) with indexer acknowledgement at
+    /services/collector/ack for ACK_TOKEN, `_bulk` at /_bulk (several items per request). Every other
+    request is answered 503. ACK_TOKEN's requests need a channel; their first ackId is never
+    acknowledged, the others on the second poll. A `_bulk` item of an even-numbered alert is refused
+    (429) the first time its id is seen, the others in the same request stored."""
 
     server: ReceiverServer
 
@@ -48,28 +52,63 @@ class Receiver(BaseHTTPRequestHandler):
             )
         if fail:
             return self._answer(503, {"text": "Server is busy", "code": 9})
+        if self.path == "/services/collector/ack":
+            return self._hec_ack(json.loads(body)["acks"])
         if self.path == "/services/collector/event":
-            event = json.loads(body)
-            assert set(event) >= {"time", "host", "source", "sourcetype", "event"}
-            with srv.lock:
-                srv.stored.setdefault(event["event"]["event"]["id"], []).append(event)
-            return self._answer(200, {"text": "Success", "code": 0})
-        action_line, document_line = body.decode().splitlines()
-        doc_id = json.loads(action_line)["create"]["_id"]
+            return self._hec(body)
+        return self._bulk(body)
+
+    def _hec(self, body: bytes) -> None:
+        srv = self.server
+        acked = self.headers.get("Authorization") == f"Splunk {ACK_TOKEN}"
+        if acked and not self.headers.get("X-Splunk-Request-Channel"):
+            return self._answer(400, {"text": "Data channel is missing", "code": 10})
+        events = hec_events(body)
         with srv.lock:
-            first_time = doc_id not in srv.refused
-            srv.refused.add(doc_id)
-            if not first_time and doc_id not in srv.stored:
-                srv.stored[doc_id] = [json.loads(document_line)]
-                status = 201
-            elif first_time:
-                status = 429
-            else:
-                status = 409  # already stored: a duplicate by id, not stored twice
-        item = {"create": {"_id": doc_id, "status": status}}
-        if status >= 300:
-            item["create"]["error"] = {"type": "es_rejected_execution_exception", "reason": "queue full"}
-        self._answer(200, {"took": 1, "errors": status >= 300, "items": [item]})
+            srv.batch_sizes.append(len(events))
+            for event in events:
+                assert set(event) >= {"time", "host", "source", "sourcetype", "event"}
+                srv.stored.setdefault(event["event"]["event"]["id"], []).append(event)
+            if not acked:
+                return self._answer(200, {"text": "Success", "code": 0})
+            ack_id = srv.next_ack
+            srv.next_ack += 1
+            srv.ack_events[ack_id] = [event["event"]["event"]["id"] for event in events]
+        self._answer(200, {"text": "Success", "code": 0, "ackId": ack_id})
+
+    def _hec_ack(self, ack_ids: list[int]) -> None:
+        srv = self.server
+        with srv.lock:
+            answer = {}
+            for ack_id in ack_ids:
+                srv.polls[ack_id] = srv.polls.get(ack_id, 0) + 1
+                answer[str(ack_id)] = ack_id != 0 and srv.polls[ack_id] >= 2
+        self._answer(200, {"acks": answer})
+
+    def _bulk(self, body: bytes) -> None:
+        srv = self.server
+        lines = body.decode().splitlines()
+        items = []
+        with srv.lock:
+            srv.batch_sizes.append(len(lines) // 2)
+            for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
+                doc_id = json.loads(action_line)["create"]["_id"]
+                srv.sent.append(doc_id)
+                if doc_id in srv.stored:
+                    status = 409  # already stored: a duplicate by id, not stored twice
+                elif int(doc_id.rsplit("-", 1)[1]) % 2 == 0 and doc_id not in srv.refused:
+                    srv.refused.add(doc_id)
+                    status = 429
+                else:
+                    srv.stored[doc_id] = [json.loads(document_line)]
+                    status = 201
+                item = {"create": {"_id": doc_id, "status": status}}
+                if status >= 300:
+                    item["create"]["error"] = {"type": "es_rejected_execution_exception", "reason": "busy"}
+                items.append(item)
+        self._answer(
+            200, {"took": 1, "errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
+        )
 
     def _answer(self, status: int, document: dict) -> None:
         data = json.dumps(document).encode()
@@ -83,6 +122,17 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
+def hec_events(body: bytes) -> list[dict]:
+    """The events of a HEC request body: JSON objects one after another, as Splunk reads them."""
+    decoder, text, events, at = json.JSONDecoder(), body.decode(), [], 0
+    while at < len(text.rstrip()):
+        event, at = decoder.raw_decode(text, at)
+        events.append(event)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return events
+
+
 class ReceiverServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Receiver)
@@ -93,6 +143,11 @@ class ReceiverServer(ThreadingHTTPServer):
         self.signed_ok: list[bool] = []
         self.stored: dict[str, list[dict]] = {}
         self.refused: set[str] = set()
+        self.sent: list[str] = []  # _bulk item ids in the order they came
+        self.batch_sizes: list[int] = []  # alerts per HEC or _bulk request let through
+        self.next_ack = 0
+        self.ack_events: dict[int, list[str]] = {}
+        self.polls: dict[int, int] = {}
 
 
 @pytest.fixture
@@ -131,10 +186,13 @@ def alert(alert_id: str) -> dict:
     )
 
 
-def deliver_all(tmp_path: Path, url: str, fmt: str, count: int) -> tuple[State, list[str]]:
-    """Raise `count` alerts for a webhook sink and run the dispatcher until the outbox is empty; returns
-    the state and every error delivery reported (the sink's health messages, the outbox's last errors)."""
-    (tmp_path / "hec.token").write_text(TOKEN + "\n")
+def deliver_all(
+    tmp_path: Path, url: str, fmt: str, count: int, token: str = TOKEN, **options: object
+) -> tuple[State, list[str]]:
+    """Raise `count` alerts for a webhook sink (`options`: more of its settings) and run the dispatcher
+    until the outbox is empty; returns the state and every error delivery reported (the sink's health
+    messages, the outbox's last errors)."""
+    (tmp_path / "hec.token").write_text(token + "\n")
     (tmp_path / "hook.key").write_bytes(KEY + b"\n")
     sink_settings = WebhookSinkSettings(
         type="webhook",
@@ -144,6 +202,7 @@ def deliver_all(tmp_path: Path, url: str, fmt: str, count: int) -> tuple[State, 
         token_file=tmp_path / "hec.token",
         secret_file=tmp_path / "hook.key",
         timeout=5,
+        **options,
     )
     settings = AlertsSettings(sink=[sink_settings], retry_initial=0.01, retry_max=0.05)
     state = State(tmp_path / "state.db")
@@ -164,13 +223,15 @@ def deliver_all(tmp_path: Path, url: str, fmt: str, count: int) -> tuple[State, 
     return state, errors
 
 
-def test_every_alert_reaches_a_splunk_hec_that_fails_half_the_requests(tmp_path, receiver, caplog):
+def test_every_alert_reaches_a_splunk_hec_that_fails_half_the_requests_several_per_request(
+    tmp_path, receiver, caplog
+):
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{receiver.server_port}/services/collector/event"
-    state, errors = deliver_all(tmp_path, url, "splunk-hec", 6)
+    state, errors = deliver_all(tmp_path, url, "splunk-hec", 12)
     assert state.outbox_depth() == 0
-    assert sorted(receiver.stored) == [f"alert-{n}" for n in range(6)]
-    assert receiver.requests >= 12  # each failed at least once
+    assert sorted(receiver.stored) == sorted(f"alert-{n}" for n in range(12))
+    assert max(receiver.batch_sizes) > 1  # batched: several events in one request
     assert all(receiver.signed_ok) and set(receiver.auth) == {f"Splunk {TOKEN}"}
     event = receiver.stored["alert-0"][0]
     assert event["source"] == "dropwarden" and event["event"]["file"]["name"] == "a.txt"
@@ -179,16 +240,54 @@ def test_every_alert_reaches_a_splunk_hec_that_fails_half_the_requests(tmp_path,
     assert not any(CARD.encode() in body for body in receiver.bodies)
 
 
-def test_a_refused_bulk_item_is_retried_and_the_index_holds_each_alert_once(tmp_path, receiver, caplog):
+def test_a_hec_token_with_indexer_acknowledgement_counts_an_alert_only_once_acknowledged(
+    tmp_path, receiver, caplog
+):
+    """Each request's ackId is polled on the sink's channel until acknowledged; the events of the one
+    never acknowledged are sent again, with the same alert ids, until another request carrying them is."""
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{receiver.server_port}/services/collector/event"
+    state, errors = deliver_all(tmp_path, url, "splunk-hec", 8, ACK_TOKEN, ack=True, ack_timeout=0.5)
+    assert state.outbox_depth() == 0
+    ids = [f"alert-{n}" for n in range(8)]
+    acked = {
+        i
+        for ack, events in receiver.ack_events.items()
+        if receiver.polls.get(ack, 0) >= 2 and ack
+        for i in events
+    }
+    assert acked == set(ids)  # every alert in a request whose ackId was acknowledged
+    never = set(receiver.ack_events[0])
+    assert never and all(len(receiver.stored[i]) >= 2 for i in never)  # resent
+    assert all({e["event"]["event"]["id"] for e in receiver.stored[i]} == {i} for i in ids)  # same id
+    assert sorted(receiver.stored) == ids and all(receiver.signed_ok)
+    assert any("acknowledgement 0 not received" in error for error in errors)
+    assert not any(ACK_TOKEN in error for error in errors) and ACK_TOKEN not in caplog.text
+
+
+def test_a_refused_bulk_item_is_retried_alone_and_the_index_holds_each_alert_once(tmp_path, receiver, caplog):
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{receiver.server_port}/_bulk"
-    state, errors = deliver_all(tmp_path, url, "elastic-bulk", 5)
+    state, errors = deliver_all(tmp_path, url, "elastic-bulk", 10)
     assert state.outbox_depth() == 0
-    assert sorted(receiver.stored) == [f"alert-{n}" for n in range(5)]
+    assert sorted(receiver.stored) == sorted(f"alert-{n}" for n in range(10))
     assert all(len(docs) == 1 for docs in receiver.stored.values())
+    assert max(receiver.batch_sizes) > 1  # one request carried several items
+    # An item stored (201) is never sent again: only the refused ones (and those of failed requests) are.
+    assert receiver.sent.count("alert-1") == 1 and receiver.sent.count("alert-2") == 2
     assert all(receiver.signed_ok)
     assert any("status 429" in error for error in errors)
     assert not any(TOKEN in error for error in errors) and TOKEN not in caplog.text
+
+
+def test_a_batch_holds_at_most_batch_size_alerts_and_batch_bytes(tmp_path, receiver):
+    url = f"http://127.0.0.1:{receiver.server_port}/_bulk"
+    state, _ = deliver_all(tmp_path, url, "elastic-bulk", 9, batch_size=3)
+    assert state.outbox_depth() == 0 and max(receiver.batch_sizes) == 3
+    receiver.batch_sizes.clear()
+    (tmp_path / "b").mkdir()
+    state, _ = deliver_all(tmp_path / "b", url, "elastic-bulk", 9, batch_bytes=1024)
+    assert state.outbox_depth() == 0 and max(receiver.batch_sizes) == 1  # two items are over 1024 bytes
 
 
 def test_a_redelivered_bulk_item_already_stored_counts_as_delivered(tmp_path, receiver):

@@ -117,8 +117,9 @@ def dropwarden_register_actions(register: Callable[[Any], None], settings: Setti
 
     Args:
         register: call it once per object implementing `dropwarden.registry.Action`: `id` (the name a
-            watch uses; unique across plugins), `kind` ("notify" with `send(payload)`, optional `close()`
-            and `use_audit(append)`; or "move" with `move(request)`, core-only in practice) and
+            watch uses; unique across plugins), `kind` ("notify" with `send(payload)`, optional
+            `send_batch(payloads) -> [None | exception per payload]`, `close()` and
+            `use_audit(append)`; or "move" with `move(request)`, core-only in practice) and
             `describe()`. See `Action` for the delivery contract (the durable outbox, at least once,
             retried with backoff while `send` raises).
         settings: the validated configuration, read-only.

@@ -139,8 +139,15 @@ class Action(Protocol):
     types, rules and keyed fingerprints) or an `audit.head` event. It is called from the alert
     dispatcher's thread, never from a judging worker, out of the durable outbox: delivery is at least
     once (the same `event.id` may come again; de-duplicate on it), and `send` raises on any failure, the
-    outbox then retrying it with exponential backoff (`[alerts] retry_initial`, `retry_max`). It may
-    define `close()`, called when the daemon stops or a reload replaces it, and
+    outbox then retrying it with exponential backoff (`[alerts] retry_initial`, `retry_max`).
+    It may also define `send_batch(payloads: list[dict]) -> list[Exception | None]` for a receiver that
+    takes several alerts per request: the dispatcher then calls it instead of `send`, once per delivery
+    pass with every row due for it (1 to 100 payloads, oldest first; the action splits them into requests
+    as its receiver allows), and reads back one outcome per payload, in the same order: None when that
+    alert was delivered, an exception when it was not (that alert alone is retried with backoff, the
+    others are done). Raising, or answering a list of another length, fails every payload of the call.
+    Without `send_batch`, `send` is called once per alert as before. It may define `close()`, called
+    when the daemon stops or a reload replaces it, and
     `use_audit(append)`: called once when the daemon builds its sinks, with `append(type, body)` that
     writes an event to the audit log (`type` such as "action.exec"; `body` JSON, never a raw value).
     A watch names it in `on_finding` / `on_unscanned`; `"alert"` there means every configured

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS operator_release (
 );
 CREATE INDEX IF NOT EXISTS operator_release_pending ON operator_release (watch, relpath) WHERE used IS NULL;
 CREATE INDEX IF NOT EXISTS operator_release_content ON operator_release (sha256);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
+DROP INDEX IF EXISTS outbox_due;
+CREATE INDEX IF NOT EXISTS outbox_due_order ON outbox (next_attempt, created) WHERE delivered IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered) WHERE delivered IS NOT NULL;
 """
 
@@ -107,6 +108,9 @@ class State:
         self._lock = threading.RLock()
         self.max_queued: int | None = None  # `[alerts] max_queued`, set by whoever runs the outbox
         self.overflowed: Counter[str] = Counter()  # alerts not queued for a sink (outbox full), since start
+        # Undelivered outbox rows: counted once (first use), then kept by this object's own writes (only the
+        # daemon writes the outbox), so the `max_queued` bound costs no COUNT per alert.
+        self._queued: int | None = None
         self._purged = 0.0  # when delivered rows were last deleted
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -331,31 +335,47 @@ class State:
 
     # alert outbox --------------------------------------------------------------------------------
 
-    def enqueue_alert(self, alert_id: str, sinks: list[str], payload: dict[str, Any]) -> bool:
+    def enqueue_alert(
+        self,
+        alert_id: str,
+        sinks: list[str],
+        payload: dict[str, Any],
+        then: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> bool:
         """Queue the alert for each of `sinks`, whole or not at all: False (and counted in `overflowed`)
-        when `max_queued` undelivered rows are already waiting. The caller records what was not queued."""
+        when `max_queued` undelivered rows are already waiting. The caller records what was not queued.
+        `then(db)` runs in the same transaction once queued (what the alert replaces, deleted at once)."""
         now = time.time()
         body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-        with self.transaction() as db:
-            if self.max_queued is not None and self._undelivered(db) >= self.max_queued:
-                self.overflowed.update(sinks)
-                return False
-            db.executemany(
-                "INSERT OR IGNORE INTO outbox (id, sink, payload, created, next_attempt)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(alert_id, sink, body, now, now) for sink in sinks],
-            )
+        with self._lock:  # the count changes only once the transaction committed, under the same lock
+            with self.transaction() as db:
+                queued = self._undelivered(db)
+                if self.max_queued is not None and queued >= self.max_queued:
+                    self.overflowed.update(sinks)
+                    return False
+                added = db.executemany(
+                    "INSERT OR IGNORE INTO outbox (id, sink, payload, created, next_attempt)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(alert_id, sink, body, now, now) for sink in sinks],
+                ).rowcount
+                if then is not None:
+                    then(db)
+            self._queued = queued + max(added, 0)
         return True
 
-    @staticmethod
-    def _undelivered(db: sqlite3.Connection) -> int:
-        return db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
+    def _undelivered(self, db: sqlite3.Connection) -> int:
+        """Undelivered rows: counted on first use, then the kept count (the caller holds the lock)."""
+        if self._queued is None:
+            self._queued = db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL").fetchone()[0]
+        return self._queued
 
     def due_alerts(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Undelivered rows due by `now`, in the order they fell due (a new alert: oldest first), read
+        in index order: a backlog of any size costs `limit` rows per call, not a sort of all of them."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sink, payload, attempts FROM outbox"
-                " WHERE delivered IS NULL AND next_attempt <= ? ORDER BY created LIMIT ?",
+                " WHERE delivered IS NULL AND next_attempt <= ? ORDER BY next_attempt, created LIMIT ?",
                 (now, limit),
             ).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
@@ -367,14 +387,18 @@ class State:
         """(alert id, sink) rows delivered, in one transaction (one commit for a whole pass): the payload
         is emptied, and rows delivered more than DELIVERED_KEPT_SECONDS ago are deleted (once a minute)."""
         now = time.time()
-        with self.transaction() as db:
-            db.executemany(
-                "UPDATE outbox SET delivered=?, payload='', last_error=NULL WHERE id=? AND sink=?",
-                [(now, alert_id, sink) for alert_id, sink in rows],
-            )
-            if now - self._purged >= _PURGE_EVERY_SECONDS:
-                self.forget_delivered(now - DELIVERED_KEPT_SECONDS, db)
-                self._purged = now
+        with self._lock:
+            with self.transaction() as db:
+                done = db.executemany(
+                    "UPDATE outbox SET delivered=?, payload='', last_error=NULL"
+                    " WHERE id=? AND sink=? AND delivered IS NULL",
+                    [(now, alert_id, sink) for alert_id, sink in rows],
+                ).rowcount
+                if now - self._purged >= _PURGE_EVERY_SECONDS:
+                    self.forget_delivered(now - DELIVERED_KEPT_SECONDS, db)
+                    self._purged = now
+            if self._queued is not None:
+                self._queued = max(self._queued - max(done, 0), 0)
 
     def forget_delivered(self, before: float, db: sqlite3.Connection | None = None) -> int:
         """Delete the rows of alerts delivered before `before`; how many went."""

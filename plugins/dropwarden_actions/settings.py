@@ -48,9 +48,10 @@ class ExecSinkSettings(SinkSettings):
 
 
 class WebhookSinkSettings(SinkSettings):
-    """`type = "webhook"`: POSTs each alert to `url` as `format`; the token (`Authorization: Splunk` for
-    HEC, `Bearer` otherwise) and the HMAC key are read from files at start and reload, never written in
-    the configuration. TLS is verified (against `ca_file` when given, the system's CAs otherwise)."""
+    """`type = "webhook"`: POSTs alerts to `url` as `format` (HEC and `_bulk` in batches); the token
+    (`Authorization: Splunk` for HEC, `Bearer` otherwise) and the HMAC key are read from files at start
+    and reload, never written in the configuration. TLS is verified (against `ca_file` when given, the
+    system's CAs otherwise)."""
 
     type: Literal["webhook"]
     url: str = Field(pattern=r"^https?://[^\s/@]+(/\S*)?$")  # no user:password@ in it
@@ -61,6 +62,10 @@ class WebhookSinkSettings(SinkSettings):
     timeout: float = Field(default=10.0, gt=0, le=300)
     index: str | None = None  # elastic-bulk: the index (default "dropwarden-alerts"); splunk-hec: optional
     sourcetype: str = "dropwarden:alert"  # splunk-hec
+    batch_size: int = Field(default=100, ge=1, le=10000)  # splunk-hec, elastic-bulk: alerts per request
+    batch_bytes: int = Field(default=1_048_576, ge=1024, le=100 * 1_048_576)  # and bytes per request
+    ack: bool = False  # splunk-hec: wait for indexer acknowledgement of each request (its ackId)
+    ack_timeout: float = Field(default=30.0, gt=0, le=600)  # splunk-hec: unacknowledged after it: retried
 
     @property
     def id(self) -> str:

@@ -25,7 +25,8 @@ class SyslogUnavailable(Exception):
 
 class SyslogSink:
     """A notify action: one RFC 5424 message per alert. TCP and TLS keep one connection, opened again
-    after any failure; a message counts as delivered once the receiver's TCP has acknowledged all of it."""
+    after any failure; a message counts as delivered once the receiver's TCP has acknowledged all of it.
+    `send_batch` writes the due messages of a pass together and waits for one acknowledgement."""
 
     kind = "notify"
 
@@ -51,6 +52,25 @@ class SyslogSink:
                 self._send_datagram(message)
             else:
                 self._send_framed(str(len(message)).encode() + b" " + message)
+
+    def send_batch(self, payloads: list[dict[str, Any]]) -> list[Exception | None]:
+        """TCP/TLS: every message framed into one write, counted once the receiver's TCP acknowledged it
+        all (a failure retries them all: the same ids again). UDP: one datagram each, as `send`."""
+        if self.settings.transport == "udp":
+            return [_outcome(self.send, payload) for payload in payloads]
+        outcomes: list[Exception | None] = [None] * len(payloads)
+        frames: list[bytes] = []
+        for index, payload in enumerate(payloads):
+            try:
+                message = syslog_message(payload, self.settings.format, STREAM_MAX_BYTES)
+            except Exception as exc:  # this alert alone cannot be rendered: the others still go
+                outcomes[index] = exc
+                continue
+            frames.append(str(len(message)).encode() + b" " + message)
+        if frames:
+            with self._lock:
+                self._send_framed(b"".join(frames))
+        return outcomes
 
     def _send_datagram(self, message: bytes) -> None:
         try:
@@ -98,6 +118,14 @@ class SyslogSink:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _outcome(send: Any, payload: dict[str, Any]) -> Exception | None:
+    try:
+        send(payload)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _tls_context(settings: SyslogSinkSettings) -> ssl.SSLContext:

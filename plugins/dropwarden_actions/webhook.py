@@ -1,28 +1,41 @@
-"""The `webhook` alert sink: one HTTPS POST per alert as ECS, OCSF, a Splunk HEC event or an `_bulk` item."""
+"""The `webhook` alert sink: HTTPS POSTs of ECS or OCSF alerts, or batches of HEC events / `_bulk` items."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import socket
 import ssl
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dropwarden_actions.formats.ecs import ecs_document
+from dropwarden_actions.formats.ocsf import ocsf_document
 from dropwarden_actions.settings import WebhookSinkSettings
+from dropwarden_actions.webhookwire import (
+    WebhookFailed,
+    as_json,
+    bulk_outcomes,
+    chunks,
+    hec_acked,
+    hec_answer,
+    short,
+)
+
+__all__ = ["WebhookFailed", "WebhookSink", "WebhookUnreachable"]
 
 SIGNATURE_HEADER = "X-Dropwarden-Signature"  # "sha256=<hex HMAC-SHA256 of the body under secret_file>"
 ALERT_ID_HEADER = "X-Dropwarden-Alert-Id"
 MAX_RESPONSE = 4 * 1024 * 1024  # bytes of a reply read at most (a _bulk reply lists every item)
-
-
-class WebhookFailed(Exception):
-    """The receiver refused, failed or did not answer in time: the outbox retries. Its message names the
-    status and the receiver's reason, never the token or the body."""
+HEC_CHANNEL_HEADER = "X-Splunk-Request-Channel"
+HEC_ACK_PATH = "/services/collector/ack"
+BATCHED = ("splunk-hec", "elastic-bulk")  # the formats that carry several alerts per request
 
 
 def read_secret(path: Path | None, what: str) -> bytes | None:
@@ -39,20 +52,17 @@ def read_secret(path: Path | None, what: str) -> bytes | None:
 
 
 def document(format_name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The alert as an ECS or OCSF document (the formats module's when present; the ECS payload as is
-    otherwise)."""
-    try:
-        from dropwarden_actions.formats import render
-    except ImportError:
-        return payload
-    return json.loads(render(format_name, payload))
+    """The alert as an ECS or OCSF document (a new one: the payload is left as it is)."""
+    return ocsf_document(payload) if format_name == "ocsf" else ecs_document(payload)
 
 
 class WebhookSink:
-    """A notify action: POSTs each alert; a non-2xx answer, a timeout, a HEC error code or any failed
-    `_bulk` item raises, so the outbox retries. `_bulk` items are `create` actions with the alert id as
+    """A notify action that takes batches (`send_batch`): `splunk-hec` and `elastic-bulk` send up to
+    `batch_size` alerts (`batch_bytes` in all) per request and read each alert's outcome from the answer;
+    `ecs` and `ocsf` POST each alert alone. `_bulk` items are `create` actions with the alert id as
     `_id`: a redelivery of a stored alert answers 409 and counts as delivered, so the index holds each
-    alert once."""
+    alert once. With `ack = true`, a HEC request's events count once the indexer acknowledged its
+    `ackId` (polled at /services/collector/ack on this sink's channel), else they are retried (same id)."""
 
     kind = "notify"
 
@@ -63,30 +73,61 @@ class WebhookSink:
         self._secret = read_secret(settings.secret_file, "secret_file")
         self._tls = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         self._host = socket.gethostname()
+        self._channel = str(uuid.uuid4())  # HEC: the channel this sink's ack ids belong to
+        parts = urllib.parse.urlsplit(settings.url)
+        self._ack_url = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, "/services/collector/ack", "", "")
+        )
 
     def describe(self) -> str:
-        return f"POST each alert ({self.settings.format}) to {self.settings.url}"
+        batched = self.settings.format in BATCHED
+        what = f"batches of up to {self.settings.batch_size} alerts" if batched else "each alert"
+        return f"POST {what} ({self.settings.format}) to {self.settings.url}"
 
     def send(self, payload: dict[str, Any]) -> None:
-        body, content_type = self._body(payload)
-        headers = {"Content-Type": content_type, "User-Agent": "dropwarden"}
-        headers[ALERT_ID_HEADER] = str(payload.get("event", {}).get("id", ""))
-        if self._token is not None:
-            scheme = "Splunk" if self.settings.format == "splunk-hec" else "Bearer"
-            headers["Authorization"] = f"{scheme} {self._token.decode()}"
-        if self._secret is not None:
-            digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
-            headers[SIGNATURE_HEADER] = f"sha256={digest}"
-        _status, reply = self._post(body, headers)
-        if self.settings.format == "splunk-hec":
-            _check_hec(reply)
-        elif self.settings.format == "elastic-bulk":
-            _check_bulk(reply)
+        outcome = self.send_batch([payload])[0]
+        if outcome is not None:
+            raise outcome
 
-    def _body(self, payload: dict[str, Any]) -> tuple[bytes, str]:
+    def send_batch(self, payloads: list[dict[str, Any]]) -> list[Exception | None]:
+        """Per payload, in order: None (delivered) or why not (retried alone by the outbox)."""
+        fmt = self.settings.format
+        outcomes: list[Exception | None] = [None] * len(payloads)
+        items = [self._item(payload) for payload in payloads]
+        per_request = self.settings.batch_size if fmt in BATCHED else 1
+        pending: list[tuple[int, int, int]] = []  # HEC (start, end, ackId) awaiting acknowledgement
+        down: WebhookFailed | None = None
+        for start, end in chunks(items, per_request, self.settings.batch_bytes):
+            if down is not None:  # not reached: the rest of this pass waits for the retry
+                outcomes[start:end] = [down] * (end - start)
+                continue
+            ids = [str(p.get("event", {}).get("id", "")) for p in payloads[start:end]]
+            try:
+                reply = self._post(self.settings.url, b"".join(items[start:end]), ids)
+                if fmt == "elastic-bulk":
+                    outcomes[start:end] = bulk_outcomes(reply, end - start)
+                elif fmt == "splunk-hec":
+                    ack_id = hec_answer(reply).get("ackId")
+                    if self.settings.ack and isinstance(ack_id, int):
+                        pending.append((start, end, ack_id))
+            except WebhookFailed as exc:
+                outcomes[start:end] = [exc] * (end - start)
+                down = exc if isinstance(exc, WebhookUnreachable) else None
+        if pending:
+            acked = self._await_acks([ack for _, _, ack in pending])
+            for start, end, ack in pending:
+                if ack not in acked:
+                    late = WebhookFailed(
+                        f"HEC indexer acknowledgement {ack} not received within {self.settings.ack_timeout}s"
+                    )
+                    outcomes[start:end] = [late] * (end - start)
+        return outcomes
+
+    def _item(self, payload: dict[str, Any]) -> bytes:
+        """The alert as this format's request body (ecs, ocsf) or as one item of a batched body."""
         fmt = self.settings.format
         if fmt in ("ecs", "ocsf"):
-            return _json(document(fmt, payload)), "application/json"
+            return as_json(document(fmt, payload))
         doc = document("ecs", payload)
         if fmt == "splunk-hec":
             envelope = {
@@ -98,59 +139,64 @@ class WebhookSink:
             }
             if self.settings.index:
                 envelope["index"] = self.settings.index
-            return _json(envelope), "application/json"
+            return as_json(envelope) + b"\n"
         action = {"create": {"_index": self.settings.index or "dropwarden-alerts"}}
         alert_id = payload.get("event", {}).get("id")
         if alert_id:
             action["create"]["_id"] = str(alert_id)
-        return _json(action) + b"\n" + _json(doc) + b"\n", "application/x-ndjson"
+        return as_json(action) + b"\n" + as_json(doc) + b"\n"
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.settings.url, data=body, headers=headers, method="POST")
-        context = self._tls if self.settings.url.startswith("https:") else None
+    def _await_acks(self, ack_ids: list[int]) -> set[int]:
+        """The ack ids the indexer acknowledged before `ack_timeout` (polled, waits growing to 1 s); a
+        poll that fails is tried again until then."""
+        deadline = time.monotonic() + self.settings.ack_timeout
+        acked: set[int] = set()
+        wait = 0.05
+        while True:
+            waiting = [ack for ack in ack_ids if ack not in acked]
+            try:
+                acked |= hec_acked(self._post(self._ack_url, as_json({"acks": waiting}), []), waiting)
+            except WebhookFailed:
+                pass
+            if len(acked) == len(ack_ids) or time.monotonic() + wait > deadline:
+                return acked
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+
+    def _post(self, url: str, body: bytes, alert_ids: list[str]) -> bytes:
+        """POST `body` (signed, with the token); the answer's body. Raises WebhookFailed on a non-2xx
+        answer, WebhookUnreachable when there was none."""
+        fmt = self.settings.format
+        headers = {"User-Agent": "dropwarden"}
+        headers["Content-Type"] = "application/x-ndjson" if fmt == "elastic-bulk" else "application/json"
+        if len(alert_ids) == 1:
+            headers[ALERT_ID_HEADER] = alert_ids[0]
+        if self._token is not None:
+            headers["Authorization"] = (
+                f"{'Splunk' if fmt == 'splunk-hec' else 'Bearer'} {self._token.decode()}"
+            )
+        if fmt == "splunk-hec":
+            headers[HEC_CHANNEL_HEADER] = self._channel
+        if self._secret is not None:
+            headers[SIGNATURE_HEADER] = f"sha256={hmac.new(self._secret, body, hashlib.sha256).hexdigest()}"
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        context = self._tls if url.startswith("https:") else None
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout, context=context) as response:
-                return response.status, response.read(MAX_RESPONSE)
+                return response.read(MAX_RESPONSE)
         except urllib.error.HTTPError as exc:
-            reason = _short(exc.read(2048) if exc.fp else b"") or exc.reason
-            raise WebhookFailed(f"HTTP {exc.code} from {self.settings.url}: {reason}") from None
+            reason = short(exc.read(2048) if exc.fp else b"") or exc.reason
+            raise WebhookFailed(f"HTTP {exc.code} from {url}: {reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             why = getattr(exc, "reason", None) or exc
-            raise WebhookFailed(f"{self.settings.url} not reached: {why}") from None
+            raise WebhookUnreachable(f"{url} not reached: {why}") from None
 
     def close(self) -> None:
         pass
 
 
-def _check_hec(reply: bytes) -> None:
-    try:
-        answer = json.loads(reply or b"{}")
-    except ValueError:
-        raise WebhookFailed("HEC answer is not JSON") from None
-    if answer.get("code", 0) != 0:
-        raise WebhookFailed(f"HEC code {answer.get('code')}: {_short(str(answer.get('text', '')).encode())}")
-
-
-def _check_bulk(reply: bytes) -> None:
-    """A `_bulk` answer with `errors: true` lists each item's status: any failure but 409 (already
-    stored under that id) raises."""
-    try:
-        answer = json.loads(reply)
-    except ValueError:
-        raise WebhookFailed("_bulk answer is not JSON") from None
-    if not answer.get("errors"):
-        return
-    for item in answer.get("items", []):
-        result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
-        status = result.get("status", 0)
-        if status >= 300 and status != 409:
-            error = result.get("error") or {}
-            kind = error.get("type", "error") if isinstance(error, dict) else "error"
-            raise WebhookFailed(f"_bulk item refused: status {status} ({_short(str(kind).encode())})")
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+class WebhookUnreachable(WebhookFailed):
+    """No answer at all (refused, timed out): the rest of a pass is not tried against it."""
 
 
 def _epoch(timestamp: Any) -> float | None:
@@ -158,8 +204,3 @@ def _epoch(timestamp: Any) -> float | None:
         return round(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp(), 3)
     except ValueError:
         return None
-
-
-def _short(text: bytes) -> str:
-    """A receiver's reason, one line, bounded (it is the receiver's text, not ours)."""
-    return text.decode("utf-8", "replace").replace("\n", " ")[:200]

@@ -17,14 +17,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from dropwarden import __version__
 from dropwarden.act.flood import FloodControl
+from dropwarden.act.floodstore import FloodStore
 from dropwarden.config import AlertsSettings, SinkSettings
 from dropwarden.findings import Finding, Severity
 from dropwarden.registry import Registry
-from dropwarden.state import State
+from dropwarden.state import OutboxItem, State
 
 _ECS_SEVERITY = {
     Severity.INFO: 1,
@@ -36,6 +38,8 @@ _ECS_SEVERITY = {
 
 
 class Sink(Protocol):
+    """A notify action as the dispatcher uses it; it may also define `send_batch` (see `Action`)."""
+
     id: str
 
     def send(self, payload: dict[str, Any]) -> None: ...
@@ -130,6 +134,8 @@ def alert_payload(
                 {
                     "type": f.type,
                     "rule": f.rule,
+                    "detector": f.detector,
+                    "detector_version": f.detector_version,
                     "severity": str(f.severity),
                     "confidence": round(f.confidence, 3),
                     "location": f.location.to_dict(),
@@ -235,7 +241,7 @@ class AlertDispatcher:
         self.failing: dict[str, str] = {}
         self.delivered: Counter[str] = Counter()  # per sink id, since start: what /metrics reports
         self.failed: Counter[str] = Counter()  # failed delivery attempts per sink id, since start
-        self.flood = FloodControl(settings.sink)
+        self.flood = FloodControl(settings.sink, FloodStore(state))
         self._flood_lock = threading.Lock()
 
     def reconfigure(self, sinks: dict[str, Sink], settings: AlertsSettings) -> None:
@@ -256,12 +262,16 @@ class AlertDispatcher:
             return self.flood.admit(sinks, alert_id, watch, types, time.time())
 
     def queue_summaries(self) -> int:
-        """Queue the summary alert of every flood-control window that has ended; returns how many."""
+        """Queue the summary alert of every flood-control window that has ended (or died with an earlier
+        run of the daemon: its summarised alerts are in the state database); returns how many. One the
+        outbox cannot take (full) is tried again at the next pass."""
         with self._flood_lock:
             due = self.flood.take_due(time.time(), ecs_event)
-        for summary in due:
-            self.state.enqueue_alert(summary.alert_id, [summary.sink], summary.payload)
-        return len(due)
+        queued = 0
+        for summary in due:  # queued and its rows deleted in one transaction: a crash loses neither
+            forget = partial(self.flood.store.forget, sink=summary.sink, tally=summary.tally)
+            queued += self.state.enqueue_alert(summary.alert_id, [summary.sink], summary.payload, forget)
+        return queued
 
     def start(self) -> None:
         self._thread.start()
@@ -288,34 +298,74 @@ class AlertDispatcher:
         return len(delivered)
 
     def _deliver_pass(self, delivered: list[tuple[str, str]]) -> None:
+        """Each due row to its sink: a sink with `send_batch` gets all of its due rows in one call (it
+        splits them into requests itself), any other one row at a time through `send`."""
+        by_sink: dict[str, list[OutboxItem]] = {}
         for item in self.state.due_alerts(time.time()):
-            sink = self.sinks.get(item.sink)
+            by_sink.setdefault(item.sink, []).append(item)
+        for sink_id, items in by_sink.items():
+            sink = self.sinks.get(sink_id)
             if sink is None:
-                self.state.mark_failed(item.id, item.sink, "sink no longer configured", time.time() + 3600)
+                for item in items:
+                    self.state.mark_failed(item.id, sink_id, "sink no longer configured", time.time() + 3600)
                 continue
-            try:
-                sink.send(item.payload)
-            except Exception as exc:
-                self.failed[item.sink] += 1
-                delay = retry_delay(self.settings, item.attempts)
-                self.state.mark_failed(
-                    item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay
-                )
-                if item.sink not in self.failing:
-                    self.failing[item.sink] = str(exc)
-                    self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
-                continue
-            delivered.append((item.id, item.sink))
-            self.delivered[item.sink] += 1
-            if item.sink in self.failing:
-                del self.failing[item.sink]
-                self._on_health(item.sink, None)
+            send_batch = getattr(sink, "send_batch", None)
+            if callable(send_batch):
+                outcomes = _batch_outcomes(send_batch, [item.payload for item in items])
+            else:
+                outcomes = [_outcome(sink.send, item.payload) for item in items]
+            reached = any(outcome is None for outcome in outcomes)
+            for item, outcome in zip(items, outcomes, strict=True):
+                if outcome is None:
+                    delivered.append((item.id, item.sink))
+                    self.delivered[item.sink] += 1
+                else:
+                    self._failed(item, outcome, health=not reached)
+            if reached and sink_id in self.failing:
+                del self.failing[sink_id]
+                self._on_health(sink_id, None)
+
+    def _failed(self, item: OutboxItem, exc: BaseException, health: bool) -> None:
+        """Retry later; `health`: the sink took nothing this pass, so it is failing (not one refused item
+        of a batch it otherwise took)."""
+        self.failed[item.sink] += 1
+        delay = retry_delay(self.settings, item.attempts)
+        self.state.mark_failed(item.id, item.sink, f"{type(exc).__name__}: {exc}", time.time() + delay)
+        if health and item.sink not in self.failing:
+            self.failing[item.sink] = str(exc)
+            self._on_health(item.sink, f"alert sink {item.sink} failing: {exc}")
 
     def _loop(self) -> None:
+        """A pass that delivered something is followed by the next at once (a backlog drains at full
+        speed, 100 rows a pass); otherwise the next waits for a kick or a second."""
         while not self._stop.is_set():
             try:
-                self.deliver_due()
+                busy = self.deliver_due() > 0
             except Exception:  # the state database is busy or broken; try again shortly
-                pass
-            self._wake.wait(1.0)
-            self._wake.clear()
+                busy = False
+            if not busy:
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+
+def _outcome(send: Callable[[dict[str, Any]], None], payload: dict[str, Any]) -> Exception | None:
+    try:
+        send(payload)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _batch_outcomes(send_batch: Callable[..., Any], payloads: list[dict[str, Any]]) -> list[Exception | None]:
+    """`send_batch`'s per-payload outcomes; when it raises, or answers anything but one outcome (None or
+    an exception) per payload, every payload failed (and is retried)."""
+    try:
+        outcomes = send_batch(payloads)
+    except Exception as exc:
+        return [exc] * len(payloads)
+    if not isinstance(outcomes, list | tuple) or len(outcomes) != len(payloads):
+        return [TypeError("send_batch answered no outcome per alert")] * len(payloads)
+    return [
+        o if o is None or isinstance(o, Exception) else TypeError("send_batch outcome is no exception")
+        for o in outcomes
+    ]

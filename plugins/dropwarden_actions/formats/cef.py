@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from dropwarden.findings import Severity
-from dropwarden_actions.formats.common import findings_of, one_line, severity_of, type_counts
+from dropwarden_actions.formats.common import findings_of, one_line, rule_versions, severity_of, type_counts
 
 CEF_SEVERITY = {
     Severity.INFO: 1,
@@ -25,6 +25,7 @@ CUSTOM_STRINGS = (
     ("cs4", "fingerprints", "the findings' keyed fingerprints, comma-separated"),
     ("cs5", "auditHead", "the audit chain head when raised, LOG_ID:SEQ:HASH"),
     ("cs6", "reason", "why (the reason of an unscanned file, else the finding types)"),
+    ("flexString1", "ruleVersions", "each rule with its detector and version, RULE@DETECTOR/VERSION"),
 )
 
 
@@ -81,6 +82,7 @@ def cef_line(payload: dict[str, Any]) -> str:
         "cs4": ",".join(str(f.get("fingerprint")) for f in findings if f.get("fingerprint")),
         "cs5": ":".join(str(head[k]) for k in ("log_id", "seq", "hash") if k in head),
         "cs6": reason,
+        "flexString1": ",".join(f"{rule}@{det}/{version}" for rule, det, version in rule_versions(payload)),
     }
     for key, label, _ in CUSTOM_STRINGS:
         if values[key] not in (None, ""):

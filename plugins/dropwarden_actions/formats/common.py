@@ -44,10 +44,34 @@ def type_counts(payload: dict[str, Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def rule_versions(payload: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(rule, detector id, detector version) of each rule that matched, sorted by rule: the first
+    finding's detector where several made the same rule."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for finding in findings_of(payload):
+        rule = str(finding.get("rule"))
+        seen.setdefault(
+            rule, (rule, str(finding.get("detector") or ""), str(finding.get("detector_version") or ""))
+        )
+    return [seen[rule] for rule in sorted(seen)]
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars), several times faster than deepcopy."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
 def one_line(text: Any, limit: int = 4096) -> str:
     """`text` as a string that cannot break a line-based frame: every control character (and U+2028/9)
     replaced by U+FFFD, lone surrogates too, at most `limit` characters."""
-    text = _SURROGATE.sub("\ufffd", str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case: nothing to replace (no regex pass)
+        return text[:limit]
+    text = _SURROGATE.sub("\ufffd", text)
     return _CONTROL.sub("\ufffd", text)[:limit]
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from typing import Any
 
-from dropwarden_actions.formats.common import compact_json, findings_of, severity_of, type_counts
+from dropwarden_actions.formats.common import (
+    compact_json,
+    copy_json,
+    findings_of,
+    rule_versions,
+    severity_of,
+    type_counts,
+)
 
 
 def ecs_document(payload: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the payload with `rule` (the detector rules that matched), `file.directory` and
+    """A copy of the payload with `rule` (the detector rules that matched: `rule.id`, and `rule.version`
+    in the same order, each the version of the detector that made that rule), `file.directory` and
     `file.extension`, `host.name`, and `event.created`/`dataset`/`module`/`outcome` added."""
-    document = copy.deepcopy(payload)
+    document = copy_json(payload)
     event = document.setdefault("event", {})
     event.setdefault("created", document.get("@timestamp"))
     event.setdefault("module", "dropwarden")
@@ -20,10 +27,11 @@ def ecs_document(payload: dict[str, Any]) -> dict[str, Any]:
     event.setdefault("outcome", "success")
     findings = findings_of(payload)
     if findings:
-        rules = sorted({str(f.get("rule")) for f in findings})
+        rules = rule_versions(payload)
         document["rule"] = {
-            "id": rules,
-            "name": rules,
+            "id": [rule for rule, _, _ in rules],
+            "name": [rule for rule, _, _ in rules],
+            "version": [version for _, _, version in rules],
             "category": sorted(type_counts(payload)),
             "ruleset": "dropwarden",
         }

@@ -8,12 +8,17 @@ security-control profile carries what dropwarden did (disposition: quarantined o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from dropwarden.findings import Severity
 from dropwarden_actions.formats.cef import _epoch_ms
-from dropwarden_actions.formats.common import compact_json, findings_of, severity_of, type_counts
+from dropwarden_actions.formats.common import (
+    compact_json,
+    copy_json,
+    rule_versions,
+    severity_of,
+    type_counts,
+)
 
 OCSF_VERSION = "1.1.0"
 CLASS_UID, CATEGORY_UID, ACTIVITY_CREATE = 2004, 2, 1
@@ -30,7 +35,6 @@ def ocsf_document(payload: dict[str, Any]) -> dict[str, Any]:
     meta = payload.get("dropwarden") or {}
     observer = payload.get("observer") or {}
     severity = severity_of(payload)
-    findings = findings_of(payload)
     millis = _epoch_ms(payload.get("@timestamp")) or 0
     alert_id = str(event.get("id", ""))
     action = str(event.get("action") or event.get("kind") or "alert")
@@ -69,14 +73,14 @@ def ocsf_document(payload: dict[str, Any]) -> dict[str, Any]:
             "types": types or [action],
             "created_time": millis,
             "data_sources": ["file"],
-            **_analytic(findings),
+            **_analytic(payload),
         },
         "action_id": 2 if quarantined else 99,
         "action": "Denied" if quarantined else "Other",
         "disposition_id": DISPOSITION_QUARANTINED if quarantined else DISPOSITION_DETECTED,
         "disposition": "Quarantined" if quarantined else "Detected",
         "device": {"hostname": (payload.get("host") or {}).get("hostname"), "type_id": 0},
-        "unmapped": {"dropwarden": copy.deepcopy(meta)},
+        "unmapped": {"dropwarden": copy_json(meta)},
     }
     if file:
         ocsf_file = _file(file)
@@ -87,11 +91,22 @@ def ocsf_document(payload: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _analytic(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    rules = sorted({str(f.get("rule")) for f in findings})
+def _analytic(payload: dict[str, Any]) -> dict[str, Any]:
+    """Each rule that matched as an OCSF analytic: `version` its detector's version, `desc` the detector."""
+    rules = rule_versions(payload)
     if not rules:
         return {}
-    analytics = [{"name": rule, "uid": rule, "type_id": 1, "type": "Rule"} for rule in rules]
+    analytics = [
+        {
+            "name": rule,
+            "uid": rule,
+            "type_id": 1,
+            "type": "Rule",
+            **({"version": version} if version else {}),
+            **({"desc": f"detector {detector}"} if detector else {}),
+        }
+        for rule, detector, version in rules
+    ]
     return {"analytic": analytics[0], **({"related_analytics": analytics[1:]} if len(analytics) > 1 else {})}
 
 
