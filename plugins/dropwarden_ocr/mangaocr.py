@@ -340,6 +340,9 @@ class MangaOcrEngine:
         parts, alone = [crops], []
         while parts:
             part = [crop for crop in parts.pop(0) if not crop.request.finished]
+            if len(part) > self.batch_limit:  # the limit shrank since this batch was formed
+                parts[:0] = [part[i : i + self.batch_limit] for i in range(0, len(part), self.batch_limit)]
+                continue
             if not part or self._read_part(ocr, part, outcomes):
                 continue
             if len(part) == 1:
