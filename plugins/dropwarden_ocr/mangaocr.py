@@ -300,7 +300,8 @@ class MangaOcrEngine:
                     "timeout", f"MangaOCR: deadline passed with {index} of {len(plan)} regions prepared"
                 )
             try:
-                pixels.append(ocr.processor(_crop(image, crop_box), return_tensors="pt").pixel_values[0])
+                values = ocr.processor(_crop(image, crop_box), return_tensors="pt").pixel_values[0]
+                pixels.append(values.to(ocr.model.dtype))  # fp16 on CUDA: half the bytes to copy over
             except Exception as exc:
                 raise OcrError("detector_error", f"MangaOCR failed: {short_error(exc)}") from None
             if time.monotonic() >= deadline:
