@@ -102,6 +102,39 @@ def test_regions_read_in_a_batch_read_the_same_text_as_one_at_a_time(noise_model
     assert [_alone(loads[0], page.crop(box), TOKENS) for box in padded] == [r.text for r in together]
 
 
+def test_grey_crops_are_prepared_as_the_image_processor_prepares_them(noise_model: Path) -> None:
+    """The engine resizes grey crops itself and normalises them on the model's device (GreyPixels): the
+    same input as MangaOCR's own image processor gives, so the same text."""
+    import manga_ocr
+    import torch
+
+    from dropwarden_ocr.mangaocr_batch import GreyPixels
+
+    reference = manga_ocr.MangaOcr(str(noise_model), force_cpu=True)
+    grey = GreyPixels.of(reference.processor)
+    assert grey is not None
+    exact = type(reference.processor).__name__ == "ViTImageProcessorPil"  # torchvision's resize differs a bit
+    rng = np.random.default_rng(3)
+    for shape in [(30, 80), (300, 60), (7, 500), (224, 224)]:
+        crop = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), "L")
+        want = reference.processor(crop.convert("RGB"), return_tensors="pt").pixel_values
+        got = grey.normalise(grey.resize(crop)[None], torch.float32)
+        assert got.shape == want.shape
+        if exact:
+            assert (got - want).abs().max().item() < 1e-5
+        else:
+            assert (got - want).abs().mean().item() < 0.05
+
+    page = _textured_page(BOXES)
+    engine = MangaOcrEngine(noise_model, device="cpu", find_regions=_finder(BOXES), max_tokens=TOKENS)
+    regions = engine.recognise(page, time.monotonic() + SOON)
+    padded = [(b[0] - 4, b[1] - 4, b[2] + 4, b[3] + 4) for b in BOXES]
+    if exact:
+        assert [r.text for r in regions] == [_alone(reference, page.crop(box), TOKENS) for box in padded]
+    assert [r.bbox for r in regions] == BOXES
+    assert GreyPixels.of(object()) is None  # any other processor: the processor itself is called
+
+
 def _by_width(image: Image.Image, deadline: float) -> list[tuple[int, int, int, int]]:
     """Three regions whose place depends on the image's width: each worker's images have their own."""
     offset = image.width - 100
