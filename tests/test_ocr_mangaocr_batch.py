@@ -102,6 +102,25 @@ def test_regions_read_in_a_batch_read_the_same_text_as_one_at_a_time(noise_model
     assert [_alone(loads[0], page.crop(box), TOKENS) for box in padded] == [r.text for r in together]
 
 
+def test_the_ocr_plugin_builds_the_engine_with_the_batch_settings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dropwarden.configload import load_config
+    from dropwarden_ocr import _mangaocr
+
+    config = tmp_path / "dropwarden.toml"
+    config.write_text(
+        '[ocr.mangaocr]\ndevice = "cpu"\nmax_batch = 12\nmax_wait_ms = 7.5\ncpu_fallback = false\n'
+    )
+    engine = _mangaocr(load_config(config, environ={}).settings, SimpleNamespace(find_regions=None))
+    assert (engine.max_batch, engine.max_wait, engine.cpu_fallback) == (12, 0.0075, False)
+    (tmp_path / "empty.toml").write_text("")
+    default = _mangaocr(
+        load_config(tmp_path / "empty.toml", environ={}).settings, SimpleNamespace(find_regions=None)
+    )
+    assert (default.max_batch, default.max_wait, default.cpu_fallback) == (32, 0.005, True)
+
+
 def test_grey_crops_are_prepared_as_the_image_processor_prepares_them(noise_model: Path) -> None:
     """The engine resizes grey crops itself and normalises them on the model's device (GreyPixels): the
     same input as MangaOCR's own image processor gives, so the same text."""

@@ -164,6 +164,8 @@ class MangaOcrEngine:
         self._cpu_fallback = cpu_fallback
         self._directory: Path | None = None
         self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.cpu_fallback = cpu_fallback
         self.batch_limit = max_batch  # halved when the GPU runs out of memory, doubled back later
         self._clean_batches = 0
         self._waiting_for_gate = False
