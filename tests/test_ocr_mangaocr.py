@@ -77,9 +77,25 @@ class Recorder:
         return self.processor(image, *args, **kwargs)
 
 
+class Generations:
+    """Stands in front of the model's `generate`: records each batch's size, then lets the real one work."""
+
+    def __init__(self, generate, on_call=None):
+        self.generate = generate
+        self.batches: list[int] = []
+        self.on_call = on_call
+
+    def __call__(self, pixel_values, *args, **kwargs):
+        self.batches.append(int(pixel_values.shape[0]))
+        if self.on_call is not None:
+            self.on_call(len(self.batches))
+        return self.generate(pixel_values, *args, **kwargs)
+
+
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch):
-    """Every `manga_ocr.MangaOcr` constructed (the real class, counted), each with a `Recorder`."""
+    """Every `manga_ocr.MangaOcr` constructed (the real class, counted), each with a `Recorder` in front of
+    its processor and `Generations` in front of its model's `generate`."""
     import manga_ocr
 
     built: list = []
@@ -89,6 +105,7 @@ def loads(monkeypatch: pytest.MonkeyPatch):
         built.append(self)
         original(self, *args, **kwargs)
         self.processor = Recorder(self.processor)
+        self.model.generate = Generations(self.model.generate)
 
     monkeypatch.setattr(manga_ocr.MangaOcr, "__init__", counted)
     return built
@@ -305,10 +322,11 @@ def test_gated_work_holds_a_gate_slot_while_loading_and_reading(
         free_while_reading.append(_probe(lock_dir))
         in_flight.append(gate.stats()["gpu0"]["in_flight"])
 
-    loads[0].processor.on_call = probe
+    loads[0].model.generate.on_call = probe
     engine.recognise(page, time.monotonic() + SOON)
-    assert free_while_reading == [False] * len(boxes)
-    assert in_flight == [1] * len(boxes)
+    assert loads[0].model.generate.batches == [len(boxes)]  # all regions in one batch, one slot held
+    assert free_while_reading == [False]
+    assert in_flight == [1]
     assert _probe(lock_dir) and gate.stats()["gpu0"]["in_flight"] == 0
 
 
@@ -329,7 +347,7 @@ def test_a_busy_gate_times_out_without_reading(tiny_model: Path, loads: list, tm
     lock_dir = tmp_path / "gate"
     engine = MangaOcrEngine(tiny_model, device="cpu", gate=Gate(lock_dir, {"gpu0": 1}), use_gate=True)
     engine.warm_up()
-    crops_before = len(loads[0].processor.crops)
+    generations = loads[0].model.generate
     other_holder = Gate(lock_dir, {"gpu0": 1}).acquire("gpu0")  # another job, as another process would
     try:
         started = time.monotonic()
@@ -340,8 +358,9 @@ def test_a_busy_gate_times_out_without_reading(tiny_model: Path, loads: list, tm
         other_holder.release()
     assert caught.value.reason == "timeout"
     assert "gpu0" in caught.value.detail
-    assert len(loads[0].processor.crops) == crops_before
+    assert generations.batches == []  # nothing was read
     engine.recognise(Image.new("RGB", (64, 64), "white"), time.monotonic() + SOON)  # free again: reads
+    assert generations.batches == [1]
 
 
 def test_on_a_gpu_the_model_runs_there_through_the_gate(
@@ -357,12 +376,12 @@ def test_on_a_gpu_the_model_runs_there_through_the_gate(
     engine = MangaOcrEngine(tiny_model, device="auto", gate=gate, find_regions=_finder(boxes))
     engine.warm_up()
     assert engine.resolved_device == "cuda:0" and engine.gated
-    assert loads[0].model.device.type == "cuda"
+    assert loads[0].model.device.type == "cuda" and loads[0].model.dtype == torch.float16
     free: list[bool] = []
-    loads[0].processor.on_call = lambda _count: free.append(_probe(lock_dir))
+    loads[0].model.generate.on_call = lambda _count: free.append(_probe(lock_dir))
     regions = engine.recognise(page, time.monotonic() + SOON)
     assert [r.bbox for r in regions] == boxes and {r.text for r in regions} == {OUTPUT_CHAR}
-    assert free == [False] * len(boxes)
+    assert free == [False] and loads[0].model.generate.batches == [len(boxes)]
     assert _probe(lock_dir)
     engine.close()
 
@@ -411,7 +430,7 @@ def test_an_engine_busy_past_the_deadline_is_a_timeout(tiny_model: Path, loads: 
         reading.set()
         time.sleep(0.5)
 
-    loads[0].processor.on_call = hold
+    loads[0].model.generate.on_call = hold
     first = threading.Thread(
         target=engine.recognise, args=(Image.new("RGB", (40, 40)), time.monotonic() + SOON)
     )

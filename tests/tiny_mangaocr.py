@@ -30,6 +30,39 @@ HIDDEN = 32
 
 def write_tiny_mangaocr(directory: Path, seed: int = 0) -> Path:
     """Write the model, tokenizer and image processor into `directory` (created); return it."""
+    return write_mangaocr(directory, seed=seed)
+
+
+# The shapes of `kha-white/manga-ocr-base`: ViT-base 224/16 encoder, 2-layer BERT-base decoder, 6,144 tokens.
+REAL_SIZE = {
+    "image_size": 224,
+    "patch_size": 16,
+    "hidden": 768,
+    "encoder_layers": 12,
+    "decoder_layers": 2,
+    "heads": 12,
+    "intermediate": 3072,
+    "vocab_size": 6144,
+}
+
+
+def write_mangaocr(
+    directory: Path,
+    *,
+    seed: int = 0,
+    output: str = "short",
+    image_size: int = IMAGE_SIZE,
+    patch_size: int = PATCH_SIZE,
+    hidden: int = HIDDEN,
+    encoder_layers: int = 1,
+    decoder_layers: int = 1,
+    heads: int = 2,
+    intermediate: int = 64,
+    vocab_size: int | None = None,
+) -> Path:
+    """A MangaOCR-shaped random model of any size. `output`: "short" (`OUTPUT_CHAR`, then `[SEP]`),
+    "noise" (whatever the random weights say, up to the length limit: differs from image to image) or
+    "endless" (noise that never ends with `[SEP]`: every answer runs to the length limit)."""
     import torch
     from transformers import (
         BertConfig,
@@ -43,6 +76,8 @@ def write_tiny_mangaocr(directory: Path, seed: int = 0) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vocab = SPECIALS + CHARACTERS
+    if vocab_size is not None:  # filled up with kanji, as the real vocabulary is
+        vocab = (vocab + [chr(c) for c in range(0x4E00, 0x4E00 + vocab_size)])[:vocab_size]
     vocab_file = directory / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertJapaneseTokenizer(
@@ -56,7 +91,7 @@ def write_tiny_mangaocr(directory: Path, seed: int = 0) -> Path:
 
     processor = ViTImageProcessor(
         do_resize=True,
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": image_size, "width": image_size},
         do_normalize=True,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
@@ -64,20 +99,20 @@ def write_tiny_mangaocr(directory: Path, seed: int = 0) -> Path:
     processor.save_pretrained(directory)
 
     encoder = ViTConfig(
-        hidden_size=HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        hidden_size=hidden,
+        num_hidden_layers=encoder_layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        image_size=image_size,
+        patch_size=patch_size,
         num_channels=3,
     )
     decoder = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=HIDDEN,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=hidden,
+        num_hidden_layers=decoder_layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
         max_position_embeddings=512,
         is_decoder=True,
         add_cross_attention=True,
@@ -91,7 +126,12 @@ def write_tiny_mangaocr(directory: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = VisionEncoderDecoderModel(config=config)
-    _bias_output(model, vocab, processor)
+    if output == "short":
+        _bias_output(model, vocab, processor)
+    elif output == "endless":
+        _never_end(model, vocab)
+    else:
+        _listen_to_the_image(model)
     model.generation_config.decoder_start_token_id = config.decoder_start_token_id
     model.generation_config.pad_token_id = config.pad_token_id
     model.generation_config.eos_token_id = config.eos_token_id
@@ -149,3 +189,23 @@ def _set_output_bias(heads, bias) -> None:
     heads.bias.copy_(bias)
     if heads.decoder.bias is not None:
         heads.decoder.bias.copy_(bias)
+
+
+def _never_end(model, vocab: list[str]) -> None:
+    """`[SEP]` never wins: every answer runs to the length limit (a fixed number of decoder steps)."""
+    import torch
+
+    heads = model.decoder.cls.predictions
+    with torch.no_grad():
+        bias = heads.bias.detach().clone()
+        bias[vocab.index("[SEP]")] = -100.0
+        _set_output_bias(heads, bias)
+
+
+def _listen_to_the_image(model) -> None:
+    """Cross-attention made loud, so that the noise read differs from image to image."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.decoder.bert.encoder.layer:
+            layer.crossattention.output.dense.weight.mul_(30.0)

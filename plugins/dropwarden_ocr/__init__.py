@@ -111,4 +111,7 @@ def _mangaocr(settings: Settings, tesseract: TesseractEngine) -> OcrEngine:
         gate=gate,
         gate_resource=manga.gpu_resource,
         min_free_memory_mib=settings.gpu.min_free_memory_mib,
+        max_batch=manga.max_batch,
+        max_wait=manga.max_wait_ms / 1000,
+        cpu_fallback=manga.cpu_fallback,
     )

@@ -9,10 +9,17 @@ The model is loaded lazily, once, under a lock (`warm_up()` loads it before the 
 from a local directory with the Hugging Face hub switched offline: a hub name is first resolved in the
 local Hugging Face cache and downloaded only when `allow_download` says so. A failed load is remembered
 and retried only after `load_retry_after` seconds, so a broken model costs one clear error per image, not
-one load per image. Inference is serialized (one image at a time per engine).
+one load per image. On CUDA the model runs in fp16.
 
-The GPU gate: work on a CUDA device (the load, which uploads the weights, and each image's regions)
-holds one slot of `gate_resource` for its duration; CPU work does not, since it shares no accelerator
+Reading is batched (mangaocr_batch.py): each caller crops its image's regions and turns them into pixels on
+its own thread, then one thread reads the crops of all waiting images in batches of at most `max_batch`
+(waiting at most `max_wait` seconds for a batch to fill while other images are being cropped), each row
+stopping at its own image's deadline. When the GPU runs out of memory, at load or mid-batch, batches are
+halved and retried (the smaller limit stays for a while), a crop that fails alone is read by a CPU copy of
+the model (`cpu_fallback`; at load: the engine moves to the CPU), else its image is `unscanned`.
+
+The GPU gate: work on a CUDA device (the load, which uploads the weights, and each batch) holds one slot
+of `gate_resource` for its duration; CPU work does not, since it shares no accelerator
 (`use_gate=True` gates it anyway). Needs the `mangaocr` extra (manga-ocr, torch, transformers); without it
 the engine still constructs, and loading fails with a message that names the extra. Loading turns
 transformers' own logging down to errors and its progress bars off, process-wide, and silences
@@ -23,7 +30,6 @@ on: mangaocr_model.py.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import threading
 import time
@@ -35,6 +41,15 @@ import structlog
 
 from dropwarden.gate import GateError, GateTimeout, check_gpu_memory
 from dropwarden_ocr.engine import BBox, OcrError, OcrRegion, short_error
+from dropwarden_ocr.mangaocr_batch import (
+    Crop,
+    GreyPixels,
+    MicroBatcher,
+    Reading,
+    Request,
+    is_out_of_memory,
+    read_batch,
+)
 from dropwarden_ocr.mangaocr_model import (
     DEFAULT_MODEL,
     hub_offline,
@@ -59,6 +74,7 @@ RegionFinder = Callable[["Image.Image", float], Sequence[BBox]]
 
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 VERTICAL_ASPECT = 1.5  # a region this many times taller than wide is taken for vertical text
+RECOVER_AFTER = 50  # batches without running out of memory before a halved batch limit doubles again
 
 
 class MangaOcrEngine:
@@ -84,6 +100,9 @@ class MangaOcrEngine:
         cache_dir: Path | str | None = None,
         load_timeout: float = 600.0,
         load_retry_after: float = 300.0,
+        max_batch: int = 32,
+        max_wait: float = 0.005,
+        cpu_fallback: bool = True,
     ):
         """
         model: a directory holding a saved MangaOCR model, or a hub name (`kha-white/manga-ocr-base`)
@@ -100,6 +119,9 @@ class MangaOcrEngine:
         allow_download: fetch a hub name that is not in the local cache (else: an error naming it).
         load_timeout: how long `warm_up()` waits for the engine's lock and the gate.
         load_retry_after: seconds during which a failed load is not tried again.
+        max_batch: at most this many crops (of one or several images) are read by one `generate`.
+        max_wait: seconds a batch waits to fill while other images are being cropped (0: never).
+        cpu_fallback: when the GPU runs out of memory even for one crop (or at load), read on the CPU.
         """
         if not _DEVICE.fullmatch(device):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {device!r}")
@@ -108,9 +130,12 @@ class MangaOcrEngine:
             ("min_region_size", min_region_size, 1),
             ("padding", padding, 0),
             ("max_tokens", max_tokens, 2),
+            ("max_batch", max_batch, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{key} must be an integer of at least {least}, not {value!r}")
+        if not 0 <= max_wait <= 1:
+            raise ValueError(f"max_wait must be between 0 and 1 second, not {max_wait!r}")
         if use_gate is not False:
             if gate is None and (use_gate or device != "cpu"):
                 raise ValueError("a GPU gate is needed (gate=...) unless device='cpu' or use_gate=False")
@@ -132,26 +157,56 @@ class MangaOcrEngine:
         self._cache_dir = None if cache_dir is None else str(cache_dir)
         self._load_timeout = load_timeout
         self._load_retry_after = load_retry_after
-        self._lock = threading.Lock()  # one load, one image at a time
+        self._lock = threading.Lock()  # one load at a time
         self._ocr: Any = None  # manga_ocr.MangaOcr once loaded
+        self._cpu_ocr: Any = None  # the CPU copy that reads what the GPU has no memory for
+        self._cpu_lock = threading.Lock()
+        self._cpu_fallback = cpu_fallback
+        self._directory: Path | None = None
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.cpu_fallback = cpu_fallback
+        self.batch_limit = max_batch  # halved when the GPU runs out of memory, doubled back later
+        self._clean_batches = 0
+        self._waiting_for_gate = False
+        self._fast_pixels = True
+        self._grey_of: dict[int, GreyPixels | None] = {}
+        self._batcher = MicroBatcher(self._run_batch, limit=lambda: self.batch_limit, max_wait=max_wait)
         self._failure: tuple[OcrError, float] | None = None
         self._closed = False
         self.resolved_device: str | None = None
         self.loads = 0  # how many times a model was loaded: 0, then 1
         self.load_seconds: float | None = None
+        self.cpu_fallback_loads = 0  # CPU copies loaded because the GPU ran out of memory
 
     # OcrEngine
 
     def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]:
-        """Find the regions, then read each one; raises OcrError (timeout, detector_error) instead of
-        returning partial results. Blocking: call it from a worker thread."""
+        """Find the regions, crop them, then have them read in a batch; raises OcrError (timeout,
+        detector_error) instead of returning partial results. Blocking: call it from a worker thread."""
         plan = self._plan(image, self._regions(image, deadline))
         if not plan:
             return []
-        with self._locked(deadline, "busy with another image"):
+        with self._locked(deadline, "busy loading the model"):
             ocr = self._ensure_loaded(deadline)
-            with self._gate_slot(deadline):
-                return self._read_all(ocr, image, plan, deadline)
+        with self._batcher.preparing():
+            request = Request(self._prepare(ocr, image, plan, deadline), deadline)
+            self._batcher.submit(request)
+        if not request.done.wait(max(0.0, deadline - time.monotonic())):
+            why = (
+                f"waiting for GPU gate resource {self._gate_resource!r}" if self._waiting_for_gate else "busy"
+            )
+            detail = f"MangaOCR: {why}; the deadline passed with {request.read} of {len(plan)} regions read"
+            request.fail(OcrError("timeout", detail))
+        if request.error is not None:
+            raise OcrError(request.error.reason, request.error.detail)
+        regions: list[OcrRegion] = []
+        for (box, _crop_box), reading in zip(plan, request.readings, strict=True):
+            text, confidence = reading or ("", None)
+            if text:
+                vertical = (box[3] - box[1]) > VERTICAL_ASPECT * (box[2] - box[0])
+                regions.append(OcrRegion(text, box, confidence, vertical))
+        return regions
 
     # daemon hooks
 
@@ -163,14 +218,14 @@ class MangaOcrEngine:
 
     def close(self) -> None:
         """Drop the model (and free CUDA memory); idempotent. Later calls raise OcrError."""
+        self._batcher.close()
         with self._lock:
             self._closed = True
             ocr, self._ocr = self._ocr, None
+            self._cpu_ocr = None
         if ocr is not None and (self.resolved_device or "").startswith("cuda"):
             del ocr
-            import torch
-
-            torch.cuda.empty_cache()
+            self._free_cuda()
 
     @property
     def gate(self) -> Gate | None:
@@ -241,46 +296,160 @@ class MangaOcrEngine:
 
     # reading
 
-    def _read_all(
-        self, ocr: Any, image: Image.Image, plan: list[tuple[BBox, BBox]], deadline: float
-    ) -> list[OcrRegion]:
-        regions: list[OcrRegion] = []
-        for index, (box, crop_box) in enumerate(plan):
+    def _prepare(self, ocr: Any, image: Image.Image, plan: list[tuple[BBox, BBox]], deadline: float) -> list:
+        """The crops as the model's pixel tensors, made on the caller's thread (in parallel with others)."""
+        pixels = []
+        for index, (_box, crop_box) in enumerate(plan):
             if time.monotonic() >= deadline:
                 raise OcrError(
-                    "timeout", f"MangaOCR: deadline passed with {index} of {len(plan)} regions read"
+                    "timeout", f"MangaOCR: deadline passed with {index} of {len(plan)} regions prepared"
                 )
-            text, confidence = self._read(ocr, _crop(image, crop_box), deadline)
-            if time.monotonic() >= deadline:  # generation stops at the deadline: its text may be cut short
+            try:
+                grey = self._grey(ocr)
+                if grey is not None:  # the processor's steps, cheaper: see GreyPixels
+                    pixels.append(grey.resize(_crop(image, crop_box, "L")))
+                    continue
+                values = ocr.processor(_crop(image, crop_box), return_tensors="pt").pixel_values[0]
+                pixels.append(values.to(ocr.model.dtype))  # fp16 on CUDA: half the bytes to copy over
+            except Exception as exc:
+                raise OcrError("detector_error", f"MangaOCR failed: {short_error(exc)}") from None
+            if time.monotonic() >= deadline:
                 raise OcrError(
-                    "timeout", f"MangaOCR: deadline passed while reading region {index + 1} of {len(plan)}"
+                    "timeout", f"MangaOCR: deadline passed while preparing region {index + 1} of {len(plan)}"
                 )
-            if text:
-                vertical = (box[3] - box[1]) > VERTICAL_ASPECT * (box[2] - box[0])
-                regions.append(OcrRegion(text, box, confidence, vertical))
-        return regions
+        return pixels
 
-    def _read(self, ocr: Any, crop: Image.Image, deadline: float) -> tuple[str, float | None]:
-        """What `MangaOcr.__call__` does, with the answer's length and time bounded and a confidence."""
-        import torch
-        from manga_ocr.ocr import post_process
+    def _grey(self, ocr: Any) -> GreyPixels | None:
+        """The fast preprocessing for this model's image processor, when it is one GreyPixels knows."""
+        key = id(ocr.processor)
+        if key not in self._grey_of:
+            self._grey_of[key] = GreyPixels.of(ocr.processor) if self._fast_pixels else None
+        return self._grey_of[key]
 
+    def _run_batch(self, batch: list[Crop]) -> None:
+        """The batcher's runner: read `batch` under one gate slot, halving on out-of-memory; every crop's
+        request is settled or failed when it returns."""
+        ocr = self._ocr
+        if ocr is None:
+            for crop in batch:
+                crop.request.fail(OcrError("detector_error", "MangaOCR: engine closed"))
+            return
+        outcomes: list[tuple[Crop, Reading | OcrError]] = []
+        self._waiting_for_gate = self.gated
         try:
-            pixels = ocr.processor(crop, return_tensors="pt").pixel_values
-            with torch.inference_mode():
-                out = ocr.model.generate(
-                    pixels.to(ocr.model.device),
-                    max_length=self._max_tokens,
-                    max_time=max(0.001, deadline - time.monotonic()),
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-            tokens = out.sequences[0].cpu()
-            text = post_process(ocr.tokenizer.decode(tokens, skip_special_tokens=True))
-            confidence = _confidence(out.scores, tokens, set(ocr.tokenizer.all_special_ids))
-        except Exception as exc:  # RuntimeError from torch (CUDA out of memory, …)
-            raise OcrError("detector_error", f"MangaOCR failed: {short_error(exc)}") from None
-        return text, confidence
+            with self._gate_slot(max(crop.deadline for crop in batch)):
+                self._waiting_for_gate = False
+                alone = self._read_halving(ocr, batch, outcomes)
+        except OcrError as exc:
+            self._waiting_for_gate = False
+            for crop in batch:
+                crop.request.fail(exc)
+            return
+        _deliver(outcomes)  # once the slot is given back: a caller that returns finds the gate free
+        if alone:
+            self._read_on_cpu(alone)
+
+    def _read_halving(
+        self, ocr: Any, crops: list[Crop], outcomes: list[tuple[Crop, Reading | OcrError]]
+    ) -> list[Crop]:
+        """Read `crops`, splitting a part in halves whenever it runs out of memory; the crops that ran out
+        of memory alone are returned."""
+        parts, alone = [crops], []
+        while parts:
+            part = [crop for crop in parts.pop(0) if not crop.request.finished]
+            if len(part) > self.batch_limit:  # the limit shrank since this batch was formed
+                parts[:0] = [part[i : i + self.batch_limit] for i in range(0, len(part), self.batch_limit)]
+                continue
+            if not part or self._read_part(ocr, part, outcomes):
+                continue
+            if len(part) == 1:
+                alone.append(part[0])
+                continue
+            half = len(part) // 2
+            self._shrink(half)
+            parts[:0] = [part[:half], part[half:]]
+        return alone
+
+    def _read_part(self, ocr: Any, part: list[Crop], outcomes: list[tuple[Crop, Reading | OcrError]]) -> bool:
+        """One `generate` over `part`, its outcomes added to `outcomes`; False when it ran out of memory."""
+        out_of_memory = False
+        try:
+            pixels, deadlines = [c.pixels for c in part], [c.deadline for c in part]
+            readings = read_batch(ocr, pixels, deadlines, self._max_tokens, self._grey(ocr))
+        except Exception as exc:  # RuntimeError from torch, …
+            if not is_out_of_memory(exc):
+                error = OcrError("detector_error", f"MangaOCR failed: {short_error(exc)}")
+                outcomes.extend((crop, error) for crop in part)
+                return True
+            out_of_memory = True
+        if out_of_memory:  # outside the except block: its traceback no longer holds the batch's tensors
+            log.warning(
+                "mangaocr: out of memory reading a batch", crops=len(part), device=str(ocr.model.device)
+            )
+            self._free_cuda()
+            return False
+        now = time.monotonic()
+        for crop, reading in zip(part, readings, strict=True):
+            if now >= crop.deadline:  # its row stopped at the deadline: the text may be cut short
+                total = len(crop.request.pixels)
+                detail = f"MangaOCR: deadline passed while reading region {crop.index + 1} of {total}"
+                outcomes.append((crop, OcrError("timeout", detail)))
+            else:
+                outcomes.append((crop, reading))
+        self._batch_done()
+        return True
+
+    def _read_on_cpu(self, crops: list[Crop]) -> None:
+        """Crops the GPU had no memory for even alone: the CPU copy reads them, or their images fail."""
+        crops = [crop for crop in crops if not crop.request.finished]
+        if not crops:
+            return
+        if not self._cpu_fallback:
+            error = OcrError(
+                "detector_error", "MangaOCR: out of memory reading one region (cpu_fallback is off)"
+            )
+            for crop in crops:
+                crop.request.fail(error)
+            return
+        try:
+            cpu = self._cpu_copy()
+        except OcrError as exc:
+            for crop in crops:
+                crop.request.fail(exc)
+            return
+        outcomes: list[tuple[Crop, Reading | OcrError]] = []
+        alone = self._read_halving(cpu, crops, outcomes)
+        _deliver(outcomes)
+        for crop in alone:
+            crop.request.fail(OcrError("detector_error", "MangaOCR: out of memory reading one region"))
+
+    def _cpu_copy(self) -> Any:
+        """The model loaded a second time, on the CPU, once."""
+        with self._cpu_lock:
+            if self._cpu_ocr is None:
+                torch, manga_ocr_class = import_manga_ocr()
+                log.warning("mangaocr: the GPU has no memory even for one region; loading a CPU copy")
+                self._cpu_ocr = self._construct(torch, manga_ocr_class, "cpu")
+                self.cpu_fallback_loads += 1
+            return self._cpu_ocr
+
+    def _shrink(self, size: int) -> None:
+        if size < self.batch_limit:
+            log.warning("mangaocr: batches halved after running out of memory", batch_limit=size)
+            self.batch_limit = max(1, size)
+        self._clean_batches = 0
+
+    def _batch_done(self) -> None:
+        self._clean_batches += 1
+        if self._clean_batches >= RECOVER_AFTER and self.batch_limit < self.max_batch:
+            self.batch_limit = min(self.max_batch, self.batch_limit * 2)
+            self._clean_batches = 0
+
+    def _free_cuda(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # loading
 
@@ -309,39 +478,63 @@ class MangaOcrEngine:
         torch, manga_ocr_class = import_manga_ocr()
         device = resolve_device(self.device, torch)
         self.resolved_device = device
-        if device == "cpu" and torch.backends.mkldnn.enabled and writable_code_forbidden():
-            # oneDNN generates its CPU kernels at run time; here that fails ("could not create a
-            # primitive"). PyTorch's own kernels need no generated code, and a ViT's one convolution
-            # is a small share of the work.
-            torch.backends.mkldnn.enabled = False
-            log.info("mangaocr: oneDNN off: this process may not create executable memory")
-        directory = model_dir(
+        self._directory = model_dir(
             self.model, self._local, cache_dir=self._cache_dir, allow_download=self._allow_download
         )
         started = time.monotonic()
-        with self._gate_slot(deadline), hub_offline(), on_cuda_device(torch, device):
+        with self._gate_slot(deadline), on_cuda_device(torch, device):
             if device.startswith("cuda"):
                 reason = check_gpu_memory(self._min_free_mib, torch.cuda.current_device())
                 if reason is not None:
                     raise OcrError("detector_error", f"MangaOCR: not loading the model: {reason}")
-            try:
-                # MangaOcr moves the model to the current CUDA device unless force_cpu, and reads its
-                # bundled example image once (a warm-up) before it returns.
-                ocr = manga_ocr_class(str(directory), force_cpu=not device.startswith("cuda"))
-            except Exception as exc:
+            ocr = self._construct(torch, manga_ocr_class, device)
+        if ocr is None:
+            self._free_cuda()
+            if not self._cpu_fallback:
                 raise OcrError(
-                    "detector_error", f"MangaOCR: cannot load the model from {directory}: {short_error(exc)}"
-                ) from None
+                    "detector_error",
+                    "MangaOCR: the GPU ran out of memory loading the model (cpu_fallback is off)",
+                )
+            log.warning("mangaocr: the GPU ran out of memory loading the model; running on the CPU")
+            self.resolved_device = device = "cpu"
+            ocr = self._construct(torch, manga_ocr_class, "cpu")
         self.load_seconds = time.monotonic() - started
         self.loads += 1
         log.info(
             "mangaocr: model loaded",
             model=self.model,
-            directory=str(directory),
+            directory=str(self._directory),
             device=device,
             seconds=round(self.load_seconds, 2),
         )
         return ocr
+
+    def _construct(self, torch: Any, manga_ocr_class: Any, device: str) -> Any:
+        """MangaOcr loaded from the model directory on `device`, in fp16 on CUDA; None when the GPU ran
+        out of memory."""
+        cuda = device.startswith("cuda")
+        if not cuda and torch.backends.mkldnn.enabled and writable_code_forbidden():
+            # oneDNN generates its CPU kernels at run time; here that fails ("could not create a
+            # primitive"). PyTorch's own kernels need no generated code, and a ViT's one convolution
+            # is a small share of the work.
+            torch.backends.mkldnn.enabled = False
+            log.info("mangaocr: oneDNN off: this process may not create executable memory")
+        out_of_memory = False
+        with hub_offline():
+            try:
+                # MangaOcr moves the model to the current CUDA device unless force_cpu, and reads its
+                # bundled example image once (a warm-up) before it returns.
+                ocr = manga_ocr_class(str(self._directory), force_cpu=not cuda)
+                if cuda:
+                    ocr.model.half()
+            except Exception as exc:
+                if not (cuda and is_out_of_memory(exc)):
+                    raise OcrError(
+                        "detector_error",
+                        f"MangaOCR: cannot load the model from {self._directory}: {short_error(exc)}",
+                    ) from None
+                out_of_memory = True
+        return None if out_of_memory else ocr
 
     # gate and lock
 
@@ -369,8 +562,8 @@ class MangaOcrEngine:
             self._lock.release()
 
 
-def _crop(image: Image.Image, box: BBox) -> Image.Image:
-    """The region as RGB, transparency laid on white (MangaOcr reads grey levels of RGB)."""
+def _crop(image: Image.Image, box: BBox, mode: str = "RGB") -> Image.Image:
+    """The region in grey levels as RGB (or "L"), transparency laid on white (MangaOcr reads grey levels)."""
     from PIL import Image
 
     crop = image.crop(box)
@@ -378,22 +571,16 @@ def _crop(image: Image.Image, box: BBox) -> Image.Image:
         rgba = crop.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         crop = Image.alpha_composite(background, rgba)
-    return crop.convert("L").convert("RGB")
+    grey = crop.convert("L")
+    return grey if mode == "L" else grey.convert("RGB")
 
 
-def _confidence(scores: Sequence[Any], tokens: Any, special: set[int]) -> float | None:
-    """Geometric mean of the probabilities of the answer's text tokens (greedy decoding)."""
-    import torch
-
-    generated = tokens[-len(scores) :] if scores else tokens[:0]
-    logs = [
-        torch.log_softmax(step[0].float(), dim=-1)[int(token)].item()
-        for step, token in zip(scores, generated, strict=True)
-        if int(token) not in special
-    ]
-    if not logs:
-        return None
-    return round(math.exp(sum(logs) / len(logs)), 4)
+def _deliver(outcomes: list[tuple[Crop, Reading | OcrError]]) -> None:
+    for crop, outcome in outcomes:
+        if isinstance(outcome, OcrError):
+            crop.request.fail(outcome)
+        else:
+            crop.request.settle(crop.index, outcome)
 
 
 def _area(box: BBox) -> int:

@@ -29,6 +29,9 @@ class MangaOcrSettings(Strict):
     model: str = "kha-white/manga-ocr-base"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu_resource: str = "gpu0"
+    max_batch: int = Field(default=32, ge=1, le=256)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    cpu_fallback: bool = True
 
 
 class OcrSettings(Strict):
