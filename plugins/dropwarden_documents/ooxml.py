@@ -23,6 +23,9 @@ _SKIP = re.compile(
 )
 # Parts of key/value XML (document properties, custom XML data): every piece of text.
 _PLAIN_XML = re.compile(r"^(?:docProps|customXml)/")
+# The preview picture a writer saves of the first page: a rendering of parts read here as text and media,
+# so never sent to OCR again once the main part was read (it cost ~0.5 s of OCR per Office file).
+_THUMBNAIL = re.compile(r"^docProps/thumbnail\.[A-Za-z]{3,4}$")
 _RELS_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _MAIN_KINDS = {"wordprocessingml": "word", "spreadsheetml": "excel", "presentationml": "powerpoint"}
 _FOLDER_KINDS = {"word": "word", "xl": "excel", "ppt": "powerpoint"}
@@ -305,7 +308,7 @@ def walk_ooxml(walker: Walker, data: bytes, within: Within, depth: int) -> None:
                 _powerpoint(package, part)
             else:
                 package.office_text(part, (*within, part))
-        _rest(package, depth)
+        _rest(package, depth, main_read=main is not None)
 
 
 def _excel(package: Package, workbook_part: str) -> None:
@@ -336,14 +339,17 @@ def _powerpoint(package: Package, presentation_part: str) -> None:
                 package.office_text(target, (*where, "notes"))
 
 
-def _rest(package: Package, depth: int) -> None:
+def _rest(package: Package, depth: int, *, main_read: bool) -> None:
     """Parts not read yet: XML as text; a macro project's strings; media, embedded files and anything
-    else recursed as a member (an image becomes an image view, a package is walked)."""
+    else recursed as a member (an image becomes an image view, a package is walked); the preview
+    thumbnail only when no main part was read (then it is all there is of the document)."""
     walker, within = package.walker, package.within
     infos = [info for info in package.archive.infolist() if not info.is_dir()]
     for info in walker.members(infos, within):
         name = info.filename
         if name in package.done or _SKIP.search(name) or name.endswith(".rels"):
+            continue
+        if main_read and _THUMBNAIL.match(name):
             continue
         where = (*within, name)
         if name.endswith(".xml"):
