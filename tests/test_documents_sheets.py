@@ -40,9 +40,22 @@ def test_the_pattern_reader_and_the_callbacks_read_the_same_text_and_cells(prefi
     xml += f"</{prefix}sheetData></{prefix}worksheet>"
     assert fits(xml.encode())
     fast, slow = both(xml)
-    assert fast == slow
+    assert fast[0] == slow[0] and list(fast[1]) == slow[1]
     assert "4111111111111111" in fast[0] and "カード番号" in fast[0] and "single & quoted AB" in fast[0]
     assert (fast[0].index("東京"), fast[0].index("東京") + 5, "cell A3") in fast[1]
+
+
+def test_a_sheet_of_many_slices_reads_the_same_as_through_the_callbacks():
+    """Over a MB of rows (read a slice of rows at a time): the same text and cells, in order."""
+    rows = "".join(
+        f'<row r="{n}"><c r="A{n}" t="s"><v>{n % 3}</v></c><c r="B{n}"><v>{n}.5E+3</v></c></row>'
+        for n in range(1, 30_000)
+    )
+    xml = f'<worksheet xmlns="{MAIN}"><sheetData>{rows}</sheetData></worksheet>'
+    assert len(xml) > 2 * 1024 * 1024 and fits(xml.encode())
+    (fast_text, fast_anchors), (slow_text, slow_anchors) = both(xml)
+    assert fast_text == slow_text and list(fast_anchors) == slow_anchors
+    assert fast_anchors[-1] == slow_anchors[-1] and fast_anchors[-1][2] == "cell B29999"
 
 
 def test_xml_the_patterns_cannot_vouch_for_goes_to_the_callbacks():

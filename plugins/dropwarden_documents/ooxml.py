@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 import zipfile
+from collections.abc import Sequence
 from io import BytesIO
 from xml.etree.ElementTree import ParseError
 
@@ -188,7 +189,7 @@ class Package:
             self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
             return None
 
-    def sheet(self, name: str, shared: list[str]) -> tuple[str, list[tuple[int, int, str]]] | None:
+    def sheet(self, name: str, shared: list[str]) -> tuple[str, Sequence[tuple[int, int, str]]] | None:
         """A worksheet's (text, cell anchors): read by pattern where the XML allows (`sheetscan`),
         else through `SheetCells` (None: absent, read already or damaged: a problem)."""
         data = self.read(name)

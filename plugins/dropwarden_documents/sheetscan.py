@@ -9,8 +9,11 @@ UTF-8 XML without a DTD; on such XML the patterns below see exactly what the ele
 from __future__ import annotations
 
 import re
+from array import array
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 
+from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.walk import LimitReached
 from dropwarden_documents.xmltext import defused_expat, feed
 
@@ -23,10 +26,12 @@ _TOKEN = re.compile(  # one literal "<" first: the engine skips to each tag in C
     r'c r="([A-Z]{1,3}[0-9]{1,7})"(?: s="[0-9]{1,9}")?(?: t="([a-zA-Z]{1,9})")?(?: s="[0-9]{1,9}")?'
     r"(?:/>|>(?:<f>[^<&]*</f>)?(?:<v>([^<&]*)</v>|<is><t>([^<&]*)</t></is>)?</c>)"
     r"|" + _PREFIX + r"(?:(c)" + _ATTRS + r"\s*(?:/>|>(.*?)</" + _PREFIX + r"c\s*>)"
-    r"|(row)" + _ATTRS + r"\s*(/?)>)"
+    r"|(row)(?: r=\"([0-9]{1,9})\")?" + _ATTRS + r"\s*(/?)>)"
     r"|/" + _PREFIX + r"row\s*>)",
     re.S,
 )
+_ROW_END = re.compile(r"</" + _PREFIX + r"row\s*>")  # where a slice of the sheet may end
+_SLICE = 1 << 20
 # A value inside a cell: `v` (a literal or a shared string's index) or `t` (inline string runs).
 _VALUE = re.compile(r"<" + _PREFIX + r"(?:v|t)(?:\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*?)?\s*>(.*?)</", re.S)
 _TYPE = re.compile(r"\st\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
@@ -50,51 +55,72 @@ def fits(data: bytes) -> bool:
     return True
 
 
-def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, list[tuple[int, int, str]]]:
+def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedAnchors]:
     """(text, anchors) exactly as `SheetCells` makes them from XML that `fits`: a line per row, each
     cell's value and a tab, anchors (start, end, "cell B2"); beyond `limit` characters the file's text
-    budget is spent (LimitReached, fatal)."""
-    parts: list[str] = []
-    anchors: list[tuple[int, int, str]] = []
+    budget is spent (LimitReached, fatal). Read a slice of rows at a time, each slice's pieces joined
+    at its end: all matches or pieces of a million-cell sheet at once would hold hundreds of MB."""
+    text_slices: list[str] = []
+    label_slices: list[str] = []
+    starts, ends = array("q"), array("q")
     size = row = column = 0
-    for ref, kind, value, inline, is_cell, cell_attrs, body, is_row, row_attrs, row_closed in _TOKEN.findall(
-        data.decode("utf-8-sig")
-    ):
-        if ref:  # the common shape, caught whole
-            column += 1
-            if not kind or kind == "n":
-                text = plain_number(value) if "E" in value or "e" in value else value.strip()
-            elif kind == "s":
-                index = int_or(value.strip(), -1)
-                text = shared[index] if 0 <= index < len(shared) else ""
-            else:
-                text = cell_text(kind, value or inline, shared)
-        elif is_cell:
-            column += 1
-            if not body:
-                continue
-            kind = _attribute(_TYPE, cell_attrs) or "n"
-            text = cell_text(kind, "".join(_unescape(v) for v in _VALUE.findall(body)), shared)
-            ref = _attribute(_REF, cell_attrs) or f"{column_name(column)}{row}"
-        else:
-            if is_row:
-                row = int_or(_attribute(_REF, row_attrs), row + 1)
-                column = 0
-                if not row_closed:
+    line_open = False  # a value since the last line break
+    for tokens in _slices(data.decode("utf-8-sig")):
+        parts: list[str] = []
+        labels: list[str] = []
+        for ref, kind, value, inline, is_cell, cell_attrs, body, is_row, number, attrs, closed in tokens:
+            if ref:  # the common shape, caught whole
+                column += 1
+                if not kind or kind == "n":
+                    text = plain_number(value) if "E" in value or "e" in value else value.strip()
+                elif kind == "s":
+                    index = int_or(value.strip(), -1)
+                    text = shared[index] if 0 <= index < len(shared) else ""
+                else:
+                    text = cell_text(kind, value or inline, shared)
+            elif is_cell:
+                column += 1
+                if not body:
                     continue
-            if parts and not parts[-1].endswith("\n"):  # a row ends
-                parts.append("\n")
-                size += 1
-            continue
-        if not text:
-            continue
-        size += len(text) + 1
-        if size > limit:
-            raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
-        anchors.append((size - len(text) - 1, size - 1, f"cell {ref[:20]}"))
-        parts.append(text)
-        parts.append("\t")
-    return "".join(parts), anchors
+                kind = _attribute(_TYPE, cell_attrs) or "n"
+                text = cell_text(kind, "".join(_unescape(v) for v in _VALUE.findall(body)), shared)
+                ref = (_attribute(_REF, cell_attrs) or f"{column_name(column)}{row}").replace("\n", " ")
+            else:
+                if is_row:
+                    row = int(number) if number else int_or(_attribute(_REF, attrs), row + 1)
+                    column = 0
+                    if not closed:
+                        continue
+                if line_open:  # a row ends
+                    parts.append("\n")
+                    size += 1
+                    line_open = False
+                continue
+            if not text:
+                continue
+            size += len(text) + 1
+            if size > limit:
+                raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
+            starts.append(size - len(text) - 1)
+            ends.append(size - 1)
+            labels.append("cell " + ref[:20])
+            parts.append(text)
+            parts.append("\t")
+            line_open = True
+        text_slices.append("".join(parts))
+        if labels:
+            label_slices.append("\n".join(labels))
+    return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
+
+
+def _slices(xml: str) -> Iterator[list[tuple[str, ...]]]:
+    """`_TOKEN`'s matches, a slice of about _SLICE characters of whole rows at a time."""
+    position = 0
+    while position < len(xml):
+        row_end = _ROW_END.search(xml, position + _SLICE)
+        end = row_end.end() if row_end else len(xml)
+        yield _TOKEN.findall(xml, position, end)
+        position = end
 
 
 def cell_text(cell_type: str, raw: str, shared: list[str]) -> str:
