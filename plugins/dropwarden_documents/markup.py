@@ -48,7 +48,7 @@ def as_expat_reads(data: bytes) -> bytes:
     start, end = declared.span(1)
     try:
         text = data.decode(declared.group(1).decode())
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, ValueError):  # unknown, not a text codec ("rot13"), or failing ("undefined")
         return data
     if not data[:end].isascii():  # so that characters and bytes line up to the declaration's end
         return data
