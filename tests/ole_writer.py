@@ -137,3 +137,20 @@ def _directory_entry(entry: _Entry, right: int) -> bytes:
         + b"\0" * 16
         + struct.pack("<IQ", entry.start, entry.size)
     )
+
+
+def compressed_rtf(rtf: bytes) -> bytes:
+    """PR_RTF_COMPRESSED as MS-OXRTFCP writes it, with literals only (the reader's references are
+    checked against the specification's own example): header, CRC, groups of 8, the end marker."""
+    import zlib
+
+    body = bytearray()
+    write = 207  # after the dictionary's initial contents
+    whole = len(rtf) - len(rtf) % 8
+    for start in range(0, whole, 8):
+        body += b"\0" + rtf[start : start + 8]
+    rest = rtf[whole:]
+    write = (write + len(rtf)) % 4096
+    body += bytes([1 << len(rest)]) + rest + (write << 4).to_bytes(2, "big")
+    crc = zlib.crc32(bytes(body), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return struct.pack("<IIII", len(body) + 12, len(rtf), 0x75465A4C, crc) + bytes(body)

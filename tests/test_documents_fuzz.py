@@ -32,8 +32,10 @@ from hypothesis import strategies as st
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.verdict import Reason
 
+from .ole_writer import compressed_rtf
 from .test_documents_archives import CARD, CLEAN, zip_of
 from .test_documents_office import saved, word
+from .test_documents_ole import outlook
 from .test_documents_pdf import make_form_pdf, with_attachment
 from .test_documents_text_formats import odf, rtf
 
@@ -126,6 +128,8 @@ SEEDS: dict[str, Callable[[], bytes]] = {
     "html": lambda: f"<html><head><title>t</title></head><body><p>card {CARD}</p></body></html>".encode(),
     "eml": _eml,
     "pdf": _pdf,
+    "msg (compressed rtf body)": lambda: outlook("", rtf_body=compressed_rtf(rtf(f"山田様 card {CARD}"))),
+    "xml (utf-16)": lambda: f'<?xml version="1.0" encoding="UTF-16"?><顧客>{CARD}</顧客>'.encode("utf-16"),
 }
 
 

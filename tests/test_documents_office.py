@@ -193,6 +193,21 @@ def test_embedded_pictures_become_image_views_for_ocr():
     assert outcome.problems == []
 
 
+def test_the_preview_thumbnail_is_not_read_again_once_the_document_itself_was():
+    """docProps/thumbnail.* is a picture of the first page, whose text and media are read as such:
+    never a second OCR of it; a package without a readable main part keeps it as an image view."""
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (40, 20), "white").save(thumbnail, "JPEG")
+    for package in (saved(docx.Document()), saved(pptx.Presentation())):
+        if "docProps/thumbnail.jpeg" not in zipfile.ZipFile(io.BytesIO(package)).namelist():
+            package = with_part(package, "docProps/thumbnail.jpeg", thumbnail.getvalue())
+        views = [view[-1]["within"] for view in walk(package, DocumentsSettings()).views]
+        assert ["docProps/thumbnail.jpeg"] not in views and views, views
+    bare = zip_of({"[Content_Types].xml": b"<Types/>", "_rels/.rels": b"<Relationships/>"})
+    views = walk(with_part(bare, "docProps/thumbnail.jpeg", thumbnail.getvalue()), DocumentsSettings()).views
+    assert [view[-1]["within"] for view in views if view[0] == "image"] == [["docProps/thumbnail.jpeg"]]
+
+
 def test_clean_office_files_with_look_alike_numbers_stay_clean(tmp_path, write_config):
     (tmp_path / "clean.docx").write_bytes(
         word(CLEAN, header="版 2023-11-04", comment="注文番号 20231104-7781")

@@ -7,12 +7,15 @@ import io
 import struct
 
 import olefile
+import pytest
 import xlwt
 
 from dropwarden_documents.formats import walk
+from dropwarden_documents.lzfu import BadCompressedRtf, decompress
 from dropwarden_documents.settings import DocumentsSettings
+from dropwarden_documents.walk import LimitReached
 
-from .ole_writer import compound_file
+from .ole_writer import compound_file, compressed_rtf
 from .test_documents_archives import CARD, CLEAN, scan, within
 from .test_documents_office import word
 
@@ -86,6 +89,7 @@ def outlook(
     attachments: dict[str, bytes] | None = None,
     attached_message_body: str = "",
     body_charset: str = "",
+    rtf_body: bytes = b"",
 ) -> bytes:
     """An Outlook .msg: subject, sender and one recipient by display name, body, HTML body, attachments,
     and an attached message (a storage of its own) with `attached_message_body`."""
@@ -100,6 +104,8 @@ def outlook(
     }
     if html:
         streams["__substg1.0_10130102"] = html.encode("utf-8")
+    if rtf_body:  # PR_RTF_COMPRESSED, already compressed
+        streams["__substg1.0_10090102"] = rtf_body
     for index, (name, data) in enumerate((attachments or {}).items()):
         storage = f"__attach_version1.0_#{index:08X}"
         streams[f"{storage}/__substg1.0_3707001F"] = _unicode(name)
@@ -228,3 +234,44 @@ def test_a_piece_table_bomb_and_a_record_nesting_bomb_stay_bounded():
         nested = _record(0x03E8, nested, container=True)
     ppt = walk(compound_file({"PowerPoint Document": nested}), DocumentsSettings())
     assert [reason for reason, _, _ in ppt.problems] == ["decode_error"], ppt.problems
+
+
+# MS-OXRTFCP 4.1.1: "{\\rtf1\\ansi\\ansicpg1252\\pard hello world}\r\n" compressed with references.
+SPEC_EXAMPLE = bytes.fromhex(
+    "2d0000002b0000004c5a4675f1c5c7a703000a007263706731323542320af32068656c090020627705b06c647d0a800fa0"
+)
+
+
+def test_compressed_rtf_is_decompressed_as_the_specification_says_within_its_bounds():
+    assert decompress(SPEC_EXAMPLE, 1000) == b"{\\rtf1\\ansi\\ansicpg1252\\pard hello world}\r\n"
+    assert decompress(compressed_rtf(b"{\\rtf1 \\'83\\'4a}"), 1000) == b"{\\rtf1 \\'83\\'4a}"
+    damaged = bytearray(SPEC_EXAMPLE)
+    damaged[30] ^= 0x40
+    with pytest.raises(BadCompressedRtf, match="CRC"):
+        decompress(bytes(damaged), 1000)
+    with pytest.raises(LimitReached):  # a declared size past the limit: refused before any output
+        decompress(SPEC_EXAMPLE, 20)
+
+
+def test_a_msg_whose_only_body_is_compressed_rtf_is_read(tmp_path, write_config):
+    """Shift_JIS bytes (\\'xx under \\fcharset128) and \\uN both decoded; a clean look-alike stays
+    clean; a damaged one is unscanned, never clean."""
+    sjis = "".join(f"\\'{byte:02x}" for byte in "山田様".encode("shift_jis"))
+    rtf = (
+        "{\\rtf1\\ansi\\ansicpg932{\\fonttbl{\\f0\\fcharset128 MS Gothic;}}\\f0 "
+        f"{sjis}\\par \\u12459?\\u12540?\\u12489? {CARD}\\par}}"
+    )
+    (tmp_path / "rtf.msg").write_bytes(outlook("", rtf_body=compressed_rtf(rtf.encode())))
+    clean_rtf = "{\\rtf1\\ansi 注文番号 20231104-7781-0001\\par}".encode("shift_jis")
+    (tmp_path / "clean.msg").write_bytes(outlook("", rtf_body=compressed_rtf(clean_rtf)))
+    damaged = bytearray(compressed_rtf(rtf.encode()))
+    damaged[-5] ^= 0x01
+    (tmp_path / "damaged.msg").write_bytes(outlook("", rtf_body=bytes(damaged)))
+    records = scan(write_config(), *(tmp_path / n for n in ("rtf.msg", "clean.msg", "damaged.msg")))
+    assert within(records["rtf.msg"]) == [["body (rtf)"]], records["rtf.msg"]
+    assert records["clean.msg"]["verdict"] == "clean", records["clean.msg"]
+    assert records["damaged.msg"]["verdict"] == "unscanned", records["damaged.msg"]
+    assert "body (rtf)" in records["damaged.msg"]["reason"], records["damaged.msg"]
+    outcome = walk(outlook("", rtf_body=compressed_rtf(rtf.encode())), DocumentsSettings())
+    texts = [view[2] for view in outcome.views if view[-1]["within"] == ["body (rtf)"]]
+    assert texts and "山田様" in texts[0] and "カード" in texts[0], texts

@@ -98,3 +98,26 @@ def test_opendocument_text_in_a_header_and_a_number_cell_are_read_with_all_digit
     assert records["clean.odt"]["verdict"] == "clean", records["clean.odt"]
     locked = records["locked.odt"]
     assert locked["verdict"] == "unscanned" and "encrypted" in locked["reason"], locked
+
+
+def test_html_and_xml_in_japanese_encodings_are_read_in_them(tmp_path, write_config):
+    """HTML in Shift_JIS (meta charset), XML in UTF-16 with its BOM and in a declared Shift_JIS: their
+    text read (a number split by a character reference found), clean look-alikes in them stay clean."""
+    page = '<html><head><meta charset="Shift_JIS"></head><body><p>山田様 マイナンバー: {}</p></body></html>'
+    (tmp_path / "sjis.html").write_bytes(page.format("1234 5678 9018").encode("shift_jis"))
+    (tmp_path / "clean-sjis.html").write_bytes(
+        page.format("20231104").replace("マイナンバー", "注文").encode("cp932")
+    )
+    xml = '<?xml version="1.0" encoding="{}"?><顧客><氏名>山田</氏名><カード>&#52;111 1111 1111 1111</カード></顧客>'
+    (tmp_path / "utf16.xml").write_bytes(xml.format("UTF-16").encode("utf-16"))
+    (tmp_path / "sjis.xml").write_bytes(xml.format("Shift_JIS").encode("shift_jis"))
+    clean = f'<?xml version="1.0" encoding="UTF-16"?><メモ>{CLEAN}</メモ>'
+    (tmp_path / "clean16.xml").write_bytes(clean.encode("utf-16"))
+    names = ("sjis.html", "clean-sjis.html", "utf16.xml", "sjis.xml", "clean16.xml")
+    records = scan(write_config(), *(tmp_path / name for name in names))
+    assert ["(html text)"] in within(records["sjis.html"]), records["sjis.html"]
+    assert {f["type"] for f in records["sjis.html"]["findings"]} >= {"JP_MY_NUMBER"}, records["sjis.html"]
+    for name in ("utf16.xml", "sjis.xml"):
+        assert ["(xml text)"] in within(records[name]), records[name]
+    for name in ("clean-sjis.html", "clean16.xml"):
+        assert records[name]["verdict"] == "clean", records[name]

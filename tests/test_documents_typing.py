@@ -90,3 +90,31 @@ def test_an_unknown_binary_without_findings_in_its_strings_stays_unscanned_unsup
     path.write_bytes(bytes(range(256)) * 4 + "harmless words".encode("utf-16-le") + b"more ascii words")
     record = scan(write_config(), path)["blob.bin"]
     assert record["verdict"] == "unscanned" and "unsupported_type" in record["reason"], record
+
+
+def test_the_documents_extractor_trusts_the_cores_typing_and_starts_no_parser_for_plain_files():
+    """A file the core typed as an image, or as text that is no mail, RTF, HTML or XML, is not typed
+    again nor sent to a parser worker; a CSV starting "PK" (no zip behind it) stays text too."""
+    from dropwarden.judge.extract import extract_views
+    from dropwarden.judge.intake import FileIdentity, Snapshot
+    from dropwarden_documents.extractor import DocumentsExtractor, is_document
+    from dropwarden_documents.settings import DocumentsSettings
+
+    class InlineRunner:  # the core's runner without its thread: the extractor bounds itself
+        max_trailing_bytes = 1 << 20
+
+        def call(self, function, *args, inline=False):
+            return function(*args)
+
+    extractor = DocumentsExtractor(DocumentsSettings())
+    try:
+        for data in (bmp_bytes(), f"PK,name\n1,{CARD}\n".encode(), f"BMI,card\n22,{CARD}\n".encode()):
+            identity = FileIdentity(1, 2, len(data), 3, 4)
+            snapshot = Snapshot("/drop/f", data, "0" * 64, identity, 0o644, 0, 0, 1, 4)
+            extraction = extract_views(snapshot, [extractor], InlineRunner())
+            assert not is_document(data, extraction.views)
+        assert extractor.pool.started == 0
+    finally:
+        extractor.close()
+    mail = b"From: a@example.com\nTo: b@example.com\nSubject: x\n\nbody\n"
+    assert is_document(mail, [])

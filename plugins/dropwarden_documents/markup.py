@@ -23,8 +23,36 @@ def is_html(data: bytes) -> bool:
     return _HTML_HEAD.match(data[:4096]) is not None
 
 
+_UTF16_XML_HEADS = ("<?xml".encode("utf-16-le"), "<?xml".encode("utf-16-be"))
+_DECLARED = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']"
+)
+_EXPAT_ENCODINGS = frozenset(
+    {"utf-8", "utf8", "utf-16", "utf16", "iso-8859-1", "latin-1", "us-ascii", "ascii"}
+)
+
+
 def is_xml(data: bytes) -> bool:
+    """An XML declaration first: in UTF-8 (with or without BOM), or in UTF-16 after its BOM."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data[2:12] in _UTF16_XML_HEADS
     return _XML_HEAD.match(data[:1024]) is not None
+
+
+def as_expat_reads(data: bytes) -> bytes:
+    """`data` in an encoding expat reads itself: a declared Shift_JIS, EUC-JP, ... document re-encoded
+    to UTF-8 with its declaration saying so (undecodable bytes: left for expat to refuse)."""
+    declared = _DECLARED.match(data[:1024])
+    if declared is None or declared.group(1).decode().lower() in _EXPAT_ENCODINGS:
+        return data
+    start, end = declared.span(1)
+    try:
+        text = data.decode(declared.group(1).decode())
+    except (LookupError, ValueError):  # unknown, not a text codec ("rot13"), or failing ("undefined")
+        return data
+    if not data[:end].isascii():  # so that characters and bytes line up to the declaration's end
+        return data
+    return (text[:start] + "UTF-8" + text[end:]).encode()
 
 
 def walk_html(walker: Walker, data: bytes, within: Within, depth: int) -> None:
@@ -41,7 +69,7 @@ def walk_xml(walker: Walker, data: bytes, within: Within, depth: int) -> None:
         return
     limit = max(1, walker.limits.max_text_chars - walker.text_chars)
     try:
-        text = xml_text(data, limit)
+        text = xml_text(as_expat_reads(data), limit)
     except (ParseError, DefusedXmlException):  # a DTD, an entity, damage: judged as the text it is
         walker.leaf_text(data, within)
         return

@@ -6,7 +6,9 @@ import olefile
 
 from dropwarden.content import DecodeError, decode_text
 from dropwarden_documents.htmltext import html_text
+from dropwarden_documents.lzfu import BadCompressedRtf, decompress
 from dropwarden_documents.olestream import read_stream
+from dropwarden_documents.rtf import rtf_text
 from dropwarden_documents.walk import Walker, Within
 
 MAX_MESSAGE_NESTING = 8  # attached messages inside attached messages (each also counts as depth)
@@ -28,8 +30,8 @@ def is_msg(ole: olefile.OleFileIO) -> bool:
 
 def walk_msg(walker: Walker, ole: olefile.OleFileIO, within: Within, depth: int) -> None:
     """A message: subject, sender and recipient names as `headers`, the plain body (`body`), the HTML
-    body as its visible text (`body (html)`), attachments walked by their bytes (`attachment name`),
-    attached messages as messages (`attachment name`, ...)."""
+    body as its visible text (`body (html)`), the compressed RTF body as its text (`body (rtf)`),
+    attachments walked by their bytes (`attachment name`), attached messages as messages."""
     _walk_message(walker, ole, [], within, depth)
 
 
@@ -56,6 +58,7 @@ def _walk_message(
         else:
             limit = max(1, walker.limits.max_text_chars - walker.text_chars)
             walker.text(html_text(markup, limit), (*within, "body (html)"))
+    _rtf_body(walker, _stream(walker, ole, [*prefix, "__substg1.0_10090102"]), within)
     names: list[str] = []
     for storage in sorted(children):
         if storage[-1].startswith("__attach_version1.0_"):
@@ -63,6 +66,21 @@ def _walk_message(
             if name:
                 names.append(name)
     walker.text("\n".join(names), (*within, "attachment names"))
+
+
+def _rtf_body(walker: Walker, compressed: bytes | None, within: Within) -> None:
+    """PR_RTF_COMPRESSED: decompressed (bounded, CRC checked) and read as RTF, `body (rtf)` (a body
+    some messages have in no other form)."""
+    if not compressed:
+        return
+    where = (*within, "body (rtf)")
+    try:
+        rtf = decompress(compressed, int(walker.limits.max_member_bytes))
+    except BadCompressedRtf as exc:
+        walker.problem("decode_error", f"compressed RTF body: {exc}", where)
+        return
+    walker.charge(len(rtf))
+    walker.text(rtf_text(rtf, max(1, walker.limits.max_text_chars - walker.text_chars)), where)
 
 
 def _attachment(

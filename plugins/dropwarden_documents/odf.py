@@ -8,7 +8,7 @@ from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 
-from dropwarden_documents.ooxml import plain_number
+from dropwarden_documents.sheetscan import plain_number
 from dropwarden_documents.walk import Encrypted, Walker, Within
 from dropwarden_documents.xmltext import TextTarget, local, parse, qualified
 

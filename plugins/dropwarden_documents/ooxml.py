@@ -5,13 +5,14 @@ from __future__ import annotations
 import posixpath
 import re
 import zipfile
-from decimal import Decimal, InvalidOperation
+from collections.abc import Sequence
 from io import BytesIO
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 
 from dropwarden.content import printable_strings, utf16le_strings
+from dropwarden_documents.sheetscan import cell_text, column_name, fits, int_or, scan_cells
 from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
 from dropwarden_documents.xmltext import AllText, TextTarget, local, parse, qualified
 
@@ -23,6 +24,9 @@ _SKIP = re.compile(
 )
 # Parts of key/value XML (document properties, custom XML data): every piece of text.
 _PLAIN_XML = re.compile(r"^(?:docProps|customXml)/")
+# The preview picture a writer saves of the first page: a rendering of parts read here as text and media,
+# so never sent to OCR again once the main part was read (it cost ~0.5 s of OCR per Office file).
+_THUMBNAIL = re.compile(r"^docProps/thumbnail\.[A-Za-z]{3,4}$")
 _RELS_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 _MAIN_KINDS = {"wordprocessingml": "word", "spreadsheetml": "excel", "presentationml": "powerpoint"}
 _FOLDER_KINDS = {"word": "word", "xl": "excel", "ppt": "powerpoint"}
@@ -116,12 +120,12 @@ class SheetCells(TextTarget):
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         name = local(tag)
         if name == "row":
-            self.row = _int(attrib.get("r"), self.row + 1)
+            self.row = int_or(attrib.get("r"), self.row + 1)
             self.column = 0
         elif name == "c":
             self.cell_type = attrib.get("t", "n")
             self.column += 1
-            self.ref = attrib.get("r") or f"{_column(self.column)}{self.row}"
+            self.ref = attrib.get("r") or f"{column_name(self.column)}{self.row}"
             self.value = []
         elif name in ("v", "t"):
             self.collecting = True
@@ -145,40 +149,7 @@ class SheetCells(TextTarget):
             self.value.append(text)
 
     def cell_value(self, raw: str) -> str:
-        raw = raw.strip() if self.cell_type != "inlineStr" else raw
-        if self.cell_type == "s":
-            index = _int(raw, -1)
-            return self.shared[index] if 0 <= index < len(self.shared) else ""
-        if self.cell_type == "n":
-            return plain_number(raw)
-        return raw
-
-
-def plain_number(raw: str) -> str:
-    """A number cell as all its digits: "4.111111111111111E+15" -> "4111111111111111" (exponents
-    within +-30 only, so a crafted "1E+999999" cannot blow up)."""
-    if "e" not in raw.lower():
-        return raw
-    try:
-        number = Decimal(raw)
-    except InvalidOperation:
-        return raw
-    if not number.is_finite() or not -30 <= number.adjusted() <= 30:
-        return raw
-    text = format(number, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _int(text: str | None, default: int) -> int:
-    return int(text) if text and text.isdigit() and len(text) < 10 else default
-
-
-def _column(index: int) -> str:
-    letters = ""
-    while index > 0:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
+        return cell_text(self.cell_type, raw, self.shared)
 
 
 class Package:
@@ -217,6 +188,21 @@ class Package:
         except (ParseError, DefusedXmlException) as exc:
             self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
             return None
+
+    def sheet(self, name: str, shared: list[str]) -> tuple[str, Sequence[tuple[int, int, str]]] | None:
+        """A worksheet's (text, cell anchors): read by pattern where the XML allows (`sheetscan`),
+        else through `SheetCells` (None: absent, read already or damaged: a problem)."""
+        data = self.read(name)
+        if data is None:
+            return None
+        try:
+            if fits(data):
+                return scan_cells(data, shared, self.budget())
+            target = parse(data, SheetCells(self.budget(), shared))
+        except (ParseError, DefusedXmlException) as exc:
+            self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
+            return None
+        return target.text(), target.anchors
 
     def office_text(self, name: str, where: Within) -> None:
         target = self.text_of(name, OfficeText(self.budget()))
@@ -323,7 +309,7 @@ def walk_ooxml(walker: Walker, data: bytes, within: Within, depth: int) -> None:
                 _powerpoint(package, part)
             else:
                 package.office_text(part, (*within, part))
-        _rest(package, depth)
+        _rest(package, depth, main_read=main is not None)
 
 
 def _excel(package: Package, workbook_part: str) -> None:
@@ -337,9 +323,9 @@ def _excel(package: Package, workbook_part: str) -> None:
     workbook = package.text_of(workbook_part, _Workbook())
     for name, hidden, rid in workbook.sheets if isinstance(workbook, _Workbook) else []:
         label = f"sheet {name}" + (" (hidden)" if hidden else "")
-        target = package.text_of(relations.get(rid, ""), SheetCells(package.budget(), shared))
-        if isinstance(target, SheetCells):
-            walker.text(target.text(), (*within, label), target.anchors)
+        cells = package.sheet(relations.get(rid, ""), shared)
+        if cells is not None:
+            walker.text(cells[0], (*within, label), cells[1])
 
 
 def _powerpoint(package: Package, presentation_part: str) -> None:
@@ -354,14 +340,17 @@ def _powerpoint(package: Package, presentation_part: str) -> None:
                 package.office_text(target, (*where, "notes"))
 
 
-def _rest(package: Package, depth: int) -> None:
+def _rest(package: Package, depth: int, *, main_read: bool) -> None:
     """Parts not read yet: XML as text; a macro project's strings; media, embedded files and anything
-    else recursed as a member (an image becomes an image view, a package is walked)."""
+    else recursed as a member (an image becomes an image view, a package is walked); the preview
+    thumbnail only when no main part was read (then it is all there is of the document)."""
     walker, within = package.walker, package.within
     infos = [info for info in package.archive.infolist() if not info.is_dir()]
     for info in walker.members(infos, within):
         name = info.filename
         if name in package.done or _SKIP.search(name) or name.endswith(".rels"):
+            continue
+        if main_read and _THUMBNAIL.match(name):
             continue
         where = (*within, name)
         if name.endswith(".xml"):

@@ -39,7 +39,7 @@ _CHARSETS = {128: "cp932", 129: "cp949", 134: "gbk", 136: "big5", 161: "cp1253",
 
 
 def is_rtf(data: bytes) -> bool:
-    return data.lstrip()[:5] == b"{\\rtf"
+    return data[:65536].lstrip()[:5] == b"{\\rtf"
 
 
 class _Reader:

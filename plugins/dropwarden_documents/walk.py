@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -15,6 +15,7 @@ from dropwarden.content import (
     sniff,
     utf16le_strings,
 )
+from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.settings import DocumentsSettings
 
 CHUNK = 256 * 1024
@@ -73,8 +74,9 @@ class Walker:
 
     # ---------------------------------------------------------------- views and problems
 
-    def text(self, text: str, within: Within, anchors: list[tuple[int, int, str]] | None = None) -> None:
-        """A text view of `text` found at `within`, with character ranges labelled ("cell B2")."""
+    def text(self, text: str, within: Within, anchors: Sequence[tuple[int, int, str]] | None = None) -> None:
+        """A text view of `text` found at `within`, with character ranges labelled ("cell B2"), packed
+        for the trip out of the worker."""
         if not text.strip():
             return
         self.text_chars += len(text)
@@ -86,7 +88,8 @@ class Walker:
         self._count += 1
         provenance: dict[str, Any] = {"source": "document", "within": list(within)}
         if anchors:
-            provenance["anchors"] = anchors
+            packed = isinstance(anchors, PackedAnchors)
+            provenance["anchors"] = anchors if packed else PackedAnchors.pack(anchors)
         self.out.views.append(("text", f"document:{self._count}", text, provenance))
 
     def image(self, data: bytes, image_format: str, within: Within) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from xml.etree.ElementTree import ParseError
-from xml.parsers.expat import ErrorString, ExpatError
+from xml.parsers.expat import ErrorString, ExpatError, ParserCreate
 
-from defusedxml.ElementTree import DefusedXMLParser
+from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
 from dropwarden_documents.walk import LimitReached
 
@@ -74,24 +75,55 @@ class AllText(TextTarget):
             self.add(text)
 
 
-def parse(data: bytes, target: TextTarget) -> TextTarget:
-    """Feed `data` to a defused parser (no DTD, no entities, nothing external) a slice at a time.
+def defused_expat(namespaces: bool = True) -> Any:
+    """An expat parser that refuses what defusedxml refuses: a document type declaration (so no
+    entity can be declared: no billion laughs, no quadratic blow-up), any entity declaration, any
+    external entity (nothing is ever fetched). Names are "ns}local" with `namespaces`."""
+    expat = ParserCreate(None, "}") if namespaces else ParserCreate()
+    expat.StartDoctypeDeclHandler = _refuse_doctype
+    expat.EntityDeclHandler = _refuse_entity
+    expat.UnparsedEntityDeclHandler = _refuse_unparsed_entity
+    expat.ExternalEntityRefHandler = _refuse_external
+    return expat
 
-    The target's start/end/data are bound straight to the defused parser's expat handlers (names
-    "ns}local", attributes a dict): ElementTree's own per-event wrappers would double the cost.
-    Malformed XML raises ParseError; a DTD or entity declaration a DefusedXmlException."""
-    expat = DefusedXMLParser(target=target, forbid_dtd=True).parser
-    expat.ordered_attributes = False
-    expat.StartElementHandler = target.start
-    expat.EndElementHandler = target.end
-    expat.CharacterDataHandler = target.data
+
+def _refuse_doctype(name: str, system: str | None, public: str | None, internal: bool) -> None:
+    raise DTDForbidden(name, system, public)
+
+
+def _refuse_entity(name: str, is_parameter: bool, value: str | None, base: Any, system: Any, public: Any,
+                   notation: Any) -> None:  # fmt: skip
+    raise EntitiesForbidden(name, value, base, system, public, notation)
+
+
+def _refuse_unparsed_entity(name: str, base: Any, system: Any, public: Any, notation: Any) -> None:
+    raise EntitiesForbidden(name, None, base, system, public, notation)
+
+
+def _refuse_external(context: str, base: Any, system: Any, public: Any) -> int:
+    raise ExternalReferenceForbidden(context, base, system, public)
+
+
+def feed(expat: Any, data: bytes) -> None:
+    """`data` through `expat` a slice at a time; malformed XML raises ParseError (as ElementTree
+    reports it), a refused declaration a DefusedXmlException (raised by the handlers above)."""
     view = memoryview(data)
     try:
         for start in range(0, len(data), FEED):
             expat.Parse(bytes(view[start : start + FEED]), False)
         expat.Parse(b"", True)
-    except ExpatError as exc:  # as ElementTree reports it
+    except ExpatError as exc:
         raise ParseError(f"{ErrorString(exc.code)}: line {exc.lineno}, column {exc.offset}") from None
+
+
+def parse(data: bytes, target: TextTarget) -> TextTarget:
+    """Feed `data` to a defused expat parser (no DTD, no entities, nothing external) whose handlers
+    are the target's start/end/data (names "ns}local", attributes a dict)."""
+    expat = defused_expat()
+    expat.StartElementHandler = target.start
+    expat.EndElementHandler = target.end
+    expat.CharacterDataHandler = target.data
+    feed(expat, data)
     return target
 
 

@@ -1,0 +1,181 @@
+"""A worksheet's cells read by pattern in one C-level pass, once expat has vouched for the XML.
+
+Why: a sheet is millions of tiny elements (`<c r="B2" t="s"><v>7</v></c>`); a Python callback per
+element caps reading at a few MB/s. Expat (defused, no handlers) first checks the part is well-formed
+UTF-8 XML without a DTD; on such XML the patterns below see exactly what the element callbacks of
+`SheetCells` would. Anything unusual (a comment, CDATA, another encoding) goes back to the callbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+
+from dropwarden_documents.anchors import PackedAnchors
+from dropwarden_documents.walk import LimitReached
+from dropwarden_documents.xmltext import defused_expat, feed
+
+_PREFIX = r"(?:[A-Za-z_][\w.-]*:)?"
+_ATTRS = r"(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*?)?"
+# A cell as spreadsheet writers almost always write it (reference, type, value or inline text, caught
+# at once), any other cell (its attributes, its body), a row's start (its attributes) or a row's end.
+_TOKEN = re.compile(  # one literal "<" first: the engine skips to each tag in C
+    r"<(?:"
+    r'c r="([A-Z]{1,3}[0-9]{1,7})"(?: s="[0-9]{1,9}")?(?: t="([a-zA-Z]{1,9})")?(?: s="[0-9]{1,9}")?'
+    r"(?:/>|>(?:<f>[^<&]*</f>)?(?:<v>([^<&]*)</v>|<is><t>([^<&]*)</t></is>)?</c>)"
+    r"|" + _PREFIX + r"(?:(c)" + _ATTRS + r"\s*(?:/>|>(.*?)</" + _PREFIX + r"c\s*>)"
+    r"|(row)(?: r=\"([0-9]{1,9})\")?" + _ATTRS + r"\s*(/?)>)"
+    r"|/" + _PREFIX + r"row\s*>)",
+    re.S,
+)
+_ROW_END = re.compile(r"</" + _PREFIX + r"row\s*>")  # where a slice of the sheet may end
+_SLICE = 1 << 20
+# A value inside a cell: `v` (a literal or a shared string's index) or `t` (inline string runs).
+_VALUE = re.compile(r"<" + _PREFIX + r"(?:v|t)(?:\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*?)?\s*>(.*?)</", re.S)
+_TYPE = re.compile(r"\st\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_REF = re.compile(r"\sr\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_UTF8_DECLARATION = re.compile(rb"\A<\?xml[^>]*?encoding\s*=\s*[\"']\s*utf-?8\s*[\"']", re.I)
+_ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
+_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def fits(data: bytes) -> bool:
+    """Whether the patterns can read `data`: UTF-8 (no other encoding declared), no `<!` at all (no
+    DTD, comment or CDATA section), and well-formed with nothing refused (else ParseError or a
+    DefusedXmlException, as the callback path would report it)."""
+    if b"<!" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return False
+    head = data.removeprefix(b"\xef\xbb\xbf")[:200]
+    declaration = head.partition(b"?>")[0] if head.startswith(b"<?xml") else b""
+    if b"encoding" in declaration and not _UTF8_DECLARATION.match(head):
+        return False
+    feed(defused_expat(namespaces=False), data)
+    return True
+
+
+def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedAnchors]:
+    """(text, anchors) exactly as `SheetCells` makes them from XML that `fits`: a line per row, each
+    cell's value and a tab, anchors (start, end, "cell B2"); beyond `limit` characters the file's text
+    budget is spent (LimitReached, fatal). Read a slice of rows at a time, each slice's pieces joined
+    at its end: all matches or pieces of a million-cell sheet at once would hold hundreds of MB."""
+    text_slices: list[str] = []
+    label_slices: list[str] = []
+    starts, ends = array("q"), array("q")
+    size = row = column = 0
+    line_open = False  # a value since the last line break
+    for tokens in _slices(data.decode("utf-8-sig")):
+        parts: list[str] = []
+        labels: list[str] = []
+        for ref, kind, value, inline, is_cell, cell_attrs, body, is_row, number, attrs, closed in tokens:
+            if ref:  # the common shape, caught whole
+                column += 1
+                if not kind or kind == "n":
+                    text = plain_number(value) if "E" in value or "e" in value else value.strip()
+                elif kind == "s":
+                    index = int_or(value.strip(), -1)
+                    text = shared[index] if 0 <= index < len(shared) else ""
+                else:
+                    text = cell_text(kind, value or inline, shared)
+            elif is_cell:
+                column += 1
+                if not body:
+                    continue
+                kind = _attribute(_TYPE, cell_attrs) or "n"
+                text = cell_text(kind, "".join(_unescape(v) for v in _VALUE.findall(body)), shared)
+                ref = (_attribute(_REF, cell_attrs) or f"{column_name(column)}{row}").replace("\n", " ")
+            else:
+                if is_row:
+                    row = int(number) if number else int_or(_attribute(_REF, attrs), row + 1)
+                    column = 0
+                    if not closed:
+                        continue
+                if line_open:  # a row ends
+                    parts.append("\n")
+                    size += 1
+                    line_open = False
+                continue
+            if not text:
+                continue
+            size += len(text) + 1
+            if size > limit:
+                raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
+            starts.append(size - len(text) - 1)
+            ends.append(size - 1)
+            labels.append("cell " + ref[:20])
+            parts.append(text)
+            parts.append("\t")
+            line_open = True
+        text_slices.append("".join(parts))
+        if labels:
+            label_slices.append("\n".join(labels))
+    return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
+
+
+def _slices(xml: str) -> Iterator[list[tuple[str, ...]]]:
+    """`_TOKEN`'s matches, a slice of about _SLICE characters of whole rows at a time."""
+    position = 0
+    while position < len(xml):
+        row_end = _ROW_END.search(xml, position + _SLICE)
+        end = row_end.end() if row_end else len(xml)
+        yield _TOKEN.findall(xml, position, end)
+        position = end
+
+
+def cell_text(cell_type: str, raw: str, shared: list[str]) -> str:
+    """A cell's text from its type and raw value: a shared string by index, a number with all its
+    digits, anything else as it stands (inline strings keep their spaces)."""
+    raw = raw.strip() if cell_type != "inlineStr" else raw
+    if cell_type == "s":
+        index = int_or(raw, -1)
+        return shared[index] if 0 <= index < len(shared) else ""
+    if cell_type == "n":
+        return plain_number(raw)
+    return raw
+
+
+def plain_number(raw: str) -> str:
+    """A number cell as all its digits: "4.111111111111111E+15" -> "4111111111111111" (exponents
+    within +-30 only, so a crafted "1E+999999" cannot blow up)."""
+    if "e" not in raw.lower():
+        return raw
+    try:
+        number = Decimal(raw)
+    except InvalidOperation:
+        return raw
+    if not number.is_finite() or not -30 <= number.adjusted() <= 30:
+        return raw
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def int_or(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() and len(text) < 10 else default
+
+
+def column_name(index: int) -> str:
+    """1 -> "A", 27 -> "AA"."""
+    letters = ""
+    while index > 0:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _unescape(text: str) -> str:
+    return _ENTITY.sub(_character, text) if "&" in text else text
+
+
+def _character(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name[0] != "#":
+        return _NAMED[name]
+    return chr(int(name[2:], 16) if name[1] == "x" else int(name[1:]))
+
+
+def _attribute(pattern: re.Pattern[str], attrs: str) -> str:
+    found = pattern.search(attrs)
+    if found is None:
+        return ""
+    return _unescape(found.group(1) or found.group(2))
