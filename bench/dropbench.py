@@ -76,7 +76,8 @@ def start_daemon(root: Path, *, release: bool, workers: int = 2, extra: str = ""
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while b'"watching"' not in (root / "daemon.log").read_bytes():
+    # From the startup reconcile on: a sweep racing the first files would judge them a second time.
+    while b'"reconciled"' not in (root / "daemon.log").read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("daemon did not start:\n" + (root / "daemon.log").read_text()[-2000:])
         time.sleep(0.05)
