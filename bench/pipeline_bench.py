@@ -14,7 +14,8 @@ the audit log (nothing moves for a clean file, so the record is the act). Modes:
 - large:   `--large-files` files of `--large-mb` MB copied in place, one after the other (1 MiB writes).
 
 Rate 0 means as fast as possible: `--files` files. Files/s is files ÷ (first write or rename to the last
-file done). Peak RSS is the daemon's VmHWM.
+file done). CPU ms/f is the daemon's user + system CPU time per file over the same span (the figure
+that a busy machine skews least). Peak RSS is the daemon's VmHWM.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from dropbench import BODY_4K, DoneWatcher, peak_rss_mb, percentile, start_daemon, write_in_place
+from dropbench import (
+    BODY_4K,
+    DoneWatcher,
+    cpu_seconds,
+    peak_rss_mb,
+    percentile,
+    start_daemon,
+    write_in_place,
+)
 
 
 def run_row(mode: str, release: bool, rate: float, args: argparse.Namespace) -> dict[str, object]:
@@ -51,6 +60,7 @@ def run_row(mode: str, release: bool, rate: float, args: argparse.Namespace) -> 
                 for name in names:
                     (staging / name).write_bytes(body)
             started: dict[str, float] = {}
+            cpu_before = cpu_seconds(daemon.proc.pid)
             first = time.monotonic()
             for index, name in enumerate(names):
                 if rate > 0 and mode != "large":
@@ -63,6 +73,7 @@ def run_row(mode: str, release: bool, rate: float, args: argparse.Namespace) -> 
                 if mode == "large":
                     watcher.wait_for([name], 600)
             watcher.wait_for(names, 600)
+            cpu = cpu_seconds(daemon.proc.pid) - cpu_before
             rss = peak_rss_mb(daemon.proc.pid)
         finally:
             watcher.close()
@@ -72,13 +83,14 @@ def run_row(mode: str, release: bool, rate: float, args: argparse.Namespace) -> 
     return {
         "mode": mode,
         "watch": "release_to" if release else "plain",
-        "rate": rate or "max",
+        "rate": f"{rate:g}" if rate else "max",
         "files": count,
         "p50_ms": round(statistics.median(latencies), 1),
         "p90_ms": round(percentile(latencies, 0.9), 1),
         "p99_ms": round(percentile(latencies, 0.99), 1),
         "max_ms": round(max(latencies), 1),
         "files_per_s": round(count / (last - first), 1),
+        "cpu_ms_per_file": round(cpu * 1000 / count, 2),
         "peak_rss_mb": round(rss, 1),
     }
 
@@ -103,7 +115,7 @@ def main() -> None:
         print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; regex detector, audit fsync batch")
         print(
             f"{'mode':<8} {'watch':<10} {'rate':>5} {'files':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-            f" {'max ms':>8} {'files/s':>8} {'RSS MB':>7}"
+            f" {'max ms':>8} {'files/s':>8} {'CPU ms/f':>8} {'RSS MB':>7}"
         )
     for mode in args.modes.split(","):
         for watch in args.watches.split(","):
@@ -116,7 +128,7 @@ def main() -> None:
                 print(
                     f"{row['mode']:<8} {row['watch']:<10} {row['rate']!s:>5} {row['files']:>6}"
                     f" {row['p50_ms']:>8} {row['p90_ms']:>8} {row['p99_ms']:>8} {row['max_ms']:>8}"
-                    f" {row['files_per_s']:>8} {row['peak_rss_mb']:>7}",
+                    f" {row['files_per_s']:>8} {row['cpu_ms_per_file']:>8} {row['peak_rss_mb']:>7}",
                     flush=True,
                 )
 
