@@ -161,7 +161,7 @@ def looks_like_text(sample: bytes) -> bool:
 
 def utf16_without_bom(sample: bytes) -> str | None:
     """Detect BOM-less UTF-16 of mostly-ASCII text by its regular NUL bytes: 'utf-16-le' / 'utf-16-be'."""
-    if len(sample) < 16:
+    if len(sample) < 16 or b"\x00" not in sample:  # no NUL byte: no UTF-16 of ASCII text
         return None
     even, odd = sample[0::2], sample[1::2]
     nul_even, nul_odd = even.count(0) / len(even), odd.count(0) / len(odd)
