@@ -13,44 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-BODY = (b"Weekly status: all systems nominal, nothing to report.\n" * 80)[:4096]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def start_daemon(root: Path) -> subprocess.Popen[bytes]:
-    inbox = root / "inbox"
-    inbox.mkdir()
-    config = root / "dropwarden.toml"
-    config.write_text(
-        f'[state]\ndir = "{root / "state"}"\n[audit]\npath = "{root / "audit.jsonl"}"\n'
-        '[metrics]\nlisten = ""\n[ocr]\nenabled = false\n'
-        f'[[watch]]\npath = "{inbox}"\nrelease_to = "{root / "outbound"}"\nquarantine_dir = "{root / "q"}"\n'
-    )
-    log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "dropwarden", "run", "--config", str(config), "--log-format", "json"],
-        stderr=log,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while b'"watching"' not in (root / "daemon.log").read_bytes():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("daemon did not start:\n" + (root / "daemon.log").read_text()[-2000:])
-        time.sleep(0.05)
-    return daemon
+from dropbench import BODY_4K, percentile, start_daemon
 
 
 def timed_files(inbox: Path, tag: str, count: int, interval: float) -> list[float]:
@@ -82,7 +51,7 @@ def timed_files(inbox: Path, tag: str, count: int, interval: float) -> list[floa
         time.sleep(max(0.0, target - time.monotonic()))
         name = f"{tag}-{index:06d}.txt"
         fd = os.open(inbox / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, BODY)
+        os.write(fd, BODY_4K)
         os.close(fd)
         with lock:
             pending[name] = time.monotonic()
@@ -101,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dw-latency-") as tmp:
         root = Path(tmp)
-        daemon = start_daemon(root)
+        daemon = start_daemon(root, release=True)
         try:
             print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; 4 KB files written in place")
             print(f"{'arrivals':>12} {'files':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
@@ -119,8 +88,7 @@ def main() -> None:
             if lone:
                 print(f"{'lone':>12} {len(lone):>6} " + " ".join(f"{v:.1f}" for v in lone) + " ms")
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.stop()
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ class Pipeline:
             body["reason"],
             record.seq,
             ctx.judge.registry.actions,
-            lambda relpath: ctx.judge.judge_relative_name(relpath)[0],
+            lambda relpath: _name_for(ctx.judge, judgement.name, relpath),
         )
         complete = self.act.run(plan)
         # Only a file whose every action happened counts as judged; anything deferred, aborted or failed
@@ -400,6 +400,14 @@ class Pipeline:
     def maintain(self) -> tuple[dict[str, str], str | None]:
         """Once a tick: see `ActStage.maintain` (quarantine directories, the state database)."""
         return self.act.maintain(self.context.watches.values())
+
+
+def _name_for(judge: Judge, judged: JudgedName | None, relpath: str) -> JudgedName:
+    """`relpath` judged as a name: the file's own judged name when it is the same path (a release that
+    kept its name, the common case), else judged now."""
+    if judged is not None and judged.raw == os.fsencode(relpath):
+        return judged
+    return judge.judge_relative_name(relpath)[0]
 
 
 def notify_targets(actions: tuple[str, ...], sinks: list[str]) -> list[str]:

@@ -334,7 +334,7 @@ class HyperscanEngine:
             byte_spans: list[Span] = []
             base = max(0, low - around)
             found = self._segment_hits(data[base : min(size, high + after)], done)
-            if found is not None:
+            if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
                 for expression_ids, members, back, forward in database.groups:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import os
 import sqlite3
 import stat
@@ -286,7 +287,7 @@ class ActStage:
         if to is not None:
             # Shown as the decision shows the path: the name judged, matched spans masked (and printable).
             extra = {**extra, "to": plan.render_name(to).show()}
-        self._done(watch, op_id, op, extra)
+        self._done(watch, op_id, op, extra, path_in_audit_log=_shown_in_clear(plan))
         return True
 
     # ------------------------------------------------------------------------------------------ outcomes
@@ -300,15 +301,18 @@ class ActStage:
             return False
         return True
 
-    def _done(self, watch: ActiveWatch, op_id: str, op: str, extra: dict[str, Any]) -> None:
+    def _done(
+        self, watch: ActiveWatch, op_id: str, op: str, extra: dict[str, Any], *, path_in_audit_log: bool
+    ) -> None:
         self.audit.append("action.done", {"op": op, "id": op_id, "watch": watch.id, **extra})
-        self._finish(op_id, "done")
+        self._finish(op_id, "done", path_in_audit_log=path_in_audit_log)
         self._count("actions", op)
 
-    def _finish(self, op_id: str, outcome: str) -> None:
+    def _finish(self, op_id: str, outcome: str, *, path_in_audit_log: bool = False) -> None:
         # Not finished (state not writable): the intent stays pending and startup recovery, reading the
         # file system, reaches the same conclusion.
-        self.state_write(self.state.finish_intent, op_id, outcome)
+        finish = functools.partial(self.state.finish_intent, path_in_audit_log=path_in_audit_log)
+        self.state_write(finish, op_id, outcome)
 
     def state_write(self, write: Callable[..., Any], *args: Any) -> bool:
         """A state write whose failure is counted and logged, not raised (the file is judged again)."""
@@ -458,6 +462,12 @@ class ActStage:
         watch.store = fresh
         log.warning("quarantine directory re-opened", watch=watch.id, path=str(fresh.path), was=problem)
         return None
+
+
+def _shown_in_clear(plan: ActPlan) -> bool:
+    """The decision record shows the file's whole relative path unmasked: no rule matched in its name."""
+    name = plan.judgement.name
+    return name is not None and not name.redacted and name.raw == os.fsencode(plan.item.relpath)
 
 
 def _still_same(dir_fd: int, name: str, snapshot: Snapshot) -> bool:

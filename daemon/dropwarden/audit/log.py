@@ -32,6 +32,9 @@ BATCH_WINDOW = 0.02  # fsync=batch: at most one fsync per this many seconds, unl
 ANCHOR_WINDOW = 0.1
 
 
+Prepared = tuple[str, dict[str, Any], bytes]  # (type, body as it reads back, its canonical bytes)
+
+
 class _Tip(NamedTuple):
     """The end of what was written, consistently: next seq, head hash, size, the last checkpoint."""
 
@@ -141,7 +144,7 @@ class AuditLog:
     def append_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[AuditRecord]:
         """Append records with one write (and, with fsync=always, one fsync). ValueError/TypeError on a
         reserved type or a body that is not JSON (NaN, bytes, lone surrogates…); nothing is written then."""
-        prepared = [(_check_type(kind), _normalise(body)) for kind, body in items]
+        prepared = [(_check_type(kind), *_normalise(body)) for kind, body in items]
         batch = self.settings.fsync == "batch"
         with self._lock:
             self._usable()
@@ -273,14 +276,16 @@ class AuditLog:
                 " (a torn last line is then set aside and recorded)"
             )
 
-    def _append_locked(self, items: list[tuple[str, dict[str, Any]]]) -> list[AuditRecord]:
+    def _append_locked(self, items: list[tuple[str, dict[str, Any]] | Prepared]) -> list[AuditRecord]:
+        """Write records; an item may carry its body's canonical bytes (`Prepared`), then not made again."""
         records, lines = [], []
         seq, head = self._next_seq, self._head
-        for kind, body in items:
+        for item in items:
+            kind, body = item[0], item[1]
             fields = {"seq": seq, "time": utc_now(), "type": kind, "body": body, "prev": head}
             if kind == CHECKPOINT:
                 body["mac"] = checkpoint_mac(self._key, fields)
-            head, line = _seal(fields)
+            head, line = _seal(fields, item[2] if len(item) > 2 else None)  # type: ignore[misc]
             lines.append(line)
             records.append(AuditRecord(seq, fields["time"], kind, body, fields["prev"], head))
             seq += 1
@@ -396,12 +401,13 @@ class AuditLog:
         return tip is not None and tip.checkpoint is not None and tip.next_seq > self._anchored_next
 
 
-def _seal(fields: dict[str, Any]) -> tuple[str, bytes]:
+def _seal(fields: dict[str, Any], body_bytes: bytes | None = None) -> tuple[str, bytes]:
     """(hash, line): the canonical record with its hash spliced in. Sorted keys put `hash` right before
-    `prev`, and everything from `prev` on is known, so one serialisation serves both."""
-    unsigned = canonical(fields)
-    digest = hashlib.sha256(unsigned).hexdigest()
+    `prev`, and everything from `prev` on is known, so one serialisation serves both. `body_bytes`, the
+    body's canonical form when the caller has it, is spliced in too (`body` sorts first)."""
     tail = canonical({k: fields[k] for k in ("prev", "seq", "time", "type")})[1:]
+    unsigned = canonical(fields) if body_bytes is None else b'{"body":' + body_bytes + b"," + tail
+    digest = hashlib.sha256(unsigned).hexdigest()
     assert unsigned.endswith(b"," + tail)
     cut = len(unsigned) - len(tail)
     return digest, unsigned[:cut] + b'"hash":"' + digest.encode() + b'",' + tail + b"\n"
@@ -415,8 +421,10 @@ def _check_type(kind: str) -> str:
     return kind
 
 
-def _normalise(body: dict[str, Any]) -> dict[str, Any]:
-    """The body as it will read back (tuples become lists); ValueError/TypeError when it is not JSON."""
+def _normalise(body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The body as it will read back (tuples become lists), and its canonical bytes (which that body
+    serialises to again); ValueError/TypeError when it is not JSON."""
     if not isinstance(body, dict):
         raise TypeError("an audit record body is a dict")
-    return json.loads(canonical(body))
+    data = canonical(body)
+    return json.loads(data), data

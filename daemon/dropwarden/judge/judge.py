@@ -170,6 +170,8 @@ def _without_repeats(runs: list[DetectorRun]) -> list[DetectorRun]:
     """Drop findings of the words view of a name that a finding of the same type in the name as it
     is overlaps, and those of its legacy-encoding reading of a type found in either: one value, one
     finding (its spans are masked either way)."""
+    if not any(len(run.findings) for run in runs):
+        return runs  # the common case: nothing to drop
     plain = [
         (f.type, f.location.offset, f.location.offset + (f.location.length or 0))
         for run in runs

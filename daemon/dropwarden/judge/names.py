@@ -31,6 +31,9 @@ def judged_name(relative: str | bytes) -> str:
     spaces and each character whose compatibility form is one character (full-width digits and
     letters) in that form. Offsets are those of `display_name`, so spans found here mask the right
     characters; and neither an invalid byte nor a full-width digit can glue itself to a number."""
+    raw = os.fsencode(relative)
+    if raw.isascii():  # the common case: no escaped byte, and NFKC leaves ASCII as it is
+        return raw.decode("ascii")
     out = []
     for shown, _ in _pieces(os.fsencode(relative)):
         if len(shown) > 1:
@@ -139,6 +142,9 @@ def redact_name(raw: bytes, spans: Iterable[tuple[int, int]]) -> tuple[str, byte
     A span is first widened to whole characters of the display text: an escaped byte (\\xNN, four
     display characters for one byte) is masked entirely or not at all, so the bytes and the text stay
     two renderings of one redacted name."""
+    merged = _merge(spans)
+    if not merged and raw.isascii():  # the common case: nothing to mask, every byte shown as itself
+        return raw.decode("ascii"), raw
     pieces = _pieces(raw)
     starts, offset = [], 0
     for shown, _ in pieces:
@@ -146,7 +152,7 @@ def redact_name(raw: bytes, spans: Iterable[tuple[int, int]]) -> tuple[str, byte
         offset += len(shown)
     text_out, raw_out = [], []
     index = 0
-    for start, end in _merge(spans):
+    for start, end in merged:
         first = next((i for i in range(index, len(pieces)) if starts[i] + len(pieces[i][0]) > start), None)
         if first is None or starts[first] >= end:
             continue

@@ -31,6 +31,11 @@ _MAGIC: tuple[tuple[int, bytes, str, str], ...] = (
     (4, b"ftyp", "mp4", "binary"),
 )
 
+_MAGIC_OFFSETS = tuple(sorted({offset for offset, *_ in _MAGIC}))
+_MAGIC_BY_LEAD: dict[tuple[int, int], list[tuple[int, tuple[int, bytes, str, str]]]] = {}
+for _index, _entry in enumerate(_MAGIC):
+    _MAGIC_BY_LEAD.setdefault((_entry[0], _entry[1][0]), []).append((_index, _entry))
+
 _SAMPLE = 8192
 _CONTROL_BYTES = bytes(b for b in range(0x20) if b not in b"\t\n\r\f\v\x1b")
 
@@ -45,7 +50,16 @@ def sniff(data: bytes) -> FileType:
     """Classify by magic bytes; otherwise text vs binary by looking at the first 8 KiB."""
     if not data:
         return FileType("empty", "empty")
-    for offset, magic, name, kind in _MAGIC:
+    # Only the magics whose first byte is there are compared (for text: none), in table order.
+    candidates = [
+        entry
+        for offset in _MAGIC_OFFSETS
+        if len(data) > offset
+        for entry in _MAGIC_BY_LEAD.get((offset, data[offset]), ())
+    ]
+    if len(candidates) > 1:
+        candidates.sort()
+    for _, (offset, magic, name, kind) in candidates:
         if data.startswith(magic, offset):
             if name == "webp" and not data.startswith(b"RIFF"):
                 continue
@@ -147,7 +161,7 @@ def looks_like_text(sample: bytes) -> bool:
 
 def utf16_without_bom(sample: bytes) -> str | None:
     """Detect BOM-less UTF-16 of mostly-ASCII text by its regular NUL bytes: 'utf-16-le' / 'utf-16-be'."""
-    if len(sample) < 16:
+    if len(sample) < 16 or b"\x00" not in sample:  # no NUL byte: no UTF-16 of ASCII text
         return None
     even, odd = sample[0::2], sample[1::2]
     nul_even, nul_odd = even.count(0) / len(even), odd.count(0) / len(odd)

@@ -1,0 +1,83 @@
+"""A finished intent's path leaves the state database at once when the audit log masks it, by the next
+tick when the audit log already shows it in clear (the per-file checkpoint that costs is saved there)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from dropwarden.act.stage import ActPlan, _shown_in_clear
+from dropwarden.judge.names import JudgedName
+from dropwarden.state import State
+from dropwarden.watch.settle import WorkItem
+
+from .test_daemon import CLEAN, Drop, write
+
+SECRET_NAME = "card-4111111111111111.txt"
+
+
+def _database_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def _traces(full_path: Path, relpath: str) -> list[bytes]:
+    """The name's bytes as an intent can hold them: raw, base64 of the relative path, and a run of the
+    base64 of the whole path (the quarantine sidecar's `original_path_b64`)."""
+    whole = base64.b64encode(os.fsencode(full_path))
+    return [b"4111111111111111", base64.b64encode(relpath.encode()), whole[-40:-8]]
+
+
+def test_a_moved_file_whose_name_matched_a_rule_leaves_no_trace_of_it_in_the_state_database(tmp_path):
+    """With one worker, once the next file's decision is recorded, the first file (a card number in its
+    name) has been moved and its intent finished: neither state.db nor its write-ahead log holds the name."""
+    drop = Drop(tmp_path, extra="workers = 1\n")
+    daemon = drop.daemon().start()
+    try:
+        first = write(drop.inbox / SECRET_NAME, CLEAN)
+        daemon.wait_for(lambda: daemon.records("action.done"), what="the first file moved")
+        write(drop.inbox / "status.txt", CLEAN)
+        daemon.wait_for(lambda: daemon.decisions_for("status.txt"), what="the second decision")
+        held = _database_bytes(drop.state / "state.db")
+        for trace in _traces(first, SECRET_NAME):
+            assert trace not in held, f"{trace!r} left in the state database"
+    finally:
+        daemon.stop()
+
+
+def test_a_path_shown_in_clear_leaves_the_write_ahead_log_at_the_next_scrub(tmp_path):
+    """finish_intent(path_in_audit_log=True) deletes the intent and leaves the log to `scrub_wal` (the
+    daemon's tick), which then empties it."""
+    path = tmp_path / "state" / "state.db"
+    state = State(path)
+    try:
+        name = "quarterly-report-2026.txt"
+        body = {"op": "release", "relpath_b64": base64.b64encode(name.encode()).decode()}
+        state.add_intent("a" * 32, "release", body)
+        state.finish_intent("a" * 32, "done", path_in_audit_log=True)
+        assert state.pending_intents() == []
+        assert state.scrub_wal()
+        assert base64.b64encode(name.encode()) not in _database_bytes(path)
+    finally:
+        state.close()
+
+
+def _plan(relpath: str, name: JudgedName | None) -> ActPlan:
+    class _Judgement:
+        pass
+
+    judgement = _Judgement()
+    judgement.name = name  # type: ignore[attr-defined]
+    item = WorkItem("inbox", relpath, "event")
+    return ActPlan(None, -1, item, judgement, None, [], "", None, 0, {}, lambda r: name)  # type: ignore[arg-type]
+
+
+def test_only_a_path_no_rule_matched_in_counts_as_shown_in_clear():
+    """A name with a matched span, a name no rule could judge (hidden), no judged name, or one judged for
+    another path: its intent is scrubbed from the log at once."""
+    raw = b"sub/report.txt"
+    assert _shown_in_clear(_plan("sub/report.txt", JudgedName(raw)))
+    assert not _shown_in_clear(_plan("sub/report.txt", JudgedName(raw, ((4, 10),))))
+    assert not _shown_in_clear(_plan("sub/report.txt", JudgedName(raw, hidden=True)))
+    assert not _shown_in_clear(_plan("sub/report.txt", None))
+    assert not _shown_in_clear(_plan("sub/other.txt", JudgedName(raw)))
