@@ -117,7 +117,7 @@ def _judged(box: Container) -> dict[str, str]:
     return {Path(r["body"]["path"]).name: r["body"]["outcome"] for r in records if r["type"] == "decision"}
 
 
-def test_apt_install_configure_run_reload_stop_purge(deb: Path, tmp_path: Path):
+def test_apt_install_configure_run_reload_upgrade_stop_purge(deb: Path, tmp_path: Path):
     with booted(base_tree(), tmp_path / "nspawn.log", {deb.parent: "/mnt/deb"}) as box:
         # The operator's install. Recommends (Tesseract) need the network, which the container has not.
         box.sh(f"apt-get install -y -q --no-install-recommends /mnt/deb/{deb.name}", timeout=300)
@@ -148,6 +148,12 @@ def test_apt_install_configure_run_reload_stop_purge(deb: Path, tmp_path: Path):
         box.sh("systemctl reload dropwarden")
         box.wait_for("journalctl -u dropwarden -o cat | grep -q 'configuration reloaded'", "the reload")
         assert box.show("ActiveState", "MainPID") == {"ActiveState": "active", "MainPID": pid}
+
+        # An upgrade (here: the same package again) stops the daemon before replacing its files and starts
+        # it again afterwards.
+        box.sh(f"apt-get install -y -q --reinstall --no-install-recommends /mnt/deb/{deb.name}", timeout=300)
+        props = box.show("ActiveState", "MainPID")
+        assert props["ActiveState"] == "active" and props["MainPID"] != pid, box.journal_text()
 
         box.sh("systemctl stop dropwarden")
         assert box.show("ActiveState", "Result", "ExecMainStatus") == {
