@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run system-deps system-deps-run test lint format run bench-regex bench-ocr clean
+.PHONY: setup setup-run system-deps system-deps-run test lint format run deb bench-regex bench-ocr clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -55,6 +55,13 @@ demo/dropwarden.toml: etc/dropwarden/demo.toml.in
 	mkdir -p demo
 	sed 's#@ROOT@#$(CURDIR)/demo#g' $< > $@
 
+# The Debian package dropwarden_<version>_<arch>.deb in this checkout: a venv under /opt/dropwarden made by
+# /usr/bin/python3 (the package depends on that python3.X: build on the release you install on), the unit,
+# sysusers, tmpfiles, logrotate, the configuration, man page and completions; then lintian on it.
+deb: system-deps
+	/usr/bin/python3 packaging/deb/build.py --out $(CURDIR)
+	@if command -v lintian >/dev/null; then lintian --fail-on error,warning $(CURDIR)/dropwarden_*.deb; fi
+
 bench-regex: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/regex_bench.py
@@ -63,4 +70,4 @@ bench-ocr: setup
 	$(BIN)/python bench/ocr_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo dropwarden_*.deb

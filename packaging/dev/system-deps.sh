@@ -1,11 +1,12 @@
 #!/bin/sh
 # Debian packages the daemon needs (`system-deps.sh run`: the embedded default, for `make run`) or the
-# test suite and the daemon's optional parts need (no argument). Idempotent; root only.
+# test suite, `make deb` (lintian; dpkg-deb comes with dpkg) and the daemon's optional parts need (no
+# argument). Idempotent; root only.
 set -eu
 PACKAGES="python3-venv tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng"
 if [ "${1:-all}" != run ]; then
     PACKAGES="$PACKAGES systemd systemd-container debootstrap libsystemd-dev pkg-config logrotate
-    fonts-noto-cjk rsyslog rsyslog-gnutls openssl"
+    fonts-noto-cjk rsyslog rsyslog-gnutls openssl lintian"
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: not root or no apt-get; assuming these are installed: $PACKAGES" >&2
