@@ -83,6 +83,13 @@ CARD_ISSUERS: tuple[tuple[str, str, str, frozenset[int]], ...] = (
     ("maestro", "6304", "6304", frozenset(range(12, 20))),
     ("maestro", "6759", "6759", frozenset(range(12, 20))),
     ("maestro", "6761", "6763", frozenset(range(12, 20))),
+    ("dankort", "5019", "5019", frozenset({16})),
+    ("elo", "509", "509", frozenset({16})),
+    ("elo", "5066", "5067", frozenset({16})),
+    ("verve", "506099", "506198", frozenset(range(16, 20))),
+    ("verve", "650002", "650027", frozenset(range(16, 20))),
+    ("rupay", "508", "508", frozenset({16})),
+    ("rupay", "60", "60", frozenset({16})),
 )
 
 
@@ -179,8 +186,9 @@ def iban_check_digits(country: str, bban: str) -> str:
 
 
 def iban(value: str | bytes) -> bool:
-    """An IBAN: known country, that country's exact length, alphanumeric BBAN, mod-97 remainder 1."""
-    compact = "".join(_text(value).split()).upper()
+    """An IBAN (spaces and hyphens between groups ignored): known country, that country's exact length,
+    alphanumeric BBAN, mod-97 remainder 1."""
+    compact = "".join(_text(value).replace("-", " ").split()).upper()
     if not (15 <= len(compact) <= 34) or not compact.isascii() or not compact.isalnum():
         return False
     country, check = compact[:2], compact[2:4]
@@ -251,9 +259,10 @@ def _country_code(digits: str) -> str | None:
 
 
 def e164(value: str | bytes) -> bool:
-    """An international number: '+', an assigned country code, 8-15 digits in all; +1 numbers must be
-    valid NANP numbers and +81 numbers valid Japanese ones (without the trunk 0)."""
-    text = _text(value).strip()
+    """An international number: '+', an assigned country code, 8-15 digits in all (a trunk prefix "(0)"
+    not counted); +1 numbers must be valid NANP numbers and +81 numbers valid Japanese ones (without
+    the trunk 0)."""
+    text = _text(value).strip().replace("(0)", "")  # the trunk prefix, written but not dialled
     digits = _digits(text)
     if not text.startswith("+") or not 8 <= len(digits) <= 15:
         return False
