@@ -158,6 +158,34 @@ def jp_my_number(value: str | bytes) -> bool:
     return len(digits) == 12 and my_number_check_digit(digits[:11]) == int(digits[11])
 
 
+# Prefectural public safety commissions (the first two digits of a driver's licence number).
+_JP_LICENCE_ISSUERS = frozenset(
+    [*range(10, 15), *range(20, 26), 30, *range(40, 56), *range(60, 66), *range(70, 75), *range(80, 84),
+     *range(90, 98)]
+)  # fmt: skip
+_JP_LICENCE_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def jp_licence_check_digit(first10: str) -> int:
+    """The 11th digit of a Japanese driver's licence number: (11 - weighted sum mod 11) mod 10, weights
+    5 4 3 2 7 6 5 4 3 2 from the left (mod-11 with 10 and 11 folded onto 0 and 1)."""
+    if len(first10) != 10 or not first10.isdigit():
+        raise ValueError("expected 10 digits")
+    total = sum(int(ch) * weight for ch, weight in zip(first10, _JP_LICENCE_WEIGHTS, strict=True))
+    return (11 - total % 11) % 10
+
+
+def jp_drivers_license(value: str | bytes) -> bool:
+    """A Japanese driver's licence number: 12 digits, a prefecture's commission code first, the check
+    digit 11th (the 12th counts reissues)."""
+    digits = _digits(value)
+    return (
+        len(digits) == 12
+        and int(digits[:2]) in _JP_LICENCE_ISSUERS
+        and jp_licence_check_digit(digits[:10]) == int(digits[10])
+    )
+
+
 # --- bank accounts -------------------------------------------------------------------------------
 
 # IBAN length per country (SWIFT IBAN registry): SEPA countries and the other common ones.
@@ -311,6 +339,7 @@ VALIDATORS: dict[str, Validator] = {
     "us_ssn": us_ssn,
     "iban": iban,
     "jp_my_number": jp_my_number,
+    "jp_drivers_license": jp_drivers_license,
     "nanp_phone": nanp_phone,
     "jp_phone": jp_phone,
     "e164": e164,
