@@ -69,6 +69,7 @@ NEAR_MISSES = [
     "銀行振込 ¥1234567",
     "口座 12345678",  # eight digits
     "銀行 1234-567",
+    "大阪支店の来客数 1234567 人",  # a branch is not a bank account
     "部品番号 100-0001",  # postal shape, no 〒
     "〒 は郵便のしるしです。部品 100-0001",  # 〒 too far away
 ]
