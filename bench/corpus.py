@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = 3  # bump on any change to the output: it names the cache files
+GENERATOR_VERSION = 4  # bump on any change to the output: it names the cache files
 MB = 1_000_000  # bytes; every "MB" in the benchmark is 10^6 bytes of UTF-8 text
 DEFAULT_CHUNK_BYTES = MB
 MEAN_SEED_GAP = 10_000  # bytes between seeded items, on average
@@ -135,6 +135,12 @@ def my_number_complete(eleven: str) -> str:
     return eleven + str(0 if rem <= 1 else 11 - rem)
 
 
+def jp_licence_complete(ten: str) -> str:
+    """Ten digits (prefecture code first) + the licence check digit + reissue count 0."""
+    total = sum(int(ch) * w for ch, w in zip(ten, (5, 4, 3, 2, 7, 6, 5, 4, 3, 2), strict=True))
+    return ten + str((11 - total % 11) % 10) + "0"
+
+
 def base62(n: int, width: int) -> str:
     out = ""
     while n:
@@ -177,7 +183,9 @@ class _Gen:
         r = self.r
         sep = r.choice((".", "_", ""))
         number = str(r.randint(1, 99)) if r.random() < 0.3 else ""
-        return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{r.choice(DOMAINS)}"
+        punycode = ("xn--d1acufc.xn--p1ai", "xn--80ak6aa92e.com")
+        domain = r.choice(DOMAINS) if r.random() < 0.9 else r.choice(punycode)
+        return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{domain}"
 
     def nanp_exchange(self) -> int:
         """A central-office code that is in service: not N11, not 555 (fictional numbers)."""
@@ -213,6 +221,8 @@ class _Gen:
                 f"+49 30 {r.randint(2, 9)}{self.digits(7)}",
                 f"+33 1 {self.digits(2)} {self.digits(2)} {self.digits(2)} {self.digits(2)}",
                 f"+1{r.choice(NANP_AREAS)}{self.nanp_exchange()}{self.digits(4)}",
+                f"+44 (0)20 {r.randint(7000, 8999)} {self.digits(4)}",
+                f"+90 (532) {self.digits(3)} {self.digits(2)} {self.digits(2)}",
             )
         )
 
@@ -223,7 +233,7 @@ class _Gen:
             number = luhn_complete(r.choice(("34", "37")) + self.digits(12))
             groups = [number[:4], number[4:10], number[10:]]
         else:
-            prefix = ("4", f"5{r.randint(1, 5)}", str(r.randint(3528, 3589)))[brand]
+            prefix = ("4", r.choice((f"5{r.randint(1, 5)}", "5019")), str(r.randint(3528, 3589)))[brand]
             number = luhn_complete(prefix + self.digits(15 - len(prefix)))
             groups = [number[i : i + 4] for i in range(0, 16, 4)]
         return r.choice((" ", "-", "")).join(groups)
@@ -233,7 +243,7 @@ class _Gen:
         area = r.randint(1, 899)
         while area == 666:
             area = r.randint(1, 899)
-        return f"{area:03d}-{r.randint(1, 99):02d}-{r.randint(1, 9999):04d}"
+        return f"{area:03d}{{0}}{r.randint(1, 99):02d}{{0}}{r.randint(1, 9999):04d}".format(r.choice("-- ."))
 
     def iban(self) -> str:
         r = self.r
@@ -247,13 +257,26 @@ class _Gen:
         }[country]()
         iban = iban_complete(country, bban)
         if r.random() < 0.6:
-            return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+            return r.choice("   -").join(iban[i : i + 4] for i in range(0, len(iban), 4))
         return iban
 
     def my_number(self) -> str:
         number = my_number_complete(str(self.r.randint(1, 9)) + self.digits(10))
         sep = self.r.choice((" ", "-", ""))
         return sep.join((number[:4], number[4:8], number[8:]))
+
+    def jp_licence(self) -> str:
+        prefecture = self.r.choice(("10", "30", "44", "45", "54", "62", "90"))
+        return jp_licence_complete(prefecture + f"{self.r.randint(70, 124) % 100:02d}" + self.digits(6))
+
+    def jp_passport(self) -> str:
+        return self.r.choice(("TK", "TR", "MZ", "TZ")) + self.digits(7)
+
+    def jp_bank_account(self) -> str:
+        return str(self.r.randint(1, 9)) + self.digits(6)
+
+    def jp_postal(self) -> str:
+        return f"{self.r.randint(100, 999)}-{self.digits(4)}"
 
     def aws_key(self) -> str:
         return "AKIA" + "".join(self.r.choices(B32, k=16))
@@ -358,6 +381,10 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
         "ssn": lambda: r.choice((("SSN: ", ""), ("Employee social security number ", " on file."))),
         "iban": lambda: r.choice((("IBAN: ", ""), ("Please wire the deposit to ", " by Friday."))),
         "my_number": lambda: r.choice((("マイナンバー：", ""), ("個人番号（マイナンバー）は", "です。"))),
+        "jp_licence": lambda: r.choice((("運転免許証番号：", ""), ("免許証 第", "号"))),
+        "jp_passport": lambda: r.choice((("旅券番号 ", ""), ("Passport No. ", ""))),
+        "jp_bank_account": lambda: r.choice((("振込先：みずほ銀行 渋谷支店 普通 ", ""), ("口座番号：", ""))),
+        "jp_postal": lambda: r.choice((("〒", " 東京都渋谷区道玄坂1-2-3"), ("郵便番号：", ""))),
         "aws_key": lambda: r.choice((("aws_access_key_id = ", ""), ("export AWS_ACCESS_KEY_ID=", ""))),
         "github_token": lambda: r.choice((("GITHUB_TOKEN=", ""), ("  token: ", ""))),
         "pem": lambda: ("", ""),
@@ -374,6 +401,7 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
 
 
 SEED_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "github_token", "pem", "jwt")
+SEED_KINDS += ("jp_licence", "jp_passport", "jp_bank_account", "jp_postal")
 
 
 def generate(

@@ -50,6 +50,10 @@ KIND_TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "github_token": ("GITHUB",),
     "pem": ("PRIVATE_KEY", "PEM"),
     "jwt": ("JWT",),
+    "jp_licence": ("DRIVERS_LICENSE",),
+    "jp_passport": ("PASSPORT",),
+    "jp_bank_account": ("BANK_ACCOUNT",),
+    "jp_postal": ("POSTAL_CODE",),
 }
 
 # Presidio recognizers that need no NLP model. The first five cover kinds the corpus seeds (and that

@@ -47,7 +47,9 @@ def normalize(text: str, *, vertical: bool = False) -> Normalized:
     - a phone label run into its number gets its space back (TEL03-1234-5678 → TEL 03-1234-5678);
     - spaces between digits go where a side is a lone digit (0 9 0 → 090, 1 234 → 1234) and shrink to
       one space elsewhere (4111  1111 → 4111 1111: the rules read grouped numbers with single spaces);
-    - a hyphen after katakana becomes ー (マイナンバ- → マイナンバー).
+    - a hyphen after katakana becomes ー (マイナンバ- → マイナンバー);
+    - the separators inside a Luhn-valid 13-19 digit card number OCR grouped its own way (not as cards
+      are printed) go (4111 111111111111 → 4111111111111111), see `_card_group_separators`.
     `vertical`: the text was read from a vertical line, where a hyphen may come out as a vertical bar.
     """
     chars, origin = _fold(text)
@@ -83,7 +85,7 @@ def normalize(text: str, *, vertical: bool = False) -> Normalized:
         out_chars.append(ch)
         out_origin.append(origin[i])
         i += 1
-    drop = _email_spaces(out_chars)
+    drop = _email_spaces(out_chars) | _card_group_separators(out_chars)
     if drop:
         out_origin = [o for k, o in enumerate(out_origin) if k not in drop]
         out_chars = [c for k, c in enumerate(out_chars) if k not in drop]
@@ -118,6 +120,93 @@ def _email_spaces(chars: list[str]) -> set[int]:
                 break
             k -= 1
     return drop
+
+
+def _card_group_separators(chars: list[str]) -> set[int]:
+    """The separators inside a payment card number OCR grouped its own way ("4111 111111111111" for
+    4111 1111 1111 1111): within a run of digit groups joined by single spaces or hyphens, the longest
+    stretch of whole groups, its first group at least 4 digits long, holding 13-19 digits, starting 2-6
+    and passing the Luhn check. Dropping them gives the contiguous form, which the card rule reads (and
+    checks issuer and length again). A run next to a token of letters and digits (an IBAN's "DE89
+    3704 ...") is left alone."""
+    drop: set[int] = set()
+    n = len(chars)
+    i = 0
+    while i < n:
+        if not _is_digit(chars[i]) or (i > 0 and _is_alnum(chars[i - 1])):
+            i += 1
+            continue
+        groups: list[tuple[int, int]] = []  # (start, end) of each digit group of the run
+        j = i
+        while True:
+            k = j
+            while k < n and _is_digit(chars[k]):
+                k += 1
+            groups.append((j, k))
+            if k + 1 < n and chars[k] in " -" and _is_digit(chars[k + 1]):
+                j = k + 1
+                continue
+            break
+        i = k + 1
+        if (k < n and _is_alnum(chars[k])) or _mixed_token_beside(chars, groups[0][0], groups[-1][1]):
+            continue
+        best = _card_stretch(chars, groups)
+        if best is not None and not _grouped_as_printed(chars, groups[best[0] : best[1] + 1]):
+            first, last = best
+            drop.update(groups[g][1] for g in range(first, last))
+    return drop
+
+
+def _card_stretch(chars: list[str], groups: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(first, last) group indexes of the longest stretch of several groups that reads as a card number."""
+    best: tuple[int, int, int] | None = None  # (digits, first, last)
+    for first in range(len(groups)):
+        if groups[first][1] - groups[first][0] < 4 or chars[groups[first][0]] not in "23456":
+            continue
+        digits = ""
+        for last in range(first, len(groups)):
+            digits += "".join(chars[groups[last][0] : groups[last][1]])
+            if len(digits) > 19:
+                break
+            longer = best is None or len(digits) > best[0]
+            if last > first and len(digits) >= 13 and longer and _luhn(digits):
+                best = (len(digits), first, last)
+    return None if best is None else (best[1], best[2])
+
+
+# Group lengths of cards as printed (4-4-4-4, 4-4-4-3, 4-4-4-4-3, Amex/Diners 4-6-5 and 4-6-4): the card
+# rule reads these itself, so they are left as read.
+_PRINTED_GROUPS = frozenset({(4, 4, 4, 4), (4, 4, 4, 3), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
+
+
+def _grouped_as_printed(chars: list[str], groups: list[tuple[int, int]]) -> bool:
+    lengths = tuple(end - start for start, end in groups)
+    return lengths in _PRINTED_GROUPS and len({chars[end] for _, end in groups[:-1]}) == 1
+
+
+def _mixed_token_beside(chars: list[str], start: int, end: int) -> bool:
+    """Whether the token across a single space or hyphen before `start` or after `end` holds both
+    letters and digits (the neighbouring groups of an IBAN or a reference code)."""
+    spans = []
+    if start >= 2 and chars[start - 1] in " -":
+        k = start - 1
+        while k > 0 and _is_alnum(chars[k - 1]):
+            k -= 1
+        spans.append(chars[k : start - 1])
+    if end + 1 < len(chars) and chars[end] in " -":
+        k = end + 1
+        while k < len(chars) and _is_alnum(chars[k]):
+            k += 1
+        spans.append(chars[end + 1 : k])
+    return any(any(c.isdigit() for c in t) and any(c.isalpha() for c in t) for t in spans)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, ch in enumerate(reversed(digits)):
+        d = (ord(ch) - 48) * (2 if index % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
 
 
 def _is_alnum(ch: str) -> bool:

@@ -16,6 +16,7 @@ from dropwarden.findings import UNLIMITED, Finding, Findings, FindingTally, Loca
 from dropwarden.registry import DetectContext
 from dropwarden.views import View
 from dropwarden_regex.engine import MatchEngine, build_engine
+from dropwarden_regex.fold import fold_digits, has_full_width_digits
 from dropwarden_regex.rules import Rule, load_rules
 from dropwarden_regex.settings import RulesSettings
 
@@ -74,10 +75,16 @@ class RegexDetector:
         text = view.text if self.engine.needs_text else view.sliceable  # type: ignore[union-attr]
         if not len(text):
             return Findings()
+        data: bytes = view.utf8  # type: ignore[union-attr]
+        original = text
+        if isinstance(text, str) and has_full_width_digits(data):
+            # rules read ０９０ー１２３４ー５６７８ as 090-1234-5678; offsets agree character for character
+            text = fold_digits(text)
+            data = text.encode("utf-8", errors="surrogatepass")
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on
-        scan = _Scan(self, view.name, text, ctx, tally)
-        for batch in self.engine.scan_batches(view.utf8, text, done):  # type: ignore[union-attr]
+        scan = _Scan(self, view.name, text, ctx, tally, original)
+        for batch in self.engine.scan_batches(data, text, done):
             if batch:
                 scan.take(batch)
                 for finding_type in scan.saturated:
@@ -103,11 +110,18 @@ class _Scan:
     then more confident rule), then a finding built only where the tally keeps it."""
 
     def __init__(
-        self, detector: RegexDetector, view_name: str, text: str, ctx: DetectContext, tally: FindingTally
+        self,
+        detector: RegexDetector,
+        view_name: str,
+        text: str,
+        ctx: DetectContext,
+        tally: FindingTally,
+        original: str | None = None,
     ) -> None:
         self.detector = detector
         self.view_name = view_name
-        self.text = text
+        self.text = text  # what the rules matched: values and fingerprints are read from it
+        self.original = text if original is None else original  # the view's own text, for excerpts
         self.ctx = ctx
         self.tally = tally
         self.saturated: set[str] = set()
@@ -159,7 +173,7 @@ class _Scan:
                 offset=start,
                 length=end - start,
             ),
-            excerpt=redact.excerpt(text, start, end),
+            excerpt=redact.excerpt(self.original, start, end),
             fingerprint=fingerprint,
         )
 

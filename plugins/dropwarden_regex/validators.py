@@ -83,6 +83,13 @@ CARD_ISSUERS: tuple[tuple[str, str, str, frozenset[int]], ...] = (
     ("maestro", "6304", "6304", frozenset(range(12, 20))),
     ("maestro", "6759", "6759", frozenset(range(12, 20))),
     ("maestro", "6761", "6763", frozenset(range(12, 20))),
+    ("dankort", "5019", "5019", frozenset({16})),
+    ("elo", "509", "509", frozenset({16})),
+    ("elo", "5066", "5067", frozenset({16})),
+    ("verve", "506099", "506198", frozenset(range(16, 20))),
+    ("verve", "650002", "650027", frozenset(range(16, 20))),
+    ("rupay", "508", "508", frozenset({16})),
+    ("rupay", "60", "60", frozenset({16})),
 )
 
 
@@ -151,6 +158,34 @@ def jp_my_number(value: str | bytes) -> bool:
     return len(digits) == 12 and my_number_check_digit(digits[:11]) == int(digits[11])
 
 
+# Prefectural public safety commissions (the first two digits of a driver's licence number).
+_JP_LICENCE_ISSUERS = frozenset(
+    [*range(10, 15), *range(20, 26), 30, *range(40, 56), *range(60, 66), *range(70, 75), *range(80, 84),
+     *range(90, 98)]
+)  # fmt: skip
+_JP_LICENCE_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def jp_licence_check_digit(first10: str) -> int:
+    """The 11th digit of a Japanese driver's licence number: (11 - weighted sum mod 11) mod 10, weights
+    5 4 3 2 7 6 5 4 3 2 from the left (mod-11 with 10 and 11 folded onto 0 and 1)."""
+    if len(first10) != 10 or not first10.isdigit():
+        raise ValueError("expected 10 digits")
+    total = sum(int(ch) * weight for ch, weight in zip(first10, _JP_LICENCE_WEIGHTS, strict=True))
+    return (11 - total % 11) % 10
+
+
+def jp_drivers_license(value: str | bytes) -> bool:
+    """A Japanese driver's licence number: 12 digits, a prefecture's commission code first, the check
+    digit 11th (the 12th counts reissues)."""
+    digits = _digits(value)
+    return (
+        len(digits) == 12
+        and int(digits[:2]) in _JP_LICENCE_ISSUERS
+        and jp_licence_check_digit(digits[:10]) == int(digits[10])
+    )
+
+
 # --- bank accounts -------------------------------------------------------------------------------
 
 # IBAN length per country (SWIFT IBAN registry): SEPA countries and the other common ones.
@@ -179,8 +214,9 @@ def iban_check_digits(country: str, bban: str) -> str:
 
 
 def iban(value: str | bytes) -> bool:
-    """An IBAN: known country, that country's exact length, alphanumeric BBAN, mod-97 remainder 1."""
-    compact = "".join(_text(value).split()).upper()
+    """An IBAN (spaces and hyphens between groups ignored): known country, that country's exact length,
+    alphanumeric BBAN, mod-97 remainder 1."""
+    compact = "".join(_text(value).replace("-", " ").split()).upper()
     if not (15 <= len(compact) <= 34) or not compact.isascii() or not compact.isalnum():
         return False
     country, check = compact[:2], compact[2:4]
@@ -251,9 +287,10 @@ def _country_code(digits: str) -> str | None:
 
 
 def e164(value: str | bytes) -> bool:
-    """An international number: '+', an assigned country code, 8-15 digits in all; +1 numbers must be
-    valid NANP numbers and +81 numbers valid Japanese ones (without the trunk 0)."""
-    text = _text(value).strip()
+    """An international number: '+', an assigned country code, 8-15 digits in all (a trunk prefix "(0)"
+    not counted); +1 numbers must be valid NANP numbers and +81 numbers valid Japanese ones (without
+    the trunk 0)."""
+    text = _text(value).strip().replace("(0)", "")  # the trunk prefix, written but not dialled
     digits = _digits(text)
     if not text.startswith("+") or not 8 <= len(digits) <= 15:
         return False
@@ -302,6 +339,7 @@ VALIDATORS: dict[str, Validator] = {
     "us_ssn": us_ssn,
     "iban": iban,
     "jp_my_number": jp_my_number,
+    "jp_drivers_license": jp_drivers_license,
     "nanp_phone": nanp_phone,
     "jp_phone": jp_phone,
     "e164": e164,
