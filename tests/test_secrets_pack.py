@@ -17,6 +17,7 @@ from dropwarden.redact import Fingerprinter
 from dropwarden.registry import DetectContext
 from dropwarden.views import TextView
 from dropwarden_regex import RegexDetector
+from dropwarden_regex.detector import UNTAILED_TYPES
 from dropwarden_regex.rules import load_pack
 from dropwarden_regex.secret_validators import generic_secret, is_placeholder, shannon_entropy
 from dropwarden_regex.settings import RulesSettings
@@ -186,3 +187,18 @@ def test_the_full_pack_raises_nothing_on_megabytes_of_ordinary_text_code_and_log
         (rule, len(value)) for text in parts for rule, value in found(text) if rule.startswith("secrets.")
     ]
     assert noise == []
+
+
+def test_findings_that_end_in_a_password_show_no_tail_of_it():
+    """Masks keep the last 4 characters of a long value, which for a token is a harmless hint; for a
+    .netrc line, a URL's user info or `password = "…"` they would be the password's own last characters."""
+    untailed = [(rule, text) for rule, text, _ in positives() if load_rule_type(rule) in UNTAILED_TYPES]
+    assert {load_rule_type(rule) for rule, _ in untailed} == UNTAILED_TYPES
+    for rule, text in untailed:
+        findings = detector().detect(TextView("text", text, "utf-8"), DetectContext(FINGERPRINT, "/in/a"))
+        (finding,) = [f for f in findings if f.rule == rule]
+        assert "[******]" in finding.excerpt, rule
+
+
+def load_rule_type(rule_id: str) -> str:
+    return next(rule.type for rule in load_pack("secrets") if rule.id == rule_id)
