@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = 4  # bump on any change to the output: it names the cache files
+from secret_seeds import SECRET_SEEDS  # bench/ is sys.path[0]
+
+GENERATOR_VERSION = 5  # bump on any change to the output: it names the cache files
 MB = 1_000_000  # bytes; every "MB" in the benchmark is 10^6 bytes of UTF-8 text
 DEFAULT_CHUNK_BYTES = MB
 MEAN_SEED_GAP = 10_000  # bytes between seeded items, on average
@@ -390,6 +392,8 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
         "pem": lambda: ("", ""),
         "jwt": lambda: r.choice((("Authorization: Bearer ", ""), ('{"id_token": "', '"}'))),
     }
+    if kind in SECRET_SEEDS:  # the newer secret families (secret_seeds.py)
+        return SECRET_SEEDS[kind][1](r)
     value = getattr(g, kind)()
     before, after = ctx[kind]()
     lead = g.ja_line() if japanese else g.en_line()
@@ -400,8 +404,8 @@ def _seed_line(g: _Gen, kind: str, japanese: bool) -> tuple[str, str, str]:
     return lead + before, value, after
 
 
-SEED_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "github_token", "pem", "jwt")
-SEED_KINDS += ("jp_licence", "jp_passport", "jp_bank_account", "jp_postal")
+SEED_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "github_token", "pem", "jwt",
+              "jp_licence", "jp_passport", "jp_bank_account", "jp_postal", *SECRET_SEEDS)  # fmt: skip
 
 
 def generate(

@@ -33,6 +33,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 os.environ.setdefault("TLDEXTRACT_DEFAULT_FETCH_TIMEOUT", "2")
 
 from corpus import MB, SEED_KINDS, Corpus, Seeded, load_or_build  # bench/ is sys.path[0]
+from secret_seeds import SECRET_SEEDS
 
 TARGET_MB_S = 300.0
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -54,7 +55,14 @@ KIND_TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "jp_passport": ("PASSPORT",),
     "jp_bank_account": ("BANK_ACCOUNT",),
     "jp_postal": ("POSTAL_CODE",),
+    **{kind: words for kind, (words, _) in SECRET_SEEDS.items()},
 }
+# The rule set before the secret families grew (issue 15): the PII pack and these secret rules. The grown set
+# is timed side by side with it in one run (`--no-baseline` skips that).
+BASELINE_SECRET_RULES = (
+    "secrets.aws_access_key", "secrets.github_token", "secrets.github_pat", "secrets.private_key",
+    "secrets.jwt",
+)  # fmt: skip
 
 # Presidio recognizers that need no NLP model. The first five cover kinds the corpus seeds (and that
 # dropwarden reports); the others are Presidio's further generic pattern recognizers.
@@ -231,11 +239,18 @@ def time_decode(chunks: list[str]) -> Run:
     return run
 
 
-def run_dropwarden(harness: Harness, chunks: list[str], repeat: int) -> tuple[Run, list[list[Any]]]:
-    """Time the detector over every chunk; the median of `repeat` passes is reported."""
-    run = Run("dropwarden")
+def run_dropwarden(
+    harness: Harness,
+    chunks: list[str],
+    repeat: int,
+    disable: list[str] | None = None,
+    name: str = "dropwarden",
+) -> tuple[Run, list[list[Any]]]:
+    """Time the detector (rules in `disable` off) over every chunk; the median of `repeat` passes is
+    reported."""
+    run = Run(name)
     start = time.perf_counter()
-    detector = harness.detector()
+    detector = harness.detector(disable)
     run.setup_seconds = time.perf_counter() - start
     run.detail = _describe_detector(detector)
 
@@ -449,7 +464,8 @@ def print_report(
             )
     if references:
         print(
-            "  (in brackets, for reference, over the whole corpus: the rules' hyperscan database scanned"
+            "  (in brackets, for reference, over the whole corpus: the rule set before the secret"
+            " families grew, timed the same way; the rules' hyperscan database scanned"
             " alone, no match confirmed, bounds any engine on these expressions; decoding is extraction's"
             " share, not part of the detector's rate)"
         )
@@ -519,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("auto", "hyperscan", "python"), help="override rules.engine")
     parser.add_argument("--no-peers", action="store_true", help="skip Presidio and detect-secrets")
     parser.add_argument(
+        "--no-baseline", action="store_true", help="skip timing the rule set before the secret families grew"
+    )
+    parser.add_argument(
         "--per-rule",
         action="store_true",
         help="also time each dropwarden rule alone (ms per MB) on the corpus",
@@ -543,9 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ours, results = run_dropwarden(harness, corpus.chunks, args.repeat)
         recall = measure_recall(corpus.seeded, results)
+        if not args.no_baseline:
+            log("dropwarden: the rule set before the secret families grew, same corpus ...")
+            ids = [rule.id for rule in harness.detector().rules]
+            old_off = [i for i in ids if i.startswith("secrets.") and i not in BASELINE_SECRET_RULES]
+            baseline, _ = run_dropwarden(
+                harness, corpus.chunks, args.repeat, old_off, "dropwarden (old rules)"
+            )
+            baseline.detail += f"; {len(old_off)} newer secret rules off"
+            references.append(baseline)
         log("dropwarden: the hyperscan database alone, and decoding ...")
         floor = engine_floor(harness.detector(), harness.views(corpus.chunks))
-        references = [floor, time_decode(corpus.chunks)]
+        references += [floor, time_decode(corpus.chunks)]
         del results
         if args.per_rule:
             log("dropwarden: each rule alone ...")

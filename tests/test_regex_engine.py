@@ -23,6 +23,7 @@ from dropwarden_regex.rules import load_rules
 from dropwarden_regex.settings import CustomRule, RulesSettings
 from dropwarden_regex.spans import CharCursor, finish
 from dropwarden_regex.validators import luhn_check_digit, my_number_check_digit
+from tests import secret_samples
 
 
 def require_hyperscan():
@@ -94,21 +95,28 @@ FRAGMENTS += [  # the pii pack's later families and shapes
     "3019 1234 5680", "運転免許証", "TK1234567", "旅券", "passport", "1234567", "口座", "銀行", "1234567円",
     "〒", "100-0001", "郵便番号",
 ]  # fmt: skip
+# every rule of the secrets pack: its true positives, near misses and placeholders
+SECRET_FRAGMENTS = secret_samples.fragments()
 ALPHABET = "0123456789 -.()+@_:AKIZeyJghp\nx"
 
 corpus = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(alphabet=ALPHABET, max_size=10)), max_size=60
+    st.one_of(
+        st.sampled_from(FRAGMENTS), st.sampled_from(SECRET_FRAGMENTS), st.text(alphabet=ALPHABET, max_size=10)
+    ),
+    max_size=60,
 ).map("".join)
 
 
 def seeded_corpus(seed: int, size: int) -> str:
     rng = random.Random(seed)
-    parts: list[str] = []
-    total = 0
+    parts = [part + "\n" for part in rng.sample(SECRET_FRAGMENTS, len(SECRET_FRAGMENTS))]  # each once first
+    total = sum(map(len, parts))
     while total < size:
         roll = rng.random()
         if roll < 0.25:
             part = rng.choice(FRAGMENTS)
+        elif roll < 0.3:
+            part = rng.choice(SECRET_FRAGMENTS)
         elif roll < 0.35:
             part = _card(rng.choice(["4", "51", "34", "6011", "3530", "62"]), rng.choice([15, 16, 19]), rng)
             if rng.random() < 0.5:
@@ -222,7 +230,9 @@ def test_the_python_engine_alone_detects_every_type():
 
 
 def test_a_long_private_key_beyond_max_match_length_is_found_whole_by_both_engines():
-    body = "\n".join("MIIJKQIBAAKCAgEA" + "x" * 48 for _ in range(50))
+    rng = random.Random(5)  # key material, not a placeholder body (xxxx lines are not a key)
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = "\n".join("MIIJKQIBAAKCAgEA" + "".join(rng.choices(b64, k=48)) for _ in range(50))
     text = f"id_rsa:\n-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\ntrailer"
     data = text.encode()
     spans = PythonEngine(RULES).scan(data, text)

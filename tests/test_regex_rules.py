@@ -46,7 +46,10 @@ def b64url(obj: object) -> str:
 
 JWT = f"{b64url({'alg': 'HS256', 'typ': 'JWT'})}.{b64url({'sub': '1234567890', 'name': 'Jane'})}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 GITHUB_CLASSIC = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
-GITHUB_FINE = "github_pat_" + "11ABCDEFG0123456789abc" + "_" + "x" * 20 + "Y" * 20 + "0123456789abcdefghi"
+GITHUB_FINE = (
+    "github_pat_11ABCDEFG0123456789abc_" + "N1GTPdVKsb1DS2S5yXB62gin7BMsFxvKK4Q519Pk174JSnZJrd09fXzjsV2"
+)
+AWS_KEY_ID = "AKIAHRLTUCA2IH7P2PUE"  # AKIAIOSFODNN7EXAMPLE is AWS's documentation key: a placeholder
 RSA_KEY = (
     "-----BEGIN RSA PRIVATE KEY-----\n"
     "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
@@ -90,7 +93,7 @@ DETECTED = [
     ("JP_MY_NUMBER", "個人番号 {} を提出してください", "9876 5432 1018"),
     ("JP_MY_NUMBER", "My Number: {}", "1234-5678-9018"),
     ("JP_MY_NUMBER", "マイナンバー　{}", "１２３４　５６７８　９０１８"),
-    ("AWS_ACCESS_KEY", "aws_access_key_id = {}", "AKIAIOSFODNN7EXAMPLE"),
+    ("AWS_ACCESS_KEY", "aws_access_key_id = {}", AWS_KEY_ID),
     ("AWS_ACCESS_KEY", 'export AWS_ACCESS_KEY_ID="{}"', "ASIAY34FZKBOKMUTVV7A"),
     ("GITHUB_TOKEN", "token: {}", GITHUB_CLASSIC),
     ("GITHUB_TOKEN", "GITHUB_TOKEN={}", GITHUB_FINE),
@@ -273,19 +276,19 @@ def test_pack_patterns_are_ascii_and_matched_against_utf8_bytes():
 def test_packs_define_the_canonical_types_with_namespaced_ids():
     types = {rule.type for pack in ("pii", "secrets") for rule in load_pack(pack)}
     assert types >= {"EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "JP_MY_NUMBER", "AWS_ACCESS_KEY",
-                     "GITHUB_TOKEN", "PRIVATE_KEY", "JWT"}  # fmt: skip
-    assert {rule.type for rule in load_pack("pii")} == {
-        "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "JP_MY_NUMBER", "JP_DRIVERS_LICENSE",
-        "JP_PASSPORT", "JP_BANK_ACCOUNT", "JP_POSTAL_CODE"}  # fmt: skip
+                     "GITHUB_TOKEN", "PRIVATE_KEY", "JWT", "AWS_SECRET_KEY", "SLACK_TOKEN", "STRIPE_KEY",
+                     "GOOGLE_API_KEY", "AZURE_STORAGE_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITLAB_TOKEN",
+                     "NPM_TOKEN", "PYPI_TOKEN", "SENDGRID_API_KEY", "TWILIO_API_KEY", "HUGGINGFACE_TOKEN",
+                     "VAULT_TOKEN", "GENERIC_SECRET", "JP_DRIVERS_LICENSE", "JP_PASSPORT",
+                     "JP_BANK_ACCOUNT", "JP_POSTAL_CODE"}  # fmt: skip
+    assert all(rule.type == rule.type.upper() for pack in ("pii", "secrets") for rule in load_pack(pack))
     assert all(rule.id.startswith("pii.") for rule in load_pack("pii"))
     assert all(rule.id.startswith("secrets.") for rule in load_pack("secrets"))
 
 
 def test_only_the_configured_packs_are_loaded():
-    text = "jane@example.com AKIAIOSFODNN7EXAMPLE"
-    assert values(detect(text, RulesSettings(packs=["secrets"])), text) == [
-        ("AWS_ACCESS_KEY", "AKIAIOSFODNN7EXAMPLE")
-    ]
+    text = f"jane@example.com {AWS_KEY_ID}"
+    assert values(detect(text, RulesSettings(packs=["secrets"])), text) == [("AWS_ACCESS_KEY", AWS_KEY_ID)]
 
 
 def test_disabled_rules_are_switched_off_by_id_or_glob():

@@ -41,25 +41,27 @@ def normalise_value(value: str) -> str:
     return _SEPARATORS.sub("", folded) if has_digit else folded
 
 
-def mask_value(value: str) -> str:
-    """A fixed-width mask that keeps at most the last 2 characters (4 for values of 16+ characters).
+def mask_value(value: str, tail: bool = True) -> str:
+    """A fixed-width mask that keeps at most the last 2 characters (4 for values of 16+ characters);
+    none with `tail` False (values that end in a password, whose last characters are its own).
 
     The mask width does not depend on the value's length, and the visible tail is too short to
     reconstruct any value the rule packs detect (a card shows at most its last four digits).
     """
     value = value.strip()
-    keep = 4 if len(value) >= 16 else 2 if len(value) >= 8 else 0
+    keep = 0 if not tail else 4 if len(value) >= 16 else 2 if len(value) >= 8 else 0
     return _MASK + (value[-keep:] if keep else "")
 
 
-def excerpt(text: str, start: int, end: int, context: int = _CONTEXT_CHARS) -> str:
+def excerpt(text: str, start: int, end: int, context: int = _CONTEXT_CHARS, tail: bool = True) -> str:
     """Surrounding context with the value masked; digits in the context are masked too, since
     a neighbouring value (another number on the same line) may be sensitive as well."""
     before = text[max(0, start - context) : start]
     after = text[end : end + context]
     before = _DIGIT.sub("#", _one_line(before))
     after = _DIGIT.sub("#", _one_line(after))
-    return f"{before}[{_one_line(mask_value(text[start:end]))}]{after}"  # the kept tail may hold a newline
+    masked = _one_line(mask_value(text[start:end], tail))  # the kept tail may hold a newline
+    return f"{before}[{masked}]{after}"
 
 
 _CONTROLS_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}

@@ -22,6 +22,13 @@ from dropwarden_regex.settings import RulesSettings
 
 VERSION = "1.0.0"
 
+# Finding types whose matched span ends in (or is made of) a password or another secret chosen by a person,
+# not a long random token: their excerpt shows no tail of the value at all.
+UNTAILED_TYPES = frozenset(
+    {"GENERIC_SECRET", "NETRC_PASSWORD", "PGPASS_PASSWORD", "NUGET_PASSWORD", "DOCKER_REGISTRY_AUTH",
+     "KUBERNETES_SECRET", "DATABASE_URL", "BASIC_AUTH_URL"}
+)  # fmt: skip
+
 
 class RegexDetector:
     """PII and secret rules over every text view.
@@ -173,7 +180,7 @@ class _Scan:
                 offset=start,
                 length=end - start,
             ),
-            excerpt=redact.excerpt(self.original, start, end),
+            excerpt=redact.excerpt(self.original, start, end, tail=rule.type not in UNTAILED_TYPES),
             fingerprint=fingerprint,
         )
 

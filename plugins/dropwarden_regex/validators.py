@@ -10,6 +10,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from dropwarden_regex.secret_validators import SECRET_VALIDATORS
+
 Validator = Callable[[str | bytes], bool]
 
 
@@ -345,6 +347,7 @@ VALIDATORS: dict[str, Validator] = {
     "e164": e164,
     "email": email,
     "jwt": jwt,
+    **SECRET_VALIDATORS,  # entropy floors, placeholders, decodings (secret_validators.py)
 }
 
 
