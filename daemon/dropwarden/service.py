@@ -441,9 +441,8 @@ class Daemon:
     def _status(self, parts: Collaborators) -> dict[str, Any]:
         """What `dropwarden status` shows: the loopback endpoint's /status."""
         counters = parts.pipeline.counters
-        watches = {
-            name: {"path": str(w.settings.path), "lost": f"watch:{name}" in self.degraded}
-            for name, w in parts.pipeline.context.watches.items()
+        watches = {  # configured ones: a lost watch leaves the pipeline's, not the status
+            w.id: {"path": str(w.path), "lost": f"watch:{w.id}" in self.degraded} for w in self.settings.watch
         }
         return {
             "version": __version__,
