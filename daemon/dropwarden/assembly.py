@@ -6,6 +6,7 @@ import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -81,6 +82,7 @@ class Hooks:
     request_reconcile: Callable[[str], None]
     sink_health: Callable[[str, str | None], None]  # (sink id, problem or None when it recovered)
     metrics_snapshot: Callable[[Collaborators], MetricsSnapshot]  # what /metrics reports of them
+    status: Callable[[Collaborators], dict[str, Any]] | None = None  # what /status answers
 
 
 @dataclass
@@ -176,7 +178,10 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
     watcher = _watcher(configuration, settler, hooks)
     parts = Collaborators(state, audit, configuration, work, settler, alerts, pipeline, watcher, None, hooks)
     if settings.metrics.listen:  # its registry takes a first snapshot as it is built
-        parts.metrics = Metrics(lambda: hooks.metrics_snapshot(parts))
+        status = hooks.status
+        parts.metrics = Metrics(
+            lambda: hooks.metrics_snapshot(parts), (lambda: status(parts)) if status is not None else None
+        )
         pipeline.observe = parts.metrics.observe
     return parts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dropwarden import __version__
-from dropwarden.commands import audit, config, doctor, plugins, quarantine, run, scan
+from dropwarden.commands import audit, config, doctor, plugins, quarantine, run, scan, status
 from dropwarden.commands._app import EXIT_USAGE, AppContext, app_context, config_option
 
 __all__ = ["EXIT_USAGE", "AppContext", "app_context", "build_cli", "cli", "config_option", "main"]
@@ -32,6 +32,7 @@ def build_cli() -> click.Group:
         run.run,
         quarantine.quarantine,
         doctor.doctor,
+        status.status,
     ):
         cli.add_command(command)
     return cli

@@ -2,7 +2,8 @@
 
 Counters are read from the pipeline's own tallies at scrape time (one source of truth); stage
 latencies are histograms the pipeline observes as it goes. `GET /healthz` answers 200 when the
-daemon is healthy and 503 with the degraded reasons otherwise.
+daemon is healthy and 503 with the degraded reasons otherwise; `GET /status` answers what
+`dropwarden status` prints (watches, queue, health, sinks, the last decisions) as JSON.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from dropwarden import __version__
 
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -39,6 +42,9 @@ class Snapshot:
     # oldest_age (seconds since the oldest undelivered row was queued; 0 when none), overflow (alerts not
     # queued because the outbox was full: in the audit log as `alert.overflow`)
     sinks: dict[str, dict[str, float]] = field(default_factory=dict)
+    audit_key_on_host: bool = False  # K_0 still in the state directory (`dropwarden audit export-key`)
+    # Unix time of the last main-loop tick with no worker stuck on a file: when WATCHDOG=1 goes to systemd
+    heartbeat: float = 0.0
 
 
 class _DaemonCollector(Collector):
@@ -80,6 +86,21 @@ class _DaemonCollector(Collector):
             waits.add_metric([resource], stats.get("waits", 0))
         yield from (waiting, in_flight, waits)
         yield from _sink_metrics(snap.sinks)
+        info = GaugeMetricFamily(
+            "dropwarden_build_info", "The running version (always 1).", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "dropwarden_audit_key_on_host",
+            "1 while the audit key K_0 is still on this host (whoever reads it can forge the log).",
+            1 if snap.audit_key_on_host else 0,
+        )
+        yield GaugeMetricFamily(
+            "dropwarden_watchdog_last_ping_timestamp_seconds",
+            "Unix time of the last main-loop tick with no worker stuck (a watchdog ping under systemd).",
+            snap.heartbeat,
+        )
 
 
 def _sink_metrics(sinks: dict[str, dict[str, float]]) -> Iterator[Metric]:
@@ -120,8 +141,12 @@ def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> Counter
 class Metrics:
     """The registry, the stage histogram, and the HTTP server for /metrics and /healthz."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], status: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc)
+        ProcessCollector(registry=self.registry)
         self.stage_seconds = Histogram(
             "dropwarden_stage_seconds",
             "Time spent per pipeline stage.",
@@ -131,6 +156,7 @@ class Metrics:
         )
         self.registry.register(_DaemonCollector(snapshot))
         self._snapshot = snapshot
+        self._status = status
         self._server: ThreadingHTTPServer | None = None
         self.address: tuple[str, int] | None = None
 
@@ -149,6 +175,9 @@ class Metrics:
                     degraded = metrics._snapshot().degraded
                     body: dict[str, Any] = {"status": "degraded" if degraded else "ok", "degraded": degraded}
                     self._answer(503 if degraded else 200, json.dumps(body).encode(), "application/json")
+                elif self.path.split("?")[0] == "/status" and metrics._status is not None:
+                    status = json.dumps(metrics._status(), sort_keys=True).encode()
+                    self._answer(200, status, "application/json")
                 else:
                     self._answer(404, b"not found\n", "text/plain")
 

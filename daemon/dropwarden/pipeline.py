@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,8 @@ class Counters:
     findings: Counter[str] = field(default_factory=Counter)
     actions: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    # the last decisions, masked as in the audit log (`dropwarden status`): watch, path, outcome, ...
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
 
     @property
     def judged(self) -> int:
@@ -277,6 +279,17 @@ class Pipeline:
             audit_seq=record.seq,
         )
         self._count("verdicts", decision.outcome)
+        self.counters.recent.append(
+            {
+                "time": time.time(),
+                "watch": watch.id,
+                "path": body["path"],
+                "outcome": decision.outcome,
+                "types": sorted({f.type for f in recorded}),
+                "reason": body["reason"],
+                "audit_seq": record.seq,
+            }
+        )
         for finding_type, count in _true_counts(verdict, recorded).items():
             self._count("findings", finding_type, count)
 

@@ -54,6 +54,7 @@ class Daemon:
         self._reconcile_requested: str | None = "startup"
         self.degraded: dict[str, str] = {}
         self.warnings: dict[str, str] = {}  # in STATUS, not in /healthz: nothing is broken
+        self.last_heartbeat = 0.0  # unix time of the last tick with no worker stuck (a watchdog ping)
         self.head_beacon = HeadBeacon(loaded.settings.audit.head_interval)
         self._threads: list[threading.Thread] = []
         self._busy_since: dict[int, float] = {}  # worker index -> when it took its current file
@@ -81,6 +82,7 @@ class Daemon:
             request_reconcile=self.request_reconcile,
             sink_health=self._sink_health,
             metrics_snapshot=self._metrics_snapshot,
+            status=self._status,
         )
         self.parts: Collaborators = assemble(self.settings, hooks)
         self._check_audit_key()
@@ -128,6 +130,7 @@ class Daemon:
 
     def ready(self) -> None:
         """Every watch is armed and the startup reconcile is queued: tell the service manager."""
+        self.last_heartbeat = time.time()
         self.notifier.ready(self.status_line())
 
     def status_line(self) -> str:
@@ -230,6 +233,7 @@ class Daemon:
             self.degraded["pipeline"] = f"a worker has been busy on one file for over {limit:g}s"
         else:
             self.degraded.pop("pipeline", None)
+            self.last_heartbeat = time.time()
             if self.notifier.watchdog_usec:
                 self.notifier.watchdog()
         self._merge_detector_health()
@@ -430,7 +434,30 @@ class Daemon:
             degraded=dict(self.degraded),
             gate=get_gate(self.settings.gpu).stats(),
             sinks=_sink_stats(parts),
+            audit_key_on_host="audit-k0" in self.warnings,
+            heartbeat=self.last_heartbeat,
         )
+
+    def _status(self, parts: Collaborators) -> dict[str, Any]:
+        """What `dropwarden status` shows: the loopback endpoint's /status."""
+        counters = parts.pipeline.counters
+        watches = {  # configured ones: a lost watch leaves the pipeline's, not the status
+            w.id: {"path": str(w.path), "lost": f"watch:{w.id}" in self.degraded} for w in self.settings.watch
+        }
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "status": "degraded" if self.degraded else "ok",
+            "degraded": dict(self.degraded),
+            "warnings": dict(self.warnings),
+            "watches": watches,
+            "queue": parts.work.qsize(),
+            "settling": parts.settler.pending,
+            "outbox": parts.state.outbox_depth(),
+            "judged": dict(counters.verdicts),
+            "sinks": _sink_stats(parts),
+            "recent": list(counters.recent),
+        }
 
     def _sink_health(self, sink: str, problem: str | None) -> None:
         if problem is None:

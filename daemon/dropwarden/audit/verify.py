@@ -1,12 +1,16 @@
 """Offline check of an audit log: the hash chain, checkpoint MACs under K_0, and the anchor (the durable
-chain head the daemon last named, or a copy of it kept elsewhere)."""
+chain head the daemon last named, or a copy of it kept elsewhere). Rotated files compressed by logrotate
+(gzip, whatever their name) are read as they are."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dropwarden.audit.chain import OPEN, ChainChecker, Damage, iter_lines, new_log_advice
 
@@ -53,6 +57,21 @@ class VerifyResult:
         return self.after_checkpoint - self.anchored_only
 
 
+def open_log(path: Path) -> IO[bytes]:
+    """The log's bytes: decompressed when the file is gzip (logrotate's `compress`), else as they are."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
+
+
+def _readable_lines(handle: IO[bytes], cut: list[str]) -> Iterator[tuple[int, bytes]]:
+    """`iter_lines`, ending (the exception's type in `cut`) where a compressed file stops making sense."""
+    try:
+        yield from iter_lines(handle)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        cut.append(type(exc).__name__)
+
+
 def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = None) -> VerifyResult:
     """Check every line of the log at `path` (OSError when it cannot be read).
 
@@ -84,8 +103,9 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
             next_epoch=checker.epoch,
         )
 
-    with open(path, "rb") as handle:
-        for _offset, line in iter_lines(handle):
+    cut: list[str] = []
+    with open_log(path) as handle:
+        for _offset, line in _readable_lines(handle, cut):
             line_no += 1
             if not line.endswith(b"\n"):
                 if anchor is not None and anchor["seq"] >= checker.next_seq:
@@ -125,6 +145,14 @@ def verify(path: Path, k0: bytes | None = None, anchor: dict[str, Any] | None = 
                     "this record differs from the one the anchor names: the log was rewritten up to here"
                     " (records altered, inserted or removed at or before it)",
                 )
+    if cut:
+        return result(
+            False,
+            line_no + 1,
+            checker.next_seq,
+            f"the compressed file is cut short or corrupt after line {line_no} ({cut[0]}): what followed"
+            " is lost",
+        )
     if line_no == 0:
         return result(False, 1, 0, "the log is empty (no log.open record)")
     if anchor is not None and checker.next_seq <= anchor["seq"]:
@@ -160,9 +188,9 @@ def previous_log(path: Path) -> dict[str, Any] | None:
 
 def _open_body(path: Path) -> dict[str, Any] | None:
     try:
-        with open(path, "rb") as handle:
+        with open_log(path) as handle:
             record = json.loads(handle.readline(1 << 20))
-    except (OSError, ValueError, RecursionError):
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):
         return None
     if isinstance(record, dict) and record.get("type") == OPEN and isinstance(record.get("body"), dict):
         return record["body"]

@@ -1,4 +1,5 @@
-"""`dropwarden scan PATH…`: one-shot judging of files and trees, reported as a table, JSON or JSON lines."""
+"""`dropwarden scan PATH…`: one-shot judging of files and trees, reported as a table, JSON, JSON lines or
+SARIF, with the exit status a CI pipeline needs (`--fail-on`, `--min-severity`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from dropwarden.commands._app import EXIT_USAGE, app_context, config_option
+from dropwarden.commands.sarif import sarif_log
+from dropwarden.findings import Severity
 from dropwarden.judge.judge import Judgement
 from dropwarden.plugins import PluginLoadError
 from dropwarden.runtime import build_runtime
@@ -31,15 +34,43 @@ _PROGRESS_AFTER = 200
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @config_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "jsonl", "sarif"]),
+    default="text",
+    show_default=True,
+    help="sarif: one SARIF 2.1.0 log (code scanning, CI)",
+)
+@click.option(
+    "--min-severity",
+    type=click.Choice([str(s) for s in Severity]),
+    default="info",
+    show_default=True,
+    help="report (and fail on) findings at or above this severity only",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["unscanned", "finding", "never"]),
+    default="unscanned",
+    show_default=True,
+    help="unscanned: findings exit 1, else unscanned files 3; finding: only findings fail; never: 0",
 )
 @click.pass_context
-def scan(ctx: click.Context, paths: tuple[str, ...], config_path: Path | None, fmt: str) -> None:
+def scan(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    config_path: Path | None,
+    fmt: str,
+    min_severity: str,
+    fail_on: str,
+) -> None:
     """Judge files and directories (recursively) and report; nothing is moved.
 
     Exit status: 0 nothing found, 1 findings, 2 usage or configuration error, 3 some file unscanned
-    and nothing found. Symbolic links are not followed; FIFOs, sockets and devices are reported as
-    unscanned without being opened.
+    and nothing found. `--fail-on finding`: unscanned files do not fail (0); `--fail-on never`: 0
+    whatever was found (2 still for usage errors). Findings below `--min-severity` are not reported,
+    and a file with no other finding is clean. Symbolic links are not followed; FIFOs, sockets and
+    devices are reported as unscanned without being opened.
     """
     settings = app_context(ctx, config_path).config().settings
     try:
@@ -54,7 +85,7 @@ def scan(ctx: click.Context, paths: tuple[str, ...], config_path: Path | None, f
     try:
         results: list[dict[str, Any]] = []
         for judgement in judgements:
-            record = file_record(judgement)
+            record = file_record(judgement, Severity.parse(min_severity))
             if fmt == "jsonl":
                 click.echo(json.dumps(record, ensure_ascii=False))
             results.append(record)
@@ -63,9 +94,11 @@ def scan(ctx: click.Context, paths: tuple[str, ...], config_path: Path | None, f
     summary = summarise(results, time.monotonic() - started)
     if fmt == "json":
         click.echo(json.dumps({"files": results, "summary": summary}, ensure_ascii=False, indent=2))
+    elif fmt == "sarif":
+        click.echo(json.dumps(sarif_log(results), ensure_ascii=False, indent=2))
     elif fmt == "text":
         print_table(results, summary)
-    sys.exit(exit_code(summary))
+    sys.exit(exit_code(summary, fail_on))
 
 
 def _judge_all(runtime, paths: tuple[str, ...], fmt: str) -> Iterator[Judgement]:
@@ -121,11 +154,18 @@ def _relative(root: str, shown: str, name: str | None = None) -> str:
     return name if name is not None else shown.rstrip("/").rpartition("/")[2] or shown
 
 
-def file_record(judgement: Judgement) -> dict[str, Any]:
+def file_record(judgement: Judgement, min_severity: Severity = Severity.INFO) -> dict[str, Any]:
+    """The report of one file; findings below `min_severity` left out (a file left with none is clean,
+    or unscanned when part of it could not be judged)."""
     verdict = judgement.verdict
+    findings = [f for f in verdict.findings if f.severity >= min_severity]
+    counts = [c for c in verdict.counts if c.severity >= min_severity]
+    kind = verdict.kind
+    if kind is VerdictKind.FINDING and not counts:
+        kind = VerdictKind.UNSCANNED if verdict.problems else VerdictKind.CLEAN
     return {
         "path": judgement.display_path,
-        "verdict": verdict.kind.value,
+        "verdict": kind.value,
         "reason": verdict.reason,
         "sha256": judgement.sha256,
         "type": judgement.file_type.name if judgement.file_type else None,
@@ -135,10 +175,10 @@ def file_record(judgement: Judgement) -> dict[str, Any]:
                 for key, value in finding.to_dict().items()
                 if key in ("type", "rule", "severity", "confidence", "location", "excerpt", "fingerprint")
             }
-            for finding in verdict.findings
+            for finding in findings
         ],
         # per type: how many were found ("exact": false, at least that many) and how many are listed
-        "counts": verdict.counts_dicts(),
+        "counts": [c.to_dict() for c in counts],
     }
 
 
@@ -157,10 +197,12 @@ def summarise(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     }
 
 
-def exit_code(summary: dict[str, Any]) -> int:
+def exit_code(summary: dict[str, Any], fail_on: str = "unscanned") -> int:
+    if fail_on == "never":
+        return EXIT_CLEAN
     if summary[VerdictKind.FINDING.value]:
         return EXIT_FINDINGS
-    if summary[VerdictKind.UNSCANNED.value]:
+    if summary[VerdictKind.UNSCANNED.value] and fail_on == "unscanned":
         return EXIT_UNSCANNED
     return EXIT_CLEAN
 
