@@ -442,7 +442,7 @@ def test_a_full_disk_degrades_the_daemon_loses_nothing_and_recovers(small_disk):
         port = metrics_port(daemon)
         staged = write(small_disk / "staged.txt", PII)
         filler = small_disk / "filler"
-        with open(filler, "wb") as handle:
+        with open(filler, "wb", buffering=0) as handle:  # unbuffered: closing flushes nothing
             try:
                 while True:
                     handle.write(b"\0" * 65536)
