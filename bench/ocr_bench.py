@@ -9,8 +9,9 @@ columns running to the bubble's border, text down to 15 px); mixed panels (verti
 horizontal caption); scans (small text, turned 1-3 degrees, blurred, noisy, JPEG quality 35-60). Three
 pages in four carry two seeded values each (phone, My Number, card, e-mail, in turn); the rest are clean
 and carry decoy numbers instead (dates, amounts, order and tracking numbers). Some document pages are
-blurred, some saved as JPEG. Each page is judged as `dropwarden scan` judges a file (`Judge.judge_name` on the runtime built
-from the embedded defaults, `[ocr] enabled = true`): intake, OCR extractor, regex detector, verdict.
+blurred, some saved as JPEG. Each page is judged as `dropwarden scan` judges a file (`Judge.judge_name` on
+the runtime built from the embedded defaults, `[ocr] enabled = true`): intake, OCR extractor, regex
+detector, verdict.
 
 A seeded value counts as found when a finding of its type has a box overlapping at least 30 % of where
 the value was drawn. Seconds per page are wall time per judged file; "tesseract CPU" is the CPU time of

@@ -28,18 +28,47 @@ from tests.ocr_pages import (
 )
 
 _TTB = {"direction": "ttb", "features": ["vert"]}
-_BUBBLE_FILLER = ["本当にそうなの", "ちょっと待って", "今日は無理だよ", "明日また会おう", "信じられない", "早く行こう"]
+_BUBBLE_FILLER = [
+    "本当にそうなの",
+    "ちょっと待って",
+    "今日は無理だよ",
+    "明日また会おう",
+    "信じられない",
+    "早く行こう",
+]
 # Numbers in bubbles that are not PII: dates, prices, chapter and order numbers
-_BUBBLE_DECOYS = ["五月十七日", "第12話", "2024年5月17日", "¥12,800です", "注文番号20240517", "部屋は305号室", "内線1234"]
+_BUBBLE_DECOYS = [
+    "五月十七日",
+    "第12話",
+    "2024年5月17日",
+    "¥12,800です",
+    "注文番号20240517",
+    "部屋は305号室",
+    "内線1234",
+]
 _CAPTION_DECOYS = ["Order 20240517-0012", "2024-05-17 10:30", "Total $1,280.00", "Room 305 ext. 1234"]
 
 
-def _background(rnd: random.Random, size: tuple[int, int]) -> Image.Image:
+def panel(
+    columns: list[list[Segment]],
+    *,
+    size: int = 26,
+    style: str = "dots",
+    panel_size: tuple[int, int] = (560, 760),
+) -> Page:
+    """One vertical bubble holding `columns`, centred on a panel textured in `style` ("dots", "hatch",
+    "lines", "speed")."""
+    image = _background(random.Random(7), panel_size, style)
+    seeded = _bubble(image, (panel_size[0] // 2, panel_size[1] // 2), columns, size, "sans")
+    return Page(image, "manga", seeded)  # type: ignore[arg-type]
+
+
+def _background(rnd: random.Random, size: tuple[int, int], style: str | None = None) -> Image.Image:
     """A grey panel: a dot screentone, diagonal or horizontal hatching, or speed lines."""
     width, height = size
     image = Image.new("L", size, rnd.randint(225, 250))
     draw = ImageDraw.Draw(image)
-    style = rnd.choice(["dots", "hatch", "lines", "speed"])
+    style = style or rnd.choice(["dots", "hatch", "lines", "speed"])
     ink = rnd.randint(40, 140)
     step = rnd.randint(4, 7)
     if style == "dots":
@@ -58,7 +87,9 @@ def _background(rnd: random.Random, size: tuple[int, int]) -> Image.Image:
         cx, cy = rnd.randint(0, width), rnd.randint(0, height)
         for angle in range(0, 360, 3):
             a = math.radians(angle + rnd.uniform(0, 2))
-            draw.line((cx, cy, cx + 2 * width * math.cos(a), cy + 2 * height * math.sin(a)), fill=ink, width=2)
+            draw.line(
+                (cx, cy, cx + 2 * width * math.cos(a), cy + 2 * height * math.sin(a)), fill=ink, width=2
+            )
     return image
 
 
@@ -145,7 +176,9 @@ def manga_panel(rnd: random.Random, kinds: list[str], *, mixed: bool = False) ->
             columns.append([Segment(rnd.choice(_BUBBLE_FILLER))])
         bubbles.append(columns)
     if not kinds:
-        bubbles = [[[Segment(rnd.choice(_BUBBLE_DECOYS))], [Segment(rnd.choice(_BUBBLE_FILLER))]] for _ in range(2)]
+        bubbles = [
+            [[Segment(rnd.choice(_BUBBLE_DECOYS))], [Segment(rnd.choice(_BUBBLE_FILLER))]] for _ in range(2)
+        ]
     elif not bubbles:
         bubbles = [[[Segment(rnd.choice(_BUBBLE_FILLER))]]]
     slots = len(bubbles)
@@ -183,7 +216,9 @@ def scan(rnd: random.Random, kinds: list[str]) -> Page:
     angle = rnd.uniform(1.0, 3.0) * rnd.choice([-1, 1])
     image = page.image
     rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
-    seeded = [Seeded(s.kind, s.value, _rotated_box(s.box, image.size, rotated.size, angle)) for s in page.seeded]
+    seeded = [
+        Seeded(s.kind, s.value, _rotated_box(s.box, image.size, rotated.size, angle)) for s in page.seeded
+    ]
     rotated = rotated.filter(ImageFilter.GaussianBlur(rnd.uniform(0.4, 0.9)))
     noise = Image.effect_noise(rotated.size, rnd.uniform(6, 14))
     rotated = Image.blend(rotated, noise, 0.12)
