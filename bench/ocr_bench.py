@@ -1,6 +1,6 @@
 """OCR benchmark: seconds per page through Tesseract, and recall of seeded PII read back through OCR.
 
-    .venv/bin/python bench/ocr_bench.py [--pages 120] [--seed 1] [--json] [--misses] [--save DIR]
+    .venv/bin/python bench/ocr_bench.py [--pages 120] [--seed 1] [--json] [--misses] [--save DIR] [--ocr JSON]
 
 Pages are generated (tests/ocr_pages.py, tests/manga_pages.py) in six layouts, in turn: horizontal
 Japanese, vertical Japanese and English documents drawn with the Noto CJK fonts at 20-36 px; manga panels
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, page, fmt in pages:
         options = {"quality": 85 if page.orientation != "scan" else 60} if fmt == "JPEG" else {}
         (folder / name).write_bytes(page.encode(fmt, **options))
-    settings = Settings(state={"dir": root / "state"}, ocr={"enabled": True})
+    settings = Settings(state={"dir": root / "state"}, ocr={"enabled": True, **json.loads(args.ocr)})
     runtime = build_runtime(settings)
     extractor = runtime.registry.extractors["ocr-tesseract"]
     engine = extractor.engine
@@ -238,6 +238,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--misses", action="store_true", help="print the OCR text of pages with misses")
     parser.add_argument("--save", metavar="DIR", help="keep the generated pages in DIR")
+    parser.add_argument(
+        "--ocr",
+        default="{}",
+        metavar="JSON",
+        help='[ocr] settings over the defaults, e.g. \'{"tesseract": {"vertical_reads": false}}\'',
+    )
     args = parser.parse_args()
     result = run(args)
     if args.json:

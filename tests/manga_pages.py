@@ -108,9 +108,10 @@ def _bubble(
     step = round(size * 1.5)
     longest = max(_column(c, size) for c in columns)
     text_w = len(columns) * step
-    # an ellipse through the text's corners at ~1.1 x the half-axes: the column's ends touch the border
+    # the ellipse just reaches the ends of the longest column (at its outer edge): they touch the border
     half_w = text_w / 2 * 1.5 + size * 0.4
-    half_h = longest / 2 * 1.06 + size * 0.2
+    reach = min(0.9, (text_w / 2) / half_w)
+    half_h = (longest / 2 + size * 0.15) / math.sqrt(1 - reach * reach)
     cx, cy = centre
     draw.ellipse((cx - half_w, cy - half_h, cx + half_w, cy + half_h), fill=255, outline=0, width=3)
     seeded: list[Seeded] = []

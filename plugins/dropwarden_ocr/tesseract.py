@@ -229,8 +229,8 @@ class TesseractEngine:
         """Bubbles (found by `vertical.find_bubbles`) and the first pass's blocks with vertical lines it
         was unsure of,
         whitened around and binarised on a blank page, read with `--psm 5` within
-        `vertical_budget` seconds; past that budget the second read is given up (the first pass's
-        regions stand); past the image's deadline OcrError("timeout") as for any pass."""
+        `vertical_budget` seconds (and the image's deadline); past either the second read is given up
+        and the first pass's regions stand. Any other failure raises OcrError as for the first pass."""
         started = time.monotonic()
         budget_end = min(deadline, started + self.settings.vertical_budget)
         limit = self.settings.max_vertical_blocks
@@ -248,8 +248,8 @@ class TesseractEngine:
         try:
             text = self._run(page, budget_end, self.vertical_languages, 5)
         except OcrError as exc:
-            if exc.reason == "timeout" and budget_end < deadline:
-                return []  # the second read's own budget spent: the first pass stands
+            if exc.reason == "timeout":
+                return []  # the second read's budget (or the image's time) spent: the first pass stands
             raise
         out = []
         for region in lines_to_regions(parse_tsv(text).words, self.min_confidence):
