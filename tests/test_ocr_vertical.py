@@ -33,8 +33,8 @@ def test_a_phone_number_in_a_vertical_bubble_is_found_where_it_was_drawn(judge_i
     phones = [f for f in verdict.findings if f.type == "PHONE"]
     assert phones, verdict
     assert any(overlap(f.location.bbox, seeded.box) > 0.5 for f in phones), [f.location for f in phones]
-    # the second, vertical read of the bubble found it: a view of its own
-    assert {f.location.view for f in phones} == {"ocr:tesseract:vertical"}
+    # the second, vertical read of the bubble found it, in a view of its own
+    assert "ocr:tesseract:vertical" in {f.location.view for f in phones}
 
 
 def test_without_the_vertical_read_the_bubble_is_missed(judge_image):  # noqa: F811

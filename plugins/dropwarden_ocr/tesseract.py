@@ -226,43 +226,56 @@ class TesseractEngine:
     def _vertical_read(
         self, image: Image.Image, tsv: Tsv, first: list[OcrRegion], deadline: float
     ) -> list[OcrRegion]:
-        """Bubbles (found by `vertical.find_bubbles`) and the first pass's blocks with vertical lines it
-        was unsure of,
-        whitened around and binarised on a blank page, read with `--psm 5` within
-        `vertical_budget` seconds (and the image's deadline); past either the second read is given up
-        and the first pass's regions stand. Any other failure raises OcrError as for the first pass."""
+        """Second reads, within `vertical_budget` seconds in all (and the image's deadline): speech
+        bubbles (`vertical.find_bubbles`) and the first pass's blocks with vertical lines it was unsure
+        of, whitened around and binarised on a blank page, read with `--psm 5` (strategy "vertical");
+        caption boxes (wide white boxes on a textured panel) likewise, read with the page languages and
+        layout (strategy "captions"). Past the budget a read is given up and what was read stands; any
+        other failure raises OcrError as for the first pass."""
         started = time.monotonic()
         budget_end = min(deadline, started + self.settings.vertical_budget)
         limit = self.settings.max_vertical_blocks
-        blocks = vertical.find_bubbles(image, limit)
+        found = vertical.find_bubbles(image, 2 * limit)
+        blocks = [b for b in found if b.tall][:limit]
+        captions = [b for b in found if not b.tall][:limit]
         taken = [b.box for b in blocks]
         layout = [box for _key, box in tsv.layout.get(_LEVELS["block"], [])]
         unsure = [r.bbox for r in first if r.vertical and (r.confidence or 0) < _SURE_VERTICAL]
         for block in vertical.tall_blocks(layout, unsure, limit):
             if len(blocks) < limit and not any(vertical._inside(block.box, box) for box in taken):
                 blocks.append(block)
-        if not blocks:
-            return []
+        out: list[OcrRegion] = []
+        for chosen, languages, psm, strategy in (
+            (blocks, self.vertical_languages, 5, "vertical"),
+            (captions, self.settings.languages, self.settings.psm, "captions"),
+        ):
+            if chosen:
+                out += self._read_blocks(image, chosen, budget_end, languages, psm, strategy)
+        return out
+
+    def _read_blocks(
+        self,
+        image: Image.Image,
+        blocks: list[vertical.Block],
+        end: float,
+        languages: str,
+        psm: int,
+        strategy: str,
+    ) -> list[OcrRegion]:
+        """The blocks alone on a blank page, read once; [] when `end` comes first."""
         scale = vertical.upscale_for(blocks, image.size)
         page = vertical.composite(image, blocks, scale)
         try:
-            text = self._run(page, budget_end, self.vertical_languages, 5)
+            text = self._run(page, end, languages, psm)
         except OcrError as exc:
             if exc.reason == "timeout":
-                return []  # the second read's budget (or the image's time) spent: the first pass stands
+                return []  # the second reads' budget (or the image's time) spent: what was read stands
             raise
         out = []
         for region in lines_to_regions(parse_tsv(text).words, self.min_confidence):
             parts = tuple((a, b, _unscaled(box, scale)) for a, b, box in region.parts)
-            out.append(
-                replace(
-                    region,
-                    bbox=_unscaled(region.bbox, scale),
-                    parts=parts,
-                    vertical=True,
-                    strategy="vertical",
-                )
-            )
+            moved = replace(region, bbox=_unscaled(region.bbox, scale), parts=parts, strategy=strategy)
+            out.append(replace(moved, vertical=True) if psm == 5 else moved)
         return out
 
     def _run(self, image: Image.Image, deadline: float, languages: str, psm: int) -> str:

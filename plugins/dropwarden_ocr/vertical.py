@@ -35,10 +35,12 @@ class Block:
     box: BBox
     mask: Image.Image | None = None
     mask_box: BBox = (0, 0, 0, 0)  # the box of `mask` in page pixels
+    tall: bool = True  # a bubble of vertical text; else a wide box (a caption: horizontal lines)
 
 
 def find_bubbles(image: Image.Image, limit: int = 8) -> list[Block]:
-    """Speech bubbles: moderate, well-filled pure white areas, tallest first, at most `limit`."""
+    """Speech bubbles and caption boxes: moderate, well-filled pure white areas, tallest first, at most
+    `limit`; `tall` tells a bubble (at least about as tall as wide) from a caption box."""
     grey = image if image.mode == "L" else image.convert("L")
     factor = max(1.0, max(grey.size) / _WORK_SIDE)
     small_size = (max(1, round(grey.width / factor)), max(1, round(grey.height / factor)))
@@ -61,12 +63,12 @@ def find_bubbles(image: Image.Image, limit: int = 8) -> list[Block]:
             continue
         box_area = (box[2] - box[0]) * (box[3] - box[1])
         share = box_area / page_area
-        tall = box[3] - box[1] >= 0.9 * (box[2] - box[0])  # a caption box (one wide line) is read already
-        if not (_MIN_SHARE <= share <= _MAX_SHARE) or area / box_area < _MIN_FILL or not tall:
+        tall = box[3] - box[1] >= 0.9 * (box[2] - box[0])
+        if not (_MIN_SHARE <= share <= _MAX_SHARE) or area / box_area < _MIN_FILL:
             continue
         interior = _fill_holes(area_mask.crop(box))
         page_box = _scaled(box, factor, grey.size)
-        found.append((page_box[3] - page_box[1], Block(page_box, interior, page_box)))
+        found.append((page_box[3] - page_box[1], Block(page_box, interior, page_box, tall)))
     found.sort(key=lambda item: -item[0])
     return [block for _, block in found[:limit]]
 
@@ -136,12 +138,12 @@ def to_page(box: BBox, scale: float, offset: tuple[int, int], size: tuple[int, i
 
 
 def _page_mask(block: Block) -> Image.Image:
-    """The bubble's interior at page scale (255 inside)."""
+    """The bubble's interior at page scale (255 inside), less the outline's remains."""
     assert block.mask is not None
     mx0, my0, mx1, my1 = block.mask_box
-    return block.mask.resize((max(1, mx1 - mx0), max(1, my1 - my0)), Image.Resampling.BILINEAR).point(
-        lambda v: 255 if v >= 128 else 0
-    )
+    mask = block.mask.resize((max(1, mx1 - mx0), max(1, my1 - my0)), Image.Resampling.BILINEAR)
+    # 2 px in from the reduced mask's edge: the bubble's outline stays out, a column's end stays in
+    return mask.point(lambda v: 255 if v >= 128 else 0).filter(ImageFilter.MinFilter(5))
 
 
 def tall_blocks(layout_blocks: list[BBox], vertical_boxes: list[BBox], limit: int = 8) -> list[Block]:
