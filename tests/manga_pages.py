@@ -63,6 +63,15 @@ def panel(
     return Page(image, "manga", seeded)  # type: ignore[arg-type]
 
 
+def caption_panel(
+    line: list[Segment], *, style: str = "dots", panel_size: tuple[int, int] = (660, 420)
+) -> Page:
+    """One horizontal caption box holding `line`, near the bottom of a panel textured in `style`."""
+    image = _background(random.Random(7), panel_size, style)
+    seeded = _caption(image, (40, panel_size[1] - 90), line, 20)
+    return Page(image, "mixed", seeded)  # type: ignore[arg-type]
+
+
 def _background(rnd: random.Random, size: tuple[int, int], style: str | None = None) -> Image.Image:
     """A grey panel: a dot screentone, diagonal or horizontal hatching, or speed lines."""
     width, height = size

@@ -12,7 +12,7 @@ import pytest
 
 from dropwarden_ocr.vertical import find_bubbles
 
-from .manga_pages import panel
+from .manga_pages import caption_panel, panel
 from .ocr_pages import Segment, horizontal
 from .test_ocr import judge_image, ocr_ready, overlap  # noqa: F401  (fixtures)
 
@@ -50,6 +50,14 @@ def test_a_panel_with_decoy_numbers_stays_clean(judge_image, style):  # noqa: F8
     )
     verdict = judge_image(page.encode()).verdict
     assert verdict.kind == "clean", verdict
+
+
+def test_an_email_in_a_caption_box_on_screentone_is_found_by_the_caption_read(judge_image):  # noqa: F811
+    page = caption_panel([Segment("連絡先 "), Segment("taroyamada86@example.com", "EMAIL")])
+    (seeded,) = page.seeded
+    emails = [f for f in judge_image(page.encode()).verdict.findings if f.type == "EMAIL"]
+    assert any(overlap(f.location.bbox, seeded.box) > 0.5 for f in emails), emails
+    assert "ocr:tesseract:captions" in {f.location.view for f in emails}
 
 
 def test_the_vertical_read_gives_up_at_its_budget_and_the_first_pass_stands(judge_image):  # noqa: F811
