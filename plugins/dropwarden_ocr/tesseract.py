@@ -245,12 +245,16 @@ class TesseractEngine:
             if len(blocks) < limit and not any(vertical._inside(block.box, box) for box in taken):
                 blocks.append(block)
         out: list[OcrRegion] = []
-        for chosen, languages, psm, strategy in (
-            (blocks, self.vertical_languages, 5, "vertical"),
-            (captions, self.settings.languages, self.settings.psm, "captions"),
+        scale = vertical.upscale_for(blocks, image.size) if blocks else 1.0  # 1.0 or 2.0
+        for chosen, languages, psm, strategy, at in (
+            (blocks, self.vertical_languages, 5, "vertical", scale),
+            (captions, self.settings.languages, self.settings.psm, "captions", 1.0),
+            # the vertical model misreads a digit at one scale and not at another: a second look at
+            # another scale, while the budget lasts (bubbles only: the first pass read docs well)
+            ([b for b in blocks if b.mask is not None], self.vertical_languages, 5, "vertical-rescaled", 1.5),
         ):
             if chosen:
-                out += self._read_blocks(image, chosen, budget_end, languages, psm, strategy)
+                out += self._read_blocks(image, chosen, budget_end, languages, psm, strategy, at)
         return out
 
     def _read_blocks(
@@ -261,9 +265,9 @@ class TesseractEngine:
         languages: str,
         psm: int,
         strategy: str,
+        scale: float,
     ) -> list[OcrRegion]:
-        """The blocks alone on a blank page, read once; [] when `end` comes first."""
-        scale = vertical.upscale_for(blocks, image.size)
+        """The blocks alone on a blank page, `scale` times larger, read once; [] when `end` comes first."""
         page = vertical.composite(image, blocks, scale)
         try:
             text = self._run(page, end, languages, psm)
