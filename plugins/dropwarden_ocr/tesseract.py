@@ -4,7 +4,9 @@ Tesseract never parses attacker bytes: the image, decoded and size-checked by Pi
 PGM on stdin. Each run is bounded: a deadline (the whole process group is killed past it), an
 address-space limit, OMP_THREAD_LIMIT. One pass with `jpn+jpn_vert+eng` and automatic layout (psm 3)
 reads horizontal Japanese, vertical Japanese and English on the same page: the layout analysis finds
-vertical blocks and recognises them with the vertical model.
+vertical blocks and recognises them with the vertical model. Where a page has speech bubbles, caption
+boxes or vertical lines it was unsure of, those are read again on their own (vertical.py), within
+`vertical_budget`: each such read is a strategy of its own, and so a view of its own.
 """
 
 from __future__ import annotations
