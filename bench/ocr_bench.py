@@ -1,13 +1,17 @@
 """OCR benchmark: seconds per page through Tesseract, and recall of seeded PII read back through OCR.
 
-    .venv/bin/python bench/ocr_bench.py [--pages 120] [--seed 1] [--json] [--misses] [--save DIR]
+    .venv/bin/python bench/ocr_bench.py [--pages 120] [--seed 1] [--json] [--misses] [--save DIR] [--ocr JSON]
 
-Pages are generated (tests/ocr_pages.py): a third horizontal Japanese, a third vertical Japanese, a
-third English, drawn with the Noto CJK fonts (sans/serif, regular/bold) at 20-36 px. Three pages in four
-carry two seeded values each (phone, My Number, card, e-mail, in turn); the rest are clean and carry
-decoy numbers instead (dates, amounts, order and tracking numbers). Some pages are blurred, some saved
-as JPEG. Each page is judged as `dropwarden scan` judges a file (`Judge.judge_name` on the runtime built
-from the embedded defaults, `[ocr] enabled = true`): intake, OCR extractor, regex detector, verdict.
+Pages are generated (tests/ocr_pages.py, tests/manga_pages.py) in six layouts, in turn: horizontal
+Japanese, vertical Japanese and English documents drawn with the Noto CJK fonts at 20-36 px; manga panels
+(vertical speech bubbles on screentone or line-textured grey, digits and hyphens upright one per cell,
+columns running to the bubble's border, text down to 15 px); mixed panels (vertical bubbles and a
+horizontal caption); scans (small text, turned 1-3 degrees, blurred, noisy, JPEG quality 35-60). Three
+pages in four carry two seeded values each (phone, My Number, card, e-mail, in turn); the rest are clean
+and carry decoy numbers instead (dates, amounts, order and tracking numbers). Some document pages are
+blurred, some saved as JPEG. Each page is judged as `dropwarden scan` judges a file (`Judge.judge_name` on
+the runtime built from the embedded defaults, `[ocr] enabled = true`): intake, OCR extractor, regex
+detector, verdict.
 
 A seeded value counts as found when a finding of its type has a box overlapping at least 30 % of where
 the value was drawn. Seconds per page are wall time per judged file; "tesseract CPU" is the CPU time of
@@ -34,9 +38,10 @@ sys.path.insert(0, str(REPO))
 
 from dropwarden.config import Settings  # noqa: E402
 from dropwarden.runtime import build_runtime  # noqa: E402
+from tests.manga_pages import manga_panel, scan  # noqa: E402
 from tests.ocr_pages import KINDS, Page, fonts_available, generated_page, noisy  # noqa: E402
 
-ORIENTATIONS = ("horizontal", "vertical", "english")
+ORIENTATIONS = ("horizontal", "vertical", "english", "manga", "mixed", "scan")
 
 
 def plan(pages: int, seed: int) -> list[tuple[str, Page, str]]:
@@ -45,17 +50,22 @@ def plan(pages: int, seed: int) -> list[tuple[str, Page, str]]:
     cycles = {o: 0 for o in ORIENTATIONS}
     out = []
     for index in range(pages):
-        orientation = ORIENTATIONS[index % 3]
-        clean = (index // 3) % 4 == 3
+        orientation = ORIENTATIONS[index % len(ORIENTATIONS)]
+        clean = (index // len(ORIENTATIONS)) % 4 == 3
         kinds: list[str] = []
         if not clean:
             for _ in range(2):
                 kinds.append(KINDS[cycles[orientation] % len(KINDS)])
                 cycles[orientation] += 1
-        page = generated_page(rnd, orientation, kinds)  # type: ignore[arg-type]
-        if rnd.random() < 0.25:
-            page = noisy(page, rnd)
-        fmt = "JPEG" if rnd.random() < 0.3 else "PNG"
+        if orientation in ("manga", "mixed"):
+            page = manga_panel(rnd, kinds, mixed=orientation == "mixed")
+        elif orientation == "scan":
+            page = scan(rnd, kinds)
+        else:
+            page = generated_page(rnd, orientation, kinds)  # type: ignore[arg-type]
+            if rnd.random() < 0.25:
+                page = noisy(page, rnd)
+        fmt = "JPEG" if orientation == "scan" or rnd.random() < 0.3 else "PNG"
         out.append((f"page{index:04d}.{fmt.lower().replace('jpeg', 'jpg')}", page, fmt))
     return out
 
@@ -76,9 +86,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     pages = plan(args.pages, args.seed)
     for name, page, fmt in pages:
-        options = {"quality": 85} if fmt == "JPEG" else {}
+        options = {"quality": 85 if page.orientation != "scan" else 60} if fmt == "JPEG" else {}
         (folder / name).write_bytes(page.encode(fmt, **options))
-    settings = Settings(state={"dir": root / "state"}, ocr={"enabled": True})
+    settings = Settings(state={"dir": root / "state"}, ocr={"enabled": True, **json.loads(args.ocr)})
     runtime = build_runtime(settings)
     extractor = runtime.registry.extractors["ocr-tesseract"]
     engine = extractor.engine
@@ -117,7 +127,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     misses.append({"page": name, "orientation": page.orientation, "kind": item.kind})
             extra = [f for i, f in enumerate(verdict.findings) if i not in matched]
             if not page.seeded:
-                clean_findings += [{"page": name, "type": f.type, "rule": f.rule} for f in verdict.findings]
+                clean_findings += [
+                    {"page": name, "layout": page.orientation, "type": f.type, "rule": f.rule}
+                    for f in verdict.findings
+                ]
             else:
                 stray += len(extra)
     finally:
@@ -181,8 +194,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"seconds/page: mean {s['mean']}  p50 {s['p50']}  p95 {s['p95']}  max {s['max']}"
         f"  (tesseract CPU {result['tesseract_cpu_seconds_per_page']} s/page)"
     )
-    for orientation, s in result["seconds_per_page_by_orientation"].items():
-        print(f"  {orientation:<11} mean {s['mean']}  p50 {s['p50']}  p95 {s['p95']}  max {s['max']}")
+    print_layouts(result)
     print("recall (right type, box overlapping where the value was drawn):")
     header = ["", *KINDS, "all"]
     print("  " + "".join(f"{h:>16}" for h in header))
@@ -207,6 +219,18 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  missed {miss['kind']} on {miss['page']} ({miss['orientation']}){shown}")
 
 
+def print_layouts(result: dict[str, Any]) -> None:
+    """The per-layout table: recall, findings on clean pages, mean and p95 seconds per page."""
+    print(f"  {'layout':<11}{'recall':>14}{'clean FP':>10}{'mean s':>8}{'p95 s':>7}")
+    timing = result["seconds_per_page_by_orientation"]
+    for layout in (*ORIENTATIONS, "all"):
+        cell = result["recall"][layout]["all"]
+        fp = sum(1 for f in result["findings_on_clean_pages"] if layout in (f["layout"], "all"))
+        s = result["seconds_per_page"] if layout == "all" else timing.get(layout, {"mean": 0, "p95": 0})
+        shown = f"{cell['found']}/{cell['seeded']} {cell['recall'] or 0:.2f}"
+        print(f"  {layout:<11}{shown:>14}{fp:>10}{s['mean']:>8}{s['p95']:>7}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pages", type=int, default=120)
@@ -214,6 +238,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--misses", action="store_true", help="print the OCR text of pages with misses")
     parser.add_argument("--save", metavar="DIR", help="keep the generated pages in DIR")
+    parser.add_argument(
+        "--ocr",
+        default="{}",
+        metavar="JSON",
+        help='[ocr] settings over the defaults, e.g. \'{"tesseract": {"vertical_reads": false}}\'',
+    )
     args = parser.parse_args()
     result = run(args)
     if args.json:

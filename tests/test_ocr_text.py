@@ -52,6 +52,12 @@ def test_a_vertical_bar_between_digits_is_a_hyphen_only_in_vertical_text():
     assert normalize("090|1234|5678").text == "090|1234|5678"
 
 
+def test_an_upright_hyphen_read_as_dash_and_underscore_in_a_column_is_one_hyphen():
+    """Tesseract's vertical model reads an upright hyphen in a bubble as "-_-" or "-_" at times."""
+    assert normalize("3530-3682-_-9401-_3960", vertical=True).text == "3530-3682-9401-3960"
+    assert normalize("yamada_taro@example.com", vertical=True).text == "yamada_taro@example.com"
+
+
 @given(st.text(alphabet="０１９ 0129-ー一〇Oo|　ﾊﾞｰマイナンバ@.　abcTEL_\n", max_size=40))
 def test_every_normalised_character_maps_back_to_the_character_it_came_from(text):
     normal = normalize(text, vertical=True)

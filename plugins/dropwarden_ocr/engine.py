@@ -27,6 +27,9 @@ class OcrRegion:
     # Finer boxes where the engine has them (Tesseract's words): (start, end, bbox) character ranges
     # of `text`, in order. A finding then gets the box of the words it matched, not the whole region's.
     parts: tuple[tuple[int, int, BBox], ...] = ()
+    # Which read found it, where an engine reads a page more than one way ("" the first, page-wide one;
+    # "vertical" Tesseract's second read of bubbles and vertical blocks): each is a view of its own.
+    strategy: str = ""
 
 
 class OcrError(Exception):

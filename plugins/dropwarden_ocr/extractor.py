@@ -159,9 +159,17 @@ class OcrExtractor:
             name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
             if source != "image" and not source.startswith("appended"):  # an image inside a document
                 name = f"{name}:{source}"
-            view = build_view(name, self.engine, kept, page, source)
-            view.provenance.update(frames_read=len(pages), frames_unread=unread is not None)
-            views.append(view)
+            # each way the engine read the page is a view of its own ("" first, always present)
+            strategies = dict.fromkeys(["", *(r.strategy for r in kept)])
+            for strategy in strategies:
+                chosen = [r for r in kept if r.strategy == strategy]
+                view = build_view(
+                    f"{name}:{strategy}" if strategy else name, self.engine, chosen, page, source
+                )
+                view.provenance.update(frames_read=len(pages), frames_unread=unread is not None)
+                if strategy:
+                    view.provenance["strategy"] = strategy
+                views.append(view)
         return views, unread
 
 

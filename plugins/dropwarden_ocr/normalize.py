@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # minus, box-drawing lines, the long-vowel mark ー, the kanji 一 ("one"), small hyphen-minus.
 _DASHES = frozenset("-‐‑‒–—―−─━ー一﹣⁃")
 # In a vertical line a hyphen stands upright: OCR reads it as a vertical bar.
-_VERTICAL_DASHES = _DASHES | frozenset("|丨│┃｜ǀ")
+_VERTICAL_DASHES = _DASHES | frozenset("|丨│┃｜ǀ_")  # an upright hyphen may also come out as "_"
 # Read as the long-vowel mark after katakana (マイナンバ- → マイナンバー, so context words match).
 _KANA_DASHES = frozenset("-‐‑‒–—―−─━")
 _ZERO_LIKE = frozenset("〇Oo")
@@ -66,7 +66,7 @@ def normalize(text: str, *, vertical: bool = False) -> Normalized:
             if out_chars and _is_digit(out_chars[-1]) and end < n and _is_digit(chars[end]):
                 run = chars[i:end]
                 if any(c in dashes for c in run):
-                    if sum(c in dashes for c in run) <= 2:
+                    if sum(c in dashes for c in run) <= (3 if vertical else 2):
                         dash = next(k for k in range(i, end) if chars[k] in dashes)
                         out_chars.append("-")
                         out_origin.append(origin[dash])

@@ -4,12 +4,15 @@ Tesseract never parses attacker bytes: the image, decoded and size-checked by Pi
 PGM on stdin. Each run is bounded: a deadline (the whole process group is killed past it), an
 address-space limit, OMP_THREAD_LIMIT. One pass with `jpn+jpn_vert+eng` and automatic layout (psm 3)
 reads horizontal Japanese, vertical Japanese and English on the same page: the layout analysis finds
-vertical blocks and recognises them with the vertical model.
+vertical blocks and recognises them with the vertical model. Where a page has speech bubbles, caption
+boxes or vertical lines it was unsure of, those are read again on their own (vertical.py), within
+`vertical_budget`: each such read is a strategy of its own, and so a view of its own.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import resource
 import shutil
@@ -19,10 +22,11 @@ import subprocess
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from dropwarden.findings import bbox_union
+from dropwarden_ocr import vertical
 from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
 
 if TYPE_CHECKING:
@@ -35,6 +39,8 @@ _STDERR_CHARS = 300
 # Between two narrow (Latin, digit) words, a gap wider than this share of the line's thickness is a
 # space; narrower gaps, and any boundary with a CJK character, join without one (Japanese has none).
 _SPACE_GAP = 0.2
+# A vertical line the first pass read with at least this mean confidence is not read again
+_SURE_VERTICAL = 0.8
 _LEVELS = {"block": 2, "paragraph": 3, "line": 4}
 
 Level = Literal["block", "paragraph", "line"]
@@ -169,6 +175,12 @@ def _is_vertical(words: list[Word], box: BBox) -> bool:
     return tall and downwards
 
 
+def _unscaled(box: BBox, scale: float) -> BBox:
+    if scale == 1.0:
+        return box
+    return (int(box[0] / scale), int(box[1] / scale), math.ceil(box[2] / scale), math.ceil(box[3] / scale))
+
+
 def _narrow(ch: str) -> bool:
     folded = unicodedata.normalize("NFKC", ch)[:1] or ch
     return unicodedata.east_asian_width(folded) not in ("W", "F")
@@ -199,19 +211,90 @@ class TesseractEngine:
         # Layout analysis needs some language to run: `region_languages` (osd), else the recognition ones.
         wanted = settings.region_languages
         self.region_languages = wanted if not found.missing(wanted) else settings.languages
+        vertical_wanted = settings.vertical_languages
+        self.vertical_languages = (
+            vertical_wanted if not found.missing(vertical_wanted) else settings.languages
+        )
 
     def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]:
-        tsv = run_tesseract(
+        """The page-wide layout pass; then, where the page has speech bubbles or vertical blocks, a
+        second read of them alone as one vertical block (regions of strategy "vertical")."""
+        tsv = parse_tsv(self._run(image, deadline, self.settings.languages, self.settings.psm))
+        regions = lines_to_regions(tsv.words, self.min_confidence)
+        if self.settings.vertical_reads:
+            regions += self._vertical_read(image, tsv, regions, deadline)
+        return regions
+
+    def _vertical_read(
+        self, image: Image.Image, tsv: Tsv, first: list[OcrRegion], deadline: float
+    ) -> list[OcrRegion]:
+        """Second reads, within `vertical_budget` seconds in all (and the image's deadline): speech
+        bubbles (`vertical.find_bubbles`) and the first pass's blocks with vertical lines it was unsure
+        of, whitened around and binarised on a blank page, read with `--psm 5` (strategy "vertical");
+        caption boxes (wide white boxes on a textured panel) likewise, read with the page languages and
+        layout (strategy "captions"). Past the budget a read is given up and what was read stands; any
+        other failure raises OcrError as for the first pass."""
+        started = time.monotonic()
+        budget_end = min(deadline, started + self.settings.vertical_budget)
+        limit = self.settings.max_vertical_blocks
+        found = vertical.find_bubbles(image, 2 * limit)
+        blocks = [b for b in found if b.tall][:limit]
+        captions = [b for b in found if not b.tall][:limit]
+        taken = [b.box for b in blocks]
+        layout = [box for _key, box in tsv.layout.get(_LEVELS["block"], [])]
+        unsure = [r.bbox for r in first if r.vertical and (r.confidence or 0) < _SURE_VERTICAL]
+        for block in vertical.tall_blocks(layout, unsure, limit):
+            if len(blocks) < limit and not any(vertical._inside(block.box, box) for box in taken):
+                blocks.append(block)
+        out: list[OcrRegion] = []
+        scale = vertical.upscale_for(blocks, image.size) if blocks else 1.0  # 1.0 or 2.0
+        for chosen, languages, psm, strategy, at in (
+            (blocks, self.vertical_languages, 5, "vertical", scale),
+            (captions, self.settings.languages, self.settings.psm, "captions", 1.0),
+            # the vertical model misreads a digit at one scale and not at another: a second look at
+            # another scale, while the budget lasts (bubbles only: the first pass read docs well)
+            ([b for b in blocks if b.mask is not None], self.vertical_languages, 5, "vertical-rescaled", 1.5),
+        ):
+            if chosen:
+                out += self._read_blocks(image, chosen, budget_end, languages, psm, strategy, at)
+        return out
+
+    def _read_blocks(
+        self,
+        image: Image.Image,
+        blocks: list[vertical.Block],
+        end: float,
+        languages: str,
+        psm: int,
+        strategy: str,
+        scale: float,
+    ) -> list[OcrRegion]:
+        """The blocks alone on a blank page, `scale` times larger, read once; [] when `end` comes first."""
+        page = vertical.composite(image, blocks, scale)
+        try:
+            text = self._run(page, end, languages, psm)
+        except OcrError as exc:
+            if exc.reason == "timeout":
+                return []  # the second reads' budget (or the image's time) spent: what was read stands
+            raise
+        out = []
+        for region in lines_to_regions(parse_tsv(text).words, self.min_confidence):
+            parts = tuple((a, b, _unscaled(box, scale)) for a, b, box in region.parts)
+            moved = replace(region, bbox=_unscaled(region.bbox, scale), parts=parts, strategy=strategy)
+            out.append(replace(moved, vertical=True) if psm == 5 else moved)
+        return out
+
+    def _run(self, image: Image.Image, deadline: float, languages: str, psm: int) -> str:
+        return run_tesseract(
             image,
             deadline,
             path=self.path,
-            languages=self.settings.languages,
-            psm=self.settings.psm,
+            languages=languages,
+            psm=psm,
             threads=self.settings.threads,
             max_memory_mib=self.settings.max_memory_mib,
             tessdata_dir=self.tessdata_dir,
         )
-        return lines_to_regions(parse_tsv(tsv).words, self.min_confidence)
 
     def find_regions(self, image: Image.Image, deadline: float) -> list[BBox]:
         """Text regions for an engine that reads one block per call (MangaOCR): layout boxes only."""
