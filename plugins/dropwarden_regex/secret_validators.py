@@ -20,6 +20,8 @@ _PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_URL_SAFE_RUN = re.compile(r"[A-Za-z0-9_-]+")
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,10}[_-]")
 _REFERENCE = re.compile(  # an environment variable name, a dotted attribute path, a shell/env reference
     r"^(?:[A-Z][A-Z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\$[A-Za-z_{(].*|%[A-Za-z_]+%)$"
 )
@@ -67,11 +69,15 @@ def random_enough(body: str, floor: float) -> bool:
 
 def secret_token(value: str | bytes) -> bool:
     """A prefixed token (ghp_…, xoxb-…, sk_live_…): not a placeholder, and its longest alphanumeric
-    run (the random body, the prefix being shorter) random enough."""
+    run (the random body, the prefix being shorter) random enough. A body in URL-safe base64 (GitLab's
+    glpat-…) may be cut into short alphanumeric runs by its '-' and '_': then its longest run of
+    alphanumerics, '-' and '_' is the body."""
     text = _text(value)
     if is_placeholder(text):
         return False
     body = max(_ALNUM_RUN.findall(text), key=len, default="")
+    if len(body) < 16:
+        body = max([body, *_URL_SAFE_RUN.findall(_TOKEN_PREFIX.sub("", text, count=1))], key=len)
     return random_enough(body, 3.0 if len(body) >= 16 else 2.5)
 
 
