@@ -7,7 +7,7 @@ import binascii
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from urllib.parse import unquote
 
 SecretValidator = Callable[[str | bytes], bool]
@@ -40,20 +40,47 @@ def _text(value: str | bytes) -> str:
 
 def shannon_entropy(value: str) -> float:
     """Bits per character of `value`'s own character distribution (0 for one repeated character)."""
-    if not value:
+    return _entropy(Counter(value).values(), len(value))
+
+
+# c * log2(c) for the counts of characters in values of usual sizes: the entropy of a candidate is
+# log2(n) - sum(c * log2(c)) / n, one table lookup per distinct character (validators run per candidate)
+_C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, 1025)]
+
+
+def _entropy(counts: Collection[int], size: int) -> float:
+    if len(counts) <= 1:
         return 0.0
-    size = len(value)
-    return -sum(count / size * math.log2(count / size) for count in Counter(value).values())
+    if size < len(_C_LOG2_C):
+        weighted = sum(map(_C_LOG2_C.__getitem__, counts))
+    else:
+        weighted = sum(count * math.log2(count) for count in counts)
+    return math.log2(size) - weighted / size
+
+
+# _PLACEHOLDER's alternatives as plain substrings of an ASCII value in lower case (the same test, without
+# a regex tried at every position), '<' ... '>' aside
+_PLACEHOLDER_MARKS = (
+    "example", "placeholder", "redacted", "changeme", "change_me", "dummy", "your_", "your-",
+    "${", "{{", "%(", "****", "xxxxxx", "...",
+)  # fmt: skip
 
 
 def is_placeholder(value: str) -> bool:
     """Whether `value` is a documentation or template stand-in: a placeholder word (EXAMPLE, your-,
     changeme, ...), a template or variable reference (${VAR}, {{ x }}, <token>), a mask (****, xxxxxx),
     or a body of (almost) one repeated character."""
-    if _PLACEHOLDER.search(value):
+    if value.isascii():
+        low = value.lower()
+        if any(mark in low for mark in _PLACEHOLDER_MARKS):
+            return True
+        opening = low.find("<")
+        if opening >= 0 and low.find(">", opening + 1) >= 0:
+            return True
+    elif _PLACEHOLDER.search(value):
         return True
     body = max(_ALNUM_RUN.findall(value), key=len, default="")
-    return len(body) >= 8 and Counter(body).most_common(1)[0][1] > len(body) // 2
+    return len(body) >= 8 and max(Counter(body).values()) > len(body) // 2
 
 
 def random_enough(body: str, floor: float) -> bool:
@@ -62,9 +89,9 @@ def random_enough(body: str, floor: float) -> bool:
     if not body:
         return False
     counts = Counter(body)
-    if counts.most_common(1)[0][1] > len(body) // 2 or len(counts) < min(8, len(body) // 3):
+    if max(counts.values()) > len(body) // 2 or len(counts) < min(8, len(body) // 3):
         return False
-    return shannon_entropy(body) >= floor
+    return _entropy(counts.values(), len(body)) >= floor
 
 
 def secret_token(value: str | bytes) -> bool:
@@ -113,9 +140,7 @@ def generic_secret(value: str | bytes) -> bool:
         return False
     if assigned.startswith(_KNOWN_PREFIXES) or assigned.startswith(("/", "./", "~/", "http:", "https:")):
         return False
-    kinds = sum(
-        any(test(ch) for ch in assigned) for test in (str.islower, str.isupper, str.isdigit, _is_symbol)
-    )
+    kinds = sum(any(map(test, assigned)) for test in (str.islower, str.isupper, str.isdigit, _is_symbol))
     return kinds >= 2 and shannon_entropy(assigned) >= GENERIC_ENTROPY_FLOOR
 
 
