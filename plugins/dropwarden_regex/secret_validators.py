@@ -136,9 +136,11 @@ def generic_secret(value: str | bytes) -> bool:
     placeholder, variable reference or path, not a token another rule reports, two or more kinds of
     character, and Shannon entropy at least GENERIC_ENTROPY_FLOOR."""
     assigned = _assigned_value(_text(value))
-    if len(assigned) < 12 or is_placeholder(assigned) or _REFERENCE.match(assigned):
+    if len(assigned) < 12 or assigned.startswith(_KNOWN_PREFIXES):  # cheapest first: most are tokens
         return False
-    if assigned.startswith(_KNOWN_PREFIXES) or assigned.startswith(("/", "./", "~/", "http:", "https:")):
+    if assigned.startswith(("/", "./", "~/", "http:", "https:")) or _REFERENCE.match(assigned):
+        return False
+    if is_placeholder(assigned):
         return False
     kinds = sum(any(map(test, assigned)) for test in (str.islower, str.isupper, str.isdigit, _is_symbol))
     return kinds >= 2 and shannon_entropy(assigned) >= GENERIC_ENTROPY_FLOOR
