@@ -70,16 +70,24 @@ def is_placeholder(value: str) -> bool:
     """Whether `value` is a documentation or template stand-in: a placeholder word (EXAMPLE, your-,
     changeme, ...), a template or variable reference (${VAR}, {{ x }}, <token>), a mask (****, xxxxxx),
     or a body of (almost) one repeated character."""
-    if value.isascii():
-        low = value.lower()
-        if any(mark in low for mark in _PLACEHOLDER_MARKS):
-            return True
-        opening = low.find("<")
-        if opening >= 0 and low.find(">", opening + 1) >= 0:
-            return True
-    elif _PLACEHOLDER.search(value):
+    if _has_placeholder_mark(value):
         return True
     body = max(_ALNUM_RUN.findall(value), key=len, default="")
+    return _one_character_body(body)
+
+
+def _has_placeholder_mark(value: str) -> bool:
+    """Whether `value` holds one of `_PLACEHOLDER`'s marks (ASCII case ignored)."""
+    if not value.isascii():
+        return _PLACEHOLDER.search(value) is not None
+    low = value.lower()
+    if any(mark in low for mark in _PLACEHOLDER_MARKS):
+        return True
+    opening = low.find("<")
+    return opening >= 0 and low.find(">", opening + 1) >= 0
+
+
+def _one_character_body(body: str) -> bool:
     return len(body) >= 8 and max(Counter(body).values()) > len(body) // 2
 
 
@@ -100,11 +108,14 @@ def secret_token(value: str | bytes) -> bool:
     glpat-…) may be cut into short alphanumeric runs by its '-' and '_': then its longest run of
     alphanumerics, '-' and '_' is the body."""
     text = _text(value)
-    if is_placeholder(text):
+    if _has_placeholder_mark(text):
         return False
     body = max(_ALNUM_RUN.findall(text), key=len, default="")
     if len(body) < 16:
+        if _one_character_body(body):
+            return False
         body = max([body, *_URL_SAFE_RUN.findall(_TOKEN_PREFIX.sub("", text, count=1))], key=len)
+    # (a body of 16 or more is one character's at most half: `random_enough` checks that as well)
     return random_enough(body, 3.0 if len(body) >= 16 else 2.5)
 
 
