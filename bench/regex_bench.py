@@ -301,6 +301,57 @@ def per_rule_costs(harness: Harness, chunks: list[str]) -> list[tuple[str, float
     return sorted(costs, key=lambda item: -item[1])
 
 
+def confirmation_costs(harness: Harness, chunks: list[str]) -> list[tuple[str, float, float, float, float]]:
+    """One pass of the full detector with its per-rule work counted: (rule id, confirmation windows per
+    MB, kB of them per MB, ms per MB confirming them, ms per MB in the rule's validator), costliest
+    first. Wraps the hyperscan engine's `confirm_regions` and the engine's validators for the pass."""
+    import dropwarden_regex.hyperscan_engine as hyperscan_engine
+
+    detector = harness.detector()
+    engine = detector.engine
+    views = harness.views(chunks)
+    windows: Counter[int] = Counter()
+    window_bytes: Counter[int] = Counter()
+    confirming: Counter[int] = Counter()
+    validating: Counter[int] = Counter()
+    confirm = hyperscan_engine.confirm_regions
+
+    def counted_confirm(finditer: Any, index: int, regions: list[tuple[int, int, int]], *rest: Any) -> int:
+        start = time.perf_counter()
+        try:
+            return confirm(finditer, index, regions, *rest)
+        finally:
+            confirming[index] += time.perf_counter() - start
+            windows[index] += len(regions)
+            window_bytes[index] += sum(end - begin for begin, _, end in regions)
+
+    def counted_validator(index: int, check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        def run(value: Any) -> bool:
+            start = time.perf_counter()
+            try:
+                return check(value)
+            finally:
+                validating[index] += time.perf_counter() - start
+
+        return run
+
+    validators = dict(getattr(engine, "_validators", {}))
+    hyperscan_engine.confirm_regions = counted_confirm
+    engine._validators.update({index: counted_validator(index, check) for index, check in validators.items()})
+    try:
+        harness.judge(detector, views)
+    finally:
+        hyperscan_engine.confirm_regions = confirm
+        engine._validators.update(validators)
+    mb = _nbytes(chunks) / MB
+    rows = [
+        (rule.id, windows[i] / mb, window_bytes[i] / mb / 1000, 1000 * confirming[i] / mb,
+         1000 * validating[i] / mb)
+        for i, rule in enumerate(detector.rules)
+    ]  # fmt: skip
+    return sorted(rows, key=lambda row: -(row[3] + row[4]))
+
+
 def measure_recall(seeded: list[Seeded], results: list[list[Any]]) -> Recall:
     """A seeded item counts as found when a finding of a matching type overlaps its span."""
     recall = Recall()
@@ -542,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time each dropwarden rule alone (ms per MB) on the corpus",
     )
+    parser.add_argument(
+        "--confirmations",
+        action="store_true",
+        help="also count each rule's confirmation windows and validator time in one pass (costliest first)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="regenerate the corpus even if cached")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="corpus cache folder")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -611,6 +667,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print_report(corpus, ours, recall, peer_runs, peer_bytes, judged, costs, references)
+    if args.confirmations and recall is not None:
+        print("\nper rule, one pass: windows/MB, kB confirmed/MB, ms/MB confirming, ms/MB validating")
+        for rule_id, count, kb, confirm_ms, validate_ms in confirmation_costs(harness, corpus.chunks)[:20]:
+            print(f"  {rule_id:40s} {count:7.0f} {kb:8.1f} {confirm_ms:7.2f} {validate_ms:7.2f}")
     return 0
 
 

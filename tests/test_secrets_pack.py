@@ -202,3 +202,14 @@ def test_findings_that_end_in_a_password_show_no_tail_of_it():
 
 def load_rule_type(rule_id: str) -> str:
     return next(rule.type for rule in load_pack("secrets") if rule.id == rule_id)
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "python"])
+def test_a_gitlab_token_whose_url_safe_body_is_cut_by_dashes_and_underscores_is_found(engine):
+    """GitLab bodies are URL-safe base64: no alphanumeric run of this one is longer than 6 characters,
+    and the token is random all the same (the benchmark's seeded token that was once missed)."""
+    if engine == "hyperscan":
+        require_hyperscan()
+    text = "  private_token: glpat-M_ACCkC9-cJ0LER-18-y\n"
+    assert ("secrets.gitlab_token", "glpat-M_ACCkC9-cJ0LER-18-y") in found(text, engine)
+    assert found("  private_token: glpat-a_bbbbbb-cccccc-dd-e\n", engine) == []

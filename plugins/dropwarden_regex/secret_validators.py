@@ -7,7 +7,7 @@ import binascii
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from urllib.parse import unquote
 
 SecretValidator = Callable[[str | bytes], bool]
@@ -20,6 +20,8 @@ _PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_URL_SAFE_RUN = re.compile(r"[A-Za-z0-9_-]+")
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z]{2,10}[_-]")
 _REFERENCE = re.compile(  # an environment variable name, a dotted attribute path, a shell/env reference
     r"^(?:[A-Z][A-Z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\$[A-Za-z_{(].*|%[A-Za-z_]+%)$"
 )
@@ -38,20 +40,55 @@ def _text(value: str | bytes) -> str:
 
 def shannon_entropy(value: str) -> float:
     """Bits per character of `value`'s own character distribution (0 for one repeated character)."""
-    if not value:
+    return _entropy(Counter(value).values(), len(value))
+
+
+# c * log2(c) for the counts of characters in values of usual sizes: the entropy of a candidate is
+# log2(n) - sum(c * log2(c)) / n, one table lookup per distinct character (validators run per candidate)
+_C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, 1025)]
+
+
+def _entropy(counts: Collection[int], size: int) -> float:
+    if len(counts) <= 1:
         return 0.0
-    size = len(value)
-    return -sum(count / size * math.log2(count / size) for count in Counter(value).values())
+    if size < len(_C_LOG2_C):
+        weighted = sum(map(_C_LOG2_C.__getitem__, counts))
+    else:
+        weighted = sum(count * math.log2(count) for count in counts)
+    return math.log2(size) - weighted / size
+
+
+# _PLACEHOLDER's alternatives as plain substrings of an ASCII value in lower case (the same test, without
+# a regex tried at every position), '<' ... '>' aside
+_PLACEHOLDER_MARKS = (
+    "example", "placeholder", "redacted", "changeme", "change_me", "dummy", "your_", "your-",
+    "${", "{{", "%(", "****", "xxxxxx", "...",
+)  # fmt: skip
 
 
 def is_placeholder(value: str) -> bool:
     """Whether `value` is a documentation or template stand-in: a placeholder word (EXAMPLE, your-,
     changeme, ...), a template or variable reference (${VAR}, {{ x }}, <token>), a mask (****, xxxxxx),
     or a body of (almost) one repeated character."""
-    if _PLACEHOLDER.search(value):
+    if _has_placeholder_mark(value):
         return True
     body = max(_ALNUM_RUN.findall(value), key=len, default="")
-    return len(body) >= 8 and Counter(body).most_common(1)[0][1] > len(body) // 2
+    return _one_character_body(body)
+
+
+def _has_placeholder_mark(value: str) -> bool:
+    """Whether `value` holds one of `_PLACEHOLDER`'s marks (ASCII case ignored)."""
+    if not value.isascii():
+        return _PLACEHOLDER.search(value) is not None
+    low = value.lower()
+    if any(mark in low for mark in _PLACEHOLDER_MARKS):
+        return True
+    opening = low.find("<")
+    return opening >= 0 and low.find(">", opening + 1) >= 0
+
+
+def _one_character_body(body: str) -> bool:
+    return len(body) >= 8 and max(Counter(body).values()) > len(body) // 2
 
 
 def random_enough(body: str, floor: float) -> bool:
@@ -60,18 +97,25 @@ def random_enough(body: str, floor: float) -> bool:
     if not body:
         return False
     counts = Counter(body)
-    if counts.most_common(1)[0][1] > len(body) // 2 or len(counts) < min(8, len(body) // 3):
+    if max(counts.values()) > len(body) // 2 or len(counts) < min(8, len(body) // 3):
         return False
-    return shannon_entropy(body) >= floor
+    return _entropy(counts.values(), len(body)) >= floor
 
 
 def secret_token(value: str | bytes) -> bool:
     """A prefixed token (ghp_…, xoxb-…, sk_live_…): not a placeholder, and its longest alphanumeric
-    run (the random body, the prefix being shorter) random enough."""
+    run (the random body, the prefix being shorter) random enough. A body in URL-safe base64 (GitLab's
+    glpat-…) may be cut into short alphanumeric runs by its '-' and '_': then its longest run of
+    alphanumerics, '-' and '_' is the body."""
     text = _text(value)
-    if is_placeholder(text):
+    if _has_placeholder_mark(text):
         return False
     body = max(_ALNUM_RUN.findall(text), key=len, default="")
+    if len(body) < 16:
+        if _one_character_body(body):
+            return False
+        body = max([body, *_URL_SAFE_RUN.findall(_TOKEN_PREFIX.sub("", text, count=1))], key=len)
+    # (a body of 16 or more is one character's at most half: `random_enough` checks that as well)
     return random_enough(body, 3.0 if len(body) >= 16 else 2.5)
 
 
@@ -103,13 +147,13 @@ def generic_secret(value: str | bytes) -> bool:
     placeholder, variable reference or path, not a token another rule reports, two or more kinds of
     character, and Shannon entropy at least GENERIC_ENTROPY_FLOOR."""
     assigned = _assigned_value(_text(value))
-    if len(assigned) < 12 or is_placeholder(assigned) or _REFERENCE.match(assigned):
+    if len(assigned) < 12 or assigned.startswith(_KNOWN_PREFIXES):  # cheapest first: most are tokens
         return False
-    if assigned.startswith(_KNOWN_PREFIXES) or assigned.startswith(("/", "./", "~/", "http:", "https:")):
+    if assigned.startswith(("/", "./", "~/", "http:", "https:")) or _REFERENCE.match(assigned):
         return False
-    kinds = sum(
-        any(test(ch) for ch in assigned) for test in (str.islower, str.isupper, str.isdigit, _is_symbol)
-    )
+    if is_placeholder(assigned):
+        return False
+    kinds = sum(any(map(test, assigned)) for test in (str.islower, str.isupper, str.isdigit, _is_symbol))
     return kinds >= 2 and shannon_entropy(assigned) >= GENERIC_ENTROPY_FLOOR
 
 
