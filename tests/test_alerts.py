@@ -13,49 +13,31 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.act.alerts import AlertDispatcher, HeadBeacon, alert_payload, head_event_id
+from dropwarden.act.alerts import AlertDispatcher, HeadBeacon, head_event_id
 from dropwarden.config import AlertsSettings
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import DELIVERED_KEPT_SECONDS, State
 from dropwarden_actions.settings import JsonlSinkSettings
 from dropwarden_actions.sinks import JsonlSink
 
-SECRET = "4111111111111111"
+from .alert_samples import SECRET_CARD, card_finding, sample_alert
+
+SECRET = SECRET_CARD
 HEAD = {"log_id": "log-1", "seq": 41, "hash": "h" * 64, "checkpoint": {"seq": 40, "epoch": 2}}
 
 
 def finding(kind: str, severity: Severity) -> Finding:
-    return Finding(
-        type=kind,
-        rule=kind.lower(),
-        detector="regex",
-        detector_version="1",
-        severity=severity,
-        confidence=0.98765,
-        location=Location("text", line=3, column=5, offset=40, length=16),
-        excerpt=f"card {SECRET}",  # what a careless detector might put here: never sent
-        fingerprint="f" * 16,
-        extra={"value": SECRET},
-    )
+    where = Location("text", line=3, column=5, offset=40, length=16)
+    return card_finding(kind, severity, confidence=0.98765, location=where)
 
 
 def payload(alert_id: str = "alert-1", **overrides: object) -> dict:
     fields: dict = {
-        "alert_id": alert_id,
-        "watch": "inbox",
-        "path": "/srv/inbox/scan.txt",
-        "sha256": "ab" * 32,
-        "size": 123,
-        "outcome": "finding",
-        "reason": None,
         "findings": (finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW)),
-        "actions": ("quarantine", "alert"),
-        "audit_seq": 42,
         "audit_head": {"log_id": "log-1", "seq": 42, "hash": "h" * 64},
         "counts": [{"type": "CARD", "count": 7, "kept": 1, "severity": "high"}],
     }
-    fields.update(overrides)
-    return alert_payload(**fields)
+    return sample_alert(alert_id, **(fields | overrides))
 
 
 # ------------------------------------------------------------------------ what an alert says

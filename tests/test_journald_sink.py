@@ -8,12 +8,13 @@ import socket
 import struct
 from pathlib import Path
 
-from dropwarden.act.alerts import alert_payload
-from dropwarden.findings import Finding, Location, Severity
+from dropwarden.findings import Severity
 from dropwarden_actions.journald import ALERT_MESSAGE_ID, JournaldSink
 from dropwarden_actions.settings import JournaldSinkSettings
 
-CARD = "4111111111111111"
+from .alert_samples import SECRET_CARD, card_finding, sample_alert
+
+CARD = SECRET_CARD
 
 
 def parse_native(data: bytes) -> dict[str, str]:
@@ -33,30 +34,8 @@ def parse_native(data: bytes) -> dict[str, str]:
 
 
 def alert(path: str) -> dict:
-    card = Finding(
-        type="CREDIT_CARD",
-        rule="pii.credit_card",
-        detector="regex",
-        detector_version="1",
-        severity=Severity.CRITICAL,
-        confidence=0.9,
-        location=Location("text", line=1, column=1, offset=0, length=16),
-        excerpt=CARD,
-        fingerprint="f" * 16,
-        extra={"value": CARD},
-    )
-    return alert_payload(
-        alert_id="alert-7",
-        watch="inbox",
-        path=path,
-        sha256="ab" * 32,
-        size=10,
-        outcome="finding",
-        reason=None,
-        findings=(card,),
-        actions=("quarantine", "alert"),
-        audit_seq=99,
-    )
+    card = card_finding(severity=Severity.CRITICAL)
+    return sample_alert("alert-7", path=path, size=10, findings=(card,), audit_seq=99)
 
 
 def receive_one(tmp_path: Path, payload: dict) -> dict[str, str]:

@@ -8,13 +8,14 @@ import re
 import pytest
 from py_ocsf_models.events.findings.detection_finding import DetectionFinding
 
-from dropwarden.act.alerts import alert_payload
-from dropwarden.findings import Finding, Location, Severity
+from dropwarden.findings import Finding, Severity
 from dropwarden.judge.names import display_name
 from dropwarden_actions.formats import render
 from dropwarden_actions.formats.cef import CUSTOM_STRINGS
 
-SECRET = "4111111111111111"
+from .alert_samples import SECRET_CARD, card_finding, sample_alert
+
+SECRET = SECRET_CARD
 
 # Names an attacker can give a file dropped in a watched folder (invalid UTF-8 as the daemon shows it).
 HOSTILE_NAMES = [
@@ -30,36 +31,14 @@ HOSTILE_NAMES = [
 
 
 def finding(kind: str, severity: Severity, detector: tuple[str, str] = ("regex", "1")) -> Finding:
-    return Finding(
-        type=kind,
-        rule=kind.lower(),
-        detector=detector[0],
-        detector_version=detector[1],
-        severity=severity,
-        confidence=0.9,
-        location=Location("text", line=1, column=1, offset=0, length=16),
-        excerpt=f"card {SECRET}",
-        fingerprint="f" * 16,
-        extra={"value": SECRET},
-    )
+    return card_finding(kind, severity, detector=detector)
 
 
 def payload(name: str = "scan.txt", findings: tuple[Finding, ...] | None = None) -> dict:
-    return alert_payload(
-        alert_id="alert-1",
-        watch="inbox",
-        path=f"/srv/inbox/{name}",
-        sha256="ab" * 32,
-        size=123,
-        outcome="finding",
-        reason=None,
-        findings=(finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW, ("pii", "2.1")))
-        if findings is None
-        else findings,
-        actions=("quarantine", "alert"),
-        audit_seq=42,
-        audit_head={"log_id": "log-1", "seq": 42, "hash": "h" * 64},
-    )
+    if findings is None:
+        findings = (finding("CARD", Severity.HIGH), finding("EMAIL", Severity.LOW, ("pii", "2.1")))
+    head = {"log_id": "log-1", "seq": 42, "hash": "h" * 64}
+    return sample_alert(path=f"/srv/inbox/{name}", findings=findings, audit_head=head)
 
 
 # ------------------------------------------------------------------------ a CEF reader, from the spec

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.act.alerts import AlertDispatcher, alert_payload
+from dropwarden.act.alerts import AlertDispatcher
 from dropwarden.config import AlertsSettings
-from dropwarden.findings import Finding, Location, Severity
 from dropwarden.state import State
 from dropwarden_actions.settings import WebhookSinkSettings
 from dropwarden_actions.webhook import WebhookSink
 
+from .alert_samples import SECRET_CARD, sample_alert
+
 TOKEN = "hec-token-0b7f3c1e-SEKRET"
 ACK_TOKEN = "hec-token-with-indexer-ack-SEKRET"
 KEY = b"hmac-key-for-tests"
-CARD = "4111111111111111"
+CARD = SECRET_CARD
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -160,30 +161,7 @@ def receiver() -> Iterator[ReceiverServer]:
 
 
 def alert(alert_id: str) -> dict:
-    card = Finding(
-        type="CREDIT_CARD",
-        rule="pii.credit_card",
-        detector="regex",
-        detector_version="1",
-        severity=Severity.HIGH,
-        confidence=0.9,
-        location=Location("text", line=1, column=1, offset=0, length=16),
-        excerpt=CARD,
-        fingerprint="f" * 16,
-        extra={"value": CARD},
-    )
-    return alert_payload(
-        alert_id=alert_id,
-        watch="inbox",
-        path="/srv/inbox/a.txt",
-        sha256="ab" * 32,
-        size=10,
-        outcome="finding",
-        reason=None,
-        findings=(card,),
-        actions=("quarantine", "alert"),
-        audit_seq=7,
-    )
+    return sample_alert(alert_id, path="/srv/inbox/a.txt", size=10, audit_seq=7)
 
 
 def deliver_all(
