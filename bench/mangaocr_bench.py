@@ -140,7 +140,7 @@ def main() -> None:
         )
         figures = []
         for batch in (int(b) for b in args.batches.split(",")):
-            engine.max_batch = engine.batch_limit = batch
+            engine.set_max_batch(batch)
             crops = args.crops_alone if batch == 1 else args.crops
             _run(engine, pages, args.workers, min(crops, 4 * batch, 64), args.steps)  # warm-up
             before = engine._batcher.batches

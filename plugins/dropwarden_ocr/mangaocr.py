@@ -49,7 +49,7 @@ from dropwarden_ocr.mangaocr_batch import (
     Request,
     is_out_of_memory,
 )
-from dropwarden_ocr.mangaocr_memory import MemoryRecovery, deliver
+from dropwarden_ocr.mangaocr_memory import BatchReader, deliver, free_cuda
 from dropwarden_ocr.mangaocr_model import (
     DEFAULT_MODEL,
     hub_offline,
@@ -76,7 +76,7 @@ _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 VERTICAL_ASPECT = 1.5  # a region this many times taller than wide is taken for vertical text
 
 
-class MangaOcrEngine(MemoryRecovery):
+class MangaOcrEngine:
     """`OcrEngine` over `manga_ocr.MangaOcr`; thread-safe, one model per engine, loaded once."""
 
     name = "mangaocr"
@@ -158,25 +158,46 @@ class MangaOcrEngine(MemoryRecovery):
         self._load_retry_after = load_retry_after
         self._lock = threading.Lock()  # one load at a time
         self._ocr: Any = None  # manga_ocr.MangaOcr once loaded
-        self._cpu_ocr: Any = None  # the CPU copy that reads what the GPU has no memory for
-        self._cpu_lock = threading.Lock()
         self._cpu_fallback = cpu_fallback
         self._directory: Path | None = None
-        self.max_batch = max_batch
         self.max_wait = max_wait
         self.cpu_fallback = cpu_fallback
-        self.batch_limit = max_batch  # halved when the GPU runs out of memory, doubled back later
-        self._clean_batches = 0
+        self._reader = BatchReader(
+            max_batch=max_batch,
+            max_tokens=max_tokens,
+            cpu_fallback=cpu_fallback,
+            grey=self._grey,
+            load_cpu_copy=self._load_cpu_copy,
+        )
         self._waiting_for_gate = False
         self._fast_pixels = True
         self._grey_of: dict[int, GreyPixels | None] = {}
-        self._batcher = MicroBatcher(self._run_batch, limit=lambda: self.batch_limit, max_wait=max_wait)
+        self._batcher = MicroBatcher(
+            self._run_batch, limit=lambda: self._reader.batch_limit, max_wait=max_wait
+        )
         self._failure: tuple[OcrError, float] | None = None
         self._closed = False
         self.resolved_device: str | None = None
         self.loads = 0  # how many times a model was loaded: 0, then 1
         self.load_seconds: float | None = None
-        self.cpu_fallback_loads = 0  # CPU copies loaded because the GPU ran out of memory
+
+    @property
+    def max_batch(self) -> int:
+        return self._reader.max_batch
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch read now: `max_batch`, halved while the GPU runs out of memory."""
+        return self._reader.batch_limit
+
+    @property
+    def cpu_fallback_loads(self) -> int:
+        """CPU copies of the model loaded because the GPU ran out of memory (0 or 1)."""
+        return self._reader.cpu_fallback_loads
+
+    def set_max_batch(self, size: int) -> None:
+        """Read at most `size` crops per batch from now on (the benchmark's sweep)."""
+        self._reader.max_batch = self._reader.batch_limit = size
 
     # OcrEngine
 
@@ -221,10 +242,10 @@ class MangaOcrEngine(MemoryRecovery):
         with self._lock:
             self._closed = True
             ocr, self._ocr = self._ocr, None
-            self._cpu_ocr = None
+        self._reader.drop_cpu_copy()
         if ocr is not None and (self.resolved_device or "").startswith("cuda"):
             del ocr
-            self._free_cuda()
+            free_cuda()
 
     @property
     def gate(self) -> Gate | None:
@@ -338,7 +359,7 @@ class MangaOcrEngine(MemoryRecovery):
         try:
             with self._gate_slot(max(crop.deadline for crop in batch)):
                 self._waiting_for_gate = False
-                alone = self._read_halving(ocr, batch, outcomes)
+                alone = self._reader.read(ocr, batch, outcomes)
         except OcrError as exc:
             self._waiting_for_gate = False
             for crop in batch:
@@ -346,7 +367,7 @@ class MangaOcrEngine(MemoryRecovery):
             return
         deliver(outcomes)  # once the slot is given back: a caller that returns finds the gate free
         if alone:
-            self._read_on_cpu(alone)
+            self._reader.read_on_cpu(alone)
 
     # loading
 
@@ -386,7 +407,7 @@ class MangaOcrEngine(MemoryRecovery):
                     raise OcrError("detector_error", f"MangaOCR: not loading the model: {reason}")
             ocr = self._construct(torch, manga_ocr_class, device)
         if ocr is None:
-            self._free_cuda()
+            free_cuda()
             if not self._cpu_fallback:
                 raise OcrError(
                     "detector_error",
@@ -405,6 +426,11 @@ class MangaOcrEngine(MemoryRecovery):
             seconds=round(self.load_seconds, 2),
         )
         return ocr
+
+    def _load_cpu_copy(self) -> Any:
+        """A second copy of the model on the CPU, for what the GPU has no memory for."""
+        torch, manga_ocr_class = import_manga_ocr()
+        return self._construct(torch, manga_ocr_class, "cpu")
 
     def _construct(self, torch: Any, manga_ocr_class: Any, device: str) -> Any:
         """MangaOcr loaded from the model directory on `device`, in fp16 on CUDA; None when the GPU ran

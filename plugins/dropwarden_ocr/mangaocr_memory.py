@@ -4,47 +4,52 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from dropwarden_ocr.engine import OcrError, short_error
 from dropwarden_ocr.mangaocr_batch import Crop, GreyPixels, Reading, is_out_of_memory, read_batch
-from dropwarden_ocr.mangaocr_model import import_manga_ocr
 
 log = structlog.get_logger("dropwarden.ocr")
 
 RECOVER_AFTER = 50  # batches without running out of memory before a halved batch limit doubles again
 
+Outcomes = list[tuple[Crop, Reading | OcrError]]
 
-class MemoryRecovery:
-    """The engine's batch reading under memory pressure (mixed into `MangaOcrEngine`, which owns the state).
 
-    A part that runs out of memory is split in halves and the engine's `batch_limit` shrinks with it, to
-    double again after RECOVER_AFTER clean batches; a crop that fails alone goes to a CPU copy of the model
-    (`cpu_fallback`), else its image fails.
+class BatchReader:
+    """Reads batches of crops with a model, sized to the memory there is.
+
+    A part that runs out of memory is split in halves and `batch_limit` shrinks with it, to double again
+    after RECOVER_AFTER clean batches; a crop that fails alone goes to a CPU copy of the model (made once
+    by `load_cpu_copy`, when `cpu_fallback` is on), else its image fails.
     """
 
-    batch_limit: int
-    max_batch: int
-    cpu_fallback_loads: int
-    _max_tokens: int
-    _cpu_fallback: bool
-    _cpu_lock: threading.Lock
-    _cpu_ocr: Any
-    _clean_batches: int
+    def __init__(
+        self,
+        *,
+        max_batch: int,
+        max_tokens: int,
+        cpu_fallback: bool,
+        grey: Callable[[Any], GreyPixels | None],
+        load_cpu_copy: Callable[[], Any],
+    ) -> None:
+        self.max_batch = max_batch
+        self.batch_limit = max_batch
+        self.cpu_fallback = cpu_fallback
+        self.cpu_fallback_loads = 0  # CPU copies loaded because the GPU ran out of memory
+        self._max_tokens = max_tokens
+        self._grey = grey
+        self._load_cpu_copy = load_cpu_copy
+        self._cpu_lock = threading.Lock()
+        self._cpu_ocr: Any = None
+        self._clean_batches = 0
 
-    def _grey(self, ocr: Any) -> GreyPixels | None:
-        raise NotImplementedError
-
-    def _construct(self, torch: Any, manga_ocr_class: Any, device: str) -> Any:
-        raise NotImplementedError
-
-    def _read_halving(
-        self, ocr: Any, crops: list[Crop], outcomes: list[tuple[Crop, Reading | OcrError]]
-    ) -> list[Crop]:
-        """Read `crops`, splitting a part in halves whenever it runs out of memory; the crops that ran out
-        of memory alone are returned."""
+    def read(self, ocr: Any, crops: list[Crop], outcomes: Outcomes) -> list[Crop]:
+        """Read `crops` with `ocr`, splitting a part in halves whenever it runs out of memory; outcomes are
+        added to `outcomes`, and the crops that ran out of memory alone are returned."""
         parts, alone = [crops], []
         while parts:
             part = [crop for crop in parts.pop(0) if not crop.request.finished]
@@ -61,7 +66,35 @@ class MemoryRecovery:
             parts[:0] = [part[:half], part[half:]]
         return alone
 
-    def _read_part(self, ocr: Any, part: list[Crop], outcomes: list[tuple[Crop, Reading | OcrError]]) -> bool:
+    def read_on_cpu(self, crops: list[Crop]) -> None:
+        """Crops the GPU had no memory for even alone: the CPU copy reads them, or their images fail."""
+        crops = [crop for crop in crops if not crop.request.finished]
+        if not crops:
+            return
+        if not self.cpu_fallback:
+            error = OcrError(
+                "detector_error", "MangaOCR: out of memory reading one region (cpu_fallback is off)"
+            )
+            for crop in crops:
+                crop.request.fail(error)
+            return
+        try:
+            cpu = self._cpu_copy()
+        except OcrError as exc:
+            for crop in crops:
+                crop.request.fail(exc)
+            return
+        outcomes: Outcomes = []
+        alone = self.read(cpu, crops, outcomes)
+        deliver(outcomes)
+        for crop in alone:
+            crop.request.fail(OcrError("detector_error", "MangaOCR: out of memory reading one region"))
+
+    def drop_cpu_copy(self) -> None:
+        with self._cpu_lock:
+            self._cpu_ocr = None
+
+    def _read_part(self, ocr: Any, part: list[Crop], outcomes: Outcomes) -> bool:
         """One `generate` over `part`, its outcomes added to `outcomes`; False when it ran out of memory."""
         out_of_memory = False
         try:
@@ -77,7 +110,7 @@ class MemoryRecovery:
             log.warning(
                 "mangaocr: out of memory reading a batch", crops=len(part), device=str(ocr.model.device)
             )
-            self._free_cuda()
+            free_cuda()
             return False
         now = time.monotonic()
         for crop, reading in zip(part, readings, strict=True):
@@ -90,37 +123,12 @@ class MemoryRecovery:
         self._batch_done()
         return True
 
-    def _read_on_cpu(self, crops: list[Crop]) -> None:
-        """Crops the GPU had no memory for even alone: the CPU copy reads them, or their images fail."""
-        crops = [crop for crop in crops if not crop.request.finished]
-        if not crops:
-            return
-        if not self._cpu_fallback:
-            error = OcrError(
-                "detector_error", "MangaOCR: out of memory reading one region (cpu_fallback is off)"
-            )
-            for crop in crops:
-                crop.request.fail(error)
-            return
-        try:
-            cpu = self._cpu_copy()
-        except OcrError as exc:
-            for crop in crops:
-                crop.request.fail(exc)
-            return
-        outcomes: list[tuple[Crop, Reading | OcrError]] = []
-        alone = self._read_halving(cpu, crops, outcomes)
-        deliver(outcomes)
-        for crop in alone:
-            crop.request.fail(OcrError("detector_error", "MangaOCR: out of memory reading one region"))
-
     def _cpu_copy(self) -> Any:
         """The model loaded a second time, on the CPU, once."""
         with self._cpu_lock:
             if self._cpu_ocr is None:
-                torch, manga_ocr_class = import_manga_ocr()
                 log.warning("mangaocr: the GPU has no memory even for one region; loading a CPU copy")
-                self._cpu_ocr = self._construct(torch, manga_ocr_class, "cpu")
+                self._cpu_ocr = self._load_cpu_copy()
                 self.cpu_fallback_loads += 1
             return self._cpu_ocr
 
@@ -136,16 +144,19 @@ class MemoryRecovery:
             self.batch_limit = min(self.max_batch, self.batch_limit * 2)
             self._clean_batches = 0
 
-    def _free_cuda(self) -> None:
-        import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def deliver(outcomes: list[tuple[Crop, Reading | OcrError]]) -> None:
+def deliver(outcomes: Outcomes) -> None:
+    """Settle or fail each crop's request with its outcome."""
     for crop, outcome in outcomes:
         if isinstance(outcome, OcrError):
             crop.request.fail(outcome)
         else:
             crop.request.settle(crop.index, outcome)
+
+
+def free_cuda() -> None:
+    """Give cached CUDA memory back (a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
