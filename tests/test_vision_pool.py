@@ -39,15 +39,16 @@ SERVER_SCRIPT = Path(__file__).with_name("vision_server.py")
 class ServerProcess:
     """tests/vision_server.py in its own process; `kill()` is SIGKILL, `start()` again takes the same port."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
         self.delay = delay
+        self.status = status
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.start()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), "--delay", str(self.delay)],
+            [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), *self.options],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -55,6 +56,10 @@ class ServerProcess:
         line = self.process.stdout.readline()
         assert line.startswith("PORT "), f"the server did not start: {line!r}"
         self.port = int(line.split()[1])
+
+    @property
+    def options(self) -> list[str]:
+        return ["--delay", str(self.delay), "--status", str(self.status)]
 
     @property
     def url(self) -> str:
@@ -74,8 +79,13 @@ class ServerProcess:
 def servers():
     started: list[ServerProcess] = []
 
-    def start(count: int, delays: tuple[float, ...] = ()) -> list[ServerProcess]:
-        made = [ServerProcess(delays[i] if i < len(delays) else 0.0) for i in range(count)]
+    def start(
+        count: int, delays: tuple[float, ...] = (), statuses: tuple[int, ...] = ()
+    ) -> list[ServerProcess]:
+        made = [
+            ServerProcess(delays[i] if i < len(delays) else 0.0, statuses[i] if i < len(statuses) else 200)
+            for i in range(count)
+        ]
         started.extend(made)
         return made
 
@@ -211,12 +221,12 @@ def test_a_killed_endpoints_work_goes_to_the_others_its_breaker_opens_then_close
     detector = detector_for(
         [s.url for s in endpoints],
         circuit_failures=2,
-        circuit_open_seconds=1.0,
+        circuit_open_seconds=3.0,
         response_format="json_schema",
     )
     with ThreadPoolExecutor(1) as killer:
-        killing = killer.submit(lambda: (time.sleep(0.2), victim.kill()))
-        results = judge_many(detector, count=30, threads=3)
+        killing = killer.submit(lambda: (time.sleep(0.1), victim.kill()))
+        results = judge_many(detector, count=18, threads=3)
         killing.result()
     assert all(isinstance(r, list) and r for r in results), results  # nothing lost with the server
     assert states(detector) == ["closed", "closed", "open"]
@@ -230,12 +240,36 @@ def test_a_killed_endpoints_work_goes_to_the_others_its_breaker_opens_then_close
     assert detector.backend.stats()[2]["requests"] == sent  # open: not even tried
 
     victim.start()
-    time.sleep(1.05)
+    waited = time.monotonic()
+    while states(detector)[2] != "half_open" and time.monotonic() - waited < 5:
+        time.sleep(0.05)
     assert states(detector)[2] == "half_open"
     for _ in range(3):  # taking turns, the third endpoint gets its trial call
         assert detector.detect(image_view(), ctx())
     assert victim.chats() == 1
     assert states(detector) == ["closed", "closed", "closed"] and detector.health() == {}
+
+
+def test_a_5xx_or_a_timeout_is_tried_once_on_another_endpoint_within_the_deadline(servers, detector_for):
+    broken, slow, good = servers(3, delays=(0.0, 3.0, 0.0), statuses=(500, 200, 200))
+    detector = detector_for([broken.url, good.url], response_format="json_schema", circuit_failures=5)
+    for _ in range(4):  # in turn: broken first (500, then the good one), then the good one directly
+        assert detector.detect(image_view(), ctx())
+    assert (broken.chats(), good.chats()) == (2, 4)
+
+    detector = detector_for([slow.url, good.url], response_format="json_schema", timeout=0.5)
+    started = time.monotonic()
+    assert detector.detect(image_view(), ctx())  # the slow one first: no answer in 0.5s, then the good
+    assert time.monotonic() - started < 2.5
+    assert slow.chats() == 1 and good.chats() == 5
+
+
+def test_a_request_is_tried_on_two_endpoints_at_most(servers, detector_for):
+    endpoints = servers(3, statuses=(500, 500, 500))
+    detector = detector_for([s.url for s in endpoints], response_format="json_schema")
+    with pytest.raises(BackendError, match="answered HTTP 500: CUDA error: out of memory"):
+        detector.detect(image_view(), ctx())
+    assert sum(s.chats() for s in endpoints) == 2
 
 
 def test_when_every_endpoint_is_down_the_image_is_unscanned_never_clean(servers, settings_for, tmp_path):

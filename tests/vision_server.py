@@ -2,7 +2,7 @@
 
 Run `python tests/vision_server.py --port 0 --delay 0.05`: it prints `PORT <n>` once listening, answers
 GET /v1/models (["llava"]) and POST /v1/chat/completions (a sensitive verdict, after `--delay` seconds,
-whatever response_format is asked), and GET /stats ({"chats": n, "max_in_flight": m}) for the test.
+whatever response_format is asked; with `--status 500` an error of that status instead), and GET /stats ({"chats": n, "max_in_flight": m}) for the test.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted server takes its old port back at once
 
-    def __init__(self, port: int, delay: float) -> None:
+    def __init__(self, port: int, delay: float, status: int) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.delay = delay
+        self.status = status
         self.lock = threading.Lock()
         self.chats = 0
         self.in_flight = 0
@@ -72,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
         try:
             time.sleep(server.delay)
+            if server.status != 200:
+                self._send({"error": {"message": "CUDA error: out of memory"}}, server.status)
+                return
             message = {"role": "assistant", "content": json.dumps(VERDICT)}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
             self._send(
@@ -86,8 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--status", type=int, default=200)
     options = parser.parse_args()
-    server = _Server(options.port, options.delay)
+    server = _Server(options.port, options.delay, options.status)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

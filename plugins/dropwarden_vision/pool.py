@@ -160,7 +160,8 @@ class EndpointPool:
                     continue
                 endpoint.in_flight += 1
                 endpoint.requests += 1
-                self._turn = (index + 1) % count
+                if avoid is None:  # a failover pick leaves the turn alone: the failed one is not first again
+                    self._turn = (index + 1) % count
                 return endpoint
         others = [e for e in self.endpoints if e is not avoid]
         reasons = "; ".join(_describe(e) for e in others)
@@ -179,6 +180,8 @@ class EndpointPool:
                 endpoint.circuit.abandon()
             raise
         else:
+            if endpoint.circuit.state != CLOSED:
+                log.info("vision endpoint circuit closed: it answers again", endpoint=endpoint.url)
             endpoint.circuit.record_success()
             return answer
         finally:
