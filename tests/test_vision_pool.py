@@ -39,9 +39,10 @@ SERVER_SCRIPT = Path(__file__).with_name("vision_server.py")
 class ServerProcess:
     """tests/vision_server.py in its own process; `kill()` is SIGKILL, `start()` again takes the same port."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(self, delay: float = 0.0, status: int = 200, flags: tuple[str, ...] = ()) -> None:
         self.delay = delay
         self.status = status
+        self.flags = flags
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.start()
@@ -59,7 +60,7 @@ class ServerProcess:
 
     @property
     def options(self) -> list[str]:
-        return ["--delay", str(self.delay), "--status", str(self.status)]
+        return ["--delay", str(self.delay), "--status", str(self.status), *self.flags]
 
     @property
     def url(self) -> str:
@@ -80,10 +81,17 @@ def servers():
     started: list[ServerProcess] = []
 
     def start(
-        count: int, delays: tuple[float, ...] = (), statuses: tuple[int, ...] = ()
+        count: int,
+        delays: tuple[float, ...] = (),
+        statuses: tuple[int, ...] = (),
+        flags: tuple[tuple[str, ...], ...] = (),
     ) -> list[ServerProcess]:
         made = [
-            ServerProcess(delays[i] if i < len(delays) else 0.0, statuses[i] if i < len(statuses) else 200)
+            ServerProcess(
+                delays[i] if i < len(delays) else 0.0,
+                statuses[i] if i < len(statuses) else 200,
+                flags[i] if i < len(flags) else (),
+            )
             for i in range(count)
         ]
         started.extend(made)
@@ -201,13 +209,18 @@ def test_requests_go_to_the_endpoint_with_fewest_in_flight_so_a_slow_server_gets
 def test_equally_loaded_endpoints_take_turns_and_each_remembers_its_own_response_format(
     servers, detector_for
 ):
-    endpoints = servers(3)
+    endpoints = servers(3, flags=((), ("--no-json-schema",), ()))
     detector = detector_for([s.url for s in endpoints])
     assert isinstance(detector.backend, EndpointPool)
     for _ in range(6):
         assert detector.detect(image_view(), ctx())
-    assert [s.chats() for s in endpoints] == [2, 2, 2]
-    assert all(remembered_format(s.url, "llava") == "json_schema" for s in endpoints)
+    # the second one probed json_schema (rejected), then json_object, once: 3 requests for its 2 images
+    assert [s.chats() for s in endpoints] == [2, 3, 2]
+    assert [remembered_format(s.url, "llava") for s in endpoints] == [
+        "json_schema",
+        "json_object",
+        "json_schema",
+    ]
 
 
 # ---------------------------------------------------------------------------------------- failures

@@ -2,7 +2,9 @@
 
 Run `python tests/vision_server.py --port 0 --delay 0.05`: it prints `PORT <n>` once listening, answers
 GET /v1/models (["llava"]) and POST /v1/chat/completions (a sensitive verdict, after `--delay` seconds,
-whatever response_format is asked; with `--status 500` an error of that status instead), and GET /stats ({"chats": n, "max_in_flight": m}) for the test.
+whatever response_format is asked; with `--status 500` an error of that status instead; with
+`--no-json-schema` a 400 for a json_schema response_format, as servers without it answer), and GET /stats
+({"chats": n, "max_in_flight": m}) for the test.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted server takes its old port back at once
 
-    def __init__(self, port: int, delay: float, status: int) -> None:
+    def __init__(self, port: int, delay: float, status: int, no_json_schema: bool) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.delay = delay
         self.status = status
+        self.no_json_schema = no_json_schema
         self.lock = threading.Lock()
         self.chats = 0
         self.in_flight = 0
@@ -62,7 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send({"error": {"message": "not found"}}, 404)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        asked = (body.get("response_format") or {}).get("type")
         if not self.path.endswith("/chat/completions"):
             self._send({"error": {"message": "not found"}}, 404)
             return
@@ -75,6 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(server.delay)
             if server.status != 200:
                 self._send({"error": {"message": "CUDA error: out of memory"}}, server.status)
+                return
+            if server.no_json_schema and asked == "json_schema":
+                self._send({"error": {"message": "response_format json_schema is not supported"}}, 400)
                 return
             message = {"role": "assistant", "content": json.dumps(VERDICT)}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
@@ -91,8 +98,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--no-json-schema", action="store_true")
     options = parser.parse_args()
-    server = _Server(options.port, options.delay, options.status)
+    server = _Server(options.port, options.delay, options.status, options.no_json_schema)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 
