@@ -116,7 +116,7 @@ class VisionDetector:
     def health(self) -> dict[str, str]:
         """`{"vision": reason}` while the circuit breaker (of a pool: any endpoint's) is open or
         half-open, `{}` otherwise."""
-        reason = self.backend.health() if self._own_circuits else self.circuit.health()  # type: ignore[attr-defined]
+        reason = self.backend.health() if self._own_circuits else self.circuit.health()
         return {"vision": reason} if reason else {}
 
     def close(self) -> None:
