@@ -33,8 +33,8 @@ __all__ = [
 
 
 def create_backend(settings: Settings, spec: VerdictSpec) -> VisionBackend:
-    """The backend `[vision] backend` names. A llama-cpp backend without its extra installed is a
-    SettingError naming `vision.backend`."""
+    """The backend `[vision] backend` names (openai with a list of base URLs: an `EndpointPool`). A
+    llama-cpp backend without its extra installed is a SettingError naming `vision.backend`."""
     if vision_settings(settings).backend == "llama-cpp":
         try:
             from dropwarden_vision.llamacpp import LlamaCppBackend
@@ -45,6 +45,10 @@ def create_backend(settings: Settings, spec: VerdictSpec) -> VisionBackend:
                 f" ({type(exc).__name__}: {exc})",
             ) from None
         return LlamaCppBackend(settings, spec)
+    if not isinstance(vision_settings(settings).base_url, str):
+        from dropwarden_vision.pool import EndpointPool
+
+        return EndpointPool(settings, spec)
     from dropwarden_vision.openai_backend import OpenAIBackend
 
     return OpenAIBackend(settings, spec)

@@ -43,7 +43,8 @@ class VisionDetector:
     model's free-text description never leaves this object.
 
     Attributes: `id` ("vision"), `version` (detector version + hash of what shapes a verdict: model,
-    prompt, categories, image limits...), `view_kinds`, `backend`, `circuit`. Methods besides `detect`:
+    prompt, categories, image limits...), `view_kinds`, `backend`, `circuit` (unused when the backend
+    keeps its own breakers: an endpoint pool, `own_circuits`). Methods besides `detect`:
     `health()` for the daemon's degraded state, `close()`.
     """
 
@@ -67,6 +68,8 @@ class VisionDetector:
         self.version = _version(vision, options)
         self._options = options
         self.backend = backend if backend is not None else create_backend(settings, self.spec)
+        # An endpoint pool keeps a breaker per endpoint: `self.circuit` is then unused.
+        self._own_circuits = bool(getattr(self.backend, "own_circuits", False))
 
     def detect(self, view: View, ctx: DetectContext) -> list[Finding]:
         """Findings for the frames judged (up to `[vision] max_frames`). Frames left unjudged raise
@@ -78,7 +81,10 @@ class VisionDetector:
         findings: list[Finding] = []
         for frame in frames:
             try:
-                answer = self.circuit.call(lambda frame=frame: self.backend.judge(frame), endpoint_failure)
+                if self._own_circuits:
+                    answer = self.backend.judge(frame)
+                else:
+                    answer = self.circuit.call(lambda f=frame: self.backend.judge(f), endpoint_failure)
             except Exception as exc:
                 if not findings:
                     raise
@@ -108,8 +114,9 @@ class VisionDetector:
         }
 
     def health(self) -> dict[str, str]:
-        """`{"vision": reason}` while the circuit breaker is open or half-open, `{}` otherwise."""
-        reason = self.circuit.health()
+        """`{"vision": reason}` while the circuit breaker (of a pool: any endpoint's) is open or
+        half-open, `{}` otherwise."""
+        reason = self.backend.health() if self._own_circuits else self.circuit.health()
         return {"vision": reason} if reason else {}
 
     def close(self) -> None:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:
-    """Off: one line saying so (no endpoint is contacted). On: the configured backend, checked end to end."""
+    """Off: one line saying so (no endpoint is contacted). On: the configured backend, checked end to end
+    (every endpoint of a pool)."""
     if not vision_settings(settings).enabled:
         yield Check(
             "vision",
@@ -56,49 +57,58 @@ def _openai_checks(settings: Settings) -> Iterator[Check]:
         return
     yield Check("vision api key", "ok", str(key))
     spec = VerdictSpec.from_settings(vision)
-    try:
-        # No GPU gate: one diagnostic request, and the gate's lock directory may not be ours to write.
-        backend = OpenAIBackend(settings, spec, gate=None, api_key=key)
-    except SettingError as exc:
-        yield Check("vision backend", "fail", str(exc))
-        return
-    try:
-        yield from _endpoint_checks(backend, settings)
-    finally:
-        backend.close()
+    pooled = len(vision.base_urls) > 1
+    for url in vision.base_urls:
+        try:
+            # No GPU gate: one diagnostic request, and the gate's lock directory may not be ours to write.
+            backend = OpenAIBackend(settings, spec, gate=None, api_key=key, base_url=url)
+        except SettingError as exc:
+            yield Check("vision backend", "fail", str(exc))
+            return
+        # With an endpoint pool every check names its endpoint: "vision model @ http://host:8080/v1".
+        where = f" @ {backend.endpoint}" if pooled else ""
+        try:
+            yield from _endpoint_checks(backend, settings, where)
+        finally:
+            backend.close()
 
 
-def _endpoint_checks(backend: OpenAIBackend, settings: Settings) -> Iterator[Check]:
+def _endpoint_checks(backend: OpenAIBackend, settings: Settings, where: str = "") -> Iterator[Check]:
     vision = vision_settings(settings)
     try:
         models = backend.list_models()
     except Exception as exc:
-        yield Check("vision endpoint", "fail", f"{backend.endpoint}: GET /models failed: {exc}")
+        yield Check(f"vision endpoint{where}", "fail", f"{backend.endpoint}: GET /models failed: {exc}")
         return
-    yield Check("vision endpoint", "ok", f"{backend.endpoint} answers GET /models ({len(models)} model(s))")
+    yield Check(
+        f"vision endpoint{where}", "ok", f"{backend.endpoint} answers GET /models ({len(models)} model(s))"
+    )
     if vision.model in models:
-        yield Check("vision model", "ok", f"{vision.model!r} is served")
+        yield Check(f"vision model{where}", "ok", f"{vision.model!r} is served")
     else:
         shown = ", ".join(repr(m) for m in models[:10]) or "none"
-        yield Check("vision model", "fail", f"{vision.model!r} is not served (the server lists: {shown})")
+        yield Check(
+            f"vision model{where}", "fail", f"{vision.model!r} is not served (the server lists: {shown})"
+        )
     result = backend.probe(doctor_image(settings))
     if result.mode is None and result.rejected:
-        yield Check("vision response_format", "fail", "the server rejects " + "; ".join(result.rejected))
+        rejects = "the server rejects " + "; ".join(result.rejected)
+        yield Check(f"vision response_format{where}", "fail", rejects)
         return
     if result.mode is None:
-        yield Check("vision image round trip", "fail", str(result.error))
+        yield Check(f"vision image round trip{where}", "fail", str(result.error))
         return
     how = "configured" if vision.response_format != "auto" else "probed"
     if result.rejected:
         how += "; rejected: " + "; ".join(result.rejected)
-    yield Check("vision response_format", "ok", f"{result.mode} accepted ({how})")
-    yield _round_trip(result.error, result.seconds)
+    yield Check(f"vision response_format{where}", "ok", f"{result.mode} accepted ({how})")
+    yield _round_trip(result.error, result.seconds, where)
 
 
-def _round_trip(error: BaseException | None, seconds: float | None) -> Check:
+def _round_trip(error: BaseException | None, seconds: float | None, where: str = "") -> Check:
     if error is not None:
-        return Check("vision image round trip", "fail", f"{type(error).__name__}: {error}")
-    return Check("vision image round trip", "ok", f"a valid verdict in {seconds or 0:.2f}s")
+        return Check(f"vision image round trip{where}", "fail", f"{type(error).__name__}: {error}")
+    return Check(f"vision image round trip{where}", "ok", f"a valid verdict in {seconds or 0:.2f}s")
 
 
 def _llamacpp_checks(settings: Settings) -> Iterator[Check]:

@@ -169,11 +169,13 @@ class OpenAIBackend:
         *,
         gate: Gate | bool | None = True,
         api_key: ApiKey | None = None,
+        base_url: str | None = None,
     ) -> None:
         vision = vision_settings(settings)
         self.vision = vision
         self.spec = spec
-        self.base_url = vision.base_url.rstrip("/")
+        # `base_url`: one endpoint of a pool (`[vision] base_url` a list); default the first configured
+        self.base_url = (base_url or vision.base_urls[0]).rstrip("/")
         self.endpoint = display_url(self.base_url)
         self.name = f"openai {self.endpoint} model {vision.model}"
         self.api_key = api_key or resolve_api_key(vision)
@@ -190,8 +192,9 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ synchronous API
 
-    def judge(self, image: PreparedImage) -> Answer:
-        return self._run(self._judge(image))
+    def judge(self, image: PreparedImage, deadline: float | None = None) -> Answer:
+        """`deadline`: seconds left to the caller (an endpoint pool), when shorter than our own."""
+        return self._run(self._judge(image), deadline)
 
     def probe(self, image: PreparedImage) -> ProbeResult:
         """For `dropwarden doctor`: which response format the server accepts (the configured one when
@@ -213,13 +216,14 @@ class OpenAIBackend:
         runner.stop()
         self._semaphore = self._probe_lock = None  # bound to the stopped loop
 
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+    def _run(self, coro: Coroutine[Any, Any, _T], deadline: float | None = None) -> _T:
+        limit = self.deadline if deadline is None else max(0.01, min(deadline, self.deadline))
         future = self._loop().submit(coro)
         try:
-            return future.result(timeout=self.deadline)
+            return future.result(timeout=limit)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise BackendError(f"no answer from {self.endpoint} within {self.deadline:g}s") from None
+            raise BackendError(f"no answer from {self.endpoint} within {limit:g}s") from None
 
     def _loop(self) -> _LoopThread:
         with self._lock:

@@ -37,7 +37,8 @@ class VisionSettings(Strict):
     enabled: bool = False
     backend: Literal["openai", "llama-cpp"] = "openai"
     # openai backend
-    base_url: str = "http://127.0.0.1:8080/v1"
+    # one URL, or a list: an endpoint pool (least in flight first, a circuit breaker per endpoint)
+    base_url: str | list[str] = "http://127.0.0.1:8080/v1"
     model: str = "llava"
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: Path | None = None
@@ -63,6 +64,26 @@ class VisionSettings(Strict):
     categories: dict[str, VisionCategory] = _VISION_CATEGORIES
     circuit_failures: int = Field(default=5, ge=1)
     circuit_open_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | list[str]) -> str | list[str]:
+        urls = [value] if isinstance(value, str) else value
+        if not urls:
+            raise ValueError("expected a URL or a non-empty list of URLs")
+        seen: set[str] = set()
+        for number, url in enumerate(urls, 1):
+            if not url.strip():
+                raise ValueError(f"URL {number} is empty")
+            if url.rstrip("/") in seen:  # the URL itself is not shown: it may hold a password
+                raise ValueError(f"URL {number} is listed twice")
+            seen.add(url.rstrip("/"))
+        return value
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every endpoint, in the configured order (one for a plain string)."""
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 def vision_settings(settings: Settings) -> VisionSettings:
