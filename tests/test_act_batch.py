@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from dropwarden.act import fsops
 from dropwarden.act.handover import CopyMove, NotTheJudgedFile, Vanished, hand_over_copies, is_work_name
 from dropwarden.act.quarantine import QuarantineStore
 from dropwarden.act.recovery import recover
@@ -30,10 +31,16 @@ def _snapshot(dir_fd: int, name: str) -> Snapshot:
     return snapshot
 
 
-def test_a_batch_hands_over_each_file_or_says_why_not_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "without-syncfs"])
+def test_a_batch_hands_over_each_file_or_says_why_not_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
     """Of three files judged together, one changed after it was judged (put back, NotTheJudgedFile), one
     vanished (Vanished), one unchanged: only that one is released, with exactly the judged bytes and its
-    permission bits; the changed one is back in the folder with its new bytes; no work file is left."""
+    permission bits; the changed one is back in the folder with its new bytes; no work file is left.
+    The same where the C library has no syncfs(2) (each file then handed over and fsynced alone)."""
+    if not syncfs:
+        monkeypatch.setattr(fsops, "_syncfs", None)
     inbox, outbound, store_dir = tmp_path / "inbox", tmp_path / "outbound", tmp_path / "q"
     inbox.mkdir()
     outbound.mkdir()
