@@ -124,11 +124,15 @@ class ActStage:
         when its release happened (as `run`)."""
         results = [False] * len(plans)
         watch = plans[0].watch
+        problem = self.store_problem(watch)  # checked once, just before the batch moves
+        if problem is not None or watch.store is None:
+            problem = problem or "no quarantine directory is open"
+            for plan in plans:
+                self._defer(watch, plan.steps[0]["id"], "release", problem)
+            return results
         ready: list[tuple[int, str, dict[str, Any]]] = []
         for index, plan in enumerate(plans):
             op_id = plan.steps[0]["id"]
-            if self._usable_store(watch, op_id, "release") is None:
-                continue
             snapshot = plan.judgement.snapshot
             assert snapshot is not None
             intent = {
