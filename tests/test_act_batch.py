@@ -19,6 +19,7 @@ from dropwarden.judge.intake import Snapshot, take_snapshot
 from dropwarden.state import State
 from dropwarden.watch.activewatch import arm
 
+from .daemon_harness import audit_records
 from .test_act_hardening import drop_settings
 from .test_daemon import CLEAN, Drop
 
@@ -192,3 +193,37 @@ def test_files_arriving_together_are_each_released_once_with_their_bytes(tmp_pat
     finally:
         daemon.stop()
     assert drop.verify_audit().returncode == 0
+
+
+def test_a_batch_of_large_files_is_acted_on_before_its_bytes_pile_up(tmp_path: Path) -> None:
+    """Files taken together are acted on as soon as the bytes judged and waiting reach
+    `pipeline.BATCH_BYTES` (4 MiB): three 3 MB files given to one worker at once are released as two
+    files, then one, so a batch never holds more than that and one file's bytes in memory."""
+    from dropwarden.configload import load_config
+    from dropwarden.pipeline import BATCH_BYTES, Pipeline, PipelineContext
+    from dropwarden.runtime import build_runtime
+    from dropwarden.watch.settle import WorkItem
+
+    drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n[limits]\nmax_file_size = 8000000\n")
+    size = 3_000_000
+    assert 2 * size >= BATCH_BYTES > size
+    names = ["l1.txt", "l2.txt", "l3.txt"]
+    for index, name in enumerate(names):
+        (drop.inbox / name).write_bytes((f"{index} {CLEAN}" * (size // len(CLEAN) + 1)).encode()[:size])
+    settings = load_config(drop.config).settings
+    runtime = build_runtime(settings)
+    watch = arm(settings.watch[0])
+    state = State(drop.state / "state.db")
+    audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)
+    try:
+        context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
+        pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
+        pipeline.process_batch([WorkItem(watch.id, name, "test") for name in names])
+    finally:
+        audit.close()
+        state.close()
+        watch.close()
+        runtime.close()
+    kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
+    assert kinds == ["decision", "decision", "action.done", "action.done", "decision", "action.done"]
+    assert sorted(p.name for p in drop.outbound.iterdir()) == names

@@ -34,6 +34,10 @@ from dropwarden.watch.settle import Hint, WorkItem
 
 log = structlog.get_logger("dropwarden.pipeline")
 
+# A batch is acted on once the snapshots judged and waiting hold this many bytes: large files are acted
+# on one by one, as before batches, while thirty-two 4 KB files go together.
+BATCH_BYTES = 4 << 20
+
 SKIP_REASONS = frozenset({Reason.SYMLINK, Reason.NOT_REGULAR, Reason.HARD_LINKED})
 
 
@@ -147,18 +151,18 @@ class Pipeline:
                 self._inflight[key] = False
                 taken.append(item)
         decided: list[_Decided] = []
+        held = 0  # bytes of the snapshots judged and not yet acted on
         try:
-            for item in taken:
+            for index, item in enumerate(taken):
                 try:
                     self._process(item, ctx, decided)
                 except Exception as exc:
                     self._failed(item.watch, exc)
-            if decided:
-                try:
-                    self._act_all(ctx, decided)
-                except Exception as exc:
-                    for each in decided:
-                        self._failed(each.watch.id, exc)
+                if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
+                    held += len(decided[-1].judgement.snapshot.data)
+                if decided and (held >= BATCH_BYTES or index == len(taken) - 1):
+                    self._act_on(ctx, decided)  # the bytes in hand stay bounded, whatever the files' sizes
+                    decided, held = [], 0
         finally:
             for each in decided:
                 os.close(each.dir_fd)
@@ -169,6 +173,17 @@ class Pipeline:
                         again.append(item)
             for item in again:
                 self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
+
+    def _act_on(self, ctx: PipelineContext, decided: list[_Decided]) -> None:
+        """`_act_all`, a failure of it the failure of each of its files; their folders' fds closed."""
+        try:
+            self._act_all(ctx, decided)
+        except Exception as exc:
+            for each in decided:
+                self._failed(each.watch.id, exc)
+        finally:
+            while decided:
+                os.close(decided.pop().dir_fd)
 
     def _failed(self, watch: str, exc: Exception) -> None:
         self._count("failures", type(exc).__name__)
