@@ -21,7 +21,7 @@ from dropwarden.watch.activewatch import arm
 
 from .daemon_harness import audit_records
 from .test_act_hardening import drop_settings
-from .test_daemon import CLEAN, Drop
+from .test_daemon import CLEAN, PII, Drop
 
 NAMES = ["a.txt", "b.txt", "c.txt"]
 
@@ -170,24 +170,32 @@ def test_a_crash_at_any_step_of_a_batch_release_loses_nothing(tmp_path: Path, cr
         assert outbound == set(NAMES)
 
 
-def test_files_arriving_together_are_each_released_once_with_their_bytes(tmp_path: Path) -> None:
-    """Forty files waiting when the daemon starts are judged and released in batches: every one leaves
-    the inbox for the release folder with exactly its bytes, each with one decision and one release."""
+def test_files_arriving_together_are_each_released_or_quarantined_once(tmp_path: Path) -> None:
+    """Forty clean files and one with a card number, waiting when the daemon starts, are judged and
+    acted on in batches: every clean one leaves the inbox for the release folder with exactly its
+    bytes, the other for the quarantine (alerted), each with one decision and one action."""
     drop = Drop(tmp_path)
     data = {f"f{index:03d}.txt": f"{index}: {CLEAN}".encode() for index in range(40)}
     for name, body in data.items():
         (drop.inbox / name).write_bytes(body)
+    (drop.inbox / "f020b.txt").write_text(PII)
     daemon = drop.daemon().start()
     try:
         daemon.wait_for(
-            lambda: len(daemon.records("action.done")) >= len(data), timeout=120, what="40 releases"
+            lambda: len(daemon.records("action.done")) >= len(data) + 1, timeout=120, what="41 acts"
         )
         assert sorted(p.name for p in drop.outbound.iterdir()) == sorted(data)
         for name, body in data.items():
             assert (drop.outbound / name).read_bytes() == body
             assert len(daemon.decisions_for(name)) == 1
+        (finding,) = daemon.decisions_for("f020b.txt")
+        assert finding["outcome"] == "finding"
         done = daemon.records("action.done")
-        assert len(done) == len(data) and {r["body"]["op"] for r in done} == {"release"}
+        ops = sorted(r["body"]["op"] for r in done)
+        assert ops == ["quarantine"] + ["release"] * len(data)
+        (sidecar,) = drop.sidecars()
+        assert (drop.quarantine / sidecar["id"]).read_text() == PII
+        daemon.wait_for(drop.alert_lines, what="alert")
         assert not list(drop.inbox.iterdir())
         assert not [n for n in os.listdir(drop.quarantine) if is_work_name(n)]
     finally:
