@@ -21,7 +21,7 @@ from dropwarden.act.alerts import AlertDispatcher, filter_sinks
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.policy import Decision, decide, operator_release, require, unrecorded
 from dropwarden.act.stage import MOVES, ActPlan, ActStage, identity_fields, record_error
-from dropwarden.audit import AuditError, AuditLog
+from dropwarden.audit import AuditError, AuditLog, AuditRecord
 from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity
@@ -33,6 +33,10 @@ from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import Hint, WorkItem
 
 log = structlog.get_logger("dropwarden.pipeline")
+
+# A batch is acted on once the snapshots judged and waiting hold this many bytes: large files are acted
+# on one by one, as before batches, while thirty-two 4 KB files go together.
+BATCH_BYTES = 4 << 20
 
 SKIP_REASONS = frozenset({Reason.SYMLINK, Reason.NOT_REGULAR, Reason.HARD_LINKED})
 
@@ -86,6 +90,25 @@ def path_fields(watch: ActiveWatch, relpath: str, name: JudgedName | None) -> di
     return fields
 
 
+@dataclass
+class _Decided:
+    """A judged file between its decision and its actions: what the record and the act stage need."""
+
+    watch: ActiveWatch
+    dir_fd: int  # the file's folder, open until the batch is acted on
+    item: WorkItem
+    judgement: Judgement
+    started: float
+    relpath_bytes: bytes
+    body: dict[str, Any] = field(default_factory=dict)
+    decision: Decision = None  # type: ignore[assignment]
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    recorded: tuple[Finding, ...] = ()
+    released: bool = False  # an operator release was waiting for this path: spent once recorded
+    record: AuditRecord | None = None
+    judged_at: float = field(default_factory=time.perf_counter)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -109,32 +132,74 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------ entry
 
     def process(self, item: WorkItem) -> None:
-        key = (item.watch, item.relpath)
+        self.process_batch([item])
+
+    def process_batch(self, items: list[WorkItem]) -> None:
+        """Judge `items` (taken together from the queue) one by one, then act on them together: their
+        decision records in one append, one audit fsync before anything moves, the clean files of a
+        `release_to` watch released in one batch (`ActStage.release_batch`: one transaction for the
+        intents, one flush for the files), every file recorded as judged in one transaction. A file's
+        failure is its own: the others go on."""
+        ctx = self.context
+        taken: list[WorkItem] = []
         with self._lock:
-            if key in self._inflight:
-                self._inflight[key] = True
-                return
-            self._inflight[key] = False
+            for item in items:
+                key = (item.watch, item.relpath)
+                if key in self._inflight:
+                    self._inflight[key] = True
+                    continue
+                self._inflight[key] = False
+                taken.append(item)
+        decided: list[_Decided] = []
+        held = 0  # bytes of the snapshots judged and not yet acted on
         try:
-            self._process(item, self.context)
-        except Exception as exc:
-            self._count("failures", type(exc).__name__)
-            # The message could name the file (an OSError's filename) or quote its bytes: the type,
-            # errno and where it was raised are what the operator needs, and none of them is data.
-            log.error(
-                "pipeline error",
-                watch=item.watch,
-                error=type(exc).__name__,
-                errno=errno.errorcode.get(getattr(exc, "errno", None) or 0),
-                where=_raised_at(exc),
-            )
+            for index, item in enumerate(taken):
+                try:
+                    self._process(item, ctx, decided)
+                except Exception as exc:
+                    self._failed(item.watch, exc)
+                if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
+                    held += len(decided[-1].judgement.snapshot.data)
+                if decided and (held >= BATCH_BYTES or index == len(taken) - 1):
+                    self._act_on(ctx, decided)  # the bytes in hand stay bounded, whatever the files' sizes
+                    decided, held = [], 0
         finally:
+            for each in decided:
+                os.close(each.dir_fd)
+            again = []
             with self._lock:
-                again = self._inflight.pop(key, False)
-            if again:
+                for item in taken:
+                    if self._inflight.pop((item.watch, item.relpath), False):
+                        again.append(item)
+            for item in again:
                 self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
 
-    def _process(self, item: WorkItem, ctx: PipelineContext) -> None:
+    def _act_on(self, ctx: PipelineContext, decided: list[_Decided]) -> None:
+        """`_act_all`, a failure of it the failure of each of its files; their folders' fds closed."""
+        try:
+            self._act_all(ctx, decided)
+        except Exception as exc:
+            for each in decided:
+                self._failed(each.watch.id, exc)
+        finally:
+            while decided:
+                os.close(decided.pop().dir_fd)
+
+    def _failed(self, watch: str, exc: Exception) -> None:
+        self._count("failures", type(exc).__name__)
+        # The message could name the file (an OSError's filename) or quote its bytes: the type,
+        # errno and where it was raised are what the operator needs, and none of them is data.
+        log.error(
+            "pipeline error",
+            watch=watch,
+            error=type(exc).__name__,
+            errno=errno.errorcode.get(getattr(exc, "errno", None) or 0),
+            where=_raised_at(exc),
+        )
+
+    def _process(self, item: WorkItem, ctx: PipelineContext, decided: list[_Decided]) -> None:
+        """Judge one file; a decision to record and act on is added to `decided` (which then owns the
+        folder's fd)."""
         watch = ctx.watches.get(item.watch)
         if watch is None:
             return  # the watch was removed by a reload
@@ -148,6 +213,7 @@ class Pipeline:
                     watch, item.relpath, Reason.SYMLINK, "a directory on its path is a symlink", None, name
                 )
             return
+        handed = False
         try:
             name = parts[-1]
             try:
@@ -172,16 +238,18 @@ class Pipeline:
                 judgement = Judgement(
                     display, unscanned(Reason.DETECTOR_ERROR, type(exc).__name__, "pipeline")
                 )
-            judged = time.perf_counter()
-            self.observe("judge", judged - started)
-            self._conclude(ctx, watch, dir_fd, item, judgement, started)
-            self.observe("act", time.perf_counter() - judged)
+            self.observe("judge", time.perf_counter() - started)
+            decision = self._decide(ctx, watch, dir_fd, item, judgement, started)
+            if decision is not None:
+                decided.append(decision)
+                handed = True
         finally:
-            os.close(dir_fd)
+            if not handed:
+                os.close(dir_fd)
 
     # ------------------------------------------------------------------------------------------ decide
 
-    def _conclude(
+    def _decide(
         self,
         ctx: PipelineContext,
         watch: ActiveWatch,
@@ -189,7 +257,9 @@ class Pipeline:
         item: WorkItem,
         judgement: Judgement,
         started: float,
-    ) -> None:
+    ) -> _Decided | None:
+        """The decision on a judged file and its record's body (not yet appended); None when there is
+        nothing to decide (skipped, changed while read: requeued, vanished)."""
         refusal = judgement.refusal
         if refusal is not None and refusal.reason in SKIP_REASONS:
             self._audit_skip(
@@ -197,17 +267,18 @@ class Pipeline:
             )
             if refusal.identity is not None:
                 self.state.record_judged(refusal.identity, None, "skipped", ctx.ruleset, watch.id)
-            return
+            return None
         if refusal is not None and refusal.reason is Reason.CHANGED:
             self._requeue(watch.id, item.relpath, Hint.STAT, "changed-while-reading")
-            return
+            return None
         if refusal is not None and refusal.reason is Reason.VANISHED:
-            return
+            return None
 
         snapshot = judgement.snapshot
         verdict = judgement.verdict
         relpath_bytes = os.fsencode(item.relpath)
         released = None
+        decided = _Decided(watch, dir_fd, item, judgement, started, relpath_bytes)
         try:
             decision = decide(watch.settings, verdict)
             released = self.state.pending_operator_release(watch.id, relpath_bytes)
@@ -226,7 +297,7 @@ class Pipeline:
             elif judgement.sha256 is not None and acts:
                 released_from = self.state.earlier_release_of(judgement.sha256)  # noted, not exempted
             planned = self._plan(ctx, watch, decision, snapshot is not None)
-            body = {
+            decided.body = {
                 "watch": watch.id,
                 **path_fields(watch, item.relpath, judgement.name),
                 "origin": item.origin,
@@ -245,27 +316,107 @@ class Pipeline:
                 **({"operator_released_from": released_from} if released_from else {}),
                 "ms": round((time.perf_counter() - started) * 1000, 3),
             }
-            record = self.audit.append("decision", body)
-            recorded = verdict.findings
-        except AuditError:
-            raise  # the log itself is unusable: nothing moves; the file is judged again once it reopens
+            decided.decision, decided.planned, decided.recorded = decision, planned, verdict.findings
         except Exception as exc:
-            # Building or writing the record failed (MemoryError included): the file was not judged as
-            # far as anyone can prove, so it is unscanned, and the policy acts on that. The exception's
-            # type is recorded, never its message (it could hold data from the file).
-            log.error(
-                "decision not recordable",
-                watch=watch.id,
-                path=path_fields(watch, item.relpath, judgement.name)["path"],
-                error=type(exc).__name__,
-            )
-            decision = unrecorded(watch.settings)
-            planned = self._plan(ctx, watch, decision, snapshot is not None)
-            body = self._unrecorded_body(watch, item, judgement, planned, exc, started)
-            record = self.audit.append("decision", body)  # if this fails too, nothing moves; judged again
-            recorded = ()
-        if released is not None:
-            self.act.state_write(self.state.use_operator_release, watch.id, relpath_bytes)
+            self._unrecordable(ctx, decided, exc)
+        decided.released = released is not None
+        return decided
+
+    def _unrecordable(self, ctx: PipelineContext, decided: _Decided, exc: Exception) -> None:
+        """Building or writing the record failed (MemoryError included): the file was not judged as far
+        as anyone can prove, so it is unscanned, and the policy acts on that. The exception's type is
+        recorded, never its message (it could hold data from the file)."""
+        watch, item, judgement = decided.watch, decided.item, decided.judgement
+        log.error(
+            "decision not recordable",
+            watch=watch.id,
+            path=path_fields(watch, item.relpath, judgement.name)["path"],
+            error=type(exc).__name__,
+        )
+        decided.decision = unrecorded(watch.settings)
+        decided.planned = self._plan(ctx, watch, decided.decision, judgement.snapshot is not None)
+        decided.body = self._unrecorded_body(watch, item, judgement, decided.planned, exc, decided.started)
+        decided.recorded = ()
+
+    def _record_all(self, ctx: PipelineContext, decided: list[_Decided]) -> list[_Decided]:
+        """Append the decision records, with one write; the decisions whose record is in the log. A
+        record that cannot be written alone is replaced by its unrecorded form (as unscanned); if that
+        cannot be written either, the file moves not and is judged again. AuditError: the log itself is
+        unusable, nothing moves; the files are judged again once it reopens."""
+        try:
+            records = self.audit.append_many([("decision", each.body) for each in decided])
+        except AuditError:
+            raise
+        except Exception:  # one body the log refuses (not JSON): each record on its own
+            kept = []
+            for each in decided:
+                try:
+                    try:
+                        each.record = self.audit.append("decision", each.body)
+                    except AuditError:
+                        raise
+                    except Exception as exc:
+                        self._unrecordable(ctx, each, exc)
+                        each.record = self.audit.append("decision", each.body)
+                except AuditError:
+                    raise
+                except Exception as exc:
+                    self._failed(each.watch.id, exc)
+                    continue
+                kept.append(each)
+            return kept
+        for each, record in zip(decided, records, strict=True):
+            each.record = record
+        return decided
+
+    def _act_all(self, ctx: PipelineContext, decided: list[_Decided]) -> None:
+        """Record the decisions, then act: the moves of all of them after one audit fsync."""
+        plans: list[tuple[_Decided, ActPlan]] = []
+        for each in self._record_all(ctx, decided):
+            plans.append((each, self._recorded(ctx, each)))
+        if any(s["op"] in MOVES and "id" in s for _, plan in plans for s in plan.steps):
+            self.audit.sync()  # the decisions are the write-ahead intents: durable before anything moves
+        complete: dict[int, bool] = {}
+        batches: dict[str, list[int]] = {}
+        for index, (each, plan) in enumerate(plans):
+            if len(plans) > 1 and self.act.batchable(plan):
+                batches.setdefault(plan.watch.id, []).append(index)
+                continue
+            try:
+                complete[index] = self.act.run(plan)
+            except Exception as exc:
+                self._failed(each.watch.id, exc)
+        for indexes in batches.values():
+            try:
+                outcomes = self.act.release_batch([plans[index][1] for index in indexes])
+            except Exception as exc:
+                self._failed(plans[indexes[0]][0].watch.id, exc)
+                continue
+            complete.update(zip(indexes, outcomes, strict=True))
+        # Only a file whose every action happened counts as judged; anything deferred, aborted or failed
+        # is judged again (reconcile finds it), and is never released meanwhile.
+        rows = []
+        for index, (each, _) in enumerate(plans):
+            judgement = each.judgement
+            snapshot, refusal = judgement.snapshot, judgement.refusal
+            identity = snapshot.identity if snapshot else (refusal.identity if refusal else None)
+            if complete.get(index) and identity is not None:
+                rows.append((identity, judgement.sha256, each.decision.outcome, ctx.ruleset, each.watch.id))
+        if len(rows) == 1:
+            self.act.state_write(self.state.record_judged, *rows[0])
+        elif rows:
+            self.act.state_write(self.state.record_judged_many, rows)
+        for each, _ in plans:
+            self.observe("act", time.perf_counter() - each.judged_at)
+
+    def _recorded(self, ctx: PipelineContext, each: _Decided) -> ActPlan:
+        """After the decision record is written: what the service log, STATUS and metrics show, and the
+        act stage's plan."""
+        watch, judgement, decision, body = each.watch, each.judgement, each.decision, each.body
+        record, recorded = each.record, each.recorded
+        assert record is not None
+        if each.released:
+            self.act.state_write(self.state.use_operator_release, watch.id, each.relpath_bytes)
         # Clean files are the bulk: the audit log has them; the service log keeps to what needs a look.
         log_at = log.info if decision.outcome in ("finding", "unscanned") else log.debug
         log_at(
@@ -275,7 +426,7 @@ class Pipeline:
             outcome=decision.outcome,
             types=sorted({f.type for f in recorded}),
             reason=body["reason"],
-            actions=[p["op"] for p in planned],
+            actions=[p["op"] for p in each.planned],
             audit_seq=record.seq,
         )
         self._count("verdicts", decision.outcome)
@@ -290,30 +441,21 @@ class Pipeline:
                 "audit_seq": record.seq,
             }
         )
-        for finding_type, count in _true_counts(verdict, recorded).items():
+        for finding_type, count in _true_counts(judgement.verdict, recorded).items():
             self._count("findings", finding_type, count)
-
-        plan = ActPlan(
+        return ActPlan(
             watch,
-            dir_fd,
-            item,
+            each.dir_fd,
+            each.item,
             judgement,
             decision,
-            planned,
+            each.planned,
             body["path"],
             body["reason"],
             record.seq,
             ctx.judge.registry.actions,
             lambda relpath: _name_for(ctx.judge, judgement.name, relpath),
         )
-        complete = self.act.run(plan)
-        # Only a file whose every action happened counts as judged; anything deferred, aborted or failed
-        # is judged again (reconcile finds it), and is never released meanwhile.
-        identity = snapshot.identity if snapshot else (refusal.identity if refusal else None)
-        if complete and identity is not None:
-            self.act.state_write(
-                self.state.record_judged, identity, judgement.sha256, decision.outcome, ctx.ruleset, watch.id
-            )
 
     def _plan(
         self, ctx: PipelineContext, watch: ActiveWatch, decision: Decision, have_bytes: bool

@@ -161,6 +161,10 @@ class Action(Protocol):
     intent's op name, so only the built-in "quarantine" and "release" can be recovered), the identity
     re-check, and the outcome: `NotTheJudgedFile`, `Vanished` (from `dropwarden.act.handover`) and `OSError`
     raised by `move` become `action.aborted` / `action.failed`, never the action's own business.
+    The "release" action may also define `move_many(requests: list[MoveRequest]) -> list[str | None |
+    BaseException]` (requests of one watch, each intent recorded and identity re-checked): the act stage
+    then hands it every clean file of a batch at once (`ActStage.release_batch`) and reads back one
+    outcome per request, in order: what `move` would return, or the exception it would raise.
     Move actions are core-only in practice (the built-in actions plugin registers them).
     """
 

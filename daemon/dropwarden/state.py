@@ -249,6 +249,18 @@ class State:
             ),
         )
 
+    def record_judged_many(self, rows: list[tuple[FileIdentity, str | None, str, str, str]]) -> None:
+        """`record_judged` for each (identity, sha256, verdict, ruleset, watch), in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, sha256, verdict, ruleset, watch, now)
+                    for i, sha256, verdict, ruleset, watch in rows
+                ],
+            )
+
     def judged_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM judged").fetchone()[0]
@@ -300,6 +312,23 @@ class State:
             "INSERT INTO intents (id, op, body, state, created) VALUES (?, ?, ?, 'pending', ?)",
             (intent_id, op, json.dumps(body, sort_keys=True), time.time()),
         )
+
+    def add_intents(self, intents: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """`add_intent` for each (id, op, body), in one transaction: all recorded, or none."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO intents (id, op, body, state, created) VALUES (?, ?, ?, 'pending', ?)",
+                [(intent_id, op, json.dumps(body, sort_keys=True), now) for intent_id, op, body in intents],
+            )
+
+    def finish_intents(self, intent_ids: list[str], *, path_in_audit_log: bool) -> None:
+        """`finish_intent` for each id, in one transaction (and at most one checkpoint of the log)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM intents WHERE id=?", [(intent_id,) for intent_id in intent_ids])
+        self._wal_holds_names = True
+        if not path_in_audit_log:
+            self.scrub_wal()
 
     def finish_intent(self, intent_id: str, state: str, *, path_in_audit_log: bool = False) -> None:
         """The move is over (done, aborted, failed, rolled_back, lost, orphaned): its intent, which held the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from dropwarden.act.fsops import make_subdir_chain
-from dropwarden.act.handover import hand_over_copy, hand_over_unread, tag_of
+from dropwarden.act.handover import CopyMove, hand_over_copies, hand_over_copy, hand_over_unread, tag_of
 from dropwarden.registry import MoveRequest
 
 
@@ -68,3 +68,42 @@ class ReleaseAction:
         finally:
             os.close(target_fd)
         return os.path.join(*parents, final) if parents else final
+
+    def move_many(self, requests: list[MoveRequest]) -> list[str | BaseException | None]:
+        """`move` for a batch of files of one watch (one store): one flush for them all
+        (`hand_over_copies`). Per request, in order: what `move` returns, or what it would raise."""
+        results: list[str | BaseException | None] = [None] * len(requests)
+        moves: list[tuple[int, CopyMove]] = []
+        opened: dict[tuple[str, ...], int] = {}
+        try:
+            for index, request in enumerate(requests):
+                assert request.snapshot is not None and request.watch.release_fd is not None
+                parents = tuple(request.relpath.split(os.sep)[:-1])
+                try:
+                    if parents not in opened:
+                        opened[parents] = make_subdir_chain(request.watch.release_fd, list(parents))
+                except OSError as exc:
+                    results[index] = exc
+                    continue
+                move = CopyMove(
+                    request.dir_fd,
+                    request.name,
+                    request.op_id,
+                    request.snapshot,
+                    opened[parents],
+                    request.name,
+                    tag_of(request.op_id),
+                )
+                moves.append((index, move))
+            if moves:
+                store = requests[moves[0][0]].store
+                done = hand_over_copies(store, [move for _, move in moves])
+                for (index, _), outcome in zip(moves, done, strict=True):
+                    parents = requests[index].relpath.split(os.sep)[:-1]
+                    if isinstance(outcome, str) and parents:
+                        outcome = os.path.join(*parents, outcome)
+                    results[index] = outcome
+        finally:
+            for fd in opened.values():
+                os.close(fd)
+        return results

@@ -17,6 +17,10 @@ _renameat2 = getattr(_libc, "renameat2", None)
 if _renameat2 is not None:
     _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     _renameat2.restype = ctypes.c_int
+_syncfs = getattr(_libc, "syncfs", None)
+if _syncfs is not None:
+    _syncfs.argtypes = [ctypes.c_int]
+    _syncfs.restype = ctypes.c_int
 
 
 def rename_noreplace(src_dir_fd: int, src: str | bytes, dst_dir_fd: int, dst: str | bytes) -> None:
@@ -77,6 +81,21 @@ def fsync_dir(dir_fd: int) -> None:
     except OSError as exc:  # some file systems refuse fsync on directories
         if exc.errno not in (errno.EINVAL, errno.EBADF):
             raise
+
+
+def sync_file_system(fd: int) -> bool:
+    """Make everything written on `fd`'s file system durable with one syncfs(2): one disk flush for a
+    whole batch of files and directories instead of one fsync each (a flush costs ~5 ms on this kind
+    of disk). False where syncfs is missing: the caller then fsyncs each file and directory itself.
+    OSError when the write-back failed (Linux 5.8+ reports it)."""
+    if _syncfs is None:
+        return False
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            return False
+        raise OSError(err, os.strerror(err))
+    return True
 
 
 def is_private_dir(st: os.stat_result) -> bool:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import stat
 from contextlib import suppress
+from dataclasses import dataclass
 
-from dropwarden.act.fsops import fsync_dir, place_tagged, rename_noreplace
+from dropwarden.act.fsops import fsync_dir, place_tagged, rename_noreplace, sync_file_system
 from dropwarden.act.quarantine import QuarantineStore
 from dropwarden.judge.intake import FileIdentity, Snapshot
 
@@ -123,6 +124,122 @@ def hand_over_copy(
     fsync_dir(store.fd)
     fsync_dir(src_dir_fd)
     return final
+
+
+@dataclass(frozen=True)
+class CopyMove:
+    """One file of a batch handed over by `hand_over_copies` (the arguments of `hand_over_copy`)."""
+
+    src_dir_fd: int
+    name: str
+    op_id: str
+    snapshot: Snapshot
+    dst_dir_fd: int
+    dst_name: str
+    clash_tag: str | None
+
+
+def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str | BaseException]:
+    """Steps 1-4 for a batch of released snapshots (mode, owner and mtime kept), with one syncfs(2) where
+    `hand_over_copy` fsyncs each file and directory: the copies are durable before any original is
+    taken, every destination name before any held original goes, and the removals before this returns.
+    Per move, in order: its destination name, or what `hand_over_copy` would have raised for it
+    (NotTheJudgedFile, Vanished, OSError); each one failed has its original back in its folder.
+    Where syncfs is missing, each move is `hand_over_copy` in turn."""
+    results: list[str | BaseException | None] = [None] * len(moves)
+    live: list[int] = []
+    for index, move in enumerate(moves):  # 1. every copy written, not yet durable
+        snapshot = move.snapshot
+        try:
+            store.write_copy(
+                copy_name(move.op_id),
+                snapshot.data,
+                mode=stat.S_IMODE(snapshot.mode),
+                owner=(snapshot.uid, snapshot.gid),
+                mtime_ns=snapshot.identity.mtime_ns,
+                durable=False,
+            )
+        except Exception as exc:
+            results[index] = exc
+        else:
+            live.append(index)
+    try:
+        synced = sync_file_system(store.fd)  # the copies durable, with one flush
+    except OSError as exc:
+        synced = exc  # type: ignore[assignment]
+    if synced is not True:
+        for index in live:
+            store.discard(copy_name(moves[index].op_id))
+        if synced is False:  # no syncfs: one at a time, fsyncing each
+            for index in live:
+                results[index] = _one_at_a_time(store, moves[index])
+        else:
+            for index in live:
+                results[index] = synced  # type: ignore[assignment]
+        return results  # type: ignore[return-value]
+    placed: list[int] = []
+    for index in live:  # 2. and 3. each original taken and checked, its copy put in its place
+        move = moves[index]
+        copy, hold = copy_name(move.op_id), hold_name(move.op_id)
+        try:
+            held = _take(store, move.src_dir_fd, move.name, hold)
+        except Exception as exc:
+            store.discard(copy)
+            results[index] = exc
+            continue
+        try:
+            if not same_version(held, move.snapshot.identity):
+                raise NotTheJudgedFile(store.give_back(hold, move.src_dir_fd, move.name, tag_of(move.op_id)))
+            if move.clash_tag is None:
+                rename_noreplace(store.fd, copy, move.dst_dir_fd, move.dst_name)
+                results[index] = move.dst_name
+            else:
+                results[index] = place_tagged(store.fd, copy, move.dst_dir_fd, move.dst_name, move.clash_tag)
+            placed.append(index)
+        except NotTheJudgedFile as exc:
+            store.discard(copy)
+            results[index] = exc
+        except Exception as exc:
+            with suppress(OSError):
+                store.give_back(hold, move.src_dir_fd, move.name, tag_of(move.op_id))
+            store.discard(copy)
+            results[index] = exc
+    if not placed:
+        return results  # type: ignore[return-value]
+    try:
+        sync_file_system(store.fd)  # every destination durable before any original goes
+    except OSError as exc:
+        for index in placed:
+            move = moves[index]
+            with suppress(OSError):  # if even this fails, the intent stays pending; recovery puts it back
+                store.give_back(hold_name(move.op_id), move.src_dir_fd, move.name, tag_of(move.op_id))
+            results[index] = exc
+        return results  # type: ignore[return-value]
+    for index in placed:  # 4. the held originals go
+        store.discard(hold_name(moves[index].op_id))
+    try:
+        sync_file_system(store.fd)
+    except OSError as exc:
+        for index in placed:
+            results[index] = exc
+    return results  # type: ignore[return-value]
+
+
+def _one_at_a_time(store: QuarantineStore, move: CopyMove) -> str | BaseException:
+    try:
+        return hand_over_copy(
+            store,
+            move.src_dir_fd,
+            move.name,
+            move.op_id,
+            move.snapshot,
+            dst_dir_fd=move.dst_dir_fd,
+            dst_name=move.dst_name,
+            clash_tag=move.clash_tag,
+            private=False,
+        )
+    except Exception as exc:
+        return exc
 
 
 def hand_over_unread(

@@ -131,11 +131,19 @@ class QuarantineStore:
     # ----------------------------------------------------------------------------- handing files over
 
     def write_copy(
-        self, name: str, data: bytes, *, mode: int, owner: tuple[int, int] | None, mtime_ns: int | None
+        self,
+        name: str,
+        data: bytes,
+        *,
+        mode: int,
+        owner: tuple[int, int] | None,
+        mtime_ns: int | None,
+        durable: bool = True,
     ) -> None:
         """Create `name` in the store (never replacing, no link followed) holding exactly `data`, durable
-        when this returns: permission bits `mode`, and `owner` (uid, gid) where allowed (only root may
-        give a file away; the group is tried anyway)."""
+        when this returns (unless not `durable`: a batch makes its copies durable together):
+        permission bits `mode`, and `owner` (uid, gid) where allowed (only root may give a file away;
+        the group is tried anyway)."""
         fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=self.fd)
         try:
             try:
@@ -145,7 +153,8 @@ class QuarantineStore:
                 os.fchmod(fd, mode & 0o777)
                 if mtime_ns is not None:
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         except BaseException:

@@ -126,6 +126,8 @@ def cap(found: Iterable[Finding], limits: FindingLimits | None) -> Findings:
     """A detector's findings within `limits` (None: all), counting those it made but did not build."""
     if limits is None:
         return found if isinstance(found, Findings) else Findings(found)
+    if isinstance(found, Findings) and not found and not found.omitted:
+        return found  # nothing to cap (a clean view, the common case): no tally to build
     # the count of a type stops at `counted` per view in a detector that honours it; here it goes on
     tally = FindingTally(limits)
     tally.add_all(found)
