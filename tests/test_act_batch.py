@@ -78,6 +78,7 @@ def _release_batch_and_die(drop: Drop, crash_after: int) -> int:
     """The act stage's real batch release of NAMES, in this (forked) process, which dies as kill -9
     would after its `crash_after`-th file-system step of the batch."""
     from dropwarden.act import handover, quarantine
+    from dropwarden.act.batch import batchable, release_batch
     from dropwarden.act.policy import Decision
     from dropwarden.act.stage import ActPlan, ActStage
     from dropwarden.judge.judge import Judgement
@@ -125,8 +126,8 @@ def _release_batch_and_die(drop: Drop, crash_after: int) -> int:
                 lambda relpath: SimpleNamespace(show=lambda: relpath),  # type: ignore[arg-type,return-value]
             )
         )
-    assert all(act.batchable(plan) for plan in plans)
-    assert act.release_batch(plans) == [True, True, True]
+    assert all(batchable(plan) for plan in plans)
+    assert release_batch(act, plans) == [True, True, True]
     audit.close()
     return 0
 

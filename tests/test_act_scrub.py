@@ -7,10 +7,9 @@ import base64
 import os
 from pathlib import Path
 
-from dropwarden.act.stage import ActPlan, _shown_in_clear
+from dropwarden.act.records import shown_in_clear
 from dropwarden.judge.names import JudgedName
 from dropwarden.state import State
-from dropwarden.watch.settle import WorkItem
 
 from .test_daemon import CLEAN, Drop, write
 
@@ -62,22 +61,12 @@ def test_a_path_shown_in_clear_leaves_the_write_ahead_log_at_the_next_scrub(tmp_
         state.close()
 
 
-def _plan(relpath: str, name: JudgedName | None) -> ActPlan:
-    class _Judgement:
-        pass
-
-    judgement = _Judgement()
-    judgement.name = name  # type: ignore[attr-defined]
-    item = WorkItem("inbox", relpath, "event")
-    return ActPlan(None, -1, item, judgement, None, [], "", None, 0, {}, lambda r: name)  # type: ignore[arg-type]
-
-
 def test_only_a_path_no_rule_matched_in_counts_as_shown_in_clear():
     """A name with a matched span, a name no rule could judge (hidden), no judged name, or one judged for
     another path: its intent is scrubbed from the log at once."""
     raw = b"sub/report.txt"
-    assert _shown_in_clear(_plan("sub/report.txt", JudgedName(raw)))
-    assert not _shown_in_clear(_plan("sub/report.txt", JudgedName(raw, ((4, 10),))))
-    assert not _shown_in_clear(_plan("sub/report.txt", JudgedName(raw, hidden=True)))
-    assert not _shown_in_clear(_plan("sub/report.txt", None))
-    assert not _shown_in_clear(_plan("sub/other.txt", JudgedName(raw)))
+    assert shown_in_clear(JudgedName(raw), "sub/report.txt")
+    assert not shown_in_clear(JudgedName(raw, ((4, 10),)), "sub/report.txt")
+    assert not shown_in_clear(JudgedName(raw, hidden=True), "sub/report.txt")
+    assert not shown_in_clear(None, "sub/report.txt")
+    assert not shown_in_clear(JudgedName(raw), "sub/other.txt")

@@ -306,7 +306,7 @@ def test_an_unexpected_error_is_logged_without_its_message() -> None:
     pipeline = Pipeline.__new__(Pipeline)
     Pipeline.__init__(pipeline, None, None, None, None, lambda *args: None)  # type: ignore[arg-type]
 
-    def fail(item: WorkItem, ctx: Any) -> None:
+    def fail(item: WorkItem, ctx: Any, decided: list) -> None:
         raise FileNotFoundError(2, "No such file or directory", f"/in/card-{CARD}.txt")
 
     pipeline._process = fail  # type: ignore[method-assign]

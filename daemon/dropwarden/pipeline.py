@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import errno
 import os
 import threading
 import time
-import traceback
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +14,19 @@ from typing import Any
 
 import structlog
 
-from dropwarden.act.alerts import AlertDispatcher, filter_sinks
+from dropwarden.act.alerts import AlertDispatcher
+from dropwarden.act.batch import batchable, release_batch
 from dropwarden.act.fsops import open_subdir_chain
+from dropwarden.act.plan import MOVES, plan_actions
 from dropwarden.act.policy import Decision, decide, operator_release, require, unrecorded
-from dropwarden.act.stage import MOVES, ActPlan, ActStage, identity_fields, record_error
+from dropwarden.act.records import identity_fields, path_fields, raised_at, unrecorded_body
+from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.audit import AuditError, AuditLog, AuditRecord
 from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Judge, Judgement
-from dropwarden.judge.names import JudgedName, redact_path
+from dropwarden.judge.names import JudgedName
 from dropwarden.state import State
 from dropwarden.verdict import Reason, Verdict, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
@@ -77,19 +77,6 @@ def _required(watch: ActiveWatch, judgement: Judgement, judge: Judge) -> Judgeme
     return judgement if verdict is judgement.verdict else dataclasses.replace(judgement, verdict=verdict)
 
 
-def path_fields(watch: ActiveWatch, relpath: str, name: JudgedName | None) -> dict[str, Any]:
-    """The file's path for records, logs and alerts: readable text, plus its bytes when they are not
-    UTF-8. Both show the name (`relpath`, judged as view "name") with each span a rule matched masked;
-    without a judged `name` all of `relpath` is masked. Only the quarantine sidecar keeps it exact."""
-    shown, shown_bytes = redact_path(watch.tree.root, relpath, name)
-    fields: dict[str, Any] = {"path": shown}
-    try:
-        os.fsencode(os.path.join(watch.tree.root, relpath)).decode("utf-8")
-    except UnicodeDecodeError:
-        fields["path_b64"] = base64.b64encode(shown_bytes).decode()
-    return fields
-
-
 @dataclass
 class _Decided:
     """A judged file between its decision and its actions: what the record and the act stage need."""
@@ -137,7 +124,7 @@ class Pipeline:
     def process_batch(self, items: list[WorkItem]) -> None:
         """Judge `items` (taken together from the queue) one by one, then act on them together: their
         decision records in one append, one audit fsync before anything moves, the clean files of a
-        `release_to` watch released in one batch (`ActStage.release_batch`: one transaction for the
+        `release_to` watch released in one batch (`act.batch.release_batch`: one transaction for the
         intents, one flush for the files), every file recorded as judged in one transaction. A file's
         failure is its own: the others go on."""
         ctx = self.context
@@ -194,7 +181,7 @@ class Pipeline:
             watch=watch,
             error=type(exc).__name__,
             errno=errno.errorcode.get(getattr(exc, "errno", None) or 0),
-            where=_raised_at(exc),
+            where=raised_at(exc),
         )
 
     def _process(self, item: WorkItem, ctx: PipelineContext, decided: list[_Decided]) -> None:
@@ -296,7 +283,9 @@ class Pipeline:
                 released_from = released.item_id
             elif judgement.sha256 is not None and acts:
                 released_from = self.state.earlier_release_of(judgement.sha256)  # noted, not exempted
-            planned = self._plan(ctx, watch, decision, snapshot is not None)
+            planned = plan_actions(
+                self.act.store_problem, ctx.sinks, ctx.sink_filters, watch, decision, snapshot is not None
+            )
             decided.body = {
                 "watch": watch.id,
                 **path_fields(watch, item.relpath, judgement.name),
@@ -334,8 +323,15 @@ class Pipeline:
             error=type(exc).__name__,
         )
         decided.decision = unrecorded(watch.settings)
-        decided.planned = self._plan(ctx, watch, decided.decision, judgement.snapshot is not None)
-        decided.body = self._unrecorded_body(watch, item, judgement, decided.planned, exc, decided.started)
+        decided.planned = plan_actions(
+            self.act.store_problem,
+            ctx.sinks,
+            ctx.sink_filters,
+            watch,
+            decided.decision,
+            judgement.snapshot is not None,
+        )
+        decided.body = unrecorded_body(watch, item, judgement, decided.planned, exc, decided.started)
         decided.recorded = ()
 
     def _record_all(self, ctx: PipelineContext, decided: list[_Decided]) -> list[_Decided]:
@@ -379,7 +375,7 @@ class Pipeline:
         complete: dict[int, bool] = {}
         batches: dict[str, list[int]] = {}
         for index, (each, plan) in enumerate(plans):
-            if len(plans) > 1 and self.act.batchable(plan):
+            if len(plans) > 1 and batchable(plan):
                 batches.setdefault(plan.watch.id, []).append(index)
                 continue
             try:
@@ -388,7 +384,7 @@ class Pipeline:
                 self._failed(each.watch.id, exc)
         for indexes in batches.values():
             try:
-                outcomes = self.act.release_batch([plans[index][1] for index in indexes])
+                outcomes = release_batch(self.act, [plans[index][1] for index in indexes])
             except Exception as exc:
                 self._failed(plans[indexes[0]][0].watch.id, exc)
                 continue
@@ -457,64 +453,6 @@ class Pipeline:
             lambda relpath: _name_for(ctx.judge, judgement.name, relpath),
         )
 
-    def _plan(
-        self, ctx: PipelineContext, watch: ActiveWatch, decision: Decision, have_bytes: bool
-    ) -> list[dict[str, Any]]:
-        """The actions the decision record announces: an id for each, or why it is deferred."""
-        planned: list[dict[str, Any]] = []
-        moves = "quarantine" in decision.actions or ("release" in decision.actions and have_bytes)
-        problem = self.act.store_problem(watch) if moves else None
-        if "quarantine" in decision.actions:
-            if problem is not None:
-                planned.append({"op": "quarantine", "deferred": problem})
-            elif have_bytes:
-                planned.append({"op": "quarantine", "id": uuid.uuid4().hex})
-            else:
-                planned.append({"op": "quarantine", "id": uuid.uuid4().hex, "unread": True})
-        if "release" in decision.actions and have_bytes:
-            if problem is not None:
-                planned.append({"op": "release", "deferred": problem})
-            else:
-                planned.append({"op": "release", "id": uuid.uuid4().hex})
-        sinks, filtered = filter_sinks(
-            notify_targets(decision.actions, ctx.sinks), ctx.sink_filters, watch.id, decision.acting_findings
-        )
-        if sinks:
-            planned.append({"op": "alert", "id": uuid.uuid4().hex, "sinks": sinks})
-        if filtered:  # the record says which sinks' filters left this alert out
-            planned.append({"op": "alert.filtered", "sinks": filtered})
-        return planned
-
-    def _unrecorded_body(
-        self,
-        watch: ActiveWatch,
-        item: WorkItem,
-        judgement: Judgement,
-        planned: list[dict[str, Any]],
-        exc: BaseException,
-        started: float,
-    ) -> dict[str, Any]:
-        """The smallest decision record: what file, unscanned, and which exception type stopped the
-        full one (no findings, no detector runs: those are what could not be recorded)."""
-        snapshot, refusal = judgement.snapshot, judgement.refusal
-        return {
-            "watch": watch.id,
-            **path_fields(watch, item.relpath, judgement.name),
-            "origin": item.origin,
-            "identity": identity_fields(
-                snapshot.identity if snapshot else (refusal.identity if refusal else None)
-            ),
-            "sha256": judgement.sha256,
-            "file_type": judgement.file_type.name if judgement.file_type else None,
-            "verdict": "unscanned",
-            "outcome": "unscanned",
-            "reason": record_error(exc),
-            "findings": [],
-            "detectors": [],
-            "actions": planned,
-            "ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-
     def reconfigure(self, context: PipelineContext) -> None:
         """Judge and act under `context` (a configuration's watches, judge, ruleset and sinks) for every
         file taken from now on; a worker finishes the file in hand under the context it began with.
@@ -565,14 +503,6 @@ def _name_for(judge: Judge, judged: JudgedName | None, relpath: str) -> JudgedNa
     return judge.judge_relative_name(relpath)[0]
 
 
-def notify_targets(actions: tuple[str, ...], sinks: list[str]) -> list[str]:
-    """The notify actions an alert goes to: every configured alert sink for "alert", and each other
-    action a watch names that is not a move (a plugin's notify action, an alert sink by id)."""
-    targets = list(sinks) if "alert" in actions else []
-    targets += [name for name in actions if name not in ("alert", "leave", *MOVES) and name not in targets]
-    return targets
-
-
 def _true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str]:
     """Findings per type as made, not only as kept within the caps; none when nothing was recorded."""
     if not recorded:
@@ -580,11 +510,3 @@ def _true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str
     if verdict.counts:
         return Counter({c.type: c.count for c in verdict.counts})
     return Counter(f.type for f in recorded)
-
-
-def _raised_at(exc: BaseException) -> list[str]:
-    """The frames an exception passed through, as `module:function:line`: a traceback without the message."""
-    return [
-        f"{os.path.basename(frame.filename)}:{frame.name}:{frame.lineno}"
-        for frame in traceback.extract_tb(exc.__traceback__)
-    ][-8:]

@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dropwarden.config import SettingError
+from dropwarden_vision.schema import MalformedAnswer
 
 if TYPE_CHECKING:
     from dropwarden.config import Settings
@@ -94,3 +95,8 @@ def safe_text(text: str, secrets: tuple[str, ...] = (), limit: int = 200) -> str
             text = text.replace(secret, "[redacted]")
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def endpoint_failure(exc: Exception) -> bool:
+    """What counts against the backend for the circuit breaker: no answer, or an unusable one."""
+    return isinstance(exc, BackendError | MalformedAnswer)

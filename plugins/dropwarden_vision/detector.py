@@ -11,10 +11,11 @@ import structlog
 from dropwarden.findings import Finding, Location, Severity
 from dropwarden.registry import Incomplete
 from dropwarden.verdict import Problem
-from dropwarden_vision.backend import BackendError, VisionBackend, create_backend, plugin_options
+from dropwarden_vision.backend import VisionBackend, create_backend, plugin_options
+from dropwarden_vision.backend_types import endpoint_failure
 from dropwarden_vision.circuit import CircuitBreaker
 from dropwarden_vision.images import ImageLimits, PreparedImage, prepare_frames
-from dropwarden_vision.schema import Answer, MalformedAnswer, VerdictSpec
+from dropwarden_vision.schema import Answer, VerdictSpec
 from dropwarden_vision.settings import VisionCategory, vision_settings
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ VERSION = "1.0.0"
 EXCERPT = "[image judged by vision model]"
 FALLBACK_CATEGORY = "other"
 _FALLBACK = VisionCategory(type="VISION_OTHER", severity="low")
-
-
-def endpoint_failure(exc: Exception) -> bool:
-    """What counts against the backend for the circuit breaker: no answer, or an unusable one."""
-    return isinstance(exc, BackendError | MalformedAnswer)
 
 
 class VisionDetector:

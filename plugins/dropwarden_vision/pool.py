@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dropwarden_vision.backend_types import BackendError, safe_text
+from dropwarden_vision.backend_types import BackendError, endpoint_failure, safe_text
 from dropwarden_vision.circuit import CLOSED, OPEN, CircuitBreaker, CircuitOpen
-from dropwarden_vision.detector import endpoint_failure
 from dropwarden_vision.openai_backend import (
     ApiKey,
     EndpointStatusError,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import errno
 import functools
 import os
@@ -17,8 +16,16 @@ import structlog
 
 from dropwarden.act.alerts import AlertDispatcher, alert_payload
 from dropwarden.act.handover import NotTheJudgedFile, Vanished, copy_name, hold_name
+from dropwarden.act.plan import MOVES
 from dropwarden.act.policy import Decision
 from dropwarden.act.quarantine import QuarantineError, QuarantineStore, sidecar_for, sidecar_for_unread
+from dropwarden.act.records import (
+    identity_fields,
+    record_error,
+    relpath_b64,
+    shown_in_clear,
+    still_same,
+)
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.judge.judge import Judgement
@@ -29,8 +36,6 @@ from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import Hint, WorkItem
 
 log = structlog.get_logger("dropwarden.act.stage")
-
-MOVES = ("quarantine", "release")
 
 
 @dataclass(frozen=True)
@@ -51,18 +56,6 @@ class ActPlan:
     render_name: Callable[[str], JudgedName]  # judges a relative path's name, for the `to` of a release
 
 
-def identity_fields(identity: FileIdentity | None) -> dict[str, int] | None:
-    if identity is None:
-        return None
-    return {
-        "dev": identity.dev,
-        "ino": identity.ino,
-        "size": identity.size,
-        "mtime_ns": identity.mtime_ns,
-        "ctime_ns": identity.ctime_ns,
-    }
-
-
 class ActStage:
     """Runs the steps of recorded decisions; True from `run` only when every move happened."""
 
@@ -78,7 +71,7 @@ class ActStage:
         self.audit = audit
         self.alerts = alerts
         self._requeue = requeue
-        self._count = count
+        self.count = count
         self._lock = threading.Lock()
         self._store_trouble: dict[str, str] = {}  # watch id -> why its quarantine store is unusable
         self._state_trouble = False
@@ -102,100 +95,6 @@ class ActStage:
                 done = self._release(plan, snapshot, step["id"])
             complete = complete and done
         return complete
-
-    def batchable(self, plan: ActPlan) -> bool:
-        """The plan only releases a judged file, with an action that moves many at once: it can go in a
-        `release_batch` (the common case: a clean file on a `release_to` watch)."""
-        steps = plan.steps
-        if len(steps) != 1 or steps[0]["op"] != "release" or "id" not in steps[0]:
-            return False
-        action = plan.actions.get("release")
-        return (
-            plan.judgement.snapshot is not None
-            and action is not None
-            and action.kind == "move"
-            and callable(getattr(action, "move_many", None))
-        )
-
-    def release_batch(self, plans: list[ActPlan]) -> list[bool]:
-        """`run` for `batchable` plans of one watch, their decisions already durable (the caller synced the
-        audit log): the intents in one transaction, each file re-checked, then moved together by the
-        action's `move_many` (one flush), the outcomes in one append and one transaction. Per plan: True
-        when its release happened (as `run`)."""
-        results = [False] * len(plans)
-        watch = plans[0].watch
-        problem = self.store_problem(watch)  # checked once, just before the batch moves
-        if problem is not None or watch.store is None:
-            problem = problem or "no quarantine directory is open"
-            for plan in plans:
-                self._defer(watch, plan.steps[0]["id"], "release", problem)
-            return results
-        ready: list[tuple[int, str, dict[str, Any]]] = []
-        for index, plan in enumerate(plans):
-            op_id = plan.steps[0]["id"]
-            snapshot = plan.judgement.snapshot
-            assert snapshot is not None
-            intent = {
-                "op": "release",
-                "watch": watch.id,
-                "relpath_b64": _b64(plan.item.relpath),
-                "identity": identity_fields(snapshot.identity),
-                "sha256": snapshot.sha256,
-                "copy": copy_name(op_id),
-                "hold": hold_name(op_id),
-            }
-            ready.append((index, op_id, intent))
-        if not ready:
-            return results
-        try:
-            self.state.add_intents([(op_id, "release", intent) for _, op_id, intent in ready])
-        except sqlite3.Error:
-            for _, op_id, _ in ready:
-                self._failed_before_acting(watch, "release", op_id, "state database not writable")
-            return results
-        store = watch.store
-        assert store is not None
-        moving: list[tuple[int, MoveRequest]] = []
-        for index, op_id, _ in ready:
-            plan = plans[index]
-            snapshot = plan.judgement.snapshot
-            assert snapshot is not None
-            name = plan.item.relpath.split(os.sep)[-1]
-            if not _still_same(plan.dir_fd, name, snapshot):
-                self._abort(watch, plan.item, op_id, "release")
-                continue
-            request = MoveRequest(op_id, watch, store, plan.dir_fd, name, plan.item.relpath, snapshot)
-            moving.append((index, request))
-        if not moving:
-            return results
-        action = plans[0].actions["release"]
-        outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
-        done: list[tuple[str, dict[str, Any]]] = []
-        finished: list[str] = []
-        in_clear = True
-        for (index, request), outcome in zip(moving, outcomes, strict=True):
-            plan, op_id = plans[index], request.op_id
-            if isinstance(outcome, NotTheJudgedFile):
-                self._abort(watch, plan.item, op_id, "release")
-            elif isinstance(outcome, Vanished):
-                self._abort(watch, plan.item, op_id, "release", vanished=True)
-            elif isinstance(outcome, BaseException):
-                failed = (
-                    outcome if isinstance(outcome, OSError) else OSError(errno.EIO, type(outcome).__name__)
-                )
-                self._fail(op_id, "release", watch, failed, store)
-            else:
-                extra = {"to": plan.render_name(outcome).show()} if outcome is not None else {}
-                done.append(("action.done", {"op": "release", "id": op_id, "watch": watch.id, **extra}))
-                finished.append(op_id)
-                in_clear = in_clear and _shown_in_clear(plan)
-                results[index] = True
-        if done:
-            self.audit.append_many(done)
-            finish = functools.partial(self.state.finish_intents, path_in_audit_log=in_clear)
-            self.state_write(finish, finished)
-            self._count("actions", "release", len(done))
-        return results
 
     # ------------------------------------------------------------------------------------------ notify
 
@@ -230,23 +129,23 @@ class ActStage:
                 "alert.summarised",
                 {"id": alert_id, "watch": plan.watch.id, "sinks": summarised, "audit_seq": plan.audit_seq},
             )
-            self._count("actions", "alert_summarised")
+            self.count("actions", "alert_summarised")
         if not sinks:
             return
         try:
             queued = self.state.enqueue_alert(alert_id, sinks, payload)
         except sqlite3.Error:
-            self._failed_before_acting(plan.watch, "alert", alert_id, "state database not writable")
+            self.failed_before_acting(plan.watch, "alert", alert_id, "state database not writable")
             raise  # nothing moves, nothing is recorded as judged: judged (and alerted) again
         if not queued:  # the outbox is full: the audit log keeps the alert's id, next to its decision
             self.audit.append(
                 "alert.overflow",
                 {"id": alert_id, "watch": plan.watch.id, "sinks": sinks, "audit_seq": plan.audit_seq},
             )
-            self._count("actions", "alert_overflow")
+            self.count("actions", "alert_overflow")
             return
         self.alerts.kick()
-        self._count("actions", "alert")
+        self.count("actions", "alert")
 
     # ------------------------------------------------------------------------------------------ moves
 
@@ -273,7 +172,7 @@ class ActStage:
         intent = {
             "op": "quarantine",
             "watch": watch.id,
-            "relpath_b64": _b64(item.relpath),
+            "relpath_b64": relpath_b64(item.relpath),
             "item_id": item_id,
             "identity": identity_fields(snapshot.identity),
             "sha256": snapshot.sha256,
@@ -284,8 +183,8 @@ class ActStage:
         if not self._intend(watch, item_id, "quarantine", intent):
             return False
         name = item.relpath.split(os.sep)[-1]
-        if not _still_same(plan.dir_fd, name, snapshot):
-            self._abort(watch, item, item_id, "quarantine")
+        if not still_same(plan.dir_fd, name, snapshot):
+            self.abort(watch, item, item_id, "quarantine")
             return False
         request = MoveRequest(item_id, watch, store, plan.dir_fd, name, item.relpath, snapshot, None, sidecar)
         return self._move(plan, "quarantine", request, {})
@@ -300,12 +199,12 @@ class ActStage:
         try:
             st = os.stat(name, dir_fd=plan.dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            self._abort(watch, item, item_id, "quarantine", vanished=True, intended=False)
+            self.abort(watch, item, item_id, "quarantine", vanished=True, intended=False)
             return False
         known = judgement.refusal.identity if judgement.refusal else None
         swapped = known is not None and (st.st_dev, st.st_ino) != (known.dev, known.ino)
         if swapped or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            self._abort(watch, item, item_id, "quarantine", intended=False)
+            self.abort(watch, item, item_id, "quarantine", intended=False)
             return False
         sidecar = sidecar_for_unread(
             st,
@@ -321,7 +220,7 @@ class ActStage:
         intent = {
             "op": "quarantine",
             "watch": watch.id,
-            "relpath_b64": _b64(item.relpath),
+            "relpath_b64": relpath_b64(item.relpath),
             "item_id": item_id,
             "identity": identity_fields(FileIdentity.of(st)),
             "sha256": None,
@@ -344,7 +243,7 @@ class ActStage:
         intent = {
             "op": "release",
             "watch": watch.id,
-            "relpath_b64": _b64(item.relpath),
+            "relpath_b64": relpath_b64(item.relpath),
             "identity": identity_fields(snapshot.identity),
             "sha256": snapshot.sha256,
             "copy": copy_name(op_id),
@@ -352,8 +251,8 @@ class ActStage:
         }
         if not self._intend(watch, op_id, "release", intent):
             return False
-        if not _still_same(plan.dir_fd, name, snapshot):
-            self._abort(watch, item, op_id, "release")
+        if not still_same(plan.dir_fd, name, snapshot):
+            self.abort(watch, item, op_id, "release")
             return False
         request = MoveRequest(op_id, watch, store, plan.dir_fd, name, item.relpath, snapshot)
         return self._move(plan, "release", request, {})
@@ -363,25 +262,27 @@ class ActStage:
         watch, op_id, store = plan.watch, request.op_id, request.store
         action = plan.actions.get(op)
         if action is None or action.kind != "move":
-            self._fail(
+            self.fail(
                 op_id, op, watch, OSError(errno.ENOSYS, f"no loaded plugin registers action {op}"), store
             )
             return False
         try:
             to = action.move(request)  # type: ignore[attr-defined]
         except NotTheJudgedFile:
-            self._abort(watch, plan.item, op_id, op)
+            self.abort(watch, plan.item, op_id, op)
             return False
         except Vanished:
-            self._abort(watch, plan.item, op_id, op, vanished=True)
+            self.abort(watch, plan.item, op_id, op, vanished=True)
             return False
         except OSError as exc:
-            self._fail(op_id, op, watch, exc, store)
+            self.fail(op_id, op, watch, exc, store)
             return False
         if to is not None:
             # Shown as the decision shows the path: the name judged, matched spans masked (and printable).
             extra = {**extra, "to": plan.render_name(to).show()}
-        self._done(watch, op_id, op, extra, path_in_audit_log=_shown_in_clear(plan))
+        self._done(
+            watch, op_id, op, extra, path_in_audit_log=shown_in_clear(plan.judgement.name, plan.item.relpath)
+        )
         return True
 
     # ------------------------------------------------------------------------------------------ outcomes
@@ -391,7 +292,7 @@ class ActStage:
         try:
             self.state.add_intent(op_id, op, intent)
         except sqlite3.Error:
-            self._failed_before_acting(watch, op, op_id, "state database not writable")
+            self.failed_before_acting(watch, op, op_id, "state database not writable")
             return False
         return True
 
@@ -400,7 +301,7 @@ class ActStage:
     ) -> None:
         self.audit.append("action.done", {"op": op, "id": op_id, "watch": watch.id, **extra})
         self._finish(op_id, "done", path_in_audit_log=path_in_audit_log)
-        self._count("actions", op)
+        self.count("actions", op)
 
     def _finish(self, op_id: str, outcome: str, *, path_in_audit_log: bool = False) -> None:
         # Not finished (state not writable): the intent stays pending and startup recovery, reading the
@@ -413,12 +314,12 @@ class ActStage:
         try:
             write(*args)
         except sqlite3.Error as exc:
-            self._count("failures", "state")
+            self.count("failures", "state")
             log.error("state not written", error=f"{type(exc).__name__}: {exc}")
             return False
         return True
 
-    def _abort(
+    def abort(
         self,
         watch: ActiveWatch,
         item: WorkItem,
@@ -436,11 +337,11 @@ class ActStage:
         self.audit.append("action.aborted", {"op": op, "id": op_id, "watch": watch.id, "reason": reason})
         if intended:
             self._finish(op_id, "aborted")
-        self._count("actions", f"{op}_aborted")
+        self.count("actions", f"{op}_aborted")
         if not vanished:
             self._requeue(watch.id, item.relpath, Hint.STAT, "changed-after-judging")
 
-    def _defer(self, watch: ActiveWatch, op_id: str, op: str, problem: str) -> None:
+    def defer(self, watch: ActiveWatch, op_id: str, op: str, problem: str) -> None:
         """The quarantine directory is unusable: the file waits in the folder (reconcile judges it again
         once the directory is usable; `maintain` asks for that)."""
         self.audit.append(
@@ -452,17 +353,17 @@ class ActStage:
                 "reason": f"quarantine directory unusable: {problem}; the file waits in the folder",
             },
         )
-        self._count("actions", f"{op}_deferred")
+        self.count("actions", f"{op}_deferred")
 
-    def _failed_before_acting(self, watch: ActiveWatch, op: str, op_id: str, error: str) -> None:
-        self._count("failures", f"{op}:state")
+    def failed_before_acting(self, watch: ActiveWatch, op: str, op_id: str, error: str) -> None:
+        self.count("failures", f"{op}:state")
         try:
             self.audit.append("action.failed", {"op": op, "id": op_id, "watch": watch.id, "error": error})
         except AuditError:
             pass
         log.error("action failed", op=op, watch=watch.id, error=error)
 
-    def _fail(self, op_id: str, op: str, watch: ActiveWatch, exc: OSError, store: QuarantineStore) -> None:
+    def fail(self, op_id: str, op: str, watch: ActiveWatch, exc: OSError, store: QuarantineStore) -> None:
         self.audit.append(
             "action.failed", {"op": op, "id": op_id, "watch": watch.id, "error": exc.strerror or str(exc)}
         )
@@ -470,7 +371,7 @@ class ActStage:
             self._finish(op_id, "failed")
         else:  # the original could not be put back: startup recovery does it (the intent stays pending)
             log.error("original left held in the quarantine directory", op=op, id=op_id)
-        self._count("failures", f"{op}:{errno.errorcode.get(exc.errno or 0, 'error')}")
+        self.count("failures", f"{op}:{errno.errorcode.get(exc.errno or 0, 'error')}")
         log.error("action failed", op=op, watch=watch.id, error=exc.strerror or str(exc))
 
     # ------------------------------------------------------------------------------------------ health
@@ -480,7 +381,7 @@ class ActStage:
         used now, the step then recorded as deferred."""
         problem = self.store_problem(watch)
         if problem is not None or watch.store is None:
-            self._defer(watch, op_id, op, problem or "no quarantine directory is open")
+            self.defer(watch, op_id, op, problem or "no quarantine directory is open")
             return None
         return watch.store
 
@@ -556,25 +457,3 @@ class ActStage:
         watch.store = fresh
         log.warning("quarantine directory re-opened", watch=watch.id, path=str(fresh.path), was=problem)
         return None
-
-
-def _shown_in_clear(plan: ActPlan) -> bool:
-    """The decision record shows the file's whole relative path unmasked: no rule matched in its name."""
-    name = plan.judgement.name
-    return name is not None and not name.redacted and name.raw == os.fsencode(plan.item.relpath)
-
-
-def _still_same(dir_fd: int, name: str, snapshot: Snapshot) -> bool:
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return False
-    return FileIdentity.of(st) == snapshot.identity
-
-
-def record_error(exc: BaseException) -> str:
-    return f"record_error ({type(exc).__name__})"
-
-
-def _b64(relpath: str) -> str:
-    return base64.b64encode(os.fsencode(relpath)).decode()
