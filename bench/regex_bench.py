@@ -678,6 +678,7 @@ def run_corpus(args: argparse.Namespace, issue_time: bool, with_peers: bool) -> 
             references.append(baseline)
             baseline_recall = measure_recall(corpus.seeded, old_results)
             ratio = ours.rate / baseline.rate if ours.ok and baseline.rate else None
+        recall = measure_recall(corpus.seeded, results)
         log("dropwarden: the hyperscan database alone, and decoding ...")
         floor = engine_floor(harness.detector(), harness.views(corpus.chunks))
         references += [floor, time_decode(corpus.chunks)]
