@@ -23,6 +23,11 @@ from secret_seeds import SECRET_SEEDS  # bench/ is sys.path[0]
 GENERATOR_VERSION = 5  # bump on any change to the output: it names the cache files
 MB = 1_000_000  # bytes; every "MB" in the benchmark is 10^6 bytes of UTF-8 text
 DEFAULT_CHUNK_BYTES = MB
+# The corpus as it was when issue 15 was filed (generator v3): only the families the rule set had then
+# are seeded, in the shapes of then. `issue_time=True` reproduces it byte for byte.
+ISSUE_TIME_VERSION = 3
+ISSUE_TIME_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "github_token", "pem",
+                    "jwt")  # fmt: skip
 MEAN_SEED_GAP = 10_000  # bytes between seeded items, on average
 
 # fmt: off
@@ -159,8 +164,9 @@ def b64url(data: bytes) -> str:
 
 
 class _Gen:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, issue_time: bool = False) -> None:
         self.r = random.Random(seed)
+        self.issue_time = issue_time  # the v3 shapes (see ISSUE_TIME_VERSION)
 
     # values ------------------------------------------------------------------------------------------
 
@@ -185,6 +191,8 @@ class _Gen:
         r = self.r
         sep = r.choice((".", "_", ""))
         number = str(r.randint(1, 99)) if r.random() < 0.3 else ""
+        if self.issue_time:
+            return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{r.choice(DOMAINS)}"
         punycode = ("xn--d1acufc.xn--p1ai", "xn--80ak6aa92e.com")
         domain = r.choice(DOMAINS) if r.random() < 0.9 else r.choice(punycode)
         return f"{r.choice(FIRST)}{sep}{r.choice(LAST)}{number}@{domain}"
@@ -215,14 +223,19 @@ class _Gen:
                     f"0120-{r.randint(100, 999)}-{self.digits(3)}",
                 )
             )
-        return r.choice(  # E.164
+        e164 = (
+            f"+44 20 {r.randint(7000, 8999)} {self.digits(4)}",
+            f"+81 {r.choice('789')}0 {self.digits(4)} {self.digits(4)}",
+            f"+81-3-{self.digits(4)}-{self.digits(4)}",
+            f"+49 30 {r.randint(2, 9)}{self.digits(7)}",
+            f"+33 1 {self.digits(2)} {self.digits(2)} {self.digits(2)} {self.digits(2)}",
+            f"+1{r.choice(NANP_AREAS)}{self.nanp_exchange()}{self.digits(4)}",
+        )
+        if self.issue_time:
+            return r.choice(e164)
+        return r.choice(
             (
-                f"+44 20 {r.randint(7000, 8999)} {self.digits(4)}",
-                f"+81 {r.choice('789')}0 {self.digits(4)} {self.digits(4)}",
-                f"+81-3-{self.digits(4)}-{self.digits(4)}",
-                f"+49 30 {r.randint(2, 9)}{self.digits(7)}",
-                f"+33 1 {self.digits(2)} {self.digits(2)} {self.digits(2)} {self.digits(2)}",
-                f"+1{r.choice(NANP_AREAS)}{self.nanp_exchange()}{self.digits(4)}",
+                *e164,
                 f"+44 (0)20 {r.randint(7000, 8999)} {self.digits(4)}",
                 f"+90 (532) {self.digits(3)} {self.digits(2)} {self.digits(2)}",
             )
@@ -235,7 +248,10 @@ class _Gen:
             number = luhn_complete(r.choice(("34", "37")) + self.digits(12))
             groups = [number[:4], number[4:10], number[10:]]
         else:
-            prefix = ("4", r.choice((f"5{r.randint(1, 5)}", "5019")), str(r.randint(3528, 3589)))[brand]
+            mastercard = f"5{r.randint(1, 5)}"
+            if not self.issue_time:
+                mastercard = r.choice((mastercard, "5019"))
+            prefix = ("4", mastercard, str(r.randint(3528, 3589)))[brand]
             number = luhn_complete(prefix + self.digits(15 - len(prefix)))
             groups = [number[i : i + 4] for i in range(0, 16, 4)]
         return r.choice((" ", "-", "")).join(groups)
@@ -245,7 +261,8 @@ class _Gen:
         area = r.randint(1, 899)
         while area == 666:
             area = r.randint(1, 899)
-        return f"{area:03d}{{0}}{r.randint(1, 99):02d}{{0}}{r.randint(1, 9999):04d}".format(r.choice("-- ."))
+        pattern = f"{area:03d}{{0}}{r.randint(1, 99):02d}{{0}}{r.randint(1, 9999):04d}"
+        return pattern.format("-" if self.issue_time else r.choice("-- ."))
 
     def iban(self) -> str:
         r = self.r
@@ -259,7 +276,8 @@ class _Gen:
         }[country]()
         iban = iban_complete(country, bban)
         if r.random() < 0.6:
-            return r.choice("   -").join(iban[i : i + 4] for i in range(0, len(iban), 4))
+            separator = " " if self.issue_time else r.choice("   -")
+            return separator.join(iban[i : i + 4] for i in range(0, len(iban), 4))
         return iban
 
     def my_number(self) -> str:
@@ -409,9 +427,11 @@ SEED_KINDS = ("email", "phone", "card", "ssn", "iban", "my_number", "aws_key", "
 
 
 def generate(
-    total_bytes: int, seed: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    total_bytes: int, seed: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, issue_time: bool = False
 ) -> tuple[list[str], list[Seeded]]:
-    g = _Gen(seed)
+    """The corpus; with `issue_time`, the one of issue 15's filing (ISSUE_TIME_VERSION)."""
+    g = _Gen(seed, issue_time)
+    kinds = ISSUE_TIME_KINDS if issue_time else SEED_KINDS
     r = g.r
     chunks: list[str] = []
     seeded: list[Seeded] = []
@@ -426,7 +446,7 @@ def generate(
             if r.random() < 0.05:
                 japanese = not japanese
             if next_seed <= 0:
-                kind = r.choice(SEED_KINDS)
+                kind = r.choice(kinds)
                 before, value, after = _seed_line(g, kind, japanese)
                 start = nchars + len(before)
                 seeded.append(Seeded(kind, len(chunks), start, start + len(value)))
@@ -454,10 +474,17 @@ def generate(
 
 
 def load_or_build(
-    mb: float, seed: int, out_dir: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES, rebuild: bool = False
+    mb: float,
+    seed: int,
+    out_dir: Path,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    rebuild: bool = False,
+    issue_time: bool = False,
 ) -> Corpus:
-    """Read the cached corpus for (mb, seed, chunk size), generating and caching it when absent."""
-    stem = f"corpus-v{GENERATOR_VERSION}-seed{seed}-{mb:g}MB-chunk{chunk_bytes}"
+    """Read the cached corpus for (mb, seed, chunk size), generating and caching it when absent; with
+    `issue_time`, the corpus as it was when issue 15 was filed (old families seeded only)."""
+    version = ISSUE_TIME_VERSION if issue_time else GENERATOR_VERSION
+    stem = f"corpus-v{version}-seed{seed}-{mb:g}MB-chunk{chunk_bytes}"
     text_path = out_dir / f"{stem}.txt"
     meta_path = out_dir / f"{stem}.json"
     if not rebuild and text_path.exists() and meta_path.exists():
@@ -470,12 +497,12 @@ def load_or_build(
         if pos == len(data):
             seeded = [Seeded(*item) for item in meta["seeded"]]
             return Corpus(chunks, seeded, text_path, built=False)
-    chunks, seeded = generate(int(mb * MB), seed, chunk_bytes)
+    chunks, seeded = generate(int(mb * MB), seed, chunk_bytes, issue_time)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoded = [c.encode("utf-8") for c in chunks]
     _atomic_write(text_path, b"".join(encoded))
     meta = {
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": version,
         "seed": seed,
         "chunk_bytes": [len(e) for e in encoded],
         "seeded": [[s.kind, s.chunk, s.start, s.end] for s in seeded],

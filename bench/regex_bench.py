@@ -6,7 +6,11 @@ prints each engine's scan rate in MB/s per core, with a recall sanity line for d
 against the target (300 MB/s per core, faster than both peers). The peers are much slower, so they run
 on a prefix of the same corpus (`--peer-mb`); a rate is a rate, but the output says so.
 
-    .venv/bin/python bench/regex_bench.py [--mb 100] [--peer-mb 5] [--json]
+    .venv/bin/python bench/regex_bench.py [--mb 100] [--peer-mb 5] [--corpus current|issue|both] [--json]
+
+`--corpus issue` measures on the corpus as it was when issue 15 was filed (only the families of the rule
+set of then seeded, so the grown set has no more to report than the old one); `both` runs both corpora
+and ends with the grown/old rate ratio on each.
 """
 
 from __future__ import annotations
@@ -248,30 +252,43 @@ def run_dropwarden(
 ) -> tuple[Run, list[list[Any]]]:
     """Time the detector (rules in `disable` off) over every chunk; the median of `repeat` passes is
     reported."""
-    run = Run(name)
-    start = time.perf_counter()
-    detector = harness.detector(disable)
-    run.setup_seconds = time.perf_counter() - start
-    run.detail = _describe_detector(detector)
+    return run_interleaved(harness, chunks, repeat, [(name, disable)])[0]
 
+
+def run_interleaved(
+    harness: Harness, chunks: list[str], repeat: int, configurations: list[tuple[str, list[str] | None]]
+) -> list[tuple[Run, list[list[Any]]]]:
+    """Time several detectors, each (name, rules disabled), over every chunk, their passes taken in turn
+    (A B A B ...) so that a load that changes during the run weighs on each alike; each reports the
+    median of its `repeat` passes."""
+    runs, detectors = [], []
+    for name, disable in configurations:
+        run = Run(name)
+        start = time.perf_counter()
+        detectors.append(harness.detector(disable))
+        run.setup_seconds = time.perf_counter() - start
+        run.detail = _describe_detector(detectors[-1])
+        runs.append(run)
     views = harness.views(chunks)
-    passes: list[tuple[float, float]] = []
-    results: list[list[Any]] = []
+    passes: list[list[tuple[float, float]]] = [[] for _ in runs]
+    results: list[list[list[Any]]] = [[] for _ in runs]
     for i in range(max(1, repeat)):
-        this = Run("pass")
-        with timed(this):
-            out = harness.judge(detector, views)
-        passes.append((this.seconds, this.cpu_seconds))
-        if i == 0:
-            results = out
-        del out
-    run.seconds = statistics.median(p[0] for p in passes)
-    run.cpu_seconds = statistics.median(p[1] for p in passes)
-    if len(passes) > 1:
-        run.breakdown = {f"pass{i + 1}": p[1] for i, p in enumerate(passes)}
-    run.nbytes = _nbytes(chunks)
-    run.findings = Counter(f.type for per_chunk in results for f in per_chunk)
-    return run, results
+        for n, detector in enumerate(detectors):
+            this = Run("pass")
+            with timed(this):
+                out = harness.judge(detector, views)
+            passes[n].append((this.seconds, this.cpu_seconds))
+            if i == 0:
+                results[n] = out
+            del out
+    for run, timings, found in zip(runs, passes, results, strict=True):
+        run.seconds = statistics.median(p[0] for p in timings)
+        run.cpu_seconds = statistics.median(p[1] for p in timings)
+        if len(timings) > 1:
+            run.breakdown = {f"pass{i + 1}": p[1] for i, p in enumerate(timings)}
+        run.nbytes = _nbytes(chunks)
+        run.findings = Counter(f.type for per_chunk in found for f in per_chunk)
+    return list(zip(runs, results, strict=True))
 
 
 def _describe_detector(detector: Any) -> str:
@@ -601,13 +618,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="regenerate the corpus even if cached")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="corpus cache folder")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    parser.add_argument(
+        "--corpus",
+        choices=("current", "issue", "both"),
+        default="current",
+        help="the corpus seeding every family (current), the one of issue 15's filing (issue), or both",
+    )
     args = parser.parse_args(argv)
+    kinds = {"current": (False,), "issue": (True,), "both": (False, True)}[args.corpus]
+    ratios = []
+    for issue_time in kinds:
+        ratio = run_corpus(args, issue_time, with_peers=issue_time == kinds[0])
+        if ratio is not None:
+            ratios.append((issue_time, ratio))
+    if len(ratios) > 1 and not args.json:
+        print()
+        print(
+            "grown / old rule set, MB/s/core: "
+            + "; ".join(f"{_corpus_name(issue)} corpus {ratio:.2f}" for issue, ratio in ratios)
+        )
+    return 0
 
+
+def _corpus_name(issue_time: bool) -> str:
+    return "issue-time" if issue_time else "current"
+
+
+def run_corpus(args: argparse.Namespace, issue_time: bool, with_peers: bool) -> float | None:
+    """Measure and print one corpus; returns the grown/old rule set rate ratio (None without a baseline)."""
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"corpus: {args.mb:g} MB, seed {args.seed} ...")
-    corpus = load_or_build(args.mb, args.seed, args.out, args.chunk_kb * 1000, rebuild=args.rebuild)
+    log(f"corpus: {args.mb:g} MB, seed {args.seed}, {_corpus_name(issue_time)} ...")
+    corpus = load_or_build(
+        args.mb, args.seed, args.out, args.chunk_kb * 1000, rebuild=args.rebuild, issue_time=issue_time
+    )
+    if not args.json:
+        print(f"=== {_corpus_name(issue_time)} corpus ===")
 
     log(f"dropwarden: {args.repeat} pass(es) over {len(corpus.chunks)} chunks ...")
+    baseline_recall: Recall | None = None
+    ratio: float | None = None
     recall: Recall | None = None
     costs: list[tuple[str, float]] = []
     references: list[Run] = []
@@ -616,17 +665,20 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         ours = Run("dropwarden", status=f"not installed ({exc})")
     else:
-        ours, results = run_dropwarden(harness, corpus.chunks, args.repeat)
-        recall = measure_recall(corpus.seeded, results)
-        if not args.no_baseline:
-            log("dropwarden: the rule set before the secret families grew, same corpus ...")
+        if args.no_baseline:
+            ours, results = run_dropwarden(harness, corpus.chunks, args.repeat)
+        else:
+            log("dropwarden: and the rule set before the secret families grew, passes in turn ...")
             ids = [rule.id for rule in harness.detector().rules]
             old_off = [i for i in ids if i.startswith("secrets.") and i not in BASELINE_SECRET_RULES]
-            baseline, _ = run_dropwarden(
-                harness, corpus.chunks, args.repeat, old_off, "dropwarden (old rules)"
-            )
+            both = [("dropwarden", None), ("dropwarden (old rules)", old_off)]
+            timed_runs = run_interleaved(harness, corpus.chunks, args.repeat, both)
+            (ours, results), (baseline, old_results) = timed_runs
             baseline.detail += f"; {len(old_off)} newer secret rules off"
             references.append(baseline)
+            baseline_recall = measure_recall(corpus.seeded, old_results)
+            ratio = ours.rate / baseline.rate if ours.ok and baseline.rate else None
+        recall = measure_recall(corpus.seeded, results)
         log("dropwarden: the hyperscan database alone, and decoding ...")
         floor = engine_floor(harness.detector(), harness.views(corpus.chunks))
         references += [floor, time_decode(corpus.chunks)]
@@ -636,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             costs = per_rule_costs(harness, corpus.chunks)
 
     peer_runs: list[Run] = []
-    peer_chunks = [] if args.no_peers else corpus.prefix(int(args.peer_mb * MB))
+    peer_chunks = [] if args.no_peers or not with_peers else corpus.prefix(int(args.peer_mb * MB))
     if peer_chunks:
         log(f"presidio: {len(peer_chunks)} chunks ...")
         presidio_runs = run_presidio(peer_chunks)
@@ -661,17 +713,30 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [r.to_json() for r in (ours, *peer_runs)],
             "references": [r.to_json() for r in references],
             "recall": recall.to_json() if recall else None,
+            "recall_old_rules": baseline_recall.to_json() if baseline_recall else None,
+            "issue_time_corpus": issue_time,
+            "grown_over_old_rate": ratio,
             "per_rule_ms_per_mb": {rule: round(ms, 3) for rule, ms in costs},
             "verdict": judged,
         }
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print_report(corpus, ours, recall, peer_runs, peer_bytes, judged, costs, references)
+        if baseline_recall is not None:
+            unseeded = baseline_recall.unseeded_findings
+            found, seeded = sum(baseline_recall.found.values()), sum(baseline_recall.seeded.values())
+            print(
+                f"old rule set: recall {found}/{seeded}, findings on unseeded text "
+                f"{sum(unseeded.values())} ({_counts(unseeded)}); grown/old rate "
+                + (f"{ratio:.2f}" if ratio is not None else "n/a")
+            )
     if args.confirmations and recall is not None:
         print("\nper rule, one pass: windows/MB, kB confirmed/MB, ms/MB confirming, ms/MB validating")
         for rule_id, count, kb, confirm_ms, validate_ms in confirmation_costs(harness, corpus.chunks)[:20]:
             print(f"  {rule_id:40s} {count:7.0f} {kb:8.1f} {confirm_ms:7.2f} {validate_ms:7.2f}")
-    return 0
+    if not args.json:
+        print()
+    return ratio
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dropwarden_regex.detector import UNTAILED_TYPES
 from dropwarden_regex.rules import load_pack
 from dropwarden_regex.secret_validators import generic_secret, is_placeholder, shannon_entropy
 from dropwarden_regex.settings import RulesSettings
+from dropwarden_regex.spans import SEGMENT
 from tests.secret_samples import COVERED_RULES, mixed, positives, quiet
 from tests.test_regex_engine import require_hyperscan
 
@@ -86,6 +87,42 @@ def test_the_generic_rule_has_an_entropy_floor_and_ignores_references():
 def test_a_token_a_specific_rule_reports_is_not_reported_again_as_generic():
     token = "ghp_" + mixed(36)
     assert found(f'token = "{token}"') == [("secrets.github_token", token)]
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "python"])
+def test_a_keyword_assigned_value_with_a_rule_of_its_own_is_reported_once_as_that_type(engine):
+    """`aws_secret_access_key = …` and a Kubernetes Secret's `password: …` are keyword-assigned values
+    the generic rule would take too: the specific type wins, the generic finding is not raised."""
+    if engine == "hyperscan":
+        require_hyperscan()
+    key = mixed(40)
+    assert [rule for rule, _ in found(f"aws_secret_access_key = {key}\n", engine)] == [
+        "secrets.aws_secret_key"
+    ]
+    manifest = "apiVersion: v1\nkind: Secret\ndata:\n  password: " + mixed(24) + "\n"
+    assert [rule for rule, _ in found(manifest, engine)] == ["secrets.kubernetes_secret"]
+    alone = f'password = "{mixed(24)}"'
+    assert [rule for rule, _ in found(alone, engine)] == ["secrets.generic_secret"]
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "python"])
+def test_the_specific_type_wins_across_the_boundary_of_the_segments_a_view_is_matched_in(engine):
+    """Matches come a segment (SEGMENT bytes) at a time: a generic match starting in one segment and the
+    specific match inside it in the next, or the other way round, still make one finding."""
+    if engine == "hyperscan":
+        require_hyperscan()
+    custom = {"id": "acme.key", "type": "ACME_KEY", "pattern": r"acme[0-9a-f]{28}"}
+    settings = RulesSettings(engine=engine, custom=[custom])
+    specific = RegexDetector(settings)
+    acme = "acme" + uuid.UUID(int=random.Random(3).getrandbits(128)).hex[:28]
+    for line, boundary_after in (
+        (f'api_key = "{acme}"', "api_"),
+        (f"aws_secret_access_key = {mixed(40)}", "aws_"),
+    ):
+        text = " " * (SEGMENT - len(boundary_after)) + line + "\n"
+        assert text[SEGMENT - len(boundary_after) : SEGMENT] == boundary_after
+        findings = specific.detect(TextView("text", text, "utf-8"), DetectContext(FINGERPRINT, "/in/a.txt"))
+        assert [f.type for f in findings] in (["ACME_KEY"], ["AWS_SECRET_KEY"]), line
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Built-in regex PII/secret detector plugin: registers `RegexDetector` through the dropwarden hook."""
+"""Built-in regex PII/secret detector plugin: registers `RegexDetector` (and the keystore extractor)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from dropwarden.hookspecs import hookimpl
 from dropwarden_regex.detector import VERSION, RegexDetector
+from dropwarden_regex.keystore import KEYSTORE_RULE, KeystoreExtractor
 from dropwarden_regex.settings import RulesSettings, rules_settings
 
 if TYPE_CHECKING:
@@ -16,7 +17,14 @@ if TYPE_CHECKING:
     from dropwarden.config import Settings
 
 __version__ = VERSION
-__all__ = ["RegexDetector", "__version__", "dropwarden_config_tables", "dropwarden_register_detectors"]
+__all__ = [
+    "KeystoreExtractor",
+    "RegexDetector",
+    "__version__",
+    "dropwarden_config_tables",
+    "dropwarden_register_detectors",
+    "dropwarden_register_extractors",
+]
 
 
 @hookimpl
@@ -29,3 +37,12 @@ def dropwarden_config_tables() -> Mapping[str, type[BaseModel]]:
 def dropwarden_register_detectors(register: Callable[[Any], None], settings: Settings) -> None:
     """Register the regex detector built from `[rules]` (packs, custom rules, allow-list)."""
     register(RegexDetector(rules_settings(settings)))
+
+
+@hookimpl
+def dropwarden_register_extractors(register: Callable[[Any], None], settings: Settings) -> None:
+    """Register the keystore extractor (binary PKCS#12/JKS/JCEKS files as base64, view "keystore")
+    while the rule that reports that view, `secrets.keystore_base64`, is in force."""
+    detector = RegexDetector(rules_settings(settings))  # compiled once: the same settings are cached
+    if any(rule.id == KEYSTORE_RULE for rule in detector.rules):
+        register(KeystoreExtractor())

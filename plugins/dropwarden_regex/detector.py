@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import functools
 import hashlib
@@ -59,6 +60,7 @@ class RegexDetector:
         self._rules_of_type: dict[str, set[int]] = {}
         for index, rule in enumerate(self.rules):
             self._rules_of_type.setdefault(rule.type, set()).add(index)
+        self.yielding = frozenset(index for index, rule in enumerate(self.rules) if rule.yields)
         # Linear-time matching lets the core call us inline (no thread hand-off per file). Custom
         # rules run through Python's backtracking `re`, so with any of them we take the timeout path.
         self.bounded = self.engine.name == "hyperscan" and not settings.custom
@@ -98,6 +100,7 @@ class RegexDetector:
                     done.update(self._rules_of_type[finding_type])
                     tally.inexact.add(finding_type)
                 scan.saturated.clear()
+        scan.flush()
         found = tally.findings()
         ordered = sorted(found, key=lambda f: (f.location.offset, f.location.length, f.type))
         return Findings(ordered, found.omitted, found.inexact)
@@ -114,7 +117,12 @@ class RegexDetector:
 class _Scan:
     """One view's matches, taken batch by batch in order of start: allow-list, one finding per value
     (of matches of one type where one span holds another, the longer; at equal spans the more severe,
-    then more confident rule), then a finding built only where the tally keeps it."""
+    then more confident rule), then a finding built only where the tally keeps it.
+
+    A match of a rule that `yields` is dropped where a match of a rule that does not overlaps it (the
+    specific type wins; allow-listed or not, so that an allowed token is not reported as generic). Such a
+    match is held back to the next batch, whose matches may overlap it (a yielding rule's matches are
+    far shorter than a segment), and `flush` takes the last ones."""
 
     def __init__(
         self,
@@ -134,8 +142,50 @@ class _Scan:
         self.saturated: set[str] = set()
         self._last_end: dict[str, int] = {}  # per type: the end of the last value counted
         self._line, self._line_start, self._scanned = 1, 0, 0
+        self._held: list[tuple[int, int, int]] = []  # matches of yielding rules not overlapped so far
+        self._others_end = -1  # the furthest end of other rules' matches in the batches before
+
+    def flush(self) -> None:
+        """Take the matches held back from the last batch."""
+        held, self._held = self._held, []
+        if held:
+            self._take(held)
 
     def take(self, batch: list[tuple[int, int, int]]) -> None:
+        if self.detector.yielding:
+            batch = self._specific_first(batch)
+        if batch:
+            self._take(batch)
+
+    def _specific_first(self, batch: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """The batch without matches of yielding rules that a match of another rule overlaps; with the
+        held matches of the batch before that none of this batch overlaps; holding this batch's others.
+        Every match of a batch starts after those of the batches before: one of those overlaps a match
+        here if it ends past its start."""
+        yielding = self.detector.yielding
+        starts, reach = [], []  # the other rules' match starts (sorted), the furthest end up to each
+        earlier = furthest = self._others_end
+        for index, start, end in batch:
+            if index not in yielding:
+                starts.append(start)
+                furthest = max(furthest, end)
+                reach.append(furthest)
+
+        def overlapped(start: int, end: int) -> bool:
+            before = bisect.bisect_left(starts, end)  # the others starting before this match ends
+            return before > 0 and reach[before - 1] > start
+
+        kept = [span for span in self._held if not overlapped(span[1], span[2])]
+        self._held = []
+        for span in batch:
+            if span[0] not in yielding:
+                kept.append(span)
+            elif span[1] >= earlier and not overlapped(span[1], span[2]):
+                self._held.append(span)
+        self._others_end = furthest
+        return kept
+
+    def _take(self, batch: list[tuple[int, int, int]]) -> None:
         rules = self.detector.rules
         text, tally, last_end = self.text, self.tally, self._last_end
         fingerprint = self.ctx.fingerprint
@@ -216,6 +266,7 @@ def _compile_settings(settings_json: str) -> _Compiled:
                 r.context_window,
                 r.ignore_case,
                 r.max_length,
+                r.yields,
             ]
             for r in rules
         ],

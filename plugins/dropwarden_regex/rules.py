@@ -20,7 +20,7 @@ Where = tuple[str | int, ...] | str  # a configuration key ("rules", "custom", 0
 PACKS = ("pii", "secrets")
 _PACK_KEYS = frozenset(
     {"id", "type", "pattern", "severity", "confidence", "validator", "context", "context_window",
-     "ignore_case", "max_length", "prefilter", "trigger", "hit_back", "description"}
+     "ignore_case", "max_length", "prefilter", "trigger", "hit_back", "yields", "description"}
 )  # fmt: skip
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -38,7 +38,9 @@ class Rule:
     before such a hit a match may start (default: its longest match); `trigger` (packs only) is
     a coarser such expression shared by several rules ("a digit run"), used while it fires rarely
     (see `engine.HyperscanEngine`). `width` is the (min, max) match length in bytes (characters for
-    unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match.
+    unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match. `yields`
+    (packs only) marks a catch-all rule (the keyword-assigned generic secret): where a match of a rule
+    that does not yield overlaps one of its matches, only the former is reported (`detector._Scan`).
     """
 
     id: str
@@ -60,6 +62,7 @@ class Rule:
     width: tuple[int, int]
     lookahead: int
     hit_back: int | None = None
+    yields: bool = False
 
     def engine_key(self) -> tuple[Any, ...]:
         """What the matching engines depend on (rules with equal keys compile to the same matcher)."""
@@ -131,6 +134,10 @@ def compile_rule(spec: dict[str, Any], source: str, where: Where) -> Rule:
         if not prefilter or trigger:
             raise problem(where, "hit_back", "needs a `prefilter` and no `trigger`")
 
+    yields = spec.get("yields", False)
+    if not isinstance(yields, bool):
+        raise problem(where, "yields", f"expected true or false (got {yields!r})")
+
     regex, unicode = _compile(pattern, ignore_case, where)
     parsed = sre_parse.parse(regex.pattern, regex.flags)
     width = parsed.getwidth()
@@ -156,6 +163,7 @@ def compile_rule(spec: dict[str, Any], source: str, where: Where) -> Rule:
         width=width,
         lookahead=_lookahead_reach(parsed),
         hit_back=hit_back,
+        yields=yields,
     )
 
 
