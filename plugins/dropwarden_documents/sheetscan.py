@@ -28,14 +28,15 @@ _GENERAL = (
     r"|/" + _PREFIX + r"row\s*>"
 )
 _GENERAL_TOKEN = re.compile(_GENERAL, re.S)
-# A cell as spreadsheet writers almost always write it (reference, type, value or inline text), a row's
-# start as they write it (its number), or any other token whole (`_GENERAL`, read again on its own).
-# Expat vouched for the XML first, so a tag opened here is closed as the pattern expects.
+# A cell as spreadsheet writers almost always write it (reference, type, value or inline text), with the
+# start of its row (the row's number) when it is the row's first cell and the row's end when it is the
+# last; or any other token whole (`_GENERAL`, read again on its own). Expat vouched for the XML first,
+# so a tag opened here is closed as the pattern expects.
 _TOKEN = re.compile(  # one literal "<" first: the engine skips to each tag in C
     r"<(?:"
-    r'c r="([A-Z]{1,3}[0-9]{1,7})"(?: s="[0-9]{1,9}")?(?: t="([a-zA-Z]{1,9})")?(?: s="[0-9]{1,9}")?'
-    r"(?:/>|>(?:<f>[^<&]*</f>)?(?:(?:<v>|<is><t>)([^<&]*)</(?:v>|t></is>))?</c>)"
-    r'|row r="([0-9]{1,9})"(?: [\w:.-]+="[^"<]*")*>'
+    r'(?:row r="([0-9]{1,9}+)"(?: [\w:.-]++="[^"<]*+")*+><)?'
+    r'c r="([A-Z]{1,3}+[0-9]{1,7}+)"(?: s="[0-9]{1,9}+")?(?: t="([a-zA-Z]{1,9}+)")?(?: s="[0-9]{1,9}+")?'
+    r"(?:/>|>(?:<f>[^<&]*+</f>)?(?:(?:<v>|<is><t>)([^<&]*+)</(?:v>|t></is>))?</c>)(</row>)?"
     r"|(" + re.sub(r"\((?!\?)", "(?:", _GENERAL) + r"))",
     re.S,
 )
@@ -72,48 +73,12 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     text_slices: list[str] = []
     label_slices: list[str] = []
     starts, ends = array("q"), array("q")
-    size = row = column = 0
-    line_open = False  # a value since the last line break
+    size = 0
+    place = _Place()
     for tokens in _slices(data.decode("utf-8-sig")):
         # pieces alternate a cell's text and what follows it ("\t", or "\t\n" where its row ends), so
         # the anchors are every other running total of their lengths
-        pieces: list[str] = []
-        refs: list[str] = []
-        lead = ""  # the end of a line that a slice before this one left open
-        for ref, kind, value, row_number, other in tokens:
-            if ref:  # the common shape, caught whole
-                column += 1
-                if not value:
-                    continue
-                if kind == "s":
-                    index = int_or(value.strip(), -1)
-                    text = shared[index] if 0 <= index < len(shared) else ""
-                elif not kind or kind == "n":
-                    text = plain_number(value.strip()) if "E" in value or "e" in value else value.strip()
-                else:
-                    text = value if kind == "inlineStr" else value.strip()
-            elif row_number:
-                row = int(row_number)
-                column = 0
-                continue
-            else:
-                row, column, cell = (row, column, ROW_ENDS) if other == "/row>" else _general(other, row, column)
-                if cell is ROW_ENDS and line_open:
-                    if pieces:
-                        pieces[-1] = "\t\n"
-                    else:
-                        lead = "\n"
-                    line_open = False
-                if not isinstance(cell, tuple):
-                    continue
-                ref, kind, raw = cell
-                text = cell_text(kind, raw, shared)
-            if not text:
-                continue
-            pieces.append(text)
-            pieces.append("\t")
-            refs.append(ref)
-            line_open = True
+        pieces, refs, lead = _read_slice(tokens, shared, place)
         totals = list(accumulate(map(len, pieces), initial=size + len(lead)))
         if totals[-1] > limit:
             raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
@@ -126,13 +91,67 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
 
 
-ROW_ENDS = "row ends"
+class _Place:
+    """Where the reading is between tokens: the row and column (for a cell that names no reference),
+    whether the current line holds a value yet."""
+
+    def __init__(self) -> None:
+        self.row = self.column = 0
+        self.line_open = False
+
+
+def _read_slice(
+    tokens: list[tuple[str, ...]], shared: list[str], place: _Place
+) -> tuple[list[str], list[str], str]:
+    """(pieces, references, lead) of a slice's tokens: the pieces of text, the reference of each cell
+    with a text, and the end of a line a slice before left open (one "\n", or none)."""
+    pieces: list[str] = []
+    refs: list[str] = []
+    lead = ""  # the end of a line that a slice before this one left open
+    row, column, line_open = place.row, place.column, place.line_open
+    for row_number, ref, kind, value, row_end, other in tokens:
+        if ref:  # the common shape, caught whole
+            if row_number:
+                row = int(row_number)
+                column = 0
+            column += 1
+            if kind == "s":
+                index = int_or(value.strip(), -1)
+                text = shared[index] if 0 <= index < len(shared) else ""
+            elif not kind or kind == "n":
+                text = plain_number(value.strip()) if "E" in value or "e" in value else value.strip()
+            else:
+                text = value if kind == "inlineStr" else value.strip()
+            cell = _ROW_ENDS if row_end else _NOTHING
+        else:
+            row, column, cell = (row, column, _ROW_ENDS) if other == "/row>" else _general(other, row, column)
+            if isinstance(cell, tuple):
+                ref, kind, raw = cell
+                text = cell_text(kind, raw, shared)
+            else:
+                text = ""
+        if text:
+            pieces.append(text)
+            pieces.append("\t")
+            refs.append(ref)
+            line_open = True
+        if cell is _ROW_ENDS and line_open:
+            if pieces:
+                pieces[-1] = "\t\n"
+            else:
+                lead = "\n"
+            line_open = False
+    place.row, place.column, place.line_open = row, column, line_open
+    return pieces, refs, lead
+
+
+_ROW_ENDS = "row ends"
 _NOTHING = "nothing to read"
 
 
 def _general(token: str, row: int, column: int) -> tuple[int, int, tuple[str, str, str] | str]:
     """A token of an unusual shape (`_GENERAL`, after its "<"): the row and column after it, and what it
-    is: a cell's (reference, type, raw value), ROW_ENDS (a row's end tag, a row that closes itself) or
+    is: a cell's (reference, type, raw value), _ROW_ENDS (a row's end tag, a row that closes itself) or
     _NOTHING (a row's start, a cell without a body)."""
     match = _GENERAL_TOKEN.match(token)
     if match is None:  # cannot be: the same pattern found it
@@ -148,8 +167,8 @@ def _general(token: str, row: int, column: int) -> tuple[int, int, tuple[str, st
         return row, column, (ref.replace("\n", " ")[:20], kind, raw)
     if is_row:
         row = int(number) if number else int_or(_attribute(_REF, attrs or ""), row + 1)
-        return row, 0, ROW_ENDS if closed else _NOTHING
-    return row, column, ROW_ENDS
+        return row, 0, _ROW_ENDS if closed else _NOTHING
+    return row, column, _ROW_ENDS
 
 
 def _slices(xml: str) -> Iterator[list[tuple[str, ...]]]:
@@ -190,7 +209,7 @@ def plain_number(raw: str) -> str:
 
 
 def int_or(text: str | None, default: int) -> int:
-    return int(text) if text and text.isdigit() and len(text) < 10 else default
+    return int(text) if text and text.isdecimal() and len(text) < 10 else default
 
 
 def column_name(index: int) -> str:
