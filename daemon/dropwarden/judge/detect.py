@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dropwarden.findings import Finding, FindingLimits, Findings, FindingTally, bbox_union
 from dropwarden.registry import DetectContext, Detector, Incomplete
 from dropwarden.verdict import Problem, Reason
-from dropwarden.views import View
+from dropwarden.views import ANCHOR_STEPS, View
 
 if TYPE_CHECKING:
     from dropwarden.config import LimitsSettings
@@ -139,12 +139,12 @@ def place(
     """Give a finding in a view from inside a container its path there: the view's provenance `within`
     (members outer to inner, the part, the page, ...), then the label of the anchor its text offset
     falls in, from provenance `anchors` (`starts`: their starts): (start, end, label) character ranges
-    in order ("cell B2")."""
+    in order ("cell B2"; a label of several steps, "slide 2\x1fnotes", adds each: `ANCHOR_STEPS`)."""
     within = tuple(view.provenance["within"])
     offset = finding.location.offset
     index = bisect.bisect_right(starts, offset) - 1 if offset is not None else -1
     if index >= 0 and offset < anchors[index][1]:  # type: ignore[operator]
-        within = (*within, anchors[index][2])
+        within = (*within, *anchors[index][2].split(ANCHOR_STEPS))
     return dataclasses.replace(finding, location=dataclasses.replace(finding.location, within=within))
 
 
