@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from array import array
 from collections.abc import Iterator
-from itertools import accumulate
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate
 
 from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.walk import LimitReached
@@ -78,22 +78,22 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     for tokens in _slices(data.decode("utf-8-sig")):
         # pieces alternate a cell's text and what follows it ("\t", or "\t\n" where its row ends), so
         # the anchors are every other running total of their lengths
-        pieces, refs, lead = _read_slice(tokens, shared, place)
-        totals = list(accumulate(map(len, pieces), initial=size + len(lead)))
+        pieces, refs = _read_slice(tokens, shared, place)
+        totals = list(accumulate(map(len, pieces), initial=size))
         if totals[-1] > limit:
             raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
         size = totals[-1]
         starts.extend(totals[0:-1:2])
         ends.extend(totals[1::2])
-        text_slices.append(lead + "".join(pieces))
+        text_slices.append("".join(pieces))
         if refs:
             label_slices.append("cell " + "\ncell ".join(refs))
     return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
 
 
 class _Place:
-    """Where the reading is between tokens: the row and column (for a cell that names no reference),
-    whether the current line holds a value yet."""
+    """Where the reading is between slices: the row and column (for a cell that names no reference),
+    whether the current line holds a value yet (never at a slice's start: a slice ends after a row)."""
 
     def __init__(self) -> None:
         self.row = self.column = 0
@@ -102,12 +102,11 @@ class _Place:
 
 def _read_slice(
     tokens: list[tuple[str, ...]], shared: list[str], place: _Place
-) -> tuple[list[str], list[str], str]:
-    """(pieces, references, lead) of a slice's tokens: the pieces of text, the reference of each cell
-    with a text, and the end of a line a slice before left open (one "\n", or none)."""
+) -> tuple[list[str], list[str]]:
+    """(pieces, references) of a slice's tokens: the pieces of text and the reference of each cell
+    with a text."""
     pieces: list[str] = []
     refs: list[str] = []
-    lead = ""  # the end of a line that a slice before this one left open
     row, column, line_open = place.row, place.column, place.line_open
     for row_number, ref, kind, value, row_end, other in tokens:
         if ref:  # the common shape, caught whole
@@ -136,13 +135,10 @@ def _read_slice(
             refs.append(ref)
             line_open = True
         if cell is _ROW_ENDS and line_open:
-            if pieces:
-                pieces[-1] = "\t\n"
-            else:
-                lead = "\n"
+            pieces[-1] = "\t\n"
             line_open = False
     place.row, place.column, place.line_open = row, column, line_open
-    return pieces, refs, lead
+    return pieces, refs
 
 
 _ROW_ENDS = "row ends"
