@@ -37,7 +37,7 @@ _TOKEN = re.compile(  # one literal "<" first: the engine skips to each tag in C
     r'(?:row r="([0-9]{1,9}+)"(?: [\w:.-]++="[^"<]*+")*+><)?'
     r'c r="([A-Z]{1,3}+[0-9]{1,7}+)"(?: s="[0-9]{1,9}+")?(?: t="([a-zA-Z]{1,9}+)")?(?: s="[0-9]{1,9}+")?'
     r"(?:/>|>(?:<f>[^<&]*+</f>)?(?:(?:<v>|<is><t>)([^<&]*+)</(?:v>|t></is>))?</c>)(</row>)?"
-    r"|(" + re.sub(r"\((?!\?)", "(?:", _GENERAL) + r"))",
+    r"|(" + re.sub(r"\((?!\?)", "(?:", _GENERAL) + r"))",  # its own groups made non-capturing
     re.S,
 )
 _ROW_END = re.compile(r"</" + _PREFIX + r"row\s*>")  # where a slice of the sheet may end
