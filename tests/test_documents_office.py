@@ -12,6 +12,7 @@ import pptx
 from docx.oxml import parse_xml
 from PIL import Image
 
+from dropwarden.views import ANCHOR_STEPS
 from dropwarden_documents.formats import walk
 from dropwarden_documents.settings import DocumentsSettings
 
@@ -158,6 +159,37 @@ def test_slides_and_speaker_notes_are_read_with_their_slide_numbers(tmp_path, wr
     record = scan(write_config(), tmp_path / "deck.pptx")["deck.pptx"]
     places = {f["type"]: f["location"]["within"] for f in record["findings"]}
     assert places == {"JP_MY_NUMBER": ["slide 1"], "CREDIT_CARD": ["slide 2", "notes"]}, record
+
+
+def test_a_deck_is_one_view_whose_ranges_name_each_slide_its_notes_and_every_other_part():
+    """Slides, speaker notes, layouts and masters go to the judge as one text view (a detection pass
+    per part cost more than reading them); each part's text lies in a range anchored with where it is."""
+    deck = pptx.Presentation()
+    deck.slides.add_slide(deck.slide_layouts[1]).shapes.title.text = "最初の話題"
+    second = deck.slides.add_slide(deck.slide_layouts[1])
+    second.shapes.title.text = "次の話題"
+    second.notes_slide.notes_text_frame.text = "話すこと"
+    outcome = walk(saved(deck), DocumentsSettings())
+    texts = [view for view in outcome.views if view[0] == "text"]
+    assert len(texts) == 1 and texts[0][3]["within"] == [], texts
+    _, _, text, provenance = texts[0]
+    ranges = {
+        tuple(label.split(ANCHOR_STEPS)): text[start:end] for start, end, label in provenance["anchors"]
+    }
+    assert "最初の話題" in ranges[("slide 1",)] and "次の話題" in ranges[("slide 2",)], ranges
+    assert ranges[("slide 2", "notes")].strip() == "話すこと", ranges
+    assert any(label[0].startswith("ppt/slideLayouts/") for label in ranges), ranges
+
+
+def test_parts_read_before_the_text_budget_ran_out_are_still_judged():
+    """The package's view is made whatever ends its walk: a card on slide 1 stands when slide 2 spends
+    documents.max_text_chars."""
+    deck = pptx.Presentation()
+    deck.slides.add_slide(deck.slide_layouts[1]).shapes.title.text = f"card {CARD}"
+    deck.slides.add_slide(deck.slide_layouts[1]).shapes.title.text = "x" * 5000
+    outcome = walk(saved(deck), DocumentsSettings(max_text_chars=4000))
+    assert any("max_text_chars" in detail for _, detail, _ in outcome.problems), outcome.problems
+    assert [view[2] for view in outcome.views if view[0] == "text" and CARD in view[2]], outcome.views
 
 
 def test_embedded_packages_are_recursed_and_an_office_file_named_dat_is_typed_by_its_content(

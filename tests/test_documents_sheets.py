@@ -66,3 +66,26 @@ def test_xml_the_patterns_cannot_vouch_for_goes_to_the_callbacks():
     assert not fits(body.replace("<v>6</v>", "<v><![CDATA[6]]></v>").encode())
     assert not fits(('<?xml version="1.0" encoding="Shift_JIS"?>' + body).encode("shift_jis"))
     assert not fits(body.encode("utf-16"))
+
+
+def test_rows_of_every_shape_around_common_cells_read_the_same_as_through_the_callbacks():
+    """A row's start and end caught with its first and last common cell, next to rows that close
+    themselves, rows with attributes as Excel writes them, a cell of an unusual shape first or last in
+    a row, cells without a reference after common ones (their column counted), a cell outside any row,
+    empty cells last in a row, and shared-string indexes in other digits: the same text and cells."""
+    rows = (
+        '<row r="1" spans="1:3" x14ac:dyDescent="0.25"><c r="A1" t="s"><v>0</v></c>'
+        '<c r="B1" s="1" t="s"><v>1</v></c></row>'
+        '<row r="2"><c r="A2" cm="1"><v>7</v></c><c r="B2"><v>8</v></c><c><v>9</v></c></row>'
+        '<row r="3"/><row r="4"><c r="A4"><v>1</v></c><c r="B4" t="s"><v>²</v></c><c r="C4" s="3"/></row>'
+        '<row r="5"><c r="A5" t="str"><v>x</v></c><c r="B5" t="s"><v>٢</v></c><c><v>5150</v></c></row>'
+        '<c r="Z9"><v>outside</v></c><row r="6"></row>'
+        '<row r="7"><c r="A7"><v>5</v></c><c r="B7" t="inlineStr"><is><t xml:space="preserve"> sp </t></is></c>'
+        "</row><row><c><v>10</v></c></row>"
+    )
+    xml = f'<worksheet xmlns="{MAIN}" xmlns:x14ac="urn:x14ac"><sheetData>{rows}</sheetData></worksheet>'
+    assert fits(xml.encode())
+    fast, slow = both(xml)
+    assert fast[0] == slow[0] and list(fast[1]) == slow[1]
+    assert "clean" in fast[0] and (fast[0].index("9"), fast[0].index("9") + 1, "cell C2") in fast[1]
+    assert (fast[0].index("5150"), fast[0].index("5150") + 4, "cell C5") in fast[1]

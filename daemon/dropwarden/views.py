@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+# A text view's provenance "anchors" are (start, end, label) character ranges, in order; a finding in one
+# is placed at the view's "within" then the label, which may name several steps ("slide 2", "notes")
+# joined by this character (one no label otherwise holds).
+ANCHOR_STEPS = "\x1f"
+
 
 @dataclass(frozen=True)
 class TextView:

@@ -12,6 +12,7 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 
 from dropwarden.content import printable_strings, utf16le_strings
+from dropwarden.views import ANCHOR_STEPS
 from dropwarden_documents.sheetscan import cell_text, column_name, fits, int_or, scan_cells
 from dropwarden_documents.walk import Encrypted, LimitReached, Walker, Within
 from dropwarden_documents.xmltext import AllText, TextTarget, local, parse, qualified
@@ -154,16 +155,41 @@ class SheetCells(TextTarget):
 
 class Package:
     """An open OOXML package: each part read at most once (counted against documents.max_members),
-    relationships resolved, the parts read so far remembered."""
+    relationships resolved, the parts read so far remembered; the text of its parts (all but sheets,
+    which carry their cells) gathered into one view, each part's range anchored with where it is:
+    a detection pass per part (36 for a 10-slide deck) cost more than reading them (`flush`)."""
 
     def __init__(self, walker: Walker, archive: zipfile.ZipFile, within: Within, size: int) -> None:
         self.walker = walker
         self.archive = archive
         self.within = within
-        self.size = size
+        self.file_size = size
         self.names = {info.filename for info in archive.infolist() if not info.is_dir()}
         self.done: set[str] = set()
         self.content_types: dict[str, str] | None = None
+        self.pieces: list[str] = []
+        self.anchors: list[tuple[int, int, str]] = []
+        self.size = 0
+
+    def add_text(self, text: str, where: Within) -> None:
+        """The text of a part found at `where` (below the package), for the package's view; counted
+        against the file's text budget at once."""
+        if not text.strip():
+            return
+        separator = "\n" if self.pieces else ""  # parts apart as paragraphs are
+        self.walker.count_text(len(separator) + len(text))
+        start = self.size + len(separator)
+        self.pieces += (separator, text)
+        self.size = start + len(text)
+        steps = (step.replace(ANCHOR_STEPS, " ") for step in where[len(self.within) :])
+        self.anchors.append((start, self.size, ANCHOR_STEPS.join(steps)))
+
+    def flush(self) -> None:
+        """The package's view of the text gathered so far (called when the package is done, whatever
+        ended it: what was read before a limit or damage is judged)."""
+        if self.pieces:
+            self.walker.text("".join(self.pieces), self.within, self.anchors, counted=True)
+        self.pieces, self.anchors, self.size = [], [], 0
 
     def read(self, name: str) -> bytes | None:
         """A part's bytes (None: absent or read already)."""
@@ -176,7 +202,7 @@ class Package:
         if info.flag_bits & 0x1:
             raise Encrypted("a part encrypted without a password")
         with self.archive.open(info) as stream:
-            return self.walker.read_member(stream, min(info.compress_size, self.size), name)
+            return self.walker.read_member(stream, min(info.compress_size, self.file_size), name)
 
     def text_of(self, name: str, target: TextTarget) -> TextTarget | None:
         """`target` fed with part `name` (None: absent, read already or damaged: a problem)."""
@@ -207,7 +233,7 @@ class Package:
     def office_text(self, name: str, where: Within) -> None:
         target = self.text_of(name, OfficeText(self.budget()))
         if target is not None:
-            self.walker.text(target.text(), where)
+            self.add_text(target.text(), where)
 
     def budget(self) -> int:
         return max(1, self.walker.limits.max_text_chars - self.walker.text_chars)
@@ -300,16 +326,19 @@ def walk_ooxml(walker: Walker, data: bytes, within: Within, depth: int) -> None:
     every other part: XML as text, media as image views, embedded packages recursed."""
     with zipfile.ZipFile(BytesIO(data)) as archive:
         package = Package(walker, archive, within, len(data))
-        main = package.main_kind()
-        if main is not None:
-            kind, part = main
-            if kind == "excel":
-                _excel(package, part)
-            elif kind == "powerpoint":
-                _powerpoint(package, part)
-            else:
-                package.office_text(part, (*within, part))
-        _rest(package, depth, main_read=main is not None)
+        try:
+            main = package.main_kind()
+            if main is not None:
+                kind, part = main
+                if kind == "excel":
+                    _excel(package, part)
+                elif kind == "powerpoint":
+                    _powerpoint(package, part)
+                else:
+                    package.office_text(part, (*within, part))
+            _rest(package, depth, main_read=main is not None)
+        finally:
+            package.flush()
 
 
 def _excel(package: Package, workbook_part: str) -> None:
@@ -357,12 +386,12 @@ def _rest(package: Package, depth: int, *, main_read: bool) -> None:
             reader = AllText if _PLAIN_XML.match(name) else OfficeText
             target = package.text_of(name, reader(package.budget()))
             if target is not None:
-                walker.text(target.text(), where)
+                package.add_text(target.text(), where)
             continue
         data = package.read(name)
         if data is None:
             continue
         if name.endswith("vbaProject.bin"):  # macro code, compressed: its strings, yet no document part
-            walker.text(printable_strings(data) + "\n" + utf16le_strings(data), (*where, "strings"))
+            package.add_text(printable_strings(data) + "\n" + utf16le_strings(data), (*where, "strings"))
             continue
         walker.visit(data, where, depth + 1, name)

@@ -12,6 +12,7 @@ import re
 from array import array
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate
 
 from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.walk import LimitReached
@@ -19,15 +20,24 @@ from dropwarden_documents.xmltext import defused_expat, feed
 
 _PREFIX = r"(?:[A-Za-z_][\w.-]*:)?"
 _ATTRS = r"(\s(?:[^>\"']|\"[^\"]*\"|'[^']*')*?)?"
-# A cell as spreadsheet writers almost always write it (reference, type, value or inline text, caught
-# at once), any other cell (its attributes, its body), a row's start (its attributes) or a row's end.
+# Any other cell (its attributes, its body), a row's start (its number, attributes, whether it closes
+# itself) or a row's end, written after the "<": with groups to read one token, without to find it.
+_GENERAL = (
+    _PREFIX + r"(?:(c)" + _ATTRS + r"\s*(?:/>|>(.*?)</" + _PREFIX + r"c\s*>)"
+    r"|(row)(?: r=\"([0-9]{1,9})\")?" + _ATTRS + r"\s*(/?)>)"
+    r"|/" + _PREFIX + r"row\s*>"
+)
+_GENERAL_TOKEN = re.compile(_GENERAL, re.S)
+# A cell as spreadsheet writers almost always write it (reference, type, value or inline text), with the
+# start of its row (the row's number) when it is the row's first cell and the row's end when it is the
+# last; or any other token whole (`_GENERAL`, read again on its own). Expat vouched for the XML first,
+# so a tag opened here is closed as the pattern expects.
 _TOKEN = re.compile(  # one literal "<" first: the engine skips to each tag in C
     r"<(?:"
-    r'c r="([A-Z]{1,3}[0-9]{1,7})"(?: s="[0-9]{1,9}")?(?: t="([a-zA-Z]{1,9})")?(?: s="[0-9]{1,9}")?'
-    r"(?:/>|>(?:<f>[^<&]*</f>)?(?:<v>([^<&]*)</v>|<is><t>([^<&]*)</t></is>)?</c>)"
-    r"|" + _PREFIX + r"(?:(c)" + _ATTRS + r"\s*(?:/>|>(.*?)</" + _PREFIX + r"c\s*>)"
-    r"|(row)(?: r=\"([0-9]{1,9})\")?" + _ATTRS + r"\s*(/?)>)"
-    r"|/" + _PREFIX + r"row\s*>)",
+    r'(?:row r="([0-9]{1,9}+)"(?: [\w:.-]++="[^"<]*+")*+><)?'
+    r'c r="([A-Z]{1,3}+[0-9]{1,7}+)"(?: s="[0-9]{1,9}+")?(?: t="([a-zA-Z]{1,9}+)")?(?: s="[0-9]{1,9}+")?'
+    r"(?:/>|>(?:<f>[^<&]*+</f>)?(?:(?:<v>|<is><t>)([^<&]*+)</(?:v>|t></is>))?</c>)(</row>)?"
+    r"|(" + re.sub(r"\((?!\?)", "(?:", _GENERAL) + r"))",  # its own groups made non-capturing
     re.S,
 )
 _ROW_END = re.compile(r"</" + _PREFIX + r"row\s*>")  # where a slice of the sheet may end
@@ -63,54 +73,98 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     text_slices: list[str] = []
     label_slices: list[str] = []
     starts, ends = array("q"), array("q")
-    size = row = column = 0
-    line_open = False  # a value since the last line break
+    size = 0
+    place = _Place()
     for tokens in _slices(data.decode("utf-8-sig")):
-        parts: list[str] = []
-        labels: list[str] = []
-        for ref, kind, value, inline, is_cell, cell_attrs, body, is_row, number, attrs, closed in tokens:
-            if ref:  # the common shape, caught whole
-                column += 1
-                if not kind or kind == "n":
-                    text = plain_number(value) if "E" in value or "e" in value else value.strip()
-                elif kind == "s":
-                    index = int_or(value.strip(), -1)
-                    text = shared[index] if 0 <= index < len(shared) else ""
-                else:
-                    text = cell_text(kind, value or inline, shared)
-            elif is_cell:
-                column += 1
-                if not body:
-                    continue
-                kind = _attribute(_TYPE, cell_attrs) or "n"
-                text = cell_text(kind, "".join(_unescape(v) for v in _VALUE.findall(body)), shared)
-                ref = (_attribute(_REF, cell_attrs) or f"{column_name(column)}{row}").replace("\n", " ")
-            else:
-                if is_row:
-                    row = int(number) if number else int_or(_attribute(_REF, attrs), row + 1)
-                    column = 0
-                    if not closed:
-                        continue
-                if line_open:  # a row ends
-                    parts.append("\n")
-                    size += 1
-                    line_open = False
-                continue
-            if not text:
-                continue
-            size += len(text) + 1
-            if size > limit:
-                raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
-            starts.append(size - len(text) - 1)
-            ends.append(size - 1)
-            labels.append("cell " + ref[:20])
-            parts.append(text)
-            parts.append("\t")
-            line_open = True
-        text_slices.append("".join(parts))
-        if labels:
-            label_slices.append("\n".join(labels))
+        # pieces alternate a cell's text and what follows it ("\t", or "\t\n" where its row ends), so
+        # the anchors are every other running total of their lengths
+        pieces, refs = _read_slice(tokens, shared, place)
+        totals = list(accumulate(map(len, pieces), initial=size))
+        if totals[-1] > limit:
+            raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
+        size = totals[-1]
+        starts.extend(totals[0:-1:2])
+        ends.extend(totals[1::2])
+        text_slices.append("".join(pieces))
+        if refs:
+            label_slices.append("cell " + "\ncell ".join(refs))
     return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
+
+
+class _Place:
+    """Where the reading is between slices: the row and column (for a cell that names no reference),
+    whether the current line holds a value yet (never at a slice's start: a slice ends after a row)."""
+
+    def __init__(self) -> None:
+        self.row = self.column = 0
+        self.line_open = False
+
+
+def _read_slice(
+    tokens: list[tuple[str, ...]], shared: list[str], place: _Place
+) -> tuple[list[str], list[str]]:
+    """(pieces, references) of a slice's tokens: the pieces of text and the reference of each cell
+    with a text."""
+    pieces: list[str] = []
+    refs: list[str] = []
+    row, column, line_open = place.row, place.column, place.line_open
+    for row_number, ref, kind, value, row_end, other in tokens:
+        if ref:  # the common shape, caught whole
+            if row_number:
+                row = int(row_number)
+                column = 0
+            column += 1
+            if kind == "s":
+                index = int_or(value.strip(), -1)
+                text = shared[index] if 0 <= index < len(shared) else ""
+            elif not kind or kind == "n":
+                text = plain_number(value.strip()) if "E" in value or "e" in value else value.strip()
+            else:
+                text = value if kind == "inlineStr" else value.strip()
+            cell = _ROW_ENDS if row_end else _NOTHING
+        else:
+            row, column, cell = (row, column, _ROW_ENDS) if other == "/row>" else _general(other, row, column)
+            if isinstance(cell, tuple):
+                ref, kind, raw = cell
+                text = cell_text(kind, raw, shared)
+            else:
+                text = ""
+        if text:
+            pieces.append(text)
+            pieces.append("\t")
+            refs.append(ref)
+            line_open = True
+        if cell is _ROW_ENDS and line_open:
+            pieces[-1] = "\t\n"
+            line_open = False
+    place.row, place.column, place.line_open = row, column, line_open
+    return pieces, refs
+
+
+_ROW_ENDS = "row ends"
+_NOTHING = "nothing to read"
+
+
+def _general(token: str, row: int, column: int) -> tuple[int, int, tuple[str, str, str] | str]:
+    """A token of an unusual shape (`_GENERAL`, after its "<"): the row and column after it, and what it
+    is: a cell's (reference, type, raw value), _ROW_ENDS (a row's end tag, a row that closes itself) or
+    _NOTHING (a row's start, a cell without a body)."""
+    match = _GENERAL_TOKEN.match(token)
+    if match is None:  # cannot be: the same pattern found it
+        return row, column, _NOTHING
+    is_cell, cell_attrs, body, is_row, number, attrs, closed = match.groups()
+    if is_cell:
+        column += 1
+        if not body:
+            return row, column, _NOTHING
+        kind = _attribute(_TYPE, cell_attrs or "") or "n"
+        raw = "".join(_unescape(v) for v in _VALUE.findall(body))
+        ref = _attribute(_REF, cell_attrs or "") or f"{column_name(column)}{row}"
+        return row, column, (ref.replace("\n", " ")[:20], kind, raw)
+    if is_row:
+        row = int(number) if number else int_or(_attribute(_REF, attrs or ""), row + 1)
+        return row, 0, _ROW_ENDS if closed else _NOTHING
+    return row, column, _ROW_ENDS
 
 
 def _slices(xml: str) -> Iterator[list[tuple[str, ...]]]:
@@ -151,7 +205,7 @@ def plain_number(raw: str) -> str:
 
 
 def int_or(text: str | None, default: int) -> int:
-    return int(text) if text and text.isdigit() and len(text) < 10 else default
+    return int(text) if text and text.isdecimal() and len(text) < 10 else default
 
 
 def column_name(index: int) -> str:

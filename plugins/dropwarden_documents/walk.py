@@ -74,23 +74,35 @@ class Walker:
 
     # ---------------------------------------------------------------- views and problems
 
-    def text(self, text: str, within: Within, anchors: Sequence[tuple[int, int, str]] | None = None) -> None:
+    def text(
+        self,
+        text: str,
+        within: Within,
+        anchors: Sequence[tuple[int, int, str]] | None = None,
+        *,
+        counted: bool = False,
+    ) -> None:
         """A text view of `text` found at `within`, with character ranges labelled ("cell B2"), packed
-        for the trip out of the worker."""
+        for the trip out of the worker (`counted`: its characters went through `count_text` already)."""
         if not text.strip():
             return
-        self.text_chars += len(text)
-        if self.text_chars > self.limits.max_text_chars:
-            raise LimitReached(
-                f"more than documents.max_text_chars={self.limits.max_text_chars} characters of text",
-                fatal=True,
-            )
+        if not counted:
+            self.count_text(len(text))
         self._count += 1
         provenance: dict[str, Any] = {"source": "document", "within": list(within)}
         if anchors:
             packed = isinstance(anchors, PackedAnchors)
             provenance["anchors"] = anchors if packed else PackedAnchors.pack(anchors)
         self.out.views.append(("text", f"document:{self._count}", text, provenance))
+
+    def count_text(self, size: int) -> None:
+        """Count `size` characters of text against documents.max_text_chars; beyond it the walk ends."""
+        self.text_chars += size
+        if self.text_chars > self.limits.max_text_chars:
+            raise LimitReached(
+                f"more than documents.max_text_chars={self.limits.max_text_chars} characters of text",
+                fatal=True,
+            )
 
     def image(self, data: bytes, image_format: str, within: Within) -> None:
         """An image view (a rendered page, an embedded picture) for OCR and vision."""
