@@ -163,7 +163,10 @@ class OcrExtractor:
                 regions = self.engine.recognise(page.image, deadline)
             except OcrIncomplete as exc:
                 regions, partial = exc.regions, partial or exc
-            except OcrError:
+            except OcrError as exc:
+                if exc.reason == "timeout":  # named by the limit the operator set
+                    detail = f"not read within {self.settings.timeout:g}s: {exc.detail}"
+                    raise OcrError("timeout", detail) from None
                 raise
             except Exception as exc:
                 raise OcrError("detector_error", f"{self.engine.name}: {type(exc).__name__}: {exc}") from None
