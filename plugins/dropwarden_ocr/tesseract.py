@@ -6,7 +6,9 @@ address-space limit, OMP_THREAD_LIMIT. One pass with `jpn+jpn_vert+eng` and auto
 reads horizontal Japanese, vertical Japanese and English on the same page: the layout analysis finds
 vertical blocks and recognises them with the vertical model. Where a page has speech bubbles, caption
 boxes or vertical lines it was unsure of, those are read again on their own (vertical.py), within
-`vertical_budget`: each such read is a strategy of its own, and so a view of its own.
+`vertical_budget`: each such read is a strategy of its own, and so a view of its own; a bubble left
+unread then makes the image incomplete (OcrIncomplete, `vertical_budget_spent`). A panel's textured
+background is cleaned away before the first pass (background.py).
 """
 
 from __future__ import annotations
