@@ -1,6 +1,7 @@
 """OCR benchmark: seconds per page through Tesseract, and recall of seeded PII read back through OCR.
 
     .venv/bin/python bench/ocr_bench.py [--pages 120] [--seed 1] [--json] [--misses] [--save DIR] [--ocr JSON]
+                                [--limits JSON]
 
 Pages are generated (tests/ocr_pages.py, tests/manga_pages.py) in six layouts, in turn: horizontal
 Japanese, vertical Japanese and English documents drawn with the Noto CJK fonts at 20-36 px; manga panels
@@ -88,7 +89,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, page, fmt in pages:
         options = {"quality": 85 if page.orientation != "scan" else 60} if fmt == "JPEG" else {}
         (folder / name).write_bytes(page.encode(fmt, **options))
-    settings = Settings(state={"dir": root / "state"}, ocr={"enabled": True, **json.loads(args.ocr)})
+    limits = json.loads(args.limits)
+    settings = Settings(
+        state={"dir": root / "state"},
+        ocr={"enabled": True, **json.loads(args.ocr)},
+        **({"limits": limits} if limits else {}),
+    )
     runtime = build_runtime(settings)
     extractor = runtime.registry.extractors["ocr-tesseract"]
     engine = extractor.engine
@@ -243,6 +249,12 @@ def main() -> None:
         default="{}",
         metavar="JSON",
         help='[ocr] settings over the defaults, e.g. \'{"tesseract": {"vertical_reads": false}}\'',
+    )
+    parser.add_argument(
+        "--limits",
+        default="{}",
+        metavar="JSON",
+        help="[limits] over the defaults, e.g. '{\"detector_timeout\": 600}' on a loaded machine",
     )
     args = parser.parse_args()
     result = run(args)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # BBox: (left, top, right, bottom), right and bottom exclusive. An engine reports boxes in pixels of the
 # image it was given; the extractor maps them to pixels of the original (upright) image before use.
-__all__ = ["BBox", "OcrEngine", "OcrError", "OcrRegion", "short_error"]
+__all__ = ["BBox", "OcrEngine", "OcrError", "OcrIncomplete", "OcrRegion", "short_error"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class OcrError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class OcrIncomplete(OcrError):
+    """The engine read only part of the image (a speech bubble found but not read within its budget):
+    `regions`, what it did read, stand; the file gets a problem with `reason`, so it is never clean."""
+
+    def __init__(self, reason: str, detail: str, regions: list[OcrRegion]) -> None:
+        super().__init__(reason, detail)
+        self.regions = regions
 
 
 def short_error(exc: BaseException, limit: int = 300) -> str:

@@ -20,7 +20,7 @@ from dropwarden.images import (
 )
 from dropwarden.registry import Incomplete
 from dropwarden.views import TextView, View
-from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrRegion
+from dropwarden_ocr.engine import BBox, OcrEngine, OcrError, OcrIncomplete, OcrRegion
 from dropwarden_ocr.normalize import normalize
 
 if TYPE_CHECKING:
@@ -121,56 +121,81 @@ class OcrExtractor:
             close()
 
     def extract(self, snapshot: Snapshot, views: list[View]) -> list[View]:
-        """A text view per frame of the file's image; frames past `[ocr] max_frames` raise Incomplete
-        ("too_large") with the views of those read: their findings stand, and the file is not clean."""
+        """A text view per frame of the file's image; frames past `[ocr] max_frames`, or a frame the
+        engine read only in part (OcrIncomplete), raise Incomplete with the views of those read: their
+        findings stand, and the file is not clean."""
         out: list[View] = []
+        partial: Incomplete | None = None
         for view in views:
             if view.kind == "image":
-                read, unread = self.read_frames(view.data, view.name)  # type: ignore[union-attr]
+                try:
+                    read, unread = self.read_frames(view.data, view.name)  # type: ignore[union-attr]
+                except Incomplete as exc:
+                    read, unread, partial = list(exc.results), None, partial or exc
                 for text in read:  # where the image came from (a container's member, a PDF page)
                     text.provenance.update(_carried(view.provenance))
                 out.extend(read)
                 if unread is not None:
                     raise Incomplete("too_large", unread, out)
+        if partial is not None:
+            raise Incomplete(partial.reason, partial.detail, out)
         return out
 
     def read(self, data: bytes, source: str = "image") -> TextView:
-        """OCR of an image's (first frame's) bytes as a text view; raises OcrError on failure."""
+        """OCR of an image's (first frame's) bytes as a text view; raises OcrError on failure (and
+        Incomplete, with the views read, where the engine read the frame only in part)."""
         return self.read_frames(data, source)[0][0]
 
     def read_frames(self, data: bytes, source: str = "image") -> tuple[list[TextView], str | None]:
         """One text view per frame read (up to `[ocr] max_frames`), all within one `[ocr] timeout`:
         "ocr:<engine>" for the first, "ocr:<engine>:frame<N>" for the others; and None when no frame
-        was left unread, else what was ("10 frames, only ocr.max_frames=4 read"). Raises OcrError."""
+        was left unread, else what was ("10 frames, only ocr.max_frames=4 read"). Raises OcrError; where
+        the engine read a frame only in part (OcrIncomplete), reads the other frames and then raises
+        Incomplete (its reason and detail, and any frames left unread) with every view read."""
         deadline = time.monotonic() + self.settings.timeout
         pages, unread = load_pages(
             data, self.settings.max_pixels, self.settings.max_side, self.settings.max_frames
         )
         views = []
+        partial: OcrIncomplete | None = None
         for page in pages:
             try:
                 regions = self.engine.recognise(page.image, deadline)
-            except OcrError:
+            except OcrIncomplete as exc:
+                regions, partial = exc.regions, partial or exc
+            except OcrError as exc:
+                if exc.reason == "timeout":  # named by the limit the operator set
+                    detail = f"not read within {self.settings.timeout:g}s: {exc.detail}"
+                    raise OcrError("timeout", detail) from None
                 raise
             except Exception as exc:
                 raise OcrError("detector_error", f"{self.engine.name}: {type(exc).__name__}: {exc}") from None
-            minimum = self.settings.min_confidence
-            kept = [r for r in regions if r.confidence is None or r.confidence >= minimum]
-            name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
-            if source != "image" and not source.startswith("appended"):  # an image inside a document
-                name = f"{name}:{source}"
-            # each way the engine read the page is a view of its own ("" first, always present)
-            strategies = dict.fromkeys(["", *(r.strategy for r in kept)])
-            for strategy in strategies:
-                chosen = [r for r in kept if r.strategy == strategy]
-                view = build_view(
-                    f"{name}:{strategy}" if strategy else name, self.engine, chosen, page, source
-                )
-                view.provenance.update(frames_read=len(pages), frames_unread=unread is not None)
-                if strategy:
-                    view.provenance["strategy"] = strategy
-                views.append(view)
+            views += self._views(regions, page, source, len(pages), unread is not None)
+        if partial is not None:
+            detail = partial.detail + (f"; {unread}" if unread is not None else "")
+            raise Incomplete(partial.reason, detail, views)
         return views, unread
+
+    def _views(
+        self, regions: list[OcrRegion], page: Page, source: str, frames: int, unread: bool
+    ) -> list[TextView]:
+        """The text views of one frame: one per way the engine read it."""
+        minimum = self.settings.min_confidence
+        kept = [r for r in regions if r.confidence is None or r.confidence >= minimum]
+        name = f"ocr:{self.engine.name}" + (f":frame{page.frame}" if page.frame else "")
+        if source != "image" and not source.startswith("appended"):  # an image inside a document
+            name = f"{name}:{source}"
+        views = []
+        # each way the engine read the page is a view of its own ("" first, always present)
+        strategies = dict.fromkeys(["", *(r.strategy for r in kept)])
+        for strategy in strategies:
+            chosen = [r for r in kept if r.strategy == strategy]
+            view = build_view(f"{name}:{strategy}" if strategy else name, self.engine, chosen, page, source)
+            view.provenance.update(frames_read=frames, frames_unread=unread)
+            if strategy:
+                view.provenance["strategy"] = strategy
+            views.append(view)
+        return views
 
 
 def _carried(provenance: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,11 @@ class TesseractSettings(Strict):
     max_memory_mib: int = Field(default=1024, ge=64)
     region_languages: str = Field(default="osd", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
     region_level: Literal["block", "paragraph", "line"] = "block"
+    clean_background: bool = True
     vertical_reads: bool = True
     vertical_languages: str = Field(default="jpn_vert", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
     vertical_budget: float = Field(default=3.0, gt=0)
+    vertical_budget_spent: Literal["unscanned", "first_pass"] = "unscanned"
     max_vertical_blocks: int = Field(default=8, ge=1, le=64)
 
 

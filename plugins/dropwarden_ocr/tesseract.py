@@ -6,11 +6,14 @@ address-space limit, OMP_THREAD_LIMIT. One pass with `jpn+jpn_vert+eng` and auto
 reads horizontal Japanese, vertical Japanese and English on the same page: the layout analysis finds
 vertical blocks and recognises them with the vertical model. Where a page has speech bubbles, caption
 boxes or vertical lines it was unsure of, those are read again on their own (vertical.py), within
-`vertical_budget`: each such read is a strategy of its own, and so a view of its own.
+`vertical_budget`: each such read is a strategy of its own, and so a view of its own; a bubble left
+unread then makes the image incomplete (OcrIncomplete, `vertical_budget_spent`). A panel's textured
+background is cleaned away before the first pass (background.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import os
@@ -25,13 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
+from PIL import Image
+
 from dropwarden.findings import bbox_union
-from dropwarden_ocr import vertical
-from dropwarden_ocr.engine import BBox, OcrError, OcrRegion
+from dropwarden_ocr import background, vertical
+from dropwarden_ocr.engine import BBox, OcrError, OcrIncomplete, OcrRegion
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from dropwarden_ocr.settings import TesseractSettings
 
 INSTALL_HINT = "apt install tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng"
@@ -41,6 +44,7 @@ _STDERR_CHARS = 300
 _SPACE_GAP = 0.2
 # A vertical line the first pass read with at least this mean confidence is not read again
 _SURE_VERTICAL = 0.8
+_PANE_MARGIN, _PANE_GAP = 20, 60  # pixels of white around each pane of a second read, and between panes
 _LEVELS = {"block": 2, "paragraph": 3, "line": 4}
 
 Level = Literal["block", "paragraph", "line"]
@@ -217,29 +221,47 @@ class TesseractEngine:
         )
 
     def recognise(self, image: Image.Image, deadline: float) -> list[OcrRegion]:
-        """The page-wide layout pass; then, where the page has speech bubbles or vertical blocks, a
-        second read of them alone as one vertical block (regions of strategy "vertical")."""
-        tsv = parse_tsv(self._run(image, deadline, self.settings.languages, self.settings.psm))
+        """The page-wide layout pass (on a panel whose background is textured, on the page with the
+        texture cleaned away: `background.cleaned`); then, where the page has speech bubbles or vertical
+        blocks, a second read of them alone as one vertical block (regions of strategy "vertical")."""
+        found = vertical.find_bubbles(image, 2 * self.settings.max_vertical_blocks)
+        clean = background.cleaned(image, found) if self.settings.clean_background else None
+        page = image if clean is None else clean
+        tsv = parse_tsv(self._run(page, deadline, self.settings.languages, self.settings.psm))
         regions = lines_to_regions(tsv.words, self.min_confidence)
         if self.settings.vertical_reads:
-            regions += self._vertical_read(image, tsv, regions, deadline)
+            cleaned = clean is not None
+            more, unread = self._vertical_read(image, tsv, regions, found, deadline, captions_read=cleaned)
+            regions += more
+            if unread and self.settings.vertical_budget_spent == "unscanned":
+                detail = f"{unread} not read within ocr.tesseract.vertical_budget or the image's timeout"
+                raise OcrIncomplete("timeout", detail, regions)
         return regions
 
     def _vertical_read(
-        self, image: Image.Image, tsv: Tsv, first: list[OcrRegion], deadline: float
-    ) -> list[OcrRegion]:
+        self,
+        image: Image.Image,
+        tsv: Tsv,
+        first: list[OcrRegion],
+        found: list[vertical.Block],
+        deadline: float,
+        *,
+        captions_read: bool = False,
+    ) -> tuple[list[OcrRegion], str]:
         """Second reads, within `vertical_budget` seconds in all (and the image's deadline): speech
-        bubbles (`vertical.find_bubbles`) and the first pass's blocks with vertical lines it was unsure
-        of, whitened around and binarised on a blank page, read with `--psm 5` (strategy "vertical");
+        bubbles (`found`, tall ones) and the first pass's blocks with vertical lines it was unsure of,
+        whitened around and binarised on a blank page, read with `--psm 5` (strategy "vertical");
         caption boxes (wide white boxes on a textured panel) likewise, read with the page languages and
-        layout (strategy "captions"). Past the budget a read is given up and what was read stands; any
-        other failure raises OcrError as for the first pass."""
+        layout (strategy "captions"), unless the first pass read them already (`captions_read`: it read
+        the cleaned page, where they stand as they are). Past the budget a read is given up: returns the
+        regions read and what was left unread ("2 bubbles and blocks, 1 caption box", "" when all
+        was read; the bubbles' extra read at 1.5x is a bonus, never counted); any other failure raises
+        OcrError as for the first pass."""
         started = time.monotonic()
         budget_end = min(deadline, started + self.settings.vertical_budget)
         limit = self.settings.max_vertical_blocks
-        found = vertical.find_bubbles(image, 2 * limit)
         blocks = [b for b in found if b.tall][:limit]
-        captions = [b for b in found if not b.tall][:limit]
+        captions = [] if captions_read else [b for b in found if not b.tall][:limit]
         taken = [b.box for b in blocks]
         layout = [box for _key, box in tsv.layout.get(_LEVELS["block"], [])]
         unsure = [r.bbox for r in first if r.vertical and (r.confidence or 0) < _SURE_VERTICAL]
@@ -247,40 +269,68 @@ class TesseractEngine:
             if len(blocks) < limit and not any(vertical._inside(block.box, box) for box in taken):
                 blocks.append(block)
         out: list[OcrRegion] = []
+        unread: list[str] = []
         scale = vertical.upscale_for(blocks, image.size) if blocks else 1.0  # 1.0 or 2.0
-        for chosen, languages, psm, strategy, at in (
-            (blocks, self.vertical_languages, 5, "vertical", scale),
-            (captions, self.settings.languages, self.settings.psm, "captions", 1.0),
-            # the vertical model misreads a digit at one scale and not at another: a second look at
-            # another scale, while the budget lasts (bubbles only: the first pass read docs well)
-            ([b for b in blocks if b.mask is not None], self.vertical_languages, 5, "vertical-rescaled", 1.5),
-        ):
+        bubbles = [b for b in blocks if b.mask is not None]
+        reads = (
+            # the vertical model misreads a digit at one scale and not at another: the bubbles once
+            # more at 1.5x, beside them in the same run (bubbles only: the first pass read docs well)
+            ([(blocks, scale, "vertical"), (bubbles, 1.5, "vertical-rescaled")], self.vertical_languages, 5),
+            ([(captions, 1.0, "captions")], self.settings.languages, self.settings.psm),
+        )
+        for panes, languages, psm in reads:
+            chosen = [pane for pane in panes if pane[0]]
             if chosen:
-                out += self._read_blocks(image, chosen, budget_end, languages, psm, strategy, at)
-        return out
+                read = self._read_panes(image, chosen, budget_end, languages, psm)
+                if read is None:
+                    what = "caption box(es)" if chosen[0][2] == "captions" else "bubble(s) and block(s)"
+                    unread.append(f"{len(chosen[0][0])} {what}")
+                out += read or []
+        return out, ", ".join(unread)
 
-    def _read_blocks(
+    def _read_panes(
         self,
         image: Image.Image,
-        blocks: list[vertical.Block],
+        panes: list[tuple[list[vertical.Block], float, str]],
         end: float,
         languages: str,
         psm: int,
-        strategy: str,
-        scale: float,
-    ) -> list[OcrRegion]:
-        """The blocks alone on a blank page, `scale` times larger, read once; [] when `end` comes first."""
-        page = vertical.composite(image, blocks, scale)
+    ) -> list[OcrRegion] | None:
+        """Each pane (blocks, scale, strategy): the blocks alone on a blank page `scale` times larger,
+        cut to where they lie; the panes side by side, read in one run (the language data loaded once),
+        each region given its pane's strategy and page pixels. None when `end` comes first."""
+        pieces: list[tuple[Image.Image, int, int]] = []  # the cut pane and its origin in scaled pixels
+        for blocks, scale, _strategy in panes:
+            page = vertical.composite(image, blocks, scale)
+            union = bbox_union([b.box for b in blocks])
+            x0, y0 = (
+                max(0, int(union[0] * scale) - _PANE_MARGIN),
+                max(0, int(union[1] * scale) - _PANE_MARGIN),
+            )
+            x1 = min(page.width, math.ceil(union[2] * scale) + _PANE_MARGIN)
+            y1 = min(page.height, math.ceil(union[3] * scale) + _PANE_MARGIN)
+            pieces.append((page.crop((x0, y0, x1, y1)), x0, y0))
+        lefts = list(itertools.accumulate((p.width + _PANE_GAP for p, _, _ in pieces[:-1]), initial=0))
+        sheet = Image.new("L", (lefts[-1] + pieces[-1][0].width, max(p.height for p, _, _ in pieces)), 255)
+        for (piece, _, _), left in zip(pieces, lefts, strict=True):
+            sheet.paste(piece, (left, 0))
         try:
-            text = self._run(page, end, languages, psm)
+            text = self._run(sheet, end, languages, psm)
         except OcrError as exc:
             if exc.reason == "timeout":
-                return []  # the second reads' budget (or the image's time) spent: what was read stands
+                return None  # the second reads' budget (or the image's time) spent
             raise
         out = []
         for region in lines_to_regions(parse_tsv(text).words, self.min_confidence):
-            parts = tuple((a, b, _unscaled(box, scale)) for a, b, box in region.parts)
-            moved = replace(region, bbox=_unscaled(region.bbox, scale), parts=parts, strategy=strategy)
+            k = bisect.bisect_right(lefts, (region.bbox[0] + region.bbox[2]) / 2) - 1
+            (_blocks, scale, strategy), (_piece, x0, y0) = panes[k], pieces[k]
+            dx, dy = x0 - lefts[k], y0
+
+            def back(box: BBox, dx: int = dx, dy: int = dy, scale: float = scale) -> BBox:
+                return _unscaled((box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy), scale)
+
+            parts = tuple((a, b, back(box)) for a, b, box in region.parts)
+            moved = replace(region, bbox=back(region.bbox), parts=parts, strategy=strategy)
             out.append(replace(moved, vertical=True) if psm == 5 else moved)
         return out
 

@@ -113,7 +113,7 @@ def cut_out(image: Image.Image, block: Block) -> tuple[Image.Image, float, tuple
     if block.mask is not None:
         inside = Image.new("L", crop.size, 0)
         mx0, my0 = block.mask_box[:2]
-        inside.paste(_page_mask(block), (mx0 - left, my0 - top))
+        inside.paste(page_mask(block), (mx0 - left, my0 - top))
         crop = Image.composite(crop, Image.new("L", crop.size, 255), inside)
     binary = crop.point(lambda v: 0 if v < _INK else 255)
     scale = min(3.0, max(1.0, _TARGET_SIDE / max(1, min(binary.size))))
@@ -137,13 +137,14 @@ def to_page(box: BBox, scale: float, offset: tuple[int, int], size: tuple[int, i
     )
 
 
-def _page_mask(block: Block) -> Image.Image:
-    """The bubble's interior at page scale (255 inside), less the outline's remains."""
+def page_mask(block: Block, *, erode: bool = True) -> Image.Image:
+    """The bubble's interior at page scale (255 inside), less the outline's remains (`erode`)."""
     assert block.mask is not None
     mx0, my0, mx1, my1 = block.mask_box
     mask = block.mask.resize((max(1, mx1 - mx0), max(1, my1 - my0)), Image.Resampling.BILINEAR)
+    mask = mask.point(lambda v: 255 if v >= 128 else 0)
     # 2 px in from the reduced mask's edge: the bubble's outline stays out, a column's end stays in
-    return mask.point(lambda v: 255 if v >= 128 else 0).filter(ImageFilter.MinFilter(5))
+    return mask.filter(ImageFilter.MinFilter(5)) if erode else mask
 
 
 def tall_blocks(layout_blocks: list[BBox], vertical_boxes: list[BBox], limit: int = 8) -> list[Block]:
@@ -181,7 +182,7 @@ def composite(image: Image.Image, blocks: list[Block], scale: float = 1.0) -> Im
     for block in blocks:
         if block.mask is not None:
             inside = Image.new("L", grey.size, 0)
-            inside.paste(_page_mask(block), block.mask_box[:2])
+            inside.paste(page_mask(block), block.mask_box[:2])
             page.paste(binary, mask=inside)
         else:
             page.paste(binary.crop(block.box), block.box[:2])
