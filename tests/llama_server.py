@@ -116,7 +116,7 @@ def start_llama_server(
         "--alias", MODEL_ALIAS,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--ctx-size", str(2048 * parallel),
+        "--ctx-size", str(2560 * parallel),  # the prompt is ~1500 tokens: one per character
         "--parallel", str(parallel),
         "--threads", str(threads),
         "--n-gpu-layers", "0",

@@ -123,6 +123,12 @@ def test_openai_backend_probes_llama_server_and_remembers_json_schema(
     finally:
         backend.close()
         forget_formats()
+    # llama.cpp's own form (json_object with a schema) is accepted too, when configured
+    configured = _backend(_settings(tmp_path, server.base_url, response_format="json_object"))
+    try:
+        assert isinstance(configured.judge(_prepared(4)), Answer)
+    finally:
+        configured.close()
 
 
 def _scan_image(write_config, tmp_path: Path, server: LlamaServer, extra: str) -> dict:
