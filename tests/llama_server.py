@@ -118,6 +118,7 @@ def start_llama_server(
         "--port", str(port),
         "--ctx-size", str(2560 * parallel),  # the prompt is ~1500 tokens: one per character
         "--parallel", str(parallel),
+        "--threads-http", str(parallel + 4),  # its default is one per core: 2 would cap requests at 2
         "--threads", str(threads),
         "--n-gpu-layers", "0",
         "--no-warmup",
