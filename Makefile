@@ -3,14 +3,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-run system-deps system-deps-run test lint format run deb bench-regex bench-ocr clean
+.PHONY: setup setup-run system-deps system-deps-run llama-server test lint format run deb bench-regex bench-ocr clean
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps $(VENV)/.installed llama-server
 
 # What the embedded default needs (regex, OCR with Tesseract, documents): no torch, no llama.cpp build.
 # A checkout that already ran `make setup` keeps its full environment.
 setup-run: system-deps-run
 	@if [ -f $(VENV)/.installed ]; then :; else $(MAKE) --no-print-directory $(VENV)/.installed-run; fi
+
+# llama.cpp's llama-server (CPU) for tests/test_vision_llama_server.py: built once from the pinned
+# llama-cpp-python sdist into ~/.cache/dropwarden/llama-server-<version>/ (10-20 minutes on two cores).
+llama-server: $(VENV)/.installed
+	@PYTHON=$(BIN)/python JOBS=$${JOBS:-$$(nproc)} sh packaging/dev/build-llama-server.sh >/dev/null
 
 # System packages (Debian): installed only when running as root with apt-get available.
 system-deps:

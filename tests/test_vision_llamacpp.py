@@ -53,6 +53,8 @@ def _settings(
         "n_ctx": 4096,
         "n_threads": 2,
         "timeout": 60.0,
+        # a GPU host with a CUDA build of llama-cpp-python runs these tests offloaded with -1
+        "n_gpu_layers": int(os.environ.get("DROPWARDEN_TEST_N_GPU_LAYERS", "0")),
         **vision,
     }
     return Settings(

@@ -72,6 +72,9 @@ def scan(
     and a file with no other finding is clean. Symbolic links are not followed; FIFOs, sockets and
     devices are reported as unscanned without being opened.
     """
+    from dropwarden.logs import configure
+
+    configure("warning")  # log lines go to stderr: stdout is the report (`--format json` must parse)
     settings = app_context(ctx, config_path).config().settings
     try:
         runtime = build_runtime(settings)
