@@ -119,11 +119,19 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         parts.settler.start()
+        if parts.remote is not None:
+            parts.remote.start()  # asks again for the jobs a killed predecessor left outstanding
         parts.alerts.start()
         self._start_workers(d.workers)
         parts.watcher.start()
         self.keeper = WatchKeeper(self)
-        log.info("watching", watches=sorted(watches), workers=d.workers, version=__version__)
+        log.info(
+            "watching",
+            watches=sorted(watches),
+            workers=d.workers,
+            version=__version__,
+            role=self.settings.cluster.role,
+        )
         self.ready()
         self._main_loop()
         return self._shutdown()
@@ -221,6 +229,8 @@ class Daemon:
             except (AuditError, OSError) as exc:
                 log.error("audit spool not ingested", error=str(exc))
             self._send_audit_head()
+            if self.parts.remote is not None:
+                self.parts.remote.tick()
             self.heartbeat()
 
     def heartbeat(self) -> None:
@@ -436,6 +446,7 @@ class Daemon:
             sinks=_sink_stats(parts),
             audit_key_on_host="audit-k0" in self.warnings,
             heartbeat=self.last_heartbeat,
+            cluster=parts.remote.stats() if parts.remote is not None else {},
         )
 
     def _status(self, parts: Collaborators) -> dict[str, Any]:
@@ -457,6 +468,7 @@ class Daemon:
             "judged": dict(counters.verdicts),
             "sinks": _sink_stats(parts),
             "recent": list(counters.recent),
+            **({"cluster": parts.remote.stats()} if parts.remote is not None else {}),
         }
 
     def _sink_health(self, sink: str, problem: str | None) -> None:
