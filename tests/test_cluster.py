@@ -3,13 +3,15 @@ host, exactly one decision each, acted on where it landed, and no file bytes lef
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
 import pytest
 
-from .cluster_harness import RedisServer, cluster_drop, judge, where_files_are
-from .conftest import require
+from .cluster_harness import FAULTS, PREFIX, RedisServer, cluster_drop, judge, where_files_are
+from .conftest import install_plugins, require
+from .daemon_harness import DaemonProcess
 from .test_daemon import CLEAN, PII
 
 
@@ -70,3 +72,76 @@ def test_files_are_judged_by_judge_hosts_and_acted_on_by_the_watcher(tmp_path, r
     findings = [r["body"] for r in watcher.records("decision") if r["body"]["outcome"] == "finding"]
     assert len(findings) == 10
     assert {"CREDIT_CARD", "EMAIL"} <= {f["type"] for f in findings[0]["findings"]}
+
+
+@pytest.fixture(scope="module")
+def faults_site(tmp_path_factory):
+    """The test-only `faults` detector plugin (cluster_harness.FAULTS), installed for every process."""
+    root = tmp_path_factory.mktemp("faults")
+    return install_plugins(
+        root / "build", root / "site", [("cluster_faults", FAULTS, 'faults = "cluster_faults"')]
+    )
+
+
+def with_site(site, **env: str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), **env}
+
+
+def test_a_job_whose_judge_is_killed_mid_job_is_claimed_by_another(tmp_path, redis_server, faults_site):
+    """kill -9 the judge holding a job: after claim_idle another judge claims it (XAUTOCLAIM) and the
+    file gets its one decision."""
+    drop = cluster_drop(tmp_path / "run", redis_server.url)
+    env = with_site(faults_site)
+    watcher = DaemonProcess(drop.config, drop.audit, env)
+    judges = [judge(drop, env), judge(drop, env)]
+    r = redis_server.client()
+    try:
+        for process in judges:
+            process.start()
+        watcher.start()
+        (drop.inbox / "slow-1.txt").write_text("slow-1\nSLOW-MARKER\n" + PII)
+        holder = watcher.wait_for(
+            lambda: r.xpending_range(f"{PREFIX}:jobs", "judges", "-", "+", 1),
+            timeout=60,
+            what="a job in flight",
+        )
+        pid = int(holder[0]["consumer"].decode().split("-")[-2])
+        victim = next(p for p in judges if p.pid == pid)
+        victim.kill()
+        watcher.wait_for(lambda: watcher.records("decision"), timeout=60, what="the decision")
+        time.sleep(0.5)
+    finally:
+        watcher.stop()
+        for process in judges:
+            process.stop()
+    assert redis_server.stats()["redelivered"] >= 1
+    assert_each_file_once(drop, watcher, {"slow-1": "quarantine"}, redis_server)
+
+
+def test_a_file_that_kills_judges_is_dead_lettered_and_quarantined_by_a_fail_closed_watch(
+    tmp_path, redis_server, faults_site
+):
+    """A file delivered more than max_deliver times goes to the dead-letter stream; its watcher gets it
+    unscanned (judge_failed) and the watch's on_unscanned (quarantine: fail-closed) acts."""
+    drop = cluster_drop(tmp_path / "run", redis_server.url, extra="max_deliver = 1\n")
+    env = with_site(faults_site)
+    watcher = DaemonProcess(drop.config, drop.audit, env)
+    # one job at a time each: a judge that dies takes no other job's delivery with it
+    judges = [judge(drop, env, workers=1), judge(drop, env, workers=1)]
+    try:
+        for process in judges:
+            process.start()
+        watcher.start()
+        (drop.inbox / "poison-1.txt").write_text("poison-1\nPOISON-MARKER\n")
+        (drop.inbox / "fine-1.txt").write_text("fine-1\n" + CLEAN)
+        watcher.wait_for(lambda: len(watcher.records("decision")) >= 2, timeout=90, what="two decisions")
+        time.sleep(0.5)
+    finally:
+        watcher.stop()
+        for process in judges:
+            process.stop()
+    assert redis_server.dead_letters() == 1
+    (poisoned,) = watcher.decisions_for("poison-1.txt")
+    assert poisoned["outcome"] == "unscanned"
+    assert "judge_failed" in poisoned["reason"]
+    assert_each_file_once(drop, watcher, {"poison-1": "quarantine", "fine-1": "outbound"}, redis_server)
