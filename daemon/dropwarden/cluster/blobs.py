@@ -1,6 +1,7 @@
 """File bytes between a watcher and a judge, content-addressed by sha256: in Redis (with a TTL) up to
 `[cluster] blob_max_bytes`, above it as a file in `[cluster] shared_dir` (a directory every watcher and
-judge mounts). Reference-counted per job, so identical content in flight twice is stored once."""
+judge mounts). Each blob keeps the set of jobs that hold it (idempotent, so a retried call counts once);
+the last job to let go deletes it, so identical content in flight twice is stored once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from dropwarden.cluster.settings import ClusterSettings
 
 REDIS, SHARED = "redis", "shared"
 
+# Let go of a blob: drop the job from its holders; the last one out deletes the bytes (atomically).
+_RELEASE = """
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('SCARD', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return 1
+end
+return 0
+"""
+
 
 class BlobStore:
     def __init__(self, r: redis.Redis, keys: Keys, settings: ClusterSettings) -> None:
@@ -32,15 +43,14 @@ class BlobStore:
             return REDIS
         return SHARED if self.shared_dir is not None else None
 
-    def put(self, sha256: str, data: bytes, store: str, hold: bool = True) -> None:
-        """Store `data` (whose digest is `sha256`); `hold`: one more job holds it (see `release`)."""
+    def put(self, sha256: str, data: bytes, store: str, job: str) -> None:
+        """Store `data` (whose digest is `sha256`) for `job`, which holds it until `release`."""
         pipe = self.redis.pipeline()
         if store == REDIS:
             pipe.set(self.keys.blob(sha256), data, ex=self.ttl)
         else:
             self._write_shared(sha256, data)
-        if hold:
-            pipe.incr(self.keys.blob_refs(sha256))
+        pipe.sadd(self.keys.blob_refs(sha256), job)
         pipe.expire(self.keys.blob_refs(sha256), self.ttl)
         pipe.execute()
 
@@ -57,13 +67,11 @@ class BlobStore:
             return None
         return data
 
-    def release(self, sha256: str, store: str) -> None:
-        """One job is done with the blob: the last one deletes it (a job that stores it again meanwhile
+    def release(self, sha256: str, store: str, job: str) -> None:
+        """`job` is done with the blob: the last holder deletes it (a job that stores it again meanwhile
         finds it gone, and its judge asks for it once more)."""
-        if self.redis.decr(self.keys.blob_refs(sha256)) > 0:
-            return
-        self.redis.delete(self.keys.blob(sha256), self.keys.blob_refs(sha256))
-        if store == SHARED:
+        keys = [self.keys.blob(sha256), self.keys.blob_refs(sha256)]
+        if self.redis.eval(_RELEASE, 2, *keys, job) and store == SHARED:
             with contextlib.suppress(FileNotFoundError):
                 self._shared_path(sha256).unlink()
 

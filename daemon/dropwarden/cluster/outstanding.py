@@ -12,7 +12,7 @@ from pathlib import Path
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job TEXT PRIMARY KEY, watch TEXT NOT NULL, relpath BLOB NOT NULL, sha256 TEXT NOT NULL,
-    sent REAL NOT NULL
+    store TEXT NOT NULL, sent REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_file ON jobs (watch, relpath, sha256);
 """
@@ -24,6 +24,7 @@ class Job:
     watch: str
     relpath: bytes
     sha256: str
+    store: str
     sent: float
 
 
@@ -36,19 +37,20 @@ class Outstanding:
         self._lock = threading.Lock()
         path.chmod(0o600)
 
-    def add(self, job: str, watch: str, relpath: bytes, sha256: str) -> None:
+    def add(self, job: str, watch: str, relpath: bytes, sha256: str, store: str) -> None:
         with self._lock:
-            row = (job, watch, relpath, sha256, time.time())
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?)", row)
+            row = (job, watch, relpath, sha256, store, time.time())
+            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
 
-    def find(self, watch: str, relpath: bytes, sha256: str) -> str | None:
+    def find(self, watch: str, relpath: bytes, sha256: str) -> Job | None:
         """The job already sent for this file's content (by a watcher that was restarted), if any."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job FROM jobs WHERE watch = ? AND relpath = ? AND sha256 = ?",
+                "SELECT job, watch, relpath, sha256, store, sent FROM jobs"
+                " WHERE watch = ? AND relpath = ? AND sha256 = ?",
                 (watch, relpath, sha256),
             ).fetchone()
-        return row[0] if row else None
+        return Job(*row) if row else None
 
     def remove(self, job: str) -> None:
         with self._lock:
@@ -56,13 +58,17 @@ class Outstanding:
 
     def all(self) -> list[Job]:
         with self._lock:
-            rows = self._db.execute("SELECT job, watch, relpath, sha256, sent FROM jobs").fetchall()
+            rows = self._db.execute("SELECT job, watch, relpath, sha256, store, sent FROM jobs").fetchall()
         return [Job(*row) for row in rows]
 
-    def forget_older_than(self, before: float) -> int:
-        """Drop rows of jobs no worker took up again (their files left before a restart)."""
+    def forget_older_than(self, before: float) -> list[Job]:
+        """Drop the rows of jobs no worker took up again (their files left before a restart)."""
         with self._lock:
-            return self._db.execute("DELETE FROM jobs WHERE sent < ?", (before,)).rowcount
+            rows = self._db.execute(
+                "DELETE FROM jobs WHERE sent < ? RETURNING job, watch, relpath, sha256, store, sent",
+                (before,),
+            ).fetchall()
+        return [Job(*row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

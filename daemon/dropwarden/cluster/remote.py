@@ -95,7 +95,11 @@ class RemoteJudging:
     def tick(self) -> None:
         """Now and then: forget jobs of files gone before a restart; sweep expired shared blobs."""
         if time.time() - self._started > 2 * self.settings.job_timeout:
-            self.outstanding.forget_older_than(self._started)
+            for job in self.outstanding.forget_older_than(self._started):
+                try:
+                    self.blobs.release(job.sha256, job.store, job.job)
+                except redis.RedisError:
+                    pass  # it expires
         try:
             self.blobs.sweep_shared()
         except OSError:
@@ -126,6 +130,7 @@ class RemoteJudging:
                     content = None
                 if content is not None:
                     self._count("cache_hits")
+                    self._forget_inherited(watch, relpath, snapshot.sha256)
                     return content
         store = self.blobs.store_for(len(snapshot.data))
         if store is None:
@@ -143,8 +148,10 @@ class RemoteJudging:
         self, watch: str, relpath: str, ruleset: str, snapshot: Snapshot, store: str, exempt: bool
     ) -> Content:
         raw_path = os.fsencode(relpath)
-        job = self.outstanding.find(watch, raw_path, snapshot.sha256) or uuid.uuid4().hex
-        self.outstanding.add(job, watch, raw_path, snapshot.sha256)
+        # the job a killed predecessor sent for this content keeps its id: its verdict, when it comes, is ours
+        inherited = self.outstanding.find(watch, raw_path, snapshot.sha256)
+        job = inherited.job if inherited is not None else uuid.uuid4().hex
+        self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
         waiter = _Waiter()
         with self._lock:
             self._waiting[job] = waiter
@@ -189,7 +196,7 @@ class RemoteJudging:
         exempt: bool,
         again: bool = False,
     ) -> str:
-        """Store the bytes (once per send: each send holds a reference) and add the job. The entry holds
+        """Store the bytes (the job holds them until `_cleanup`) and add the job. The entry holds
         ids, the digest, size, sniffed type, watch name, ruleset version and reply stream: nothing of the
         file's contents or name (the path goes in a key of its own, only when it matters: `path_exempt`)."""
         fields = {
@@ -205,9 +212,8 @@ class RemoteJudging:
         }
 
         def send() -> str:
-            # the first send holds a reference (released once the verdict is in); a resend stores again
             if not again or self.blobs.get(snapshot.sha256, store) is None:
-                self.blobs.put(snapshot.sha256, snapshot.data, store, hold=not again)
+                self.blobs.put(snapshot.sha256, snapshot.data, store, job)
             if exempt:
                 self.redis.set(self.keys.job_path(job), snapshot.display_path, ex=int(self.settings.blob_ttl))
             ensure_group(self.redis, self.keys)  # a Redis that lost its data lost the group too
@@ -242,9 +248,16 @@ class RemoteJudging:
         self._count("judged")
         return content
 
+    def _forget_inherited(self, watch: str, relpath: str, sha256: str) -> None:
+        """A job a killed predecessor sent for this content is answered (from the cache): let its blob go."""
+        job = self.outstanding.find(watch, os.fsencode(relpath), sha256)
+        if job is not None:
+            self.outstanding.remove(job.job)
+            self._cleanup(job.job, sha256, job.store, exempt=False)
+
     def _cleanup(self, job: str, sha256: str, store: str, exempt: bool) -> None:
         def clean() -> None:
-            self.blobs.release(sha256, store)
+            self.blobs.release(sha256, store, job)
             if exempt:
                 self.redis.delete(self.keys.job_path(job), self.keys.result(job))
 
