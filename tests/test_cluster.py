@@ -7,12 +7,13 @@ import os
 import shutil
 import sqlite3
 import time
+import urllib.request
 
 import pytest
 
 from .cluster_harness import FAULTS, PREFIX, RedisServer, cluster_drop, judge, where_files_are
-from .conftest import install_plugins, require
-from .daemon_harness import DaemonProcess
+from .conftest import install_plugins, require, run_cli
+from .daemon_harness import DaemonProcess, metrics_port
 from .test_daemon import CLEAN, PII
 
 
@@ -66,12 +67,21 @@ def test_files_are_judged_by_judge_hosts_and_acted_on_by_the_watcher(tmp_path, r
         expected = seed(drop, 30)
         watcher.wait_for(lambda: len(watcher.records("decision")) >= 30, timeout=120, what="30 decisions")
         time.sleep(1.0)
+        status = run_cli(
+            "status", "--config", str(drop.config), "--address", f"127.0.0.1:{metrics_port(watcher)}"
+        )
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port(watcher)}/metrics", timeout=10
+        ).read()
     finally:
         watcher.stop()
         for process in judges:
             process.stop()
     assert_each_file_once(drop, watcher, expected, redis_server)
     assert redis_server.stats()["judged"] == 30  # each distinct content judged once, on a judge host
+    assert "cluster (w1, redis ok): queued 0, in flight 0, mine outstanding 0, redelivered 0" in status.stdout
+    assert b"dropwarden_cluster_judged_total 30.0" in metrics
+    assert b"dropwarden_cluster_queued 0.0" in metrics
     findings = [r["body"] for r in watcher.records("decision") if r["body"]["outcome"] == "finding"]
     assert len(findings) == 10
     assert {"CREDIT_CARD", "EMAIL"} <= {f["type"] for f in findings[0]["findings"]}
