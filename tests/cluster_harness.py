@@ -53,22 +53,37 @@ def free_port() -> int:
 class RedisServer:
     """redis-server on 127.0.0.1 (a free port), its data in `root`, append-only file on."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: dict[str, Path] | None = None, password: str | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.tls = tls  # make_certificates(): the server's certificate and key, and the CA
+        self.password = password  # an ACL user "dropwarden" with it; the default user off
         root.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _options(self) -> list[str]:
+        options: list[str] = []
+        if self.tls:
+            options += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            options += ["--tls-cert-file", str(self.tls["cert"]), "--tls-key-file", str(self.tls["key"])]
+            options += ["--tls-ca-cert-file", str(self.tls["ca"])]
+        else:
+            options += ["--port", str(self.port)]
+        if self.password:
+            options += ["--user", "default", "off", "--user", "dropwarden", "on", f">{self.password}", "~*", "&*"]
+            options += ["+@all"]
+        return options
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
+                *self._options(),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.root),
                 "--appendonly", "yes",
@@ -86,7 +101,7 @@ class RedisServer:
                     return self
             except redis.ConnectionError:
                 pass
-            except redis.BusyLoadingError:
+            except (redis.BusyLoadingError, redis.AuthenticationError):
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError("redis-server did not start")
@@ -98,6 +113,14 @@ class RedisServer:
             self.proc.wait(30)
 
     def client(self) -> redis.Redis:
+        if self.tls or self.password:
+            return redis.Redis.from_url(
+                self.url,
+                username="dropwarden" if self.password else None,
+                password=self.password,
+                socket_timeout=10,
+                **({"ssl_ca_certs": str(self.tls["ca"])} if self.tls else {}),
+            )
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
 
     def blobs(self) -> list[bytes]:

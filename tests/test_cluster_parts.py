@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
 from io import BytesIO
 
 import pytest
+import redis
 from pydantic import ValidationError
 
 from dropwarden.cluster import codec
+from dropwarden.cluster.connect import client
 from dropwarden.cluster.settings import ClusterSettings
 from dropwarden.config import Settings
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.runtime import build_runtime
 
+from .cluster_harness import RedisServer
+from .conftest import require
+from .rsyslog_server import make_certificates
 from .test_daemon import PII
 
 
@@ -95,3 +101,27 @@ def test_a_verdict_sent_through_the_cluster_is_the_verdict_judged_here(tmp_path,
         (r.detector, r.view, r.findings.total, str(r.problem)) for r in here.runs
     ]
     assert there.file_type == here.file_type
+
+
+def test_rediss_connects_as_the_acl_user_and_verifies_the_server_certificate(tmp_path):
+    """rediss://: TLS against ssl_ca_file with the host name checked, the ACL user's password read from
+    password_file; a server whose certificate another CA signed is refused."""
+    require(shutil.which("redis-server") is not None and shutil.which("openssl") is not None, "redis-server")
+    certs = make_certificates(tmp_path / "certs")
+    other = make_certificates(tmp_path / "other")
+    server = RedisServer(tmp_path / "redis", tls=certs, password="s3cret-pass").start()
+    try:
+        (tmp_path / "redis.pass").write_text("s3cret-pass\n")
+        settings = ClusterSettings(
+            url=server.url,
+            username="dropwarden",
+            password_file=tmp_path / "redis.pass",
+            ssl_ca_file=certs["ca"],
+        )
+        assert client(settings).ping()
+        with pytest.raises(redis.ConnectionError):
+            client(settings.model_copy(update={"ssl_ca_file": other["ca"]})).ping()
+        with pytest.raises(redis.ConnectionError):  # plain redis:// to a TLS port
+            client(settings.model_copy(update={"url": server.url.replace("rediss", "redis")})).ping()
+    finally:
+        server.stop()
