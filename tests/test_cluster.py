@@ -195,3 +195,35 @@ def test_nothing_is_lost_when_a_judge_the_watcher_and_redis_die(tmp_path, redis_
         for process in judges:
             process.stop()
     assert_each_file_once(drop, watcher, expected, redis_server)
+
+
+def test_a_watcher_never_has_more_than_max_outstanding_jobs_in_the_cluster(
+    tmp_path, redis_server, faults_site
+):
+    """Backpressure: with max_outstanding = 1 the watcher's four workers wait their turn; every file is
+    still judged (nothing dropped) while the jobs stream never holds more than one of its jobs."""
+    drop = cluster_drop(tmp_path / "run", redis_server.url, extra="max_outstanding = 1\n")
+    env = with_site(faults_site)
+    watcher = DaemonProcess(drop.config, drop.audit, env)
+    judges = [judge(drop, env), judge(drop, env)]
+    r = redis_server.client()
+    most = 0
+    try:
+        for process in judges:
+            process.start()
+        watcher.start()
+        expected = {}
+        for index in range(4):
+            (drop.inbox / f"slow-{index}.txt").write_text(f"slow-{index}\nSLOW-MARKER\n")
+            expected[f"slow-{index}"] = "outbound"
+        deadline = time.monotonic() + 120
+        while len(watcher.records("decision")) < 4 and time.monotonic() < deadline:
+            most = max(most, r.xlen(f"{PREFIX}:jobs"))
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        watcher.stop()
+        for process in judges:
+            process.stop()
+    assert most == 1
+    assert_each_file_once(drop, watcher, expected, redis_server)
