@@ -199,8 +199,12 @@ def _remote(settings: Settings, settler: Settler) -> Any:
     (role "all" imports nothing of Redis)."""
     if settings.cluster.role != "watch":
         return None
-    from dropwarden.cluster.remote import RemoteJudging
     from dropwarden.watch.settle import Hint
+
+    try:
+        from dropwarden.cluster.remote import RemoteJudging
+    except ImportError as exc:
+        raise StartupError(f"[cluster] role watch needs redis-py (dropwarden[cluster]): {exc}") from None
 
     def requeue(watch: str, relpath: str) -> None:
         settler.notify(watch, relpath, Hint.STAT, "cluster-outstanding")

@@ -380,6 +380,8 @@ class Daemon:
             loaded = load_config(self.config_path)
             if loaded.settings.state != self.settings.state or loaded.settings.audit != self.settings.audit:
                 raise StartupError("[state] and [audit] cannot change on reload; restart the service")
+            if loaded.settings.cluster != self.settings.cluster:
+                raise StartupError("[cluster] cannot change on reload; restart the service")
             configuration = configure(loaded.settings)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected; keeping the running configuration", error=str(exc))

@@ -33,8 +33,11 @@ def run(ctx: click.Context, config_path: Path | None, log_level: str, log_format
     configure(log_level, None if log_format == "auto" else log_format == "json")
     daemon: Any = Daemon(loaded, app.config_path)
     if loaded.settings.cluster.role == "judge":  # no watches: judges the jobs of the cluster's watchers
-        from dropwarden.cluster.judgeservice import JudgeService
-
+        try:
+            from dropwarden.cluster.judgeservice import JudgeService
+        except ImportError as exc:
+            click.echo(f"dropwarden: cannot start: [cluster] role judge needs redis-py: {exc}", err=True)
+            sys.exit(1)
         daemon = JudgeService(loaded)
     try:
         code = daemon.run()
