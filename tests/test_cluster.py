@@ -3,6 +3,7 @@ host, exactly one decision each, acted on where it landed, and no file bytes lef
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -227,3 +228,26 @@ def test_a_watcher_never_has_more_than_max_outstanding_jobs_in_the_cluster(
             process.stop()
     assert most == 1
     assert_each_file_once(drop, watcher, expected, redis_server)
+
+
+def test_a_job_redis_lost_is_sent_again_after_job_timeout(tmp_path, redis_server):
+    """Redis restarted without its data (no AOF) loses queued jobs: a watcher with no verdict after
+    job_timeout whose job entry is gone sends it again, and the file is judged."""
+    drop = cluster_drop(tmp_path / "run", redis_server.url)
+    watcher = drop.daemon()
+    r = redis_server.client()
+    late = judge(drop)
+    try:
+        watcher.start()
+        (drop.inbox / "lost-1.txt").write_text("lost-1\n" + PII)
+        (entry,) = watcher.wait_for(lambda: r.xrange(f"{PREFIX}:jobs"), timeout=60, what="the job")
+        r.xdel(f"{PREFIX}:jobs", entry[0])
+        late.start()
+        watcher.wait_for(lambda: watcher.records("decision"), timeout=90, what="the decision")
+        time.sleep(0.5)
+        status = run_cli("status", "--json", "--address", f"127.0.0.1:{metrics_port(watcher)}")
+    finally:
+        watcher.stop()
+        late.stop()
+    assert json.loads(status.stdout)["cluster"]["resent"] >= 1
+    assert_each_file_once(drop, watcher, {"lost-1": "quarantine"}, redis_server)

@@ -237,7 +237,13 @@ class Daemon:
         """STATUS every tick; WATCHDOG=1 only while no worker is stuck on one file (a wedged pipeline
         stops the pings, and systemd restarts us)."""
         now = time.monotonic()
-        stalled = [now - since for since in list(self._busy_since.values())]
+        remote = self.parts.remote
+        waiting = remote.patient_threads(self.settings.daemon.stall_timeout) if remote is not None else set()
+        stalled = [
+            now - since
+            for index, since in list(self._busy_since.items())
+            if self._threads[index].ident not in waiting  # waiting on a cluster that answers: not wedged
+        ]
         limit = self.settings.daemon.stall_timeout
         if any(age > limit for age in stalled):
             self.degraded["pipeline"] = f"a worker has been busy on one file for over {limit:g}s"

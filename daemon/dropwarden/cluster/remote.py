@@ -73,6 +73,8 @@ class RemoteJudging:
         self.counts: Counter[str] = Counter()
         self._judged_samples: deque[tuple[float, int]] = deque(maxlen=120)
         self._started = time.time()
+        self._waiting_threads: set[int] = set()  # workers waiting for a verdict or for room
+        self._last_progress = time.monotonic()  # a verdict came (or a job went out)
         self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
 
     # ------------------------------------------------------------------------------------ life
@@ -136,13 +138,20 @@ class RemoteJudging:
         if store is None:
             self._count("failed")
             return failed(snapshot, "larger than [cluster] blob_max_bytes, and no shared_dir is configured")
-        if not self._room.acquire(blocking=False):
-            self._count("waited_for_room")
-            self._room.acquire()  # backpressure: the worker, and so the queue behind it, waits
+        me = threading.get_ident()
+        with self._lock:
+            self._waiting_threads.add(me)
         try:
-            return self._request(watch, relpath, ruleset, snapshot, store, exempt)
+            if not self._room.acquire(blocking=False):
+                self._count("waited_for_room")
+                self._room.acquire()  # backpressure: the worker, and so the queue behind it, waits
+            try:
+                return self._request(watch, relpath, ruleset, snapshot, store, exempt)
+            finally:
+                self._room.release()
         finally:
-            self._room.release()
+            with self._lock:
+                self._waiting_threads.discard(me)
 
     def _request(
         self, watch: str, relpath: str, ruleset: str, snapshot: Snapshot, store: str, exempt: bool
@@ -304,6 +313,16 @@ class RemoteJudging:
     def _count(self, key: str) -> None:
         with self._lock:
             self.counts[key] += 1
+            if key in ("sent", "judged", "cache_hits", "failed"):
+                self._last_progress = time.monotonic()
+
+    def patient_threads(self, within: float) -> set[int]:
+        """The worker threads waiting on the cluster, while it made progress in the last `within` seconds
+        (a long backlog is not a wedged worker; a cluster that answers nothing for that long is)."""
+        with self._lock:
+            if time.monotonic() - self._last_progress > within:
+                return set()
+            return set(self._waiting_threads)
 
     def stats(self) -> dict[str, Any]:
         """Counts for STATUS and metrics: this watcher's (outstanding, sent, ...) and the cluster's
