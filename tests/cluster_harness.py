@@ -74,8 +74,8 @@ class RedisServer:
         else:
             options += ["--port", str(self.port)]
         if self.password:
-            options += ["--user", "default", "off", "--user", "dropwarden", "on", f">{self.password}", "~*", "&*"]
-            options += ["+@all"]
+            options += ["--user", "default", "off"]
+            options += ["--user", "dropwarden", "on", f">{self.password}", "~*", "&*", "+@all"]
         return options
 
     def start(self) -> RedisServer:
