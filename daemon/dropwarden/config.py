@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dropwarden.cluster.settings import ClusterSettings
 from dropwarden.findings import Severity
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropwarden/dropwarden.toml")
@@ -248,6 +249,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     gpu: GpuSettings = GpuSettings()
     alerts: AlertsSettings = AlertsSettings()
+    cluster: ClusterSettings = ClusterSettings()
     watch: list[WatchSettings] = []
 
     _loaded_plugins: Any = PrivateAttr(default=None)

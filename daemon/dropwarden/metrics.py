@@ -45,6 +45,8 @@ class Snapshot:
     audit_key_on_host: bool = False  # K_0 still in the state directory (`dropwarden audit export-key`)
     # Unix time of the last main-loop tick with no worker stuck on a file: when WATCHDOG=1 goes to systemd
     heartbeat: float = 0.0
+    # [cluster] role "watch": dropwarden.cluster.remote.RemoteJudging.stats(); empty otherwise
+    cluster: dict[str, Any] = field(default_factory=dict)
 
 
 class _DaemonCollector(Collector):
@@ -101,6 +103,7 @@ class _DaemonCollector(Collector):
             "Unix time of the last main-loop tick with no worker stuck (a watchdog ping under systemd).",
             snap.heartbeat,
         )
+        yield from _cluster_metrics(snap.cluster)
 
 
 def _sink_metrics(sinks: dict[str, dict[str, float]]) -> Iterator[Metric]:
@@ -211,3 +214,30 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"metrics address {listen!r} is not a loopback address")
     return host, int(port)
+
+
+_CLUSTER_GAUGES = {
+    "queued": "Jobs in the cluster's stream no judge has read yet.",
+    "in_flight": "Jobs a judge has read and not yet answered.",
+    "outstanding": "This watcher's jobs waiting for a verdict.",
+    "judge_rate": "Jobs judged per second across the cluster (the last minute).",
+}
+_CLUSTER_COUNTERS = {
+    "redelivered": "Jobs claimed again after their judge went quiet (XAUTOCLAIM), cluster-wide.",
+    "dead_lettered": "Jobs delivered more than max_deliver times, moved to the dead-letter stream.",
+    "judged_total": "Jobs judged by the judge hosts, cluster-wide.",
+    "sent": "Jobs this watcher sent.",
+    "cache_hits": "Files whose verdict this watcher took from the cluster's verdict cache.",
+    "failed": "Files this watcher got no verdict for (unscanned, judge_failed).",
+}
+
+
+def _cluster_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
+    """[cluster] role "watch": the backlog and the cluster's counts (none without a cluster)."""
+    if not stats:
+        return
+    for key, help_text in _CLUSTER_GAUGES.items():
+        yield GaugeMetricFamily(f"dropwarden_cluster_{key}", help_text, float(stats.get(key, 0)))
+    for key, help_text in _CLUSTER_COUNTERS.items():
+        name = key.removesuffix("_total")
+        yield CounterMetricFamily(f"dropwarden_cluster_{name}", help_text, float(stats.get(key, 0)))

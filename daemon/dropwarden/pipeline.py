@@ -10,7 +10,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -31,6 +31,9 @@ from dropwarden.state import State
 from dropwarden.verdict import Reason, Verdict, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import Hint, WorkItem
+
+if TYPE_CHECKING:
+    from dropwarden.cluster.remote import RemoteJudging
 
 log = structlog.get_logger("dropwarden.pipeline")
 
@@ -66,6 +69,8 @@ class PipelineContext:
     ruleset: str
     sinks: list[str]
     sink_filters: dict[str, SinkSettings] = field(default_factory=dict)  # configured sinks by id
+    # [cluster] role "watch": file contents are judged on judge hosts; None: here (role "all")
+    remote: RemoteJudging | None = None
 
 
 def _required(watch: ActiveWatch, judgement: Judgement, judge: Judge) -> Judgement:
@@ -215,8 +220,12 @@ class Pipeline:
             started = time.perf_counter()
             display = watch.display(item.relpath)
             try:
+                remote = ctx.remote
+                content = (
+                    remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset) if remote else None
+                )
                 judgement = ctx.judge.judge_name(
-                    dir_fd, name, display, require_single_link=True, relative=item.relpath
+                    dir_fd, name, display, require_single_link=True, relative=item.relpath, content=content
                 )
                 judgement = _required(watch, judgement, ctx.judge)
             except Exception as exc:  # MemoryError included: the file is then unscanned, never clean

@@ -122,11 +122,19 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         parts.settler.start()
+        if parts.remote is not None:
+            parts.remote.start()  # asks again for the jobs a killed predecessor left outstanding
         parts.alerts.start()
         self._start_workers(d.workers)
         parts.watcher.start()
         self.keeper = WatchKeeper(self)
-        log.info("watching", watches=sorted(watches), workers=d.workers, version=__version__)
+        log.info(
+            "watching",
+            watches=sorted(watches),
+            workers=d.workers,
+            version=__version__,
+            role=self.settings.cluster.role,
+        )
         self.ready()
         self._main_loop()
         return self._shutdown()
@@ -234,13 +242,21 @@ class Daemon:
             except (AuditError, OSError) as exc:
                 log.error("audit spool not ingested", error=str(exc))
             self._send_audit_head()
+            if self.parts.remote is not None:
+                self.parts.remote.tick()
             self.heartbeat()
 
     def heartbeat(self) -> None:
         """STATUS every tick; WATCHDOG=1 only while no worker is stuck on one file (a wedged pipeline
         stops the pings, and systemd restarts us)."""
         now = time.monotonic()
-        stalled = [now - since for since in list(self._busy_since.values())]
+        remote = self.parts.remote
+        waiting = remote.patient_threads(self.settings.daemon.stall_timeout) if remote is not None else set()
+        stalled = [
+            now - since
+            for index, since in list(self._busy_since.items())
+            if self._threads[index].ident not in waiting  # waiting on a cluster that answers: not wedged
+        ]
         limit = self.settings.daemon.stall_timeout
         if any(age > limit for age in stalled):
             self.degraded["pipeline"] = f"a worker has been busy on one file for over {limit:g}s"
@@ -383,6 +399,8 @@ class Daemon:
             loaded = load_config(self.config_path)
             if loaded.settings.state != self.settings.state or loaded.settings.audit != self.settings.audit:
                 raise StartupError("[state] and [audit] cannot change on reload; restart the service")
+            if loaded.settings.cluster != self.settings.cluster:
+                raise StartupError("[cluster] cannot change on reload; restart the service")
             configuration = configure(loaded.settings)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected; keeping the running configuration", error=str(exc))
@@ -449,6 +467,7 @@ class Daemon:
             sinks=_sink_stats(parts),
             audit_key_on_host="audit-k0" in self.warnings,
             heartbeat=self.last_heartbeat,
+            cluster=parts.remote.stats() if parts.remote is not None else {},
         )
 
     def _status(self, parts: Collaborators) -> dict[str, Any]:
@@ -470,6 +489,7 @@ class Daemon:
             "judged": dict(counters.verdicts),
             "sinks": _sink_stats(parts),
             "recent": list(counters.recent),
+            **({"cluster": parts.remote.stats()} if parts.remote is not None else {}),
         }
 
     def _sink_health(self, sink: str, problem: str | None) -> None:

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     UNSUPPORTED = "unsupported_type"
     ENCRYPTED = "encrypted"  # a document or member that cannot be read without a password
     REQUIRED_MISSING = "required_detector_missing"  # a detector the watch requires did not judge it
+    JUDGE_FAILED = "judge_failed"  # [cluster]: no judge host could judge it (dead-lettered, too large)
 
 
 @dataclass(frozen=True)

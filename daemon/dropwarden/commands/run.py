@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,7 +31,14 @@ def run(ctx: click.Context, config_path: Path | None, log_level: str, log_format
     app = app_context(ctx, config_path)
     loaded = app.config()
     configure(log_level, None if log_format == "auto" else log_format == "json")
-    daemon = Daemon(loaded, app.config_path)
+    daemon: Any = Daemon(loaded, app.config_path)
+    if loaded.settings.cluster.role == "judge":  # no watches: judges the jobs of the cluster's watchers
+        try:
+            from dropwarden.cluster.judgeservice import JudgeService
+        except ImportError as exc:
+            click.echo(f"dropwarden: cannot start: [cluster] role judge needs redis-py: {exc}", err=True)
+            sys.exit(1)
+        daemon = JudgeService(loaded)
     try:
         code = daemon.run()
     except ConfigError as exc:  # found only once the plugins are loaded (an action no plugin registers)

@@ -74,6 +74,15 @@ def print_status(answer: dict[str, Any]) -> None:
                 f" queued {stats['queued']:g} (oldest {stats['oldest_age']:.0f}s),"
                 f" overflow {stats['overflow']:g}"
             )
+    cluster = answer.get("cluster")
+    if cluster:  # [cluster] role "watch"
+        c = cluster.get
+        echo(
+            f"cluster ({c('node')}, redis {c('redis')}): queued {c('queued', 0)},"
+            f" in flight {c('in_flight', 0)}, mine outstanding {c('outstanding', 0)},"
+            f" redelivered {c('redelivered', 0)}, dead-lettered {c('dead_lettered', 0)},"
+            f" judge rate {c('judge_rate', 0):g}/s"
+        )
     if answer["recent"]:
         echo("last decisions:")
         for decision in answer["recent"][::-1]:

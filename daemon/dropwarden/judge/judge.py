@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dropwarden.config import Settings
@@ -43,6 +44,21 @@ class Judgement:
         return self.refusal.sha256 if self.refusal else None
 
 
+@dataclass
+class Content:
+    """What judging a snapshot's bytes found (`Judge.judge_content`): the sniffed type, the extractors'
+    problems, the detector runs, and the problem when part of the file was judged by nothing."""
+
+    file_type: FileType
+    problems: list[Problem]
+    runs: list[DetectorRun]
+    unjudged: Problem | None = None
+
+
+# (snapshot, judged name, the name's runs) -> the file's Judgement: see `Judge.judge_name`
+ContentJudging = Callable[[Snapshot, JudgedName, list[DetectorRun]], Judgement]
+
+
 class Judge:
     def __init__(self, registry: Registry, settings: Settings, fingerprinter: Fingerprinter) -> None:
         self.registry = registry
@@ -61,11 +77,14 @@ class Judge:
         *,
         require_single_link: bool = False,
         relative: str | bytes | None = None,
+        content: ContentJudging | None = None,
     ) -> Judgement:
         """Judge the file `name` in `dir_fd`: its contents, and its name as view "name".
 
         `relative` is the path that names the file below the watched folder (or the scanned
-        directory), subdirectories included; by default `name` alone. `display_path` must end with it."""
+        directory), subdirectories included; by default `name` alone. `display_path` must end with it.
+        `content` judges the snapshot's bytes instead of `judge_snapshot` (`[cluster]` role "watch": a
+        judge host does); it is called only for a file that was read, and returns its Judgement."""
         relative = name if relative is None else relative
         judged_name, name_runs = self.judge_relative_name(relative, display_path)
         taken = take_snapshot(
@@ -86,6 +105,8 @@ class Judge:
                 runs=name_runs,
                 name=judged_name,
             )
+        if content is not None:
+            return content(taken, judged_name, name_runs)
         return self.judge_snapshot(taken, judged_name, name_runs)
 
     def judge_relative_name(
@@ -116,22 +137,36 @@ class Judge:
         name_runs: list[DetectorRun] | None = None,
     ) -> Judgement:
         """Judge the snapshot's bytes; `name` and `name_runs` (`judge_relative_name`) join the verdict."""
+        return self.conclude(snapshot, self.judge_content(snapshot), name, name_runs)
+
+    def judge_content(self, snapshot: Snapshot) -> Content:
+        """What the extractors and detectors make of the snapshot's bytes (its name plays no part)."""
         extraction = extract_views(snapshot, self.registry.extractors.values(), self.runner)
-        builder = VerdictBuilder(self.runner.finding_limits)
-        for problem in extraction.problems:
-            builder.add_problem(problem)
         ctx = DetectContext(fingerprint=self.fingerprinter, display_path=snapshot.display_path)
-        runs = [*(name_runs or ()), *self.runner.run(self.registry.detectors.values(), extraction.views, ctx)]
-        runs = self.masked_within(runs)
+        runs = self.masked_within(self.runner.run(self.registry.detectors.values(), extraction.views, ctx))
+        # never "clean" by default: part judged by nothing
+        return Content(extraction.file_type, list(extraction.problems), runs, extraction.unjudged(runs))
+
+    def conclude(
+        self,
+        snapshot: Snapshot,
+        content: Content,
+        name: JudgedName | None = None,
+        name_runs: list[DetectorRun] | None = None,
+    ) -> Judgement:
+        """The file's Judgement: `content` (judged here or on a judge host) with its name's runs."""
+        builder = VerdictBuilder(self.runner.finding_limits)
+        for problem in content.problems:
+            builder.add_problem(problem)
+        runs = [*(name_runs or ()), *content.runs]
         _add_runs(builder, runs)
-        unjudged = extraction.unjudged(runs)  # never "clean" by default: part judged by nothing
-        if unjudged is not None:
-            builder.add_problem(unjudged)
+        if content.unjudged is not None:
+            builder.add_problem(content.unjudged)
         return Judgement(
             name.show_path(snapshot.display_path) if name is not None else snapshot.display_path,
             builder.build(),
             snapshot=snapshot,
-            file_type=extraction.file_type,
+            file_type=content.file_type,
             runs=runs,
             name=name,
         )

@@ -1,0 +1,75 @@
+"""The jobs a watcher sent and has no verdict for yet, in SQLite beside its state: a watcher killed
+while waiting finds them at restart and asks for them again."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job TEXT PRIMARY KEY, watch TEXT NOT NULL, relpath BLOB NOT NULL, sha256 TEXT NOT NULL,
+    store TEXT NOT NULL, sent REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_file ON jobs (watch, relpath, sha256);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    job: str
+    watch: str
+    relpath: bytes
+    sha256: str
+    store: str
+    sent: float
+
+
+class Outstanding:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        path.chmod(0o600)
+
+    def add(self, job: str, watch: str, relpath: bytes, sha256: str, store: str) -> None:
+        with self._lock:
+            row = (job, watch, relpath, sha256, store, time.time())
+            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def find(self, watch: str, relpath: bytes, sha256: str) -> Job | None:
+        """The job already sent for this file's content (by a watcher that was restarted), if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job, watch, relpath, sha256, store, sent FROM jobs"
+                " WHERE watch = ? AND relpath = ? AND sha256 = ?",
+                (watch, relpath, sha256),
+            ).fetchone()
+        return Job(*row) if row else None
+
+    def remove(self, job: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE job = ?", (job,))
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT job, watch, relpath, sha256, store, sent FROM jobs").fetchall()
+        return [Job(*row) for row in rows]
+
+    def forget_older_than(self, before: float) -> list[Job]:
+        """Drop the rows of jobs no worker took up again (their files left before a restart)."""
+        with self._lock:
+            rows = self._db.execute(
+                "DELETE FROM jobs WHERE sent < ? RETURNING job, watch, relpath, sha256, store, sent",
+                (before,),
+            ).fetchall()
+        return [Job(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,373 @@
+"""Role "watch": each file's bytes go to the judge hosts through Redis, and the verdict comes back."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+
+from dropwarden.cluster import codec
+from dropwarden.cluster.blobs import BlobStore
+from dropwarden.cluster.connect import GROUP, TRANSIENT, Keys, client, ensure_group, retrying
+from dropwarden.cluster.outstanding import Outstanding
+from dropwarden.cluster.settings import ClusterSettings
+from dropwarden.judge.detect import DetectorRun
+from dropwarden.judge.intake import Snapshot
+from dropwarden.judge.judge import Content, ContentJudging, Judge, Judgement
+from dropwarden.judge.names import JudgedName
+from dropwarden.judge.sniff import sniff
+from dropwarden.registry import Registry
+from dropwarden.verdict import Problem, Reason
+
+log = structlog.get_logger("dropwarden.cluster.watch")
+
+# A blob a judge found missing (expired, or deleted by another job of the same content) is sent again
+# this many times before the file is unscanned.
+MAX_RESENDS = 3
+
+
+def path_exempt(registry: Registry, display_path: str) -> bool:
+    """Whether a detector exempts this path (`[rules.allow] paths`): its verdict then depends on the
+    path, so it is neither taken from nor put into the verdict cache, and the path goes to the judge."""
+    for detector in registry.detectors.values():
+        allowed = getattr(detector, "path_allowed", None)
+        if allowed is not None and allowed(display_path):
+            return True
+    return False
+
+
+@dataclass
+class _Waiter:
+    event: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, str] | None = None
+
+
+class RemoteJudging:
+    """Sends jobs and waits for their verdicts; `content_for` is the pipeline's seam (`PipelineContext`)."""
+
+    def __init__(
+        self, settings: ClusterSettings, state_dir: Path, requeue: Callable[[str, str], None]
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.node = settings.node or socket.gethostname().split(".")[0]
+        self.reply_stream = self.keys.replies(self.node)
+        self.redis = client(settings)
+        self.blobs = BlobStore(self.redis, self.keys, settings)
+        self.outstanding = Outstanding(state_dir / "cluster.db")
+        self._requeue = requeue
+        self._room = threading.BoundedSemaphore(settings.max_outstanding)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, _Waiter] = {}
+        self._stop = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self._judged_samples: deque[tuple[float, int]] = deque(maxlen=120)
+        self._started = time.time()
+        self._waiting_threads: set[int] = set()  # workers waiting for a verdict or for room
+        self._last_progress = time.monotonic()  # a verdict came (or a job went out)
+        self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
+
+    # ------------------------------------------------------------------------------------ life
+
+    def start(self) -> None:
+        """Listen for verdicts, and ask again for every job a previous run left outstanding."""
+        retrying("create the jobs group", lambda: ensure_group(self.redis, self.keys), self._stop)
+        self._listener.start()
+        left = self.outstanding.all()
+        for job in left:
+            self._requeue(job.watch, os.fsdecode(job.relpath))
+        if left:
+            log.info("asking again for outstanding jobs", count=len(left))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.outstanding.close()
+        self.redis.close()
+
+    def tick(self) -> None:
+        """Now and then: forget jobs of files gone before a restart; sweep expired shared blobs."""
+        if time.time() - self._started > 2 * self.settings.job_timeout:
+            for job in self.outstanding.forget_older_than(self._started):
+                try:
+                    self.blobs.release(job.sha256, job.store, job.job)
+                except redis.RedisError:
+                    pass  # it expires
+        try:
+            self.blobs.sweep_shared()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------------------------ judging
+
+    def content_for(self, judge: Judge, watch: str, relpath: str, ruleset: str) -> ContentJudging:
+        """What `Judge.judge_name` calls for a file that was read: its content judged on a judge host."""
+
+        def judge_remotely(snapshot: Snapshot, name: JudgedName, name_runs: list[DetectorRun]) -> Judgement:
+            content = self._content(judge.registry, watch, relpath, ruleset, snapshot)
+            return judge.conclude(snapshot, content, name, name_runs)
+
+        return judge_remotely
+
+    def _content(
+        self, registry: Registry, watch: str, relpath: str, ruleset: str, snapshot: Snapshot
+    ) -> Content:
+        exempt = path_exempt(registry, snapshot.display_path)
+        if not exempt:
+            key = self.keys.verdict(ruleset, snapshot.sha256)
+            cached = retrying("read the verdict cache", lambda: self.redis.get(key))
+            if cached is not None:
+                try:
+                    content = codec.decode(cached)
+                except (ValueError, KeyError, TypeError):
+                    content = None
+                if content is not None:
+                    self._count("cache_hits")
+                    self._forget_inherited(watch, relpath, snapshot.sha256)
+                    return content
+        store = self.blobs.store_for(len(snapshot.data))
+        if store is None:
+            self._count("failed")
+            return failed(snapshot, "larger than [cluster] blob_max_bytes, and no shared_dir is configured")
+        me = threading.get_ident()
+        with self._lock:
+            self._waiting_threads.add(me)
+        try:
+            if not self._room.acquire(blocking=False):
+                self._count("waited_for_room")
+                self._room.acquire()  # backpressure: the worker, and so the queue behind it, waits
+            try:
+                return self._request(watch, relpath, ruleset, snapshot, store, exempt)
+            finally:
+                self._room.release()
+        finally:
+            with self._lock:
+                self._waiting_threads.discard(me)
+
+    def _request(
+        self, watch: str, relpath: str, ruleset: str, snapshot: Snapshot, store: str, exempt: bool
+    ) -> Content:
+        raw_path = os.fsencode(relpath)
+        # the job a killed predecessor sent for this content keeps its id: its verdict, when it comes, is ours
+        inherited = self.outstanding.find(watch, raw_path, snapshot.sha256)
+        job = inherited.job if inherited is not None else uuid.uuid4().hex
+        self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
+        waiter = _Waiter()
+        with self._lock:
+            self._waiting[job] = waiter
+        stored = False
+        try:
+            entry = self._send(job, watch, ruleset, snapshot, store, exempt)
+            stored = True
+            resends = 0
+            sent_at = time.monotonic()
+            while True:
+                if not waiter.event.wait(timeout=1.0):
+                    if time.monotonic() - sent_at > self.settings.job_timeout and not self._alive(entry):
+                        # the entry is gone with no verdict (Redis lost it): send it again
+                        self._count("resent")
+                        entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
+                        sent_at = time.monotonic()
+                    continue
+                reply = waiter.reply or {}
+                status = reply.get("status")
+                if status == "blob_missing" and resends < MAX_RESENDS:
+                    resends += 1
+                    self._count("resent")
+                    waiter.event.clear()
+                    entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
+                    sent_at = time.monotonic()
+                    continue
+                return self._outcome(snapshot, reply)
+        finally:
+            with self._lock:
+                self._waiting.pop(job, None)
+            self.outstanding.remove(job)
+            if stored:
+                self._cleanup(job, snapshot.sha256, store, exempt)
+
+    def _send(
+        self,
+        job: str,
+        watch: str,
+        ruleset: str,
+        snapshot: Snapshot,
+        store: str,
+        exempt: bool,
+        again: bool = False,
+    ) -> str:
+        """Store the bytes (the job holds them until `_cleanup`) and add the job. The entry holds
+        ids, the digest, size, sniffed type, watch name, ruleset version and reply stream: nothing of the
+        file's contents or name (the path goes in a key of its own, only when it matters: `path_exempt`)."""
+        fields = {
+            "job": job,
+            "sha256": snapshot.sha256,
+            "size": str(len(snapshot.data)),
+            "type": sniff(snapshot.data[:8192]).name,
+            "store": store,
+            "watch": watch,
+            "ruleset": ruleset,
+            "reply": self.reply_stream,
+            "exempt": "1" if exempt else "0",
+        }
+
+        def send() -> str:
+            if not again or self.blobs.get(snapshot.sha256, store) is None:
+                self.blobs.put(snapshot.sha256, snapshot.data, store, job)
+            if exempt:
+                self.redis.set(self.keys.job_path(job), snapshot.display_path, ex=int(self.settings.blob_ttl))
+            ensure_group(self.redis, self.keys)  # a Redis that lost its data lost the group too
+            entry = self.redis.xadd(self.keys.jobs, fields)
+            return entry.decode() if isinstance(entry, bytes) else entry
+
+        self._count("sent")
+        return retrying("send a job", send)
+
+    def _alive(self, entry: str) -> bool:
+        try:
+            return bool(self.redis.xrange(self.keys.jobs, entry, entry))
+        except TRANSIENT:
+            return True  # cannot tell: keep waiting
+
+    def _outcome(self, snapshot: Snapshot, reply: dict[str, str]) -> Content:
+        if reply.get("status") != "ok":
+            self._count("failed")
+            reason = reply.get("reason", "no verdict")
+            return failed(snapshot, f"no judge could judge it ({reason})")
+        key = reply.get("key", "")
+        raw = retrying("read a verdict", lambda: self.redis.get(key))
+        try:
+            if raw is None:
+                raise ValueError("verdict expired")
+            content = codec.decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._count("failed")
+            return failed(snapshot, f"verdict unreadable ({type(exc).__name__})")
+        if reply.get("ruleset") and reply.get("ruleset") != reply.get("asked"):
+            self._count("ruleset_mismatch")
+        self._count("judged")
+        return content
+
+    def _forget_inherited(self, watch: str, relpath: str, sha256: str) -> None:
+        """A job a killed predecessor sent for this content is answered (from the cache): let its blob go."""
+        job = self.outstanding.find(watch, os.fsencode(relpath), sha256)
+        if job is not None:
+            self.outstanding.remove(job.job)
+            self._cleanup(job.job, sha256, job.store, exempt=False)
+
+    def _cleanup(self, job: str, sha256: str, store: str, exempt: bool) -> None:
+        def clean() -> None:
+            self.blobs.release(sha256, store, job)
+            if exempt:
+                self.redis.delete(self.keys.job_path(job), self.keys.result(job))
+
+        try:
+            retrying("delete a blob", clean, self._stop)
+        except InterruptedError:
+            pass  # stopping: the blob expires
+
+    # ------------------------------------------------------------------------------------ replies
+
+    def _listen(self) -> None:
+        """Read this watcher's reply stream: each verdict to the worker waiting for its job; a verdict no
+        one waits for (a duplicate, or one for a job of a run before a restart) is dropped by job id."""
+        last = "0"
+        while not self._stop.is_set():
+            try:
+                answer = self.redis.xread({self.reply_stream: last}, count=100, block=1000)
+            except TRANSIENT:
+                last = "0"  # replies handled are deleted: from the start is what is left
+                self._stop.wait(0.5)
+                continue
+            except redis.RedisError as exc:
+                log.error("reading verdicts failed", error=type(exc).__name__)
+                self._stop.wait(1.0)
+                continue
+            for _stream, entries in answer or ():
+                for entry_id, raw in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    fields = {_text(k): _text(v) for k, v in raw.items()}
+                    with self._lock:
+                        waiter = self._waiting.get(fields.get("job", ""))
+                        if waiter is not None and not waiter.event.is_set():
+                            waiter.reply = fields
+                            waiter.event.set()
+                        else:
+                            self.counts["duplicates"] += 1
+                    try:
+                        self.redis.xdel(self.reply_stream, last)
+                    except redis.RedisError:
+                        pass
+
+    # ------------------------------------------------------------------------------------ counts
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+            if key in ("sent", "judged", "cache_hits", "failed"):
+                self._last_progress = time.monotonic()
+
+    def patient_threads(self, within: float) -> set[int]:
+        """The worker threads waiting on the cluster, while it made progress in the last `within` seconds
+        (a long backlog is not a wedged worker; a cluster that answers nothing for that long is)."""
+        with self._lock:
+            if time.monotonic() - self._last_progress > within:
+                return set()
+            return set(self._waiting_threads)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for STATUS and metrics: this watcher's (outstanding, sent, ...) and the cluster's
+        (queued, in flight, redelivered, dead-lettered, judged, judge rate per second)."""
+        with self._lock:
+            mine: dict[str, Any] = dict(self.counts)
+            mine["outstanding"] = len(self._waiting)
+        mine["node"] = self.node
+        try:
+            mine.update(cluster_counts(self.redis, self.keys))
+            now = time.monotonic()
+            self._judged_samples.append((now, int(mine["judged_total"])))
+            old = next((s for s in self._judged_samples if now - s[0] <= 60), self._judged_samples[-1])
+            span = now - old[0]
+            mine["judge_rate"] = round((mine["judged_total"] - old[1]) / span, 3) if span > 0 else 0.0
+            mine["redis"] = "ok"
+        except redis.RedisError as exc:
+            mine["redis"] = f"unavailable ({type(exc).__name__})"
+        return mine
+
+
+def cluster_counts(r: redis.Redis, keys: Keys) -> dict[str, int]:
+    """The cluster's backlog: jobs not yet read by a judge, read but not acknowledged, and totals."""
+    queued = in_flight = 0
+    try:
+        for group in r.xinfo_groups(keys.jobs):
+            if _text(group.get("name", b"")) == GROUP:
+                in_flight = int(group.get("pending") or 0)
+                queued = int(group.get("lag") or 0)
+    except redis.ResponseError:
+        pass  # no stream yet
+    totals = {_text(k): int(v) for k, v in (r.hgetall(keys.stats) or {}).items()}
+    return {
+        "queued": queued,
+        "in_flight": in_flight,
+        "redelivered": totals.get("redelivered", 0),
+        "dead_lettered": totals.get("dead_lettered", 0),
+        "judged_total": totals.get("judged", 0),
+    }
+
+
+def failed(snapshot: Snapshot, detail: str) -> Content:
+    """Content for a file no judge could judge: unscanned, reason judge_failed (the watch's policy acts)."""
+    return Content(sniff(snapshot.data[:8192]), [Problem(Reason.JUDGE_FAILED, detail, "cluster")], [], None)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
