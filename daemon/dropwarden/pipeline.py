@@ -220,10 +220,9 @@ class Pipeline:
             started = time.perf_counter()
             display = watch.display(item.relpath)
             try:
-                remote = ctx.remote
-                content = (
-                    remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset) if remote else None
-                )
+                content = None  # judged here; on judge hosts in a cluster's watch role:
+                if ctx.remote is not None:
+                    content = ctx.remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset)
                 judgement = ctx.judge.judge_name(
                     dir_fd, name, display, require_single_link=True, relative=item.relpath, content=content
                 )

@@ -33,14 +33,12 @@ from dropwarden.gate import get_gate
 from dropwarden.metrics import Snapshot as MetricsSnapshot
 from dropwarden.notify import Notifier
 from dropwarden.watch.reconcile import reconcile
+from dropwarden.watch.settle import take_ready
 from dropwarden.watch.watchkeeper import WatchKeeper
 
 __all__ = ["Daemon", "StartupError"]
 
 log = structlog.get_logger("dropwarden.service")
-# Work items a worker takes at once when the queue holds them: bounds the fds, memory and latency of a
-# batch (its files are judged in turn before any is acted on) while amortising the fsyncs.
-BATCH_MAX = 32
 
 
 class Daemon:
@@ -194,23 +192,14 @@ class Daemon:
     def _worker(self, index: int) -> None:
         work = self.parts.work
         while True:
-            items = [work.get()]
-            # What else is ready now goes with it: judged in turn, then acted on together (one audit
-            # fsync, one transaction, one flush for the batch). Never waits for more to arrive.
-            while len(items) < BATCH_MAX and items[-1] is not None:
-                try:
-                    items.append(work.get_nowait())
-                except queue.Empty:
-                    break
-            stop = items[-1] is None
-            batch = items[:-1] if stop else items
+            batch, taken, stop = take_ready(work)  # judged in turn, then acted on together
             self._busy_since[index] = time.monotonic()
             try:
                 if batch:
                     self.parts.pipeline.process_batch(batch)
             finally:
                 self._busy_since.pop(index, None)
-                for _ in items:
+                for _ in range(taken):
                     work.task_done()
             if stop:
                 return

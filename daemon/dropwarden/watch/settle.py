@@ -223,3 +223,24 @@ def settle_quiet_for(settings: Settings, watch: str) -> float:
 
 def is_ignored(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+# Work items a worker takes at once when the queue holds them: bounds the fds, memory and latency of a
+# batch (its files are judged in turn before any is acted on) while amortising the fsyncs.
+BATCH_MAX = 32
+
+
+def take_ready(
+    work: queue.Queue[WorkItem | None], limit: int = BATCH_MAX
+) -> tuple[list[WorkItem], int, bool]:
+    """One item (waiting for it), then whatever else the queue holds now, up to `limit`, never waiting
+    for more: (the items, how many were taken from the queue, whether the stop marker None was taken)."""
+    items: list[WorkItem | None] = [work.get()]
+    while len(items) < limit and items[-1] is not None:
+        try:
+            items.append(work.get_nowait())
+        except queue.Empty:
+            break
+    stop = items[-1] is None
+    batch = [item for item in items if item is not None]
+    return batch, len(items), stop
