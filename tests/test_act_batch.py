@@ -236,3 +236,39 @@ def test_a_batch_of_large_files_is_acted_on_before_its_bytes_pile_up(tmp_path: P
     kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
     assert kinds == ["decision", "decision", "action.done", "action.done", "decision", "action.done"]
     assert sorted(p.name for p in drop.outbound.iterdir()) == names
+
+
+def test_a_batch_whose_judging_takes_long_is_acted_on_without_waiting_for_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files taken together are acted on once their judging has taken `pipeline.BATCH_SECONDS`: with
+    slow detectors (OCR, a vision model) the first file of a batch does not wait for the last one. With
+    the bound at 0 every file is acted on as soon as it is judged."""
+    from dropwarden import pipeline as pipeline_module
+    from dropwarden.configload import load_config
+    from dropwarden.pipeline import Pipeline, PipelineContext
+    from dropwarden.runtime import build_runtime
+    from dropwarden.watch.settle import WorkItem
+
+    monkeypatch.setattr(pipeline_module, "BATCH_SECONDS", 0.0)
+    drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n")
+    names = ["s1.txt", "s2.txt", "s3.txt"]
+    for name in names:
+        (drop.inbox / name).write_text(CLEAN)
+    settings = load_config(drop.config).settings
+    runtime = build_runtime(settings)
+    watch = arm(settings.watch[0])
+    state = State(drop.state / "state.db")
+    audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)
+    try:
+        context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
+        pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
+        pipeline.process_batch([WorkItem(watch.id, name, "test") for name in names])
+    finally:
+        audit.close()
+        state.close()
+        watch.close()
+        runtime.close()
+    kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
+    assert kinds == ["decision", "action.done"] * 3
+    assert sorted(p.name for p in drop.outbound.iterdir()) == names

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dropwarden.config import Settings
-from dropwarden.watch.settle import Hint, Settler, WorkItem, settle_quiet_for
+from dropwarden.watch.settle import BATCH_MAX, Hint, Settler, WorkItem, settle_quiet_for, take_ready
 
 QUIET = 0.05  # after close-write or move-in
 STAT = 0.3  # a stable stat, for what no event vouches for
@@ -272,3 +272,26 @@ def test_an_overfull_inbox_reports_what_it_drops(tmp_path: Path):
         folder.settler.notify("inbox", f"{n}.txt", Hint.CLOSED)
     assert folder.losses == ["settle inbox full"]
     assert folder.settler.pending == 2
+
+
+def test_a_worker_takes_a_fair_share_of_what_is_queued_never_all_of_it():
+    """A worker takes one item, then what else is queued divided among the workers (at most BATCH_MAX),
+    without waiting: with slow files, one worker must not hoard what another could judge meanwhile."""
+    work: queue.Queue[WorkItem | None] = queue.Queue()
+    for index in range(10):
+        work.put(WorkItem("inbox", f"f{index}.txt", "event"))
+    batch, taken, stop = take_ready(work, workers=2)
+    assert [item.relpath for item in batch] == [f"f{index}.txt" for index in range(5)]
+    assert (taken, stop) == (5, False)
+    batch, taken, stop = take_ready(work, workers=1)
+    assert len(batch) == taken == 5 and not stop
+
+    for index in range(100):
+        work.put(WorkItem("inbox", f"g{index}.txt", "event"))
+    work.put(None)
+    assert len(take_ready(work, workers=1)[0]) == BATCH_MAX
+    batch, taken, stop = take_ready(work, workers=1)
+    assert len(batch) == BATCH_MAX and taken == BATCH_MAX and not stop
+    while not stop:
+        batch, taken, stop = take_ready(work, workers=1)
+    assert taken == len(batch) + 1  # the stop marker is counted as taken, never handed on

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("dropwarden.pipeline")
 
-# A batch is acted on once the snapshots judged and waiting hold this many bytes: large files are acted
-# on one by one, as before batches, while thirty-two 4 KB files go together.
-BATCH_BYTES = 4 << 20
+# A batch is acted on once its judged snapshots hold BATCH_BYTES or its judging took BATCH_SECONDS: the
+# bytes in hand and the wait of its first file stay bounded, whatever the files' sizes and detectors.
+BATCH_BYTES, BATCH_SECONDS = 4 << 20, 0.05
 
 SKIP_REASONS = frozenset({Reason.SYMLINK, Reason.NOT_REGULAR, Reason.HARD_LINKED})
 
@@ -127,11 +127,10 @@ class Pipeline:
         self.process_batch([item])
 
     def process_batch(self, items: list[WorkItem]) -> None:
-        """Judge `items` (taken together from the queue) one by one, then act on them together: their
-        decision records in one append, one audit fsync before anything moves, the clean files of a
-        `release_to` watch released in one batch (`act.batch.release_batch`: one transaction for the
-        intents, one flush for the files), every file recorded as judged in one transaction. A file's
-        failure is its own: the others go on."""
+        """Judge `items` (taken together from the queue) one by one, then act on them together: decision
+        records in one append and one audit fsync before anything moves, a `release_to` watch's clean files
+        released together (`act.batch`), all recorded as judged in one transaction. A file's failure is
+        its own: the others go on."""
         ctx = self.context
         taken: list[WorkItem] = []
         with self._lock:
@@ -143,7 +142,7 @@ class Pipeline:
                 self._inflight[key] = False
                 taken.append(item)
         decided: list[_Decided] = []
-        held = 0  # bytes of the snapshots judged and not yet acted on
+        held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
         try:
             for index, item in enumerate(taken):
                 try:
@@ -152,9 +151,10 @@ class Pipeline:
                     self._failed(item.watch, exc)
                 if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
                     held += len(decided[-1].judgement.snapshot.data)
-                if decided and (held >= BATCH_BYTES or index == len(taken) - 1):
-                    self._act_on(ctx, decided)  # the bytes in hand stay bounded, whatever the files' sizes
-                    decided, held = [], 0
+                due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
+                if decided and (due or index == len(taken) - 1):
+                    self._act_on(ctx, decided)
+                    decided, held, began = [], 0, time.perf_counter()
         finally:
             for each in decided:
                 os.close(each.dir_fd)

@@ -192,7 +192,7 @@ class Daemon:
     def _worker(self, index: int) -> None:
         work = self.parts.work
         while True:
-            batch, taken, stop = take_ready(work)  # judged in turn, then acted on together
+            batch, taken, stop = take_ready(work, len(self._threads))  # judged in turn, acted on together
             self._busy_since[index] = time.monotonic()
             try:
                 if batch:
