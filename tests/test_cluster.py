@@ -70,7 +70,8 @@ def assert_each_file_once(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     left = {key: redis_server.client().type(key) for key in redis_server.blobs()}
     jobs = sqlite3.connect(drop.state / "cluster.db").execute("SELECT * FROM jobs").fetchall()
-    assert left == {}, f"outstanding at the end: {jobs}"
+    holders = {key: sorted(redis_server.client().smembers(key)) for key in left if b"blobrefs" in key}
+    assert left == {}, f"outstanding at the end: {jobs}; jobs holding the blobs left: {holders}"
 
 
 def test_files_are_judged_by_judge_hosts_and_acted_on_by_the_watcher(tmp_path, redis_server):

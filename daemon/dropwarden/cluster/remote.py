@@ -191,9 +191,11 @@ class RemoteJudging:
         finally:
             with self._lock:
                 self._waiting.pop(job, None)
-            self.outstanding.remove(job)
+            # The blob first, then the row: a watcher killed between the two finds the job outstanding
+            # at restart and lets the blob go again (a no-op), never a blob that no row remembers.
             if stored:
                 self._cleanup(job, snapshot.sha256, store, exempt)
+            self.outstanding.remove(job)
 
     def _send(
         self,
@@ -261,8 +263,8 @@ class RemoteJudging:
         """A job a killed predecessor sent for this content is answered (from the cache): let its blob go."""
         job = self.outstanding.find(watch, os.fsencode(relpath), sha256)
         if job is not None:
-            self.outstanding.remove(job.job)
             self._cleanup(job.job, sha256, job.store, exempt=False)
+            self.outstanding.remove(job.job)
 
     def _cleanup(self, job: str, sha256: str, store: str, exempt: bool) -> None:
         def clean() -> None:
