@@ -204,21 +204,14 @@ def test_files_arriving_together_are_each_released_or_quarantined_once(tmp_path:
     assert drop.verify_audit().returncode == 0
 
 
-def test_a_batch_of_large_files_is_acted_on_before_its_bytes_pile_up(tmp_path: Path) -> None:
-    """Files taken together are acted on as soon as the bytes judged and waiting reach
-    `pipeline.BATCH_BYTES` (4 MiB): three 3 MB files given to one worker at once are released as two
-    files, then one, so a batch never holds more than that and one file's bytes in memory."""
+def process_together(drop: Drop, names: list[str]) -> list[str]:
+    """The real pipeline given the inbox files `names` as one worker's batch; the audit log's decision
+    and action.done record types, in order."""
     from dropwarden.configload import load_config
-    from dropwarden.pipeline import BATCH_BYTES, Pipeline, PipelineContext
+    from dropwarden.pipeline import Pipeline, PipelineContext
     from dropwarden.runtime import build_runtime
     from dropwarden.watch.settle import WorkItem
 
-    drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n[limits]\nmax_file_size = 8000000\n")
-    size = 3_000_000
-    assert 2 * size >= BATCH_BYTES > size
-    names = ["l1.txt", "l2.txt", "l3.txt"]
-    for index, name in enumerate(names):
-        (drop.inbox / name).write_bytes((f"{index} {CLEAN}" * (size // len(CLEAN) + 1)).encode()[:size])
     settings = load_config(drop.config).settings
     runtime = build_runtime(settings)
     watch = arm(settings.watch[0])
@@ -234,6 +227,22 @@ def test_a_batch_of_large_files_is_acted_on_before_its_bytes_pile_up(tmp_path: P
         watch.close()
         runtime.close()
     kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
+    return kinds
+
+
+def test_a_batch_of_large_files_is_acted_on_before_its_bytes_pile_up(tmp_path: Path) -> None:
+    """Files taken together are acted on as soon as the bytes judged and waiting reach
+    `pipeline.BATCH_BYTES` (4 MiB): three 3 MB files given to one worker at once are released as two
+    files, then one, so a batch never holds more than that and one file's bytes in memory."""
+    from dropwarden.pipeline import BATCH_BYTES
+
+    drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n[limits]\nmax_file_size = 8000000\n")
+    size = 3_000_000
+    assert 2 * size >= BATCH_BYTES > size
+    names = ["l1.txt", "l2.txt", "l3.txt"]
+    for index, name in enumerate(names):
+        (drop.inbox / name).write_bytes((f"{index} {CLEAN}" * (size // len(CLEAN) + 1)).encode()[:size])
+    kinds = process_together(drop, names)
     assert kinds == ["decision", "decision", "action.done", "action.done", "decision", "action.done"]
     assert sorted(p.name for p in drop.outbound.iterdir()) == names
 
@@ -245,30 +254,12 @@ def test_a_batch_whose_judging_takes_long_is_acted_on_without_waiting_for_the_re
     slow detectors (OCR, a vision model) the first file of a batch does not wait for the last one. With
     the bound at 0 every file is acted on as soon as it is judged."""
     from dropwarden import pipeline as pipeline_module
-    from dropwarden.configload import load_config
-    from dropwarden.pipeline import Pipeline, PipelineContext
-    from dropwarden.runtime import build_runtime
-    from dropwarden.watch.settle import WorkItem
 
     monkeypatch.setattr(pipeline_module, "BATCH_SECONDS", 0.0)
     drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n")
     names = ["s1.txt", "s2.txt", "s3.txt"]
     for name in names:
         (drop.inbox / name).write_text(CLEAN)
-    settings = load_config(drop.config).settings
-    runtime = build_runtime(settings)
-    watch = arm(settings.watch[0])
-    state = State(drop.state / "state.db")
-    audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)
-    try:
-        context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
-        pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
-        pipeline.process_batch([WorkItem(watch.id, name, "test") for name in names])
-    finally:
-        audit.close()
-        state.close()
-        watch.close()
-        runtime.close()
-    kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
+    kinds = process_together(drop, names)
     assert kinds == ["decision", "action.done"] * 3
     assert sorted(p.name for p in drop.outbound.iterdir()) == names
