@@ -37,9 +37,35 @@ def _require_llama_cpp() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The tiny model pair, written once per test session."""
+    """The tiny model pair, written once per test session; a GPU build that cannot load it fails here."""
     _require_llama_cpp()
-    return write_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+    pair = write_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+    problem = _gpu_build_load_problem(pair[0])
+    if problem:
+        pytest.fail(problem)
+    return pair
+
+
+def _gpu_build_load_problem(model: Path) -> str | None:
+    """A CUDA build of llama-cpp-python exports copies of libstdc++'s template code from libggml-cuda and
+    crashes (SIGSEGV in llama_model::print_info) loading a model in a process that loaded libstdc++ first
+    (numpy does) unless `dropwarden_vision.cxx_runtime` made libstdc++ global before. Tried in a child, as
+    the backend loads llama.cpp, so that the suite says so instead of dying in its first model load."""
+    from dropwarden_vision.llamacpp import llama_cpp  # our import: libstdc++ made global first
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        return None
+    code = (
+        "import sys, numpy, dropwarden_vision.llamacpp as b;"
+        " b.llama_cpp.Llama(sys.argv[1], n_ctx=256, n_gpu_layers=-1, verbose=False)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, timeout=120)
+    if done.returncode == 0:
+        return None
+    return (
+        f"this GPU build of llama-cpp-python cannot load a model after numpy (exit {done.returncode}):"
+        f" see dropwarden_vision/cxx_runtime.py\n{done.stderr.decode(errors='replace')[-1500:]}"
+    )
 
 
 def _settings(
@@ -178,6 +204,10 @@ def test_llamacpp_backend_judges_an_image_and_loads_once(
         _assert_answer(second)
         assert backend.loads == 1
         assert backend.load_seconds is not None
+        # llama.cpp's own count of the layers it put on a GPU; a CPU build has none to report
+        import llama_cpp
+
+        assert (backend.offloaded_layers is None) == (not llama_cpp.llama_supports_gpu_offload())
         # the gate slot was given back after each image
         from dropwarden.gate import get_gate
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import re
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import llama_cpp
 import structlog
+
+# isort: split
+import dropwarden_vision.cxx_runtime  # noqa: F401  (before llama_cpp: see its docstring)
+
+# isort: split
+import llama_cpp
 from llama_cpp import llama_chat_format, mtmd_cpp
 
 from dropwarden.config import SettingError
@@ -103,6 +109,8 @@ class LlamaCppBackend:
         self._closed = False
         self.loads = 0  # how many times a model was loaded (once, unless a load failed)
         self.load_seconds: float | None = None
+        # (layers on the GPU, layers in all) as llama.cpp reported at the load; None: a build without one
+        self.offloaded_layers: tuple[int, int] | None = None
 
     # VisionBackend
 
@@ -161,7 +169,8 @@ class LlamaCppBackend:
         # A large model takes seconds to minutes to load (mmap + upload to the GPU). When this happens at
         # startup, the daemon extends its systemd start timeout around `load()` (EXTEND_TIMEOUT_USEC);
         # that is the caller's job, not this module's.
-        _route_mtmd_log()
+        _route_llama_logs()
+        _log_lines.offloaded = None
         started = time.monotonic()
         try:
             handler = self._handler_class(**self._handler_kwargs())
@@ -188,8 +197,16 @@ class LlamaCppBackend:
         except Exception as exc:  # ValueError from llama-cpp-python; nothing else is documented
             raise BackendError(f"{self.name}: cannot load the model: {_short(exc)}") from None
         self.load_seconds = time.monotonic() - started
+        self.offloaded_layers = _log_lines.offloaded
         self.loads += 1
         self._llama = llama
+        layers = "{}/{}".format(*self.offloaded_layers) if self.offloaded_layers else "none (CPU build)"
+        log.info(
+            "vision model loaded",
+            backend=self.name,
+            seconds=round(self.load_seconds, 3),
+            gpu_layers=layers,
+        )
         return llama
 
     def _handler_kwargs(self) -> dict[str, Any]:
@@ -230,29 +247,50 @@ class _Locked:
 
 # ggml log levels (ggml.h): DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous message)
 _GGML_WARN, _GGML_ERROR, _GGML_CONT = 3, 4, 5
-_mtmd_log_state = {"routed": False, "last": 0}
-_mtmd_log_lock = threading.Lock()
+_OFFLOADED = re.compile(rb"offloaded (\d+)/(\d+) layers to GPU")
+_log_routed = False
+_log_route_lock = threading.Lock()
+# Per thread: llama.cpp logs a model load in the thread that loads it, so a load reads its own lines.
+_log_lines = threading.local()
+
+
+def _forward(source: str, level: int, text: bytes) -> None:
+    """Warnings and errors to our log, the rest dropped (INFO lines echo prompts and dump metadata)."""
+    last = getattr(_log_lines, "levels", None)
+    if last is None:
+        last = _log_lines.levels = {}
+    if level != _GGML_CONT:
+        last[source] = level
+    level = last.get(source, 0)
+    if level in (_GGML_WARN, _GGML_ERROR):
+        message = text.decode("utf-8", "replace").strip()
+        if message:
+            (log.error if level == _GGML_ERROR else log.warning)(source, message=message[:500])
 
 
 @llama_cpp.llama_log_callback
 def _mtmd_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    """mtmd/clip's log, which otherwise goes to stderr at every image (its INFO lines echo the prompt):
-    warnings and errors to our log, the rest dropped."""
-    if level != _GGML_CONT:
-        _mtmd_log_state["last"] = level
-    level = _mtmd_log_state["last"]
-    if level in (_GGML_WARN, _GGML_ERROR):
-        message = text.decode("utf-8", "replace").strip()
-        if message:
-            (log.error if level == _GGML_ERROR else log.warning)("llama.cpp mtmd", message=message[:500])
+    """mtmd/clip's log, which otherwise goes to stderr at every image."""
+    _forward("llama.cpp mtmd", level, text)
 
 
-def _route_mtmd_log() -> None:
-    with _mtmd_log_lock:
-        if not _mtmd_log_state["routed"]:
-            # process-wide; also sets mtmd_log_set
-            mtmd_cpp.mtmd_helper_log_set(_mtmd_log, ctypes.c_void_p(0))
-            _mtmd_log_state["routed"] = True
+@llama_cpp.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's and ggml's log; notes how many layers a load put on the GPU."""
+    found = _OFFLOADED.search(text)
+    if found:
+        _log_lines.offloaded = (int(found[1]), int(found[2]))
+    _forward("llama.cpp", level, text)
+
+
+def _route_llama_logs() -> None:
+    """Process-wide, once: llama.cpp's, ggml's and mtmd's logs through our callbacks."""
+    global _log_routed
+    with _log_route_lock:
+        if not _log_routed:
+            llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))  # also ggml_log_set
+            mtmd_cpp.mtmd_helper_log_set(_mtmd_log, ctypes.c_void_p(0))  # also mtmd_log_set
+            _log_routed = True
 
 
 def _model_file(path: Path | None, key: str) -> Path:
