@@ -39,12 +39,10 @@ def _png(seed: int) -> bytes:
 
 
 def run(images: int, n_gpu_layers: int, threads: int | None, models: Path) -> dict[str, object]:
-    import llama_cpp
-
     from dropwarden.config import GpuSettings, Settings
     from dropwarden.gate import get_gate
     from dropwarden_vision.images import ImageLimits, prepare_image
-    from dropwarden_vision.llamacpp import LlamaCppBackend
+    from dropwarden_vision.llamacpp import LlamaCppBackend, llama_cpp  # libstdc++ made global first
     from dropwarden_vision.schema import VerdictSpec
     from dropwarden_vision.settings import VisionSettings
 
