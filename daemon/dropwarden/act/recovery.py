@@ -1,4 +1,5 @@
-"""Startup recovery: finish or roll back actions a crash interrupted, as their intents say."""
+"""Startup recovery: finish or roll back actions a crash interrupted, as their intents say; keep the
+decisions recorded and not yet acted on (`act.decided`) whose file is still there."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import stat
 
 import structlog
 
+from dropwarden.act.decided import check_at_start
 from dropwarden.act.fsops import fsync_dir, open_subdir_chain, place_tagged, tagged_name
 from dropwarden.act.handover import COPY_SUFFIX, HOLD_SUFFIX, WORK_PREFIX, is_work_name, tag_of
 from dropwarden.act.quarantine import QuarantineStore
@@ -20,7 +22,8 @@ log = structlog.get_logger("dropwarden.act.recovery")
 
 
 def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> int:
-    """Resolve every pending intent, then clear what no intent accounts for from the stores; returns how
+    """Resolve every pending intent, then clear what no intent accounts for from the stores, then check
+    the decisions not acted on against the audit log (`act.decided.check_at_start`); returns how
     many intents there were. An intent that cannot be resolved now (its original could not be put back)
     stays pending for the next start."""
     intents = state.pending_intents()
@@ -59,6 +62,9 @@ def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> i
     for watch in watches.values():
         if watch.store is not None:
             _sweep(watch, watch.store, pending)
+    resumable = check_at_start(state, audit, watches)  # after the held originals went back
+    if resumable:
+        log.info("decisions recorded and not acted on: acted on once their files are taken", count=resumable)
     return len(intents)
 
 
