@@ -334,18 +334,18 @@ class Pipeline:
         decided.recorded = ()
 
     def _record_all(self, ctx: PipelineContext, decided: list[Decided]) -> list[Decided]:
-        """Append the decision records, with one write, each after its row in the state (`act.decided`);
-        the decisions whose record is in the log, and those resumed after a restart (recorded before it).
-        A record that cannot be written alone is replaced by its unrecorded form (as unscanned); if that
-        cannot be written either, the file moves not and is judged again. AuditError: the log itself is
-        unusable, nothing moves; the files are judged again once it reopens."""
-        fresh = [each for each in decided if not each.resumed]
-        if len(fresh) < len(decided):
-            self.audit.append_many([("decision.resumed", resumed_body(e)) for e in decided if e.resumed])
-        kept = {id(each) for each in self._record(ctx, fresh)}
+        """Append the decision records, with one write, each after its row (`act.decided`); returns those
+        in the log, and those resumed (recorded before a restart). A record that cannot be written alone
+        is replaced by its unrecorded form (as unscanned); if that cannot be written either, the file is
+        judged again. AuditError: the log is unusable, nothing moves; judged again once it reopens."""
+        if resumed := [("decision.resumed", resumed_body(e)) for e in decided if e.resumed]:
+            self.audit.append_many(resumed)
+        kept = {id(each) for each in self._record(ctx, [e for e in decided if not e.resumed])}
         return [each for each in decided if each.resumed or id(each) in kept]
 
     def _record(self, ctx: PipelineContext, decided: list[Decided]) -> list[Decided]:
+        if not decided:
+            return []
         self.act.state_write(remember, self.state, self.audit, ctx.ruleset, decided)
         try:
             records = self.audit.append_many([("decision", each.body) for each in decided])

@@ -72,10 +72,26 @@ def remember(state: State, audit: AuditLog, ruleset: str, decided: list[Decided]
     """Commit a row for each decision on read bytes, before its record is appended (one transaction)."""
     after, rows, now = audit.last_seq, [], time.time()
     for each in decided:
-        snapshot, decision = each.judgement.snapshot, each.decision
-        if snapshot is None:
+        if each.judgement.snapshot is None:
             continue  # a file not read is judged again after a crash (nothing of it was judged)
-        body = {
+        try:
+            rows.append((each.watch.id, each.relpath_bytes, _row(each, ruleset, audit, after), now))
+        except Exception:  # a finding that cannot be rendered: without a row, judged again after a crash
+            continue
+    if rows:
+        with state.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO decided (watch, relpath, body, verified, created)"
+                " VALUES (?, ?, ?, 0, ?)",
+                rows,
+            )
+
+
+def _row(each: Decided, ruleset: str, audit: AuditLog, after: int) -> str:
+    snapshot, decision = each.judgement.snapshot, each.decision
+    assert snapshot is not None
+    return json.dumps(
+        {
             "log_id": audit.log_id,
             "after_seq": after,
             "ruleset": ruleset,
@@ -90,15 +106,9 @@ def remember(state: State, audit: AuditLog, ruleset: str, decided: list[Decided]
             "findings": [f.to_dict() for f in decision.acting_findings],
             "counts": each.judgement.verdict.counts_dicts(),
             "released": each.released,
-        }
-        rows.append((each.watch.id, each.relpath_bytes, json.dumps(body, sort_keys=True), now))
-    if rows:
-        with state.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO decided (watch, relpath, body, verified, created)"
-                " VALUES (?, ?, ?, 0, ?)",
-                rows,
-            )
+        },
+        sort_keys=True,
+    )
 
 
 def settle(
