@@ -8,6 +8,7 @@ index. The restart then runs what the service runs at start: recovery, a reconci
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -95,9 +96,10 @@ def crash_steps() -> list:
     ]
 
 
-def judge_and_die(drop: Drop, names: list[str], crash_after: int) -> int:
+def judge_and_die(drop: Drop, names: list[str], crash_after: int, steps: list | None = None) -> int:
     """In a forked child: judge and act on `names` together as the real pipeline does, dying right after
-    step `crash_after`. The child's exit status (KILLED, or 0 when it ran to the end)."""
+    step `crash_after` (of `crash_steps()` by default). The child's exit status (KILLED, or 0 when it ran
+    to the end)."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -105,7 +107,7 @@ def judge_and_die(drop: Drop, names: list[str], crash_after: int) -> int:
             from dropwarden.watch.settle import WorkItem
 
             host = Host(drop)
-            die_after(crash_after, crash_steps())
+            die_after(crash_after, crash_steps() if steps is None else steps)
             host.pipeline.process_batch([WorkItem(host.watch.id, name, "test") for name in names])
             host.close()
             code = 0
@@ -268,3 +270,29 @@ def test_the_daemon_acts_on_a_decision_its_killed_predecessor_recorded(tmp_path)
     (done,) = daemon.records("action.done")
     assert done["body"]["id"] == next(s["id"] for s in first["body"]["actions"] if s["op"] == "release")
     assert drop.verify_audit().returncode == 0
+
+
+def test_a_decision_follows_its_file_put_back_under_another_name(tmp_path):
+    """Killed with the original held in the store (mid-release); while no daemon runs another file takes
+    its name. Recovery puts the original back under a tagged name, and its recorded decision follows it:
+    it is released once on that decision, the newcomer judged on its own; one record per content."""
+    from dropwarden.act.quarantine import QuarantineStore
+
+    drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n")
+    (drop.inbox / "f.txt").write_bytes(CLEAN.encode())
+    assert judge_and_die(drop, ["f.txt"], 1, [(QuarantineStore, "hold")]) == KILLED
+    assert not (drop.inbox / "f.txt").exists()
+    (drop.inbox / "f.txt").write_bytes(PII.encode())
+    restart(drop)
+    assert places(drop, CLEAN.encode()) == ["outbound"]
+    assert places(drop, PII.encode()) == ["quarantine"]
+    records = audit_records(drop.audit, "decision")
+    by_content = sorted((r["body"]["sha256"], r["body"]["outcome"]) for r in records)
+    assert by_content == sorted([(sha256(CLEAN), "clean"), (sha256(PII), "finding")])
+    assert not any("supersedes" in r["body"] for r in records)
+    assert len(audit_records(drop.audit, "decision.resumed")) == 1
+    assert drop.verify_audit().returncode == 0
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

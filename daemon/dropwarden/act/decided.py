@@ -132,6 +132,14 @@ def earlier_decision(state: State, watch: str, relpath: bytes) -> Earlier | None
     return Earlier(watch, relpath, json.loads(rows[0][0])) if rows else None
 
 
+def moved_to(state: State, watch: str, relpath: bytes, to: bytes) -> None:
+    """Recovery put the file a decision was on back under another name (its own was taken meanwhile)."""
+    with state.transaction() as db:
+        db.execute(
+            "UPDATE OR REPLACE decided SET relpath=? WHERE watch=? AND relpath=?", (to, watch, relpath)
+        )
+
+
 def check_at_start(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> int:
     """Keep the rows whose decision record is in the log and whose file is still there (marked verified,
     with the record's seq); drop the rest. Returns how many were kept. Called before anything is judged."""
