@@ -20,7 +20,7 @@ from dropwarden.act.decided import Decided, earlier_decision, remember, resume, 
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.plan import MOVES, plan_actions
 from dropwarden.act.policy import decide, operator_release, require, unrecorded
-from dropwarden.act.records import identity_fields, path_fields, raised_at, shown_in_clear, unrecorded_body
+from dropwarden.act.records import identity_fields, path_fields, raised_at, unrecorded_body
 from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.config import SinkSettings
@@ -225,7 +225,8 @@ class Pipeline:
             self.observe("judge", time.perf_counter() - started)
             decision = self._decide(ctx, watch, dir_fd, item, judgement, started)
             if decision is not None and earlier is not None:
-                decision.body["supersedes"] = again  # the earlier decision, no longer true
+                # the earlier decision, no longer true; its row goes once this one is acted on
+                decision.body["supersedes"], decision.row = again, True
             if decision is not None:
                 decided.append(decision)
                 handed = True
@@ -407,9 +408,7 @@ class Pipeline:
             identity = snapshot.identity if snapshot else (refusal.identity if refusal else None)
             if complete.get(index) and identity is not None:
                 rows.append((identity, judgement.sha256, each.decision.outcome, ctx.ruleset, each.watch.id))
-        keys = [(each.watch.id, each.relpath_bytes) for each in decided]  # acted on, whatever happened
-        in_clear = all(shown_in_clear(each.judgement.name, each.item.relpath) for each in decided)
-        self.act.state_write(settle, self.state, rows, keys, in_clear)
+        self.act.state_write(settle, self.state, rows, decided)
         for each, _ in plans:
             self.observe("act", time.perf_counter() - each.judged_at)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.policy import Decision
-from dropwarden.act.records import identity_fields
+from dropwarden.act.records import identity_fields, shown_in_clear
 from dropwarden.audit import AuditLog
 from dropwarden.findings import Finding, Location, Severity, TypeCount
 from dropwarden.judge.intake import Snapshot, take_snapshot
@@ -53,6 +53,7 @@ class Decided:
     audit_seq: int | None = None  # its decision record's
     judged_at: float = field(default_factory=time.perf_counter)
     resumed: bool = False
+    row: bool = False  # its row is in the state database (`remember`, or recorded before a restart)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Earlier:
 
 def remember(state: State, audit: AuditLog, ruleset: str, decided: list[Decided]) -> None:
     """Commit a row for each decision on read bytes, before its record is appended (one transaction)."""
-    after, rows, now = audit.last_seq, [], time.time()
+    after, rows, now, kept = audit.last_seq, [], time.time(), []
     for each in decided:
         if each.judgement.snapshot is None:
             continue  # a file not read is judged again after a crash (nothing of it was judged)
@@ -78,6 +79,7 @@ def remember(state: State, audit: AuditLog, ruleset: str, decided: list[Decided]
             rows.append((each.watch.id, each.relpath_bytes, _row(each, ruleset, audit, after), now))
         except Exception:  # a finding that cannot be rendered: without a row, judged again after a crash
             continue
+        kept.append(each)
     if rows:
         with state.transaction() as db:
             db.executemany(
@@ -85,6 +87,8 @@ def remember(state: State, audit: AuditLog, ruleset: str, decided: list[Decided]
                 " VALUES (?, ?, ?, 0, ?)",
                 rows,
             )
+    for each in kept:
+        each.row = True
 
 
 def _row(each: Decided, ruleset: str, audit: AuditLog, after: int) -> str:
@@ -111,17 +115,24 @@ def _row(each: Decided, ruleset: str, audit: AuditLog, after: int) -> str:
     )
 
 
-def settle(
-    state: State, judged: list[tuple[Any, ...]], keys: list[tuple[str, bytes]], in_clear: bool
-) -> None:
-    """Record the files whose every action happened as judged, and drop the rows of all decisions acted
-    on (whatever the outcome: what failed is judged again), in one transaction."""
+def settle(state: State, judged: list[tuple[Any, ...]], decided: list[Decided]) -> None:
+    """Record the files whose every action happened as judged, and drop the rows of all the decisions
+    acted on (whatever the outcome: what failed is judged again), in one transaction. Nothing to write:
+    no transaction (an empty one would pass for a state database writable again)."""
+    with_rows = [each for each in decided if each.row]
+    if not judged and not with_rows:
+        return
 
     def forget(db: sqlite3.Connection) -> None:
-        db.executemany("DELETE FROM decided WHERE watch=? AND relpath=?", keys)
+        db.executemany(
+            "DELETE FROM decided WHERE watch=? AND relpath=?",
+            [(each.watch.id, each.relpath_bytes) for each in with_rows],
+        )
 
     state.record_judged_many(judged, then=forget)
-    state.names_deleted(path_in_audit_log=in_clear)
+    if with_rows:
+        in_clear = all(shown_in_clear(each.judgement.name, each.item.relpath) for each in with_rows)
+        state.names_deleted(path_in_audit_log=in_clear)
 
 
 def earlier_decision(state: State, watch: str, relpath: bytes) -> Earlier | None:
@@ -227,6 +238,7 @@ def resume(
         released=body["released"],
         audit_seq=body["seq"],
         resumed=True,
+        row=True,
     )
 
 
