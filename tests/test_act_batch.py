@@ -19,6 +19,7 @@ from dropwarden.judge.intake import Snapshot, take_snapshot
 from dropwarden.state import State
 from dropwarden.watch.activewatch import arm
 
+from .crash_steps import die_after, handover_steps
 from .daemon_harness import audit_records
 from .test_act_hardening import drop_settings
 from .test_daemon import CLEAN, PII, Drop
@@ -77,7 +78,6 @@ def test_a_batch_hands_over_each_file_or_says_why_not_in_order(
 def _release_batch_and_die(drop: Drop, crash_after: int) -> int:
     """The act stage's real batch release of NAMES, in this (forked) process, which dies as kill -9
     would after its `crash_after`-th file-system step of the batch."""
-    from dropwarden.act import handover, quarantine
     from dropwarden.act.batch import batchable, release_batch
     from dropwarden.act.policy import Decision
     from dropwarden.act.stage import ActPlan, ActStage
@@ -86,22 +86,7 @@ def _release_batch_and_die(drop: Drop, crash_after: int) -> int:
     from dropwarden.watch.settle import WorkItem
     from dropwarden_actions.moves import ReleaseAction
 
-    steps = {"n": 0}
-
-    def step(fn):
-        def wrapped(*args, **kwargs):
-            result = fn(*args, **kwargs)
-            steps["n"] += 1
-            if steps["n"] >= crash_after:
-                os._exit(99)
-            return result
-
-        return wrapped
-
-    quarantine.QuarantineStore.write_copy = step(quarantine.QuarantineStore.write_copy)
-    quarantine.QuarantineStore.hold = step(quarantine.QuarantineStore.hold)
-    quarantine.QuarantineStore.discard = step(quarantine.QuarantineStore.discard)
-    handover.place_tagged = step(handover.place_tagged)
+    die_after(crash_after, handover_steps())
 
     watch = arm(drop_settings(drop))
     state = State(drop.state / "state.db")
@@ -132,7 +117,7 @@ def _release_batch_and_die(drop: Drop, crash_after: int) -> int:
     return 0
 
 
-@pytest.mark.parametrize("crash_after", range(1, 3 * len(NAMES) + 1))
+@pytest.mark.parametrize("crash_after", range(1, 4 * len(NAMES) + 1))
 def test_a_crash_at_any_step_of_a_batch_release_loses_nothing(tmp_path: Path, crash_after: int) -> None:
     """Killed after any step of releasing three files together (copies written, originals taken, copies
     placed, originals unlinked): recovery at the next start leaves each file either in the inbox or

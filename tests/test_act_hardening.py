@@ -32,6 +32,7 @@ from dropwarden.watch.activewatch import arm
 from dropwarden.watch.settle import WorkItem
 
 from .conftest import install_plugins, require, run_cli
+from .crash_steps import die_after, handover_steps
 from .daemon_harness import DaemonProcess, metrics_port
 from .test_daemon import CLEAN, PII, Drop, write
 
@@ -152,26 +153,7 @@ def drop_settings(drop: Drop) -> WatchSettings:
 
 
 def _act_and_die(drop: Drop, settings: WatchSettings, op: str, crash_after: int) -> int:
-    from dropwarden.act import handover, quarantine
-
-    steps = {"n": 0}
-
-    def step(fn):
-        def wrapped(*args, **kwargs):
-            result = fn(*args, **kwargs)
-            steps["n"] += 1
-            if steps["n"] >= crash_after:
-                os._exit(99)
-            return result
-
-        return wrapped
-
-    quarantine.QuarantineStore.write_copy = step(quarantine.QuarantineStore.write_copy)
-    quarantine.QuarantineStore.hold = step(quarantine.QuarantineStore.hold)
-    quarantine.QuarantineStore.discard = step(quarantine.QuarantineStore.discard)
-    handover.place_tagged = step(handover.place_tagged)
-    handover.rename_noreplace = step(handover.rename_noreplace)
-
+    die_after(crash_after, handover_steps())
     watch = arm(settings)
     state = State(drop.state / "state.db")
     audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)

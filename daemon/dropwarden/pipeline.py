@@ -16,12 +16,13 @@ import structlog
 
 from dropwarden.act.alerts import AlertDispatcher
 from dropwarden.act.batch import batchable, release_batch
+from dropwarden.act.decided import Decided, earlier_decision, remember, resume, resumed_body, settle
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.plan import MOVES, plan_actions
-from dropwarden.act.policy import Decision, decide, operator_release, require, unrecorded
+from dropwarden.act.policy import decide, operator_release, require, unrecorded
 from dropwarden.act.records import identity_fields, path_fields, raised_at, unrecorded_body
 from dropwarden.act.stage import ActPlan, ActStage
-from dropwarden.audit import AuditError, AuditLog, AuditRecord
+from dropwarden.audit import AuditError, AuditLog
 from dropwarden.config import SinkSettings
 from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity
@@ -82,25 +83,6 @@ def _required(watch: ActiveWatch, judgement: Judgement, judge: Judge) -> Judgeme
     return judgement if verdict is judgement.verdict else dataclasses.replace(judgement, verdict=verdict)
 
 
-@dataclass
-class _Decided:
-    """A judged file between its decision and its actions: what the record and the act stage need."""
-
-    watch: ActiveWatch
-    dir_fd: int  # the file's folder, open until the batch is acted on
-    item: WorkItem
-    judgement: Judgement
-    started: float
-    relpath_bytes: bytes
-    body: dict[str, Any] = field(default_factory=dict)
-    decision: Decision = None  # type: ignore[assignment]
-    planned: list[dict[str, Any]] = field(default_factory=list)
-    recorded: tuple[Finding, ...] = ()
-    released: bool = False  # an operator release was waiting for this path: spent once recorded
-    record: AuditRecord | None = None
-    judged_at: float = field(default_factory=time.perf_counter)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -141,7 +123,7 @@ class Pipeline:
                     continue
                 self._inflight[key] = False
                 taken.append(item)
-        decided: list[_Decided] = []
+        decided: list[Decided] = []
         held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
         try:
             for index, item in enumerate(taken):
@@ -166,7 +148,7 @@ class Pipeline:
             for item in again:
                 self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
 
-    def _act_on(self, ctx: PipelineContext, decided: list[_Decided]) -> None:
+    def _act_on(self, ctx: PipelineContext, decided: list[Decided]) -> None:
         """`_act_all`, a failure of it the failure of each of its files; their folders' fds closed."""
         try:
             self._act_all(ctx, decided)
@@ -189,7 +171,7 @@ class Pipeline:
             where=raised_at(exc),
         )
 
-    def _process(self, item: WorkItem, ctx: PipelineContext, decided: list[_Decided]) -> None:
+    def _process(self, item: WorkItem, ctx: PipelineContext, decided: list[Decided]) -> None:
         """Judge one file; a decision to record and act on is added to `decided` (which then owns the
         folder's fd)."""
         watch = ctx.watches.get(item.watch)
@@ -219,6 +201,13 @@ class Pipeline:
                 self.observe("queue", max(0.0, time.monotonic() - item.settled_at))
             started = time.perf_counter()
             display = watch.display(item.relpath)
+            earlier = earlier_decision(self.state, watch.id, os.fsencode(item.relpath))
+            if earlier is not None:  # decided before a restart, not acted on: act on it if still true
+                again = resume(earlier, ctx.judge, ctx.ruleset, watch, dir_fd, item, display, st)
+                if isinstance(again, Decided):
+                    decided.append(again)
+                    handed = True
+                    return
             try:
                 content = None  # judged here; on judge hosts in a cluster's watch role:
                 if ctx.remote is not None:
@@ -235,6 +224,9 @@ class Pipeline:
                 )
             self.observe("judge", time.perf_counter() - started)
             decision = self._decide(ctx, watch, dir_fd, item, judgement, started)
+            if decision is not None and earlier is not None:
+                # the earlier decision, no longer true; its row goes once this one is acted on
+                decision.body["supersedes"], decision.row = again, True
             if decision is not None:
                 decided.append(decision)
                 handed = True
@@ -252,7 +244,7 @@ class Pipeline:
         item: WorkItem,
         judgement: Judgement,
         started: float,
-    ) -> _Decided | None:
+    ) -> Decided | None:
         """The decision on a judged file and its record's body (not yet appended); None when there is
         nothing to decide (skipped, changed while read: requeued, vanished)."""
         refusal = judgement.refusal
@@ -273,7 +265,7 @@ class Pipeline:
         verdict = judgement.verdict
         relpath_bytes = os.fsencode(item.relpath)
         released = None
-        decided = _Decided(watch, dir_fd, item, judgement, started, relpath_bytes)
+        decided = Decided(watch, dir_fd, item, judgement, started, relpath_bytes)
         try:
             decision = decide(watch.settings, verdict)
             released = self.state.pending_operator_release(watch.id, relpath_bytes)
@@ -319,7 +311,7 @@ class Pipeline:
         decided.released = released is not None
         return decided
 
-    def _unrecordable(self, ctx: PipelineContext, decided: _Decided, exc: Exception) -> None:
+    def _unrecordable(self, ctx: PipelineContext, decided: Decided, exc: Exception) -> None:
         """Building or writing the record failed (MemoryError included): the file was not judged as far
         as anyone can prove, so it is unscanned, and the policy acts on that. The exception's type is
         recorded, never its message (it could hold data from the file)."""
@@ -342,11 +334,20 @@ class Pipeline:
         decided.body = unrecorded_body(watch, item, judgement, decided.planned, exc, decided.started)
         decided.recorded = ()
 
-    def _record_all(self, ctx: PipelineContext, decided: list[_Decided]) -> list[_Decided]:
-        """Append the decision records, with one write; the decisions whose record is in the log. A
-        record that cannot be written alone is replaced by its unrecorded form (as unscanned); if that
-        cannot be written either, the file moves not and is judged again. AuditError: the log itself is
-        unusable, nothing moves; the files are judged again once it reopens."""
+    def _record_all(self, ctx: PipelineContext, decided: list[Decided]) -> list[Decided]:
+        """Append the decision records, with one write, each after its row (`act.decided`); returns those
+        in the log, and those resumed (recorded before a restart). A record that cannot be written alone
+        is replaced by its unrecorded form (as unscanned); if that cannot be written either, the file is
+        judged again. AuditError: the log is unusable, nothing moves; judged again once it reopens."""
+        if resumed := [("decision.resumed", resumed_body(e)) for e in decided if e.resumed]:
+            self.audit.append_many(resumed)
+        kept = {id(each) for each in self._record(ctx, [e for e in decided if not e.resumed])}
+        return [each for each in decided if each.resumed or id(each) in kept]
+
+    def _record(self, ctx: PipelineContext, decided: list[Decided]) -> list[Decided]:
+        if not decided:
+            return []
+        self.act.state_write(remember, self.state, self.audit, ctx.ruleset, decided)
         try:
             records = self.audit.append_many([("decision", each.body) for each in decided])
         except AuditError:
@@ -356,12 +357,13 @@ class Pipeline:
             for each in decided:
                 try:
                     try:
-                        each.record = self.audit.append("decision", each.body)
+                        each.audit_seq = self.audit.append("decision", each.body).seq
                     except AuditError:
                         raise
                     except Exception as exc:
                         self._unrecordable(ctx, each, exc)
-                        each.record = self.audit.append("decision", each.body)
+                        self.act.state_write(remember, self.state, self.audit, ctx.ruleset, [each])
+                        each.audit_seq = self.audit.append("decision", each.body).seq
                 except AuditError:
                     raise
                 except Exception as exc:
@@ -370,12 +372,12 @@ class Pipeline:
                 kept.append(each)
             return kept
         for each, record in zip(decided, records, strict=True):
-            each.record = record
+            each.audit_seq = record.seq
         return decided
 
-    def _act_all(self, ctx: PipelineContext, decided: list[_Decided]) -> None:
+    def _act_all(self, ctx: PipelineContext, decided: list[Decided]) -> None:
         """Record the decisions, then act: the moves of all of them after one audit fsync."""
-        plans: list[tuple[_Decided, ActPlan]] = []
+        plans: list[tuple[Decided, ActPlan]] = []
         for each in self._record_all(ctx, decided):
             plans.append((each, self._recorded(ctx, each)))
         if any(s["op"] in MOVES and "id" in s for _, plan in plans for s in plan.steps):
@@ -406,19 +408,16 @@ class Pipeline:
             identity = snapshot.identity if snapshot else (refusal.identity if refusal else None)
             if complete.get(index) and identity is not None:
                 rows.append((identity, judgement.sha256, each.decision.outcome, ctx.ruleset, each.watch.id))
-        if len(rows) == 1:
-            self.act.state_write(self.state.record_judged, *rows[0])
-        elif rows:
-            self.act.state_write(self.state.record_judged_many, rows)
+        self.act.state_write(settle, self.state, rows, decided)
         for each, _ in plans:
             self.observe("act", time.perf_counter() - each.judged_at)
 
-    def _recorded(self, ctx: PipelineContext, each: _Decided) -> ActPlan:
+    def _recorded(self, ctx: PipelineContext, each: Decided) -> ActPlan:
         """After the decision record is written: what the service log, STATUS and metrics show, and the
         act stage's plan."""
         watch, judgement, decision, body = each.watch, each.judgement, each.decision, each.body
-        record, recorded = each.record, each.recorded
-        assert record is not None
+        seq, recorded = each.audit_seq, each.recorded
+        assert seq is not None
         if each.released:
             self.act.state_write(self.state.use_operator_release, watch.id, each.relpath_bytes)
         # Clean files are the bulk: the audit log has them; the service log keeps to what needs a look.
@@ -431,7 +430,7 @@ class Pipeline:
             types=sorted({f.type for f in recorded}),
             reason=body["reason"],
             actions=[p["op"] for p in each.planned],
-            audit_seq=record.seq,
+            audit_seq=seq,
         )
         self._count("verdicts", decision.outcome)
         self.counters.recent.append(
@@ -442,7 +441,7 @@ class Pipeline:
                 "outcome": decision.outcome,
                 "types": sorted({f.type for f in recorded}),
                 "reason": body["reason"],
-                "audit_seq": record.seq,
+                "audit_seq": seq,
             }
         )
         for finding_type, count in _true_counts(judgement.verdict, recorded).items():
@@ -456,7 +455,7 @@ class Pipeline:
             each.planned,
             body["path"],
             body["reason"],
-            record.seq,
+            seq,
             ctx.judge.registry.actions,
             lambda relpath: _name_for(ctx.judge, judgement.name, relpath),
         )

@@ -1,4 +1,5 @@
-"""The daemon's SQLite state (WAL): judged-file index, pending action intents, alert outbox.
+"""The daemon's SQLite state (WAL): judged-file index, decisions not yet acted on, pending action
+intents, alert outbox.
 
 Durability: WAL with synchronous=NORMAL survives a process crash (kill -9) at any point; after a
 power loss the last commits may be lost, which costs at most a re-judgement (the index) or a
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS intents (
     created REAL NOT NULL, finished REAL
 );
 CREATE INDEX IF NOT EXISTS intents_pending ON intents (state) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS decided (
+    watch TEXT NOT NULL, relpath BLOB NOT NULL, body TEXT NOT NULL, verified INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, PRIMARY KEY (watch, relpath)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT NOT NULL, sink TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, delivered REAL, last_error TEXT,
@@ -249,10 +254,17 @@ class State:
             ),
         )
 
-    def record_judged_many(self, rows: list[tuple[FileIdentity, str | None, str, str, str]]) -> None:
-        """`record_judged` for each (identity, sha256, verdict, ruleset, watch), in one transaction."""
+    def record_judged_many(
+        self,
+        rows: list[tuple[FileIdentity, str | None, str, str, str]],
+        then: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """`record_judged` for each (identity, sha256, verdict, ruleset, watch), in one transaction;
+        `then(db)` runs in it too (the decisions acted on are no longer pending: `act.decided`)."""
         now = time.time()
         with self.transaction() as db:
+            if then is not None:
+                then(db)
             db.executemany(
                 "INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -326,9 +338,7 @@ class State:
         """`finish_intent` for each id, in one transaction (and at most one checkpoint of the log)."""
         with self.transaction() as db:
             db.executemany("DELETE FROM intents WHERE id=?", [(intent_id,) for intent_id in intent_ids])
-        self._wal_holds_names = True
-        if not path_in_audit_log:
-            self.scrub_wal()
+        self.names_deleted(path_in_audit_log=path_in_audit_log)
 
     def finish_intent(self, intent_id: str, state: str, *, path_in_audit_log: bool = False) -> None:
         """The move is over (done, aborted, failed, rolled_back, lost, orphaned): its intent, which held the
@@ -339,6 +349,11 @@ class State:
         so the log is emptied by the next `scrub_wal` (the daemon's tick, within a second) rather than now:
         that checkpoint costs more than the rest of a release (~3 ms, two fsyncs, under the lock)."""
         self._write("DELETE FROM intents WHERE id=?", (intent_id,))
+        self.names_deleted(path_in_audit_log=path_in_audit_log)
+
+    def names_deleted(self, *, path_in_audit_log: bool) -> None:
+        """Rows holding raw file names were deleted: the write-ahead log that still holds them is emptied
+        now, or by the next `scrub_wal` when the audit log shows those paths in clear anyway."""
         self._wal_holds_names = True
         if not path_in_audit_log:
             self.scrub_wal()
@@ -359,6 +374,11 @@ class State:
                 self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
             self._wal_holds_names = bool(busy)
             return not busy
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows a read-only statement returns (for the stage modules that own a table: `act.decided`)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def pending_intents(self) -> list[Intent]:
         with self._lock:

@@ -9,8 +9,8 @@ import os
 import sqlite3
 from typing import Any
 
-from dropwarden.act.handover import NotTheJudgedFile, Vanished, copy_name, hold_name
-from dropwarden.act.records import identity_fields, relpath_b64, shown_in_clear, still_same
+from dropwarden.act.handover import NotTheJudgedFile, Vanished
+from dropwarden.act.records import release_intent, shown_in_clear, still_same
 from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.registry import MoveRequest
 
@@ -48,16 +48,7 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
         op_id = plan.steps[0]["id"]
         snapshot = plan.judgement.snapshot
         assert snapshot is not None
-        intent = {
-            "op": "release",
-            "watch": watch.id,
-            "relpath_b64": relpath_b64(plan.item.relpath),
-            "identity": identity_fields(snapshot.identity),
-            "sha256": snapshot.sha256,
-            "copy": copy_name(op_id),
-            "hold": hold_name(op_id),
-        }
-        ready.append((index, op_id, intent))
+        ready.append((index, op_id, release_intent(watch.id, plan.item.relpath, snapshot, op_id)))
     if not ready:
         return results
     try:

@@ -9,6 +9,7 @@ import time
 import traceback
 from typing import Any
 
+from dropwarden.act.handover import copy_name, hold_name
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.judge.judge import Judgement
 from dropwarden.judge.names import JudgedName, redact_path
@@ -101,3 +102,16 @@ def still_same(dir_fd: int, name: str, snapshot: Snapshot) -> bool:
 def relpath_b64(relpath: str) -> str:
     """A relative path's exact bytes for an intent (any name, valid UTF-8 or not)."""
     return base64.b64encode(os.fsencode(relpath)).decode()
+
+
+def release_intent(watch_id: str, relpath: str, snapshot: Snapshot, op_id: str) -> dict[str, Any]:
+    """The write-ahead intent of releasing a judged file (one release, or one of a batch)."""
+    return {
+        "op": "release",
+        "watch": watch_id,
+        "relpath_b64": relpath_b64(relpath),
+        "identity": identity_fields(snapshot.identity),
+        "sha256": snapshot.sha256,
+        "copy": copy_name(op_id),
+        "hold": hold_name(op_id),
+    }

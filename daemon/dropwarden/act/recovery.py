@@ -1,4 +1,5 @@
-"""Startup recovery: finish or roll back actions a crash interrupted, as their intents say."""
+"""Startup recovery: finish or roll back actions a crash interrupted, as their intents say; keep the
+decisions recorded and not yet acted on (`act.decided`) whose file is still there."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import stat
 
 import structlog
 
+from dropwarden.act.decided import check_at_start, moved_to
 from dropwarden.act.fsops import fsync_dir, open_subdir_chain, place_tagged, tagged_name
 from dropwarden.act.handover import COPY_SUFFIX, HOLD_SUFFIX, WORK_PREFIX, is_work_name, tag_of
 from dropwarden.act.quarantine import QuarantineStore
@@ -20,14 +22,15 @@ log = structlog.get_logger("dropwarden.act.recovery")
 
 
 def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> int:
-    """Resolve every pending intent, then clear what no intent accounts for from the stores; returns how
+    """Resolve every pending intent, then clear what no intent accounts for from the stores, then check
+    the decisions not acted on against the audit log (`act.decided.check_at_start`); returns how
     many intents there were. An intent that cannot be resolved now (its original could not be put back)
     stays pending for the next start."""
     intents = state.pending_intents()
     for intent in intents:
         watch = watches.get(intent.body.get("watch", ""))
         try:
-            outcome = _resolve(intent, watch) if watch is not None else "orphaned"
+            outcome = _resolve(intent, watch, state) if watch is not None else "orphaned"
         except OSError as exc:
             log.error(
                 "interrupted action not resolved; retried at next start",
@@ -59,17 +62,20 @@ def recover(state: State, audit: AuditLog, watches: dict[str, ActiveWatch]) -> i
     for watch in watches.values():
         if watch.store is not None:
             _sweep(watch, watch.store, pending)
+    resumable = check_at_start(state, audit, watches)  # after the held originals went back
+    if resumable:
+        log.info("decisions recorded and not acted on: acted on once their files are taken", count=resumable)
     return len(intents)
 
 
-def _resolve(intent: Intent, watch: ActiveWatch) -> str:
+def _resolve(intent: Intent, watch: ActiveWatch, state: State) -> str:
     """'completed' when the move happened, 'rolled_back' when the file is (back) where it was."""
     body = intent.body
     identity = body["identity"]
     relpath = base64.b64decode(body["relpath_b64"])
     parts = relpath.split(b"/")
     if "hold" in body and watch.store is not None:
-        return _resolve_handover(intent, watch, watch.store, parts)
+        return _resolve_handover(intent, watch, watch.store, parts, state)
     # Intents written before judged bytes were handed over as copies: the original itself was moved.
     if intent.op == "quarantine" and watch.store is not None and watch.store.has_item(body["item_id"]):
         return "completed"
@@ -84,7 +90,9 @@ def _resolve(intent: Intent, watch: ActiveWatch) -> str:
     return "lost"
 
 
-def _resolve_handover(intent: Intent, watch: ActiveWatch, store: QuarantineStore, parts: list[bytes]) -> str:
+def _resolve_handover(
+    intent: Intent, watch: ActiveWatch, store: QuarantineStore, parts: list[bytes], state: State
+) -> str:
     """The steps of handover.py, read back from the names they leave (copy, hold, destination)."""
     body = intent.body
     identity = body["identity"]
@@ -97,7 +105,7 @@ def _resolve_handover(intent: Intent, watch: ActiveWatch, store: QuarantineStore
             store.discard(hold)  # the copy is at its destination: only the original's unlink was left
             fsync_dir(store.fd)
             return "completed"
-        _put_back(store, hold, watch, parts, intent.id)
+        _put_back(store, hold, watch, parts, intent.id, state)
         if copy_there:
             store.discard(copy)
         fsync_dir(store.fd)
@@ -114,19 +122,24 @@ def _resolve_handover(intent: Intent, watch: ActiveWatch, store: QuarantineStore
     return "lost"
 
 
-def _put_back(store: QuarantineStore, hold: str, watch: ActiveWatch, parts: list[bytes], op_id: str) -> None:
+def _put_back(
+    store: QuarantineStore, hold: str, watch: ActiveWatch, parts: list[bytes], op_id: str, state: State
+) -> None:
     """The held original goes back to its folder (tagged if its name was taken meanwhile); to the watch
-    root when that folder is gone. It is judged again there; nothing is replaced."""
-    name = os.fsdecode(parts[-1])
+    root when that folder is gone. Nothing is replaced."""
+    name, folder = os.fsdecode(parts[-1]), parts[:-1]
     try:
-        dir_fd = open_subdir_chain(watch.root_fd, [os.fsdecode(p) for p in parts[:-1]])
+        dir_fd = open_subdir_chain(watch.root_fd, [os.fsdecode(p) for p in folder])
     except OSError:
-        dir_fd = os.dup(watch.root_fd)
+        dir_fd, folder = os.dup(watch.root_fd), []
     try:
-        place_tagged(store.fd, hold, dir_fd, name, tag_of(op_id))
+        placed = place_tagged(store.fd, hold, dir_fd, name, tag_of(op_id))
         fsync_dir(dir_fd)
     finally:
         os.close(dir_fd)
+    there = b"/".join([*folder, os.fsencode(placed)])
+    if there != b"/".join(parts):  # not where it was: its recorded decision follows it
+        moved_to(state, watch.id, b"/".join(parts), there)
 
 
 def _released(release_fd: int, parts: list[bytes], intent: Intent) -> bool:

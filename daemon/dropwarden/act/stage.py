@@ -22,6 +22,7 @@ from dropwarden.act.quarantine import QuarantineError, QuarantineStore, sidecar_
 from dropwarden.act.records import (
     identity_fields,
     record_error,
+    release_intent,
     relpath_b64,
     shown_in_clear,
     still_same,
@@ -240,15 +241,7 @@ class ActStage:
         if store is None:
             return False
         name = item.relpath.split(os.sep)[-1]
-        intent = {
-            "op": "release",
-            "watch": watch.id,
-            "relpath_b64": relpath_b64(item.relpath),
-            "identity": identity_fields(snapshot.identity),
-            "sha256": snapshot.sha256,
-            "copy": copy_name(op_id),
-            "hold": hold_name(op_id),
-        }
+        intent = release_intent(watch.id, item.relpath, snapshot, op_id)
         if not self._intend(watch, op_id, "release", intent):
             return False
         if not still_same(plan.dir_fd, name, snapshot):

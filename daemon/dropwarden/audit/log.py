@@ -19,9 +19,11 @@ from dropwarden.audit.chain import (
     REPAIR,
     RESERVED_TYPES,
     AuditError,
+    Damage,
     canonical,
     checkpoint_mac,
     evolve,
+    parse_line,
     utc_now,
 )
 from dropwarden.config import AuditSettings
@@ -264,6 +266,32 @@ class AuditLog:
         """What the anchor file says now (the head it names, the last checkpoint), or None before the
         first checkpoint of this log."""
         return dict(self._anchor) if self._anchor is not None else None
+
+    def records_after(self, seq: int) -> list[dict[str, Any]]:
+        """The records after `seq` in this log, oldest first, read back from its end (a restart asks
+        which of the decisions its predecessor meant to record are in the log). A line that does not
+        read back as a record ends the search: what is older is not returned."""
+        with self._lock:
+            self._usable()
+            pos = self._size
+            found: list[dict[str, Any]] = []
+            partial = b""
+            while pos > 0:
+                start = max(0, pos - 65536)
+                lines = (os.pread(self._fd, pos - start, start) + partial).split(b"\n")
+                partial = lines.pop(0) if start > 0 else b""
+                for raw in reversed(lines):
+                    if not raw:
+                        continue
+                    try:
+                        record = parse_line(raw)
+                    except Damage:
+                        return found[::-1]
+                    if record["seq"] <= seq:
+                        return found[::-1]
+                    found.append(record)
+                pos = start
+            return found[::-1]
 
     # ----------------------------------------------------------------------------------------- internals
 
