@@ -255,7 +255,9 @@ def print_table(results: list[Result]) -> None:
         s = r.summary()
         cpu = r.cpu_ms_per_file
         first = cpu.get("all", cpu.get("watcher", 0.0))
-        cpu_text = f"{first:>8.2f} {cpu.get('judge', 0.0):>7.2f} {cpu.get('redis', 0.0):>5.2f} {cpu['total']:>5.2f}"
+        cpu_text = (
+            f"{first:>8.2f} {cpu.get('judge', 0.0):>7.2f} {cpu.get('redis', 0.0):>5.2f} {cpu['total']:>5.2f}"
+        )
         rss = " ".join(f"{k}={v:.0f}" for k, v in r.rss_mb.items())
         print(
             f"{r.case:<7}{r.label:<14}{r.watcher_workers:>5}{r.files:>7}{r.rate:>9.1f}{s['p50_ms']:>9.1f}"
@@ -285,7 +287,9 @@ def verdicts(results: list[Result]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--case", default="regex,vision", help="regex, vision or both (comma-separated)")
     parser.add_argument("--judges", default="1,2,4", help="judge process counts; role all is always run too")
     parser.add_argument("--no-all", action="store_true", help="skip the role all baseline")
@@ -306,7 +310,10 @@ def main() -> None:
     cases = [c for c in args.case.split(",") if c]
     counts = ([] if args.no_all else [0]) + [int(j) for j in args.judges.split(",") if j]
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; generating files", file=sys.stderr)
-    bodies = {case: text_bodies(args.files) if case == "regex" else png_bodies(args.files, args.side) for case in cases}
+    bodies = {
+        case: text_bodies(args.files) if case == "regex" else png_bodies(args.files, args.side)
+        for case in cases
+    }
     runs: dict[tuple[str, int], list[Result]] = {}
     for round_index in range(args.rounds):
         for case in cases:
@@ -315,7 +322,9 @@ def main() -> None:
                 runs.setdefault((case, judges), []).append(run_setup(case, judges, bodies[case], args))
     results = [median_result(runs[key]) for key in runs]
     if args.json:
-        print(json.dumps({"results": [r.summary() for r in results], "verdicts": verdicts(results)}, indent=1))
+        print(
+            json.dumps({"results": [r.summary() for r in results], "verdicts": verdicts(results)}, indent=1)
+        )
         return
     print(
         f"{os.cpu_count()} CPUs; closed loop of {args.window} files; judge workers {args.judge_workers} "

@@ -7,11 +7,14 @@ import base64
 import os
 import time
 import traceback
+from collections import Counter
 from typing import Any
 
+from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.judge.judge import Judgement
 from dropwarden.judge.names import JudgedName, redact_path
+from dropwarden.verdict import Verdict
 from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import WorkItem
 
@@ -101,3 +104,12 @@ def still_same(dir_fd: int, name: str, snapshot: Snapshot) -> bool:
 def relpath_b64(relpath: str) -> str:
     """A relative path's exact bytes for an intent (any name, valid UTF-8 or not)."""
     return base64.b64encode(os.fsencode(relpath)).decode()
+
+
+def true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str]:
+    """Findings per type as made, not only as kept within the caps; none when nothing was recorded."""
+    if not recorded:
+        return Counter()
+    if verdict.counts:
+        return Counter({c.type: c.count for c in verdict.counts})
+    return Counter(f.type for f in recorded)
