@@ -246,23 +246,23 @@ def median_result(results: list[Result]) -> Result:
 
 
 def print_table(results: list[Result]) -> None:
-    header = (
-        f"{'case':<7}{'setup':<14}{'w.wk':>5}{'files':>7}{'files/s':>9}{'p50 ms':>9}{'p90 ms':>9}"
-        f"{'p99 ms':>9}  {'CPU ms/file: watcher judges redis total':<42}{'RSS MB per process':<36}{'load':>11}"
+    """One row per setup; CPU ms per file: the watcher (or the one process), the judges together, Redis."""
+    print(
+        f"{'case':<7}{'setup':<14}{'w.wk':>5}{'files':>7}{'rel/qua':>10}{'files/s':>9}{'p50 ms':>9}"
+        f"{'p90 ms':>9}{'p99 ms':>9}  {'CPU ms/file: watch judges redis total':<39}"
+        f"{'load':<12}RSS MB per process"
     )
-    print(header)
     for r in results:
         s = r.summary()
         cpu = r.cpu_ms_per_file
         first = cpu.get("all", cpu.get("watcher", 0.0))
-        cpu_text = (
-            f"{first:>8.2f} {cpu.get('judge', 0.0):>7.2f} {cpu.get('redis', 0.0):>5.2f} {cpu['total']:>5.2f}"
-        )
+        judges, redis_ms = cpu.get("judge", 0.0), cpu.get("redis", 0.0)
+        cpu_text = f"{first:>8.2f} {judges:>7.2f} {redis_ms:>5.2f} {cpu['total']:>5.2f}"
         rss = " ".join(f"{k}={v:.0f}" for k, v in r.rss_mb.items())
         print(
-            f"{r.case:<7}{r.label:<14}{r.watcher_workers:>5}{r.files:>7}{r.rate:>9.1f}{s['p50_ms']:>9.1f}"
-            f"{s['p90_ms']:>9.1f}{s['p99_ms']:>9.1f}  {cpu_text:<42}{rss:<36}"
-            f"{r.load[0]:>5.2f}/{r.load[1]:<5.2f}"
+            f"{r.case:<7}{r.label:<14}{r.watcher_workers:>5}{r.files:>7}{f'{r.released}/{r.quarantined}':>10}"
+            f"{r.rate:>9.1f}{s['p50_ms']:>9.1f}{s['p90_ms']:>9.1f}{s['p99_ms']:>9.1f}  {cpu_text:<39}"
+            f"{f'{r.load[0]:.2f}/{r.load[1]:.2f}':<12}{rss}"
         )
 
 
@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of writing per setup at most")
     parser.add_argument("--files", type=int, default=3000, help="files per setup at most")
     parser.add_argument("--window", type=int, default=64, help="files written and not yet done, at most")
-    parser.add_argument("--watcher-workers", type=int, default=64, help="[daemon] workers of the watcher")
+    parser.add_argument("--watcher-workers", type=int, default=2, help="[daemon] workers of the watcher")
     parser.add_argument("--judge-workers", type=int, default=2, help="[daemon] workers per judge (regex)")
     parser.add_argument("--vision-judge-workers", type=int, default=4, help="per judge; = max_in_flight")
     parser.add_argument("--max-outstanding", type=int, default=64, help="[cluster] max_outstanding")
