@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from dropwarden.cluster import codec
 from dropwarden.cluster.connect import client
 from dropwarden.cluster.settings import ClusterSettings
-from dropwarden.config import Settings
+from dropwarden.config import ConfigError, Settings
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.runtime import build_runtime
 
@@ -125,3 +125,29 @@ def test_rediss_connects_as_the_acl_user_and_verifies_the_server_certificate(tmp
             client(settings.model_copy(update={"url": server.url.replace("rediss", "redis")})).ping()
     finally:
         server.stop()
+
+
+def _fingerprints(state_dir, key_file=None) -> set[str]:
+    cluster = {"fingerprint_key_file": str(key_file)} if key_file else {}
+    runtime = build_runtime(Settings(state={"dir": str(state_dir)}, ocr={"enabled": False}, cluster=cluster))
+    try:
+        content = runtime.judge.judge_content(_snapshot(PII.encode()))
+    finally:
+        runtime.close()
+    found = {f.fingerprint for run in content.runs for f in run.findings}
+    assert found
+    return found
+
+
+def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_path):
+    """Each host's own key (the state dir's) fingerprints one value differently; with `[cluster]
+    fingerprint_key_file` copied to every host, every judge gives it the same fingerprint. A key file
+    that is missing or not a key stops the start with a configuration error."""
+    key_file = tmp_path / "fingerprint.key"
+    key_file.write_text("ab" * 32 + "\n")
+    assert _fingerprints(tmp_path / "one") != _fingerprints(tmp_path / "two")
+    assert _fingerprints(tmp_path / "one", key_file) == _fingerprints(tmp_path / "two", key_file)
+    (tmp_path / "short.key").write_text("abcd\n")
+    for bad in (tmp_path / "missing.key", tmp_path / "short.key"):
+        with pytest.raises(ConfigError, match="fingerprint_key_file"):
+            _fingerprints(tmp_path / "one", bad)
