@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from io import BytesIO
 
@@ -151,3 +152,25 @@ def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_pa
     for bad in (tmp_path / "missing.key", tmp_path / "short.key"):
         with pytest.raises(ConfigError, match="fingerprint_key_file"):
             _fingerprints(tmp_path / "one", bad)
+
+
+def test_the_judging_threads_hold_at_most_their_budget_of_snapshot_bytes():
+    """A judging thread reserves the largest file before it reads one and keeps what it read: with room
+    for two largest files, a third waits until one turns out small; a lone reservation always goes."""
+    from dropwarden.cluster.remote import SnapshotBudget
+
+    budget = SnapshotBudget(100, 40)
+    first, second = budget.reserve(), budget.reserve()
+    third = threading.Thread(target=budget.reserve, daemon=True)
+    third.start()
+    third.join(0.3)
+    assert third.is_alive() and budget.held == 80  # 80 + 40 > 100: waits
+    kept = budget.shrink(first, 5)  # the first file was 5 bytes
+    third.join(5)
+    assert not third.is_alive() and budget.held == 5 + 40 + 40
+    budget.release(kept)
+    budget.release(second)
+    budget.release(40)
+    assert budget.held == 0
+    alone = SnapshotBudget(10, 40)  # a budget smaller than the largest file still lets one through
+    assert alone.reserve() == 40

@@ -51,6 +51,34 @@ def path_exempt(registry: Registry, display_path: str) -> bool:
     return False
 
 
+class SnapshotBudget:
+    """Bytes of file snapshots the judging threads may hold at once. A task reserves the largest file
+    there may be before it reads one, then keeps only what it read: small files all go in flight, the
+    largest ones a few at a time (the budget, or one when alone)."""
+
+    def __init__(self, budget: int, largest: int) -> None:
+        self.budget, self.largest = budget, largest
+        self.held = 0
+        self._changed = threading.Condition()
+
+    def reserve(self) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: self.held == 0 or self.held + self.largest <= self.budget)
+            self.held += self.largest
+        return self.largest
+
+    def shrink(self, reserved: int, size: int) -> int:
+        """Keep `size` of a reservation of `reserved` bytes; what it holds now."""
+        kept = min(size, reserved)
+        self.release(reserved - kept)
+        return kept
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+
 @dataclass
 class _Waiter:
     event: threading.Event = field(default_factory=threading.Event)
@@ -61,7 +89,11 @@ class RemoteJudging:
     """Sends jobs and waits for their verdicts; `content_for` is the pipeline's seam (`PipelineContext`)."""
 
     def __init__(
-        self, settings: ClusterSettings, state_dir: Path, requeue: Callable[[str, str], None]
+        self,
+        settings: ClusterSettings,
+        state_dir: Path,
+        requeue: Callable[[str, str], None],
+        largest_file: int = 64 << 20,  # [limits] max_file_size
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -83,6 +115,8 @@ class RemoteJudging:
         self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
         # Threads that wait for verdicts on a worker's behalf (`judge_together`): max_outstanding of them,
         # daemon threads like the workers, so a stop never waits for a verdict.
+        self._budget = SnapshotBudget(4 * largest_file, largest_file)
+        self._reserved = threading.local()  # a judging thread's reservation of the budget
         self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[Any], Any], Any]] = queue.SimpleQueue()
         self._judging = [
             threading.Thread(target=self._judge_tasks, name=f"cluster-judging-{index}", daemon=True)
@@ -155,10 +189,14 @@ class RemoteJudging:
         while True:
             future, call, item = self._tasks.get()
             if future.set_running_or_notify_cancel():
+                self._reserved.size = self._budget.reserve()  # before the file is read
                 try:
                     future.set_result(call(item))
                 except BaseException as exc:  # the worker's wait raises it
                     future.set_exception(exc)
+                finally:
+                    self._budget.release(self._reserved.size)
+                    self._reserved.size = 0
 
     def content_for(self, judge: Judge, watch: str, relpath: str, ruleset: str) -> ContentJudging:
         """What `Judge.judge_name` calls for a file that was read: its content judged on a judge host."""
@@ -172,6 +210,9 @@ class RemoteJudging:
     def _content(
         self, registry: Registry, watch: str, relpath: str, ruleset: str, snapshot: Snapshot
     ) -> Content:
+        reserved = getattr(self._reserved, "size", 0)
+        if reserved:  # a judging thread: the file is read, its reservation is its size now
+            self._reserved.size = self._budget.shrink(reserved, len(snapshot.data))
         exempt = path_exempt(registry, snapshot.display_path)
         if not exempt:
             key = self.keys.verdict(ruleset, snapshot.sha256)
