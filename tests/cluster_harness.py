@@ -53,8 +53,15 @@ def free_port() -> int:
 class RedisServer:
     """redis-server on 127.0.0.1 (a free port), its data in `root`, append-only file on."""
 
-    def __init__(self, root: Path, tls: dict[str, Path] | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tls: dict[str, Path] | None = None,
+        password: str | None = None,
+        appendfsync: str = "always",  # the tests: nothing lost on restart; the benchmark: "everysec"
+    ) -> None:
         self.root = root
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.tls = tls  # make_certificates(): the server's certificate and key, and the CA
@@ -87,7 +94,7 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--dir", str(self.root),
                 "--appendonly", "yes",
-                "--appendfsync", "always",
+                "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--protected-mode", "yes",
             ],

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from io import BytesIO
 
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from dropwarden.cluster import codec
 from dropwarden.cluster.connect import client
 from dropwarden.cluster.settings import ClusterSettings
-from dropwarden.config import Settings
+from dropwarden.config import ConfigError, Settings
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.runtime import build_runtime
 
@@ -125,3 +126,51 @@ def test_rediss_connects_as_the_acl_user_and_verifies_the_server_certificate(tmp
             client(settings.model_copy(update={"url": server.url.replace("rediss", "redis")})).ping()
     finally:
         server.stop()
+
+
+def _fingerprints(state_dir, key_file=None) -> set[str]:
+    cluster = {"fingerprint_key_file": str(key_file)} if key_file else {}
+    runtime = build_runtime(Settings(state={"dir": str(state_dir)}, ocr={"enabled": False}, cluster=cluster))
+    try:
+        content = runtime.judge.judge_content(_snapshot(PII.encode()))
+    finally:
+        runtime.close()
+    found = {f.fingerprint for run in content.runs for f in run.findings}
+    assert found
+    return found
+
+
+def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_path):
+    """Each host's own key (the state dir's) fingerprints one value differently; with `[cluster]
+    fingerprint_key_file` copied to every host, every judge gives it the same fingerprint. A key file
+    that is missing or not a key stops the start with a configuration error."""
+    key_file = tmp_path / "fingerprint.key"
+    key_file.write_text("ab" * 32 + "\n")
+    assert _fingerprints(tmp_path / "one") != _fingerprints(tmp_path / "two")
+    assert _fingerprints(tmp_path / "one", key_file) == _fingerprints(tmp_path / "two", key_file)
+    (tmp_path / "short.key").write_text("abcd\n")
+    for bad in (tmp_path / "missing.key", tmp_path / "short.key"):
+        with pytest.raises(ConfigError, match="fingerprint_key_file"):
+            _fingerprints(tmp_path / "one", bad)
+
+
+def test_the_judging_threads_hold_at_most_their_budget_of_snapshot_bytes():
+    """A judging thread reserves the largest file before it reads one and keeps what it read: with room
+    for two largest files, a third waits until one turns out small; a lone reservation always goes."""
+    from dropwarden.cluster.remote import SnapshotBudget
+
+    budget = SnapshotBudget(100, 40)
+    first, second = budget.reserve(), budget.reserve()
+    third = threading.Thread(target=budget.reserve, daemon=True)
+    third.start()
+    third.join(0.3)
+    assert third.is_alive() and budget.held == 80  # 80 + 40 > 100: waits
+    kept = budget.shrink(first, 5)  # the first file was 5 bytes
+    third.join(5)
+    assert not third.is_alive() and budget.held == 5 + 40 + 40
+    budget.release(kept)
+    budget.release(second)
+    budget.release(40)
+    assert budget.held == 0
+    alone = SnapshotBudget(10, 40)  # a budget smaller than the largest file still lets one through
+    assert alone.reserve() == 40

@@ -42,6 +42,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: with Nagle on, the body waits for the client's delayed ACK
+    # (~40 ms), a latency on top of --delay (the cluster benchmark times a fixed 200 ms).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, *args: Any) -> None:

@@ -210,7 +210,8 @@ def _remote(settings: Settings, settler: Settler) -> Any:
         settler.notify(watch, relpath, Hint.STAT, "cluster-outstanding")
 
     try:
-        return RemoteJudging(settings.cluster, settings.state.dir, requeue)
+        largest = int(settings.limits.max_file_size)
+        return RemoteJudging(settings.cluster, settings.state.dir, requeue, largest)
     except OSError as exc:  # the password file, most likely
         raise StartupError(f"[cluster]: {exc}") from None
 

@@ -19,7 +19,7 @@ def load_or_create_key(directory: Path, name: str) -> bytes:
     key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = key_dir / f"{name}.key"
     try:
-        return _read_key(path)
+        return read_key(path)
     except FileNotFoundError:
         pass
     tmp = key_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -35,10 +35,11 @@ def load_or_create_key(directory: Path, name: str) -> bytes:
         pass
     finally:
         tmp.unlink(missing_ok=True)
-    return _read_key(path)
+    return read_key(path)
 
 
-def _read_key(path: Path) -> bytes:
+def read_key(path: Path) -> bytes:
+    """A key file: hex, at least 16 bytes; never followed through a symlink."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(256).strip()

@@ -20,16 +20,15 @@ from dropwarden.act.decided import Decided, earlier_decision, remember, resume, 
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.plan import MOVES, plan_actions
 from dropwarden.act.policy import decide, operator_release, require, unrecorded
-from dropwarden.act.records import identity_fields, path_fields, raised_at, unrecorded_body
+from dropwarden.act.records import identity_fields, path_fields, raised_at, true_counts, unrecorded_body
 from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.config import SinkSettings
-from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Judge, Judgement
 from dropwarden.judge.names import JudgedName
 from dropwarden.state import State
-from dropwarden.verdict import Reason, Verdict, unscanned
+from dropwarden.verdict import Reason, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import Hint, WorkItem
 
@@ -125,12 +124,12 @@ class Pipeline:
                 taken.append(item)
         decided: list[Decided] = []
         held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
+        remote = ctx.remote if len(taken) > 1 else None
         try:
-            for index, item in enumerate(taken):
-                try:
-                    self._process(item, ctx, decided)
-                except Exception as exc:
-                    self._failed(item.watch, exc)
+            if remote is not None:  # [cluster] watch: the batch in flight at once, acted on as verdicts come
+                remote.judge_together(taken, lambda i: self._judged(i, ctx), lambda d: self._act_on(ctx, d))
+            for index, item in enumerate(taken if remote is None else ()):
+                decided += self._judged(item, ctx)
                 if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
                     held += len(decided[-1].judgement.snapshot.data)
                 due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
@@ -147,6 +146,15 @@ class Pipeline:
                         again.append(item)
             for item in again:
                 self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
+
+    def _judged(self, item: WorkItem, ctx: PipelineContext) -> list[Decided]:
+        """`_process` one file: its decision, if any, to act on; its failure its own."""
+        decided: list[Decided] = []
+        try:
+            self._process(item, ctx, decided)
+        except Exception as exc:
+            self._failed(item.watch, exc)
+        return decided
 
     def _act_on(self, ctx: PipelineContext, decided: list[Decided]) -> None:
         """`_act_all`, a failure of it the failure of each of its files; their folders' fds closed."""
@@ -323,13 +331,9 @@ class Pipeline:
             error=type(exc).__name__,
         )
         decided.decision = unrecorded(watch.settings)
+        have_bytes = judgement.snapshot is not None
         decided.planned = plan_actions(
-            self.act.store_problem,
-            ctx.sinks,
-            ctx.sink_filters,
-            watch,
-            decided.decision,
-            judgement.snapshot is not None,
+            self.act.store_problem, ctx.sinks, ctx.sink_filters, watch, decided.decision, have_bytes
         )
         decided.body = unrecorded_body(watch, item, judgement, decided.planned, exc, decided.started)
         decided.recorded = ()
@@ -444,7 +448,7 @@ class Pipeline:
                 "audit_seq": seq,
             }
         )
-        for finding_type, count in _true_counts(judgement.verdict, recorded).items():
+        for finding_type, count in true_counts(judgement.verdict, recorded).items():
             self._count("findings", finding_type, count)
         return ActPlan(
             watch,
@@ -508,12 +512,3 @@ def _name_for(judge: Judge, judged: JudgedName | None, relpath: str) -> JudgedNa
     if judged is not None and judged.raw == os.fsencode(relpath):
         return judged
     return judge.judge_relative_name(relpath)[0]
-
-
-def _true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str]:
-    """Findings per type as made, not only as kept within the caps; none when nothing was recorded."""
-    if not recorded:
-        return Counter()
-    if verdict.counts:
-        return Counter({c.type: c.count for c in verdict.counts})
-    return Counter(f.type for f in recorded)

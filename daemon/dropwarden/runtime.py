@@ -10,9 +10,9 @@ from typing import Any
 
 import structlog
 
-from dropwarden.config import Settings
+from dropwarden.config import ConfigError, ConfigProblem, Settings
 from dropwarden.judge.judge import Judge
-from dropwarden.keys import load_or_create_key, usable_state_dir
+from dropwarden.keys import load_or_create_key, read_key, usable_state_dir
 from dropwarden.plugins import Plugins, build_registry, plugins_for
 from dropwarden.redact import Fingerprinter
 from dropwarden.registry import Registry
@@ -56,9 +56,21 @@ def build_runtime(settings: Settings) -> Runtime:
     """Plugins are those the settings were loaded with (`dropwarden.configload.load_config`)."""
     plugins = plugins_for(settings)
     registry = build_registry(plugins, settings)
-    key = load_or_create_key(usable_state_dir(settings.state.dir), "fingerprint")
-    judge = Judge(registry, settings, Fingerprinter(key))
+    judge = Judge(registry, settings, Fingerprinter(_fingerprint_key(settings)))
     return Runtime(settings, plugins, registry, judge)
+
+
+def _fingerprint_key(settings: Settings) -> bytes:
+    """`[cluster] fingerprint_key_file` when set (one key for every host of a cluster: a value gets the
+    same fingerprint whichever judge or watcher saw it), else this install's own key in the state dir."""
+    shared = settings.cluster.fingerprint_key_file
+    if shared is None:
+        return load_or_create_key(usable_state_dir(settings.state.dir), "fingerprint")
+    try:
+        return read_key(shared)
+    except (OSError, ValueError) as exc:
+        why = f"cannot read the key ({type(exc).__name__}): 32 random bytes in hex (openssl rand -hex 32)"
+        raise ConfigError([ConfigProblem("configuration", "cluster.fingerprint_key_file", why)]) from None
 
 
 def ruleset_version(runtime: Runtime) -> str:

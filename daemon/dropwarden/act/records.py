@@ -7,12 +7,15 @@ import base64
 import os
 import time
 import traceback
+from collections import Counter
 from typing import Any
 
 from dropwarden.act.handover import copy_name, hold_name
+from dropwarden.findings import Finding
 from dropwarden.judge.intake import FileIdentity, Snapshot
 from dropwarden.judge.judge import Judgement
 from dropwarden.judge.names import JudgedName, redact_path
+from dropwarden.verdict import Verdict
 from dropwarden.watch.activewatch import ActiveWatch
 from dropwarden.watch.settle import WorkItem
 
@@ -115,3 +118,12 @@ def release_intent(watch_id: str, relpath: str, snapshot: Snapshot, op_id: str) 
         "copy": copy_name(op_id),
         "hold": hold_name(op_id),
     }
+
+
+def true_counts(verdict: Verdict, recorded: tuple[Finding, ...]) -> Counter[str]:
+    """Findings per type as made, not only as kept within the caps; none when nothing was recorded."""
+    if not recorded:
+        return Counter()
+    if verdict.counts:
+        return Counter({c.type: c.count for c in verdict.counts})
+    return Counter(f.type for f in recorded)

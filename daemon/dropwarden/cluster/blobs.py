@@ -10,6 +10,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -43,16 +44,20 @@ class BlobStore:
             return REDIS
         return SHARED if self.shared_dir is not None else None
 
-    def put(self, sha256: str, data: bytes, store: str, job: str) -> None:
-        """Store `data` (whose digest is `sha256`) for `job`, which holds it until `release`."""
-        pipe = self.redis.pipeline()
+    def put(self, sha256: str, data: bytes, store: str, job: str, pipe: Any = None) -> None:
+        """Store `data` (whose digest is `sha256`) for `job`, which holds it until `release`. With `pipe`
+        (a pipeline the caller executes) the commands join it: one round trip with the job's own."""
+        own = pipe is None
+        if own:
+            pipe = self.redis.pipeline()
         if store == REDIS:
             pipe.set(self.keys.blob(sha256), data, ex=self.ttl)
         else:
             self._write_shared(sha256, data)
         pipe.sadd(self.keys.blob_refs(sha256), job)
         pipe.expire(self.keys.blob_refs(sha256), self.ttl)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def get(self, sha256: str, store: str) -> bytes | None:
         """The blob's bytes, or None when it is gone (expired, deleted) or is not what its name says."""

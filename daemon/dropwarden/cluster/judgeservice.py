@@ -157,14 +157,26 @@ class JudgeService:
                 display = _text(self.redis.get(self.keys.job_path(job)) or b"")
             content = self.runtime.judge.judge_content(_snapshot(data, sha256, display))
             ttl = int(cluster.blob_ttl if exempt else cluster.verdict_ttl)
-            self.redis.set(key, codec.encode(content), ex=max(1, ttl))
-            self.redis.hincrby(self.keys.stats, "judged", 1)
+            verdict = (key, codec.encode(content), max(1, ttl))
+            self._finish(entry_id, fields, {"status": "ok", "key": key}, verdict)
             with self._lock:
                 self.judged += 1
+            return
         self._finish(entry_id, fields, {"status": "ok", "key": key})
 
-    def _finish(self, entry_id: Any, fields: dict[str, str], reply: dict[str, str]) -> None:
+    def _finish(
+        self,
+        entry_id: Any,
+        fields: dict[str, str],
+        reply: dict[str, str],
+        verdict: tuple[str, bytes, int] | None = None,
+    ) -> None:
+        """Store the verdict (key, encoded, ttl) if one was judged, reply, acknowledge: one transaction."""
         pipe = self.redis.pipeline()
+        if verdict is not None:
+            key, encoded, ttl = verdict
+            pipe.set(key, encoded, ex=ttl)
+            pipe.hincrby(self.keys.stats, "judged", 1)
         self._reply(pipe, fields, reply)
         pipe.xack(self.keys.jobs, GROUP, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)

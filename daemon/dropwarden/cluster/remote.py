@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -31,6 +33,9 @@ from dropwarden.verdict import Problem, Reason
 
 log = structlog.get_logger("dropwarden.cluster.watch")
 
+Item = TypeVar("Item")
+Done = TypeVar("Done")
+
 # A blob a judge found missing (expired, or deleted by another job of the same content) is sent again
 # this many times before the file is unscanned.
 MAX_RESENDS = 3
@@ -46,6 +51,34 @@ def path_exempt(registry: Registry, display_path: str) -> bool:
     return False
 
 
+class SnapshotBudget:
+    """Bytes of file snapshots the judging threads may hold at once. A task reserves the largest file
+    there may be before it reads one, then keeps only what it read: small files all go in flight, the
+    largest ones a few at a time (the budget, or one when alone)."""
+
+    def __init__(self, budget: int, largest: int) -> None:
+        self.budget, self.largest = budget, largest
+        self.held = 0
+        self._changed = threading.Condition()
+
+    def reserve(self) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: self.held == 0 or self.held + self.largest <= self.budget)
+            self.held += self.largest
+        return self.largest
+
+    def shrink(self, reserved: int, size: int) -> int:
+        """Keep `size` of a reservation of `reserved` bytes; what it holds now."""
+        kept = min(size, reserved)
+        self.release(reserved - kept)
+        return kept
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+
 @dataclass
 class _Waiter:
     event: threading.Event = field(default_factory=threading.Event)
@@ -56,7 +89,11 @@ class RemoteJudging:
     """Sends jobs and waits for their verdicts; `content_for` is the pipeline's seam (`PipelineContext`)."""
 
     def __init__(
-        self, settings: ClusterSettings, state_dir: Path, requeue: Callable[[str, str], None]
+        self,
+        settings: ClusterSettings,
+        state_dir: Path,
+        requeue: Callable[[str, str], None],
+        largest_file: int = 64 << 20,  # [limits] max_file_size
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -76,6 +113,15 @@ class RemoteJudging:
         self._waiting_threads: set[int] = set()  # workers waiting for a verdict or for room
         self._last_progress = time.monotonic()  # a verdict came (or a job went out)
         self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
+        # Threads that wait for verdicts on a worker's behalf (`judge_together`): max_outstanding of them,
+        # daemon threads like the workers, so a stop never waits for a verdict.
+        self._budget = SnapshotBudget(4 * largest_file, largest_file)
+        self._reserved = threading.local()  # a judging thread's reservation of the budget
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[Any], Any], Any]] = queue.SimpleQueue()
+        self._judging = [
+            threading.Thread(target=self._judge_tasks, name=f"cluster-judging-{index}", daemon=True)
+            for index in range(settings.max_outstanding)
+        ]
 
     # ------------------------------------------------------------------------------------ life
 
@@ -83,6 +129,8 @@ class RemoteJudging:
         """Listen for verdicts, and ask again for every job a previous run left outstanding."""
         retrying("create the jobs group", lambda: ensure_group(self.redis, self.keys), self._stop)
         self._listener.start()
+        for thread in self._judging:
+            thread.start()
         left = self.outstanding.all()
         for job in left:
             self._requeue(job.watch, os.fsdecode(job.relpath))
@@ -109,6 +157,47 @@ class RemoteJudging:
 
     # ------------------------------------------------------------------------------------ judging
 
+    def judge_together(
+        self,
+        items: Sequence[Item],
+        judge_one: Callable[[Item], list[Done]],
+        act: Callable[[list[Done]], None],
+    ) -> None:
+        """Judge a worker's batch with all of its files in flight at once (max_outstanding bounds the
+        cluster's share), and `act` in the calling worker on each group of verdicts as it comes: a worker
+        does not hold one file while the judges idle, and what it decides is still acted on together
+        (one audit fsync per group). The worker counts as waiting on the cluster meanwhile."""
+        me = threading.get_ident()
+        with self._lock:
+            self._waiting_threads.add(me)
+        try:
+            pending: set[Future[list[Done]]] = set()
+            for item in items:
+                future: Future[list[Done]] = Future()
+                self._tasks.put((future, judge_one, item))
+                pending.add(future)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                decided = [each for future in done for each in future.result()]
+                if decided:
+                    act(decided)
+        finally:
+            with self._lock:
+                self._waiting_threads.discard(me)
+
+    def _judge_tasks(self) -> None:
+        while True:
+            future, call, item = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                self._reserved.size = self._budget.reserve()  # before the file is read
+                try:
+                    future.set_result(call(item))
+                except BaseException as exc:  # the worker's wait raises it
+                    future.set_exception(exc)
+                finally:
+                    self._budget.release(self._reserved.size)
+                    self._reserved.size = 0
+
     def content_for(self, judge: Judge, watch: str, relpath: str, ruleset: str) -> ContentJudging:
         """What `Judge.judge_name` calls for a file that was read: its content judged on a judge host."""
 
@@ -121,6 +210,9 @@ class RemoteJudging:
     def _content(
         self, registry: Registry, watch: str, relpath: str, ruleset: str, snapshot: Snapshot
     ) -> Content:
+        reserved = getattr(self._reserved, "size", 0)
+        if reserved:  # a judging thread: the file is read, its reservation is its size now
+            self._reserved.size = self._budget.shrink(reserved, len(snapshot.data))
         exempt = path_exempt(registry, snapshot.display_path)
         if not exempt:
             key = self.keys.verdict(ruleset, snapshot.sha256)
@@ -223,12 +315,20 @@ class RemoteJudging:
         }
 
         def send() -> str:
+            # One round trip: the blob, the path, the group and the job, in this order (the entry is
+            # never there before its blob).
+            pipe = self.redis.pipeline(transaction=False)
             if not again or self.blobs.get(snapshot.sha256, store) is None:
-                self.blobs.put(snapshot.sha256, snapshot.data, store, job)
+                self.blobs.put(snapshot.sha256, snapshot.data, store, job, pipe)
             if exempt:
-                self.redis.set(self.keys.job_path(job), snapshot.display_path, ex=int(self.settings.blob_ttl))
-            ensure_group(self.redis, self.keys)  # a Redis that lost its data lost the group too
-            entry = self.redis.xadd(self.keys.jobs, fields)
+                pipe.set(self.keys.job_path(job), snapshot.display_path, ex=int(self.settings.blob_ttl))
+            # a Redis that lost its data lost the group too ("BUSYGROUP": it is there)
+            pipe.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+            pipe.xadd(self.keys.jobs, fields)
+            *done, entry = pipe.execute(raise_on_error=False)
+            for result in [*done, entry]:
+                if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                    raise result
             return entry.decode() if isinstance(entry, bytes) else entry
 
         self._count("sent")
@@ -294,9 +394,11 @@ class RemoteJudging:
                 log.error("reading verdicts failed", error=type(exc).__name__)
                 self._stop.wait(1.0)
                 continue
+            handled = []
             for _stream, entries in answer or ():
                 for entry_id, raw in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    handled.append(last)
                     fields = {_text(k): _text(v) for k, v in raw.items()}
                     with self._lock:
                         waiter = self._waiting.get(fields.get("job", ""))
@@ -305,10 +407,11 @@ class RemoteJudging:
                             waiter.event.set()
                         else:
                             self.counts["duplicates"] += 1
-                    try:
-                        self.redis.xdel(self.reply_stream, last)
-                    except redis.RedisError:
-                        pass
+            if handled:
+                try:
+                    self.redis.xdel(self.reply_stream, *handled)  # one round trip for the whole read
+                except redis.RedisError:
+                    pass
 
     # ------------------------------------------------------------------------------------ counts
 

@@ -30,6 +30,8 @@ class ClusterSettings(BaseModel):
     claim_idle: float = Field(default=60.0, gt=0)
     max_deliver: int = Field(default=3, ge=1)
     max_outstanding: int = Field(default=64, ge=1)
+    # One fingerprint key for every host (hex, 0600, copied with the configuration); None: each host's own
+    fingerprint_key_file: Path | None = None
 
     @field_validator("url")
     @classmethod
@@ -40,7 +42,9 @@ class ClusterSettings(BaseModel):
             raise ValueError("put no user or password in the URL: use username and password_file")
         return value
 
-    @field_validator("password_file", "shared_dir", "ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+    @field_validator(
+        "password_file", "shared_dir", "ssl_ca_file", "ssl_cert_file", "ssl_key_file", "fingerprint_key_file"
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
