@@ -51,17 +51,18 @@ _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 
 
-def fits(data: bytes) -> bool:
+def fits(data: bytes, *, namespaces: bool = False) -> bool:
     """Whether the patterns can read `data`: UTF-8 (no other encoding declared), no `<!` at all (no
     DTD, comment or CDATA section), and well-formed with nothing refused (else ParseError or a
-    DefusedXmlException, as the callback path would report it)."""
+    DefusedXmlException, as the callback path would report it; with `namespaces`, an unbound prefix
+    too, as the callbacks' parser refuses it)."""
     if b"<!" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return False
     head = data.removeprefix(b"\xef\xbb\xbf")[:200]
     declaration = head.partition(b"?>")[0] if head.startswith(b"<?xml") else b""
     if b"encoding" in declaration and not _UTF8_DECLARATION.match(head):
         return False
-    feed(defused_expat(namespaces=False), data)
+    feed(defused_expat(namespaces=namespaces), data)
     return True
 
 
@@ -158,7 +159,7 @@ def _general(token: str, row: int, column: int) -> tuple[int, int, tuple[str, st
         if not body:
             return row, column, _NOTHING
         kind = _attribute(_TYPE, cell_attrs or "") or "n"
-        raw = "".join(_unescape(v) for v in _VALUE.findall(body))
+        raw = "".join(unescape(v) for v in _VALUE.findall(body))
         ref = _attribute(_REF, cell_attrs or "") or f"{column_name(column)}{row}"
         return row, column, (ref.replace("\n", " ")[:20], kind, raw)
     if is_row:
@@ -217,7 +218,7 @@ def column_name(index: int) -> str:
     return letters
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     return _ENTITY.sub(_character, text) if "&" in text else text
 
 
@@ -232,4 +233,4 @@ def _attribute(pattern: re.Pattern[str], attrs: str) -> str:
     found = pattern.search(attrs)
     if found is None:
         return ""
-    return _unescape(found.group(1) or found.group(2))
+    return unescape(found.group(1) or found.group(2))
