@@ -73,7 +73,10 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     at its end: all matches or pieces of a million-cell sheet at once would hold hundreds of MB."""
     text_slices: list[str] = []
     label_slices: list[str] = []
-    starts, ends = array("q"), array("q")
+    offset = "i" if limit < 2**31 else "q"  # 4 bytes an offset where they fit (half the arrays to send)
+    starts, ends = array(offset), array(offset)
+    firsts, label_offsets = array("q"), array("q")  # each slice's first label and where it starts
+    labels_size = 0
     size = 0
     place = _Place()
     for tokens in _slices(data.decode("utf-8-sig")):
@@ -88,8 +91,12 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
         ends.extend(totals[1::2])
         text_slices.append("".join(pieces))
         if refs:
-            label_slices.append("cell " + "\ncell ".join(refs))
-    return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
+            firsts.append(len(starts) - len(refs))
+            label_offsets.append(labels_size)
+            label_slices.append("\n".join(refs))
+            labels_size += len(label_slices[-1]) + 1
+    anchors = PackedAnchors(starts, ends, "\n".join(label_slices), "cell ", (firsts, label_offsets))
+    return "".join(text_slices), anchors
 
 
 class _Place:
