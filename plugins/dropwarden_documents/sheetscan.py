@@ -12,7 +12,6 @@ import re
 from array import array
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from itertools import accumulate
 
 from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.walk import LimitReached
@@ -77,18 +76,11 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     starts, ends = array(offset), array(offset)
     firsts, label_offsets = array("q"), array("q")  # each slice's first label and where it starts
     labels_size = 0
-    size = 0
     place = _Place()
     for tokens in _slices(data.decode("utf-8-sig")):
-        # pieces alternate a cell's text and what follows it ("\t", or "\t\n" where its row ends), so
-        # the anchors are every other running total of their lengths
-        pieces, refs = _read_slice(tokens, shared, place)
-        totals = list(accumulate(map(len, pieces), initial=size))
-        if totals[-1] > limit:
+        pieces, refs = _read_slice(tokens, shared, place, starts, ends)
+        if place.size > limit:
             raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
-        size = totals[-1]
-        starts.extend(totals[0:-1:2])
-        ends.extend(totals[1::2])
         text_slices.append("".join(pieces))
         if refs:
             firsts.append(len(starts) - len(refs))
@@ -101,21 +93,24 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
 
 class _Place:
     """Where the reading is between slices: the row and column (for a cell that names no reference),
-    whether the current line holds a value yet (never at a slice's start: a slice ends after a row)."""
+    whether the current line holds a value yet (never at a slice's start: a slice ends after a row),
+    the characters of text so far."""
 
     def __init__(self) -> None:
-        self.row = self.column = 0
+        self.row = self.column = self.size = 0
         self.line_open = False
 
 
 def _read_slice(
-    tokens: list[tuple[str, ...]], shared: list[str], place: _Place
+    tokens: list[tuple[str, ...]], shared: list[str], place: _Place, starts: array, ends: array
 ) -> tuple[list[str], list[str]]:
-    """(pieces, references) of a slice's tokens: the pieces of text and the reference of each cell
-    with a text."""
+    """(pieces, references) of a slice's tokens: the pieces of text (a cell's text, then "\t", or
+    "\t\n" where its row ends) and the reference of each cell with a text, whose range goes to
+    `starts` and `ends`."""
     pieces: list[str] = []
     refs: list[str] = []
-    row, column, line_open = place.row, place.column, place.line_open
+    add_piece, add_ref, add_start, add_end = pieces.append, refs.append, starts.append, ends.append
+    row, column, line_open, size = place.row, place.column, place.line_open, place.size
     for row_number, ref, kind, value, row_end, other in tokens:
         if ref:  # the common shape, caught whole
             if row_number:
@@ -138,14 +133,19 @@ def _read_slice(
             else:
                 text = ""
         if text:
-            pieces.append(text)
-            pieces.append("\t")
-            refs.append(ref)
+            add_piece(text)
+            add_piece("\t")
+            add_ref(ref)
+            add_start(size)
+            size += len(text)
+            add_end(size)
+            size += 1
             line_open = True
         if cell is _ROW_ENDS and line_open:
             pieces[-1] = "\t\n"
+            size += 1
             line_open = False
-    place.row, place.column, place.line_open = row, column, line_open
+    place.row, place.column, place.line_open, place.size = row, column, line_open, size
     return pieces, refs
 
 
