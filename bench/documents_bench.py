@@ -4,7 +4,9 @@ through the documents extractor as `dropwarden scan` judges a file; rates per fo
     .venv/bin/python bench/documents_bench.py [--json] [--no-ocr]
 
 Targets (issue #12): text-layer PDF >= 50 pages/s, OOXML >= 10 MB/s of uncompressed XML, a 200-page text
-PDF judged in under 5 s.
+PDF judged in under 5 s. Rates are per wall-clock second; "CPU s" (the parser worker's and this process's
+CPU time) gives the rate on one core however loaded the machine is (on a shared 2-core host at load 6, wall
+time was 3x CPU time).
 """
 
 from __future__ import annotations
@@ -157,6 +159,21 @@ def worker_peak_kib(runtime: Any) -> int:
     return peak
 
 
+def workers_cpu_s(runtime: Any) -> dict[int, float]:
+    """CPU seconds spent so far by each documents parser worker alive and idle now, by pid (the
+    scheduler's nanosecond count; a worker that died during a file takes its time with it)."""
+    spent: dict[int, float] = {}
+    for extractor in runtime.registry.extractors.values():
+        pool = getattr(extractor, "pool", None)
+        for worker in list(getattr(pool, "_idle", [])):
+            try:
+                runtime_ns = Path(f"/proc/{worker.process.pid}/schedstat").read_text().split()[0]
+            except (OSError, IndexError):
+                continue
+            spent[worker.process.pid] = int(runtime_ns) / 1e9
+    return spent
+
+
 def judge(runtime: Any, name: str, data: bytes) -> Any:
     identity = FileIdentity(1, 2, len(data), 3, 4)
     snapshot = Snapshot(f"/drop/{name}", data, hashlib.sha256(data).hexdigest(), identity, 0o644, 0, 0, 1, 4)
@@ -187,14 +204,18 @@ def main() -> None:
     verdicts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     peak = 0
     for kind, name, data, pages in files:
-        start = time.perf_counter()
+        workers_before, cpu_start, start = workers_cpu_s(runtime), time.process_time(), time.perf_counter()
         verdict = judge(runtime, name, data)
         seconds = time.perf_counter() - start
+        workers_after = workers_cpu_s(runtime)
+        cpu = time.process_time() - cpu_start
+        cpu += sum(spent - workers_before.get(pid, 0.0) for pid, spent in workers_after.items())
         peak = max(peak, worker_peak_kib(runtime))
         row = rows[kind]
         row["files"] += 1
         row["bytes"] += len(data)
         row["seconds"] += seconds
+        row["cpu_seconds"] += cpu
         row["pages"] += pages
         row["max_seconds"] = max(row["max_seconds"], seconds)
         if kind in ("docx", "xlsx", "pptx"):
@@ -209,7 +230,10 @@ def main() -> None:
             "mb_per_s": round(row["bytes"] / 1e6 / row["seconds"], 2),
             **({"pages_per_s": round(row["pages"] / row["seconds"], 1)} if row["pages"] else {}),
             **(
-                {"xml_mb_per_s": round(row["xml_bytes"] / 1e6 / row["seconds"], 2)}
+                {
+                    "xml_mb_per_s": round(row["xml_bytes"] / 1e6 / row["seconds"], 2),
+                    "xml_mb_per_cpu_s": round(row["xml_bytes"] / 1e6 / row["cpu_seconds"], 2),
+                }
                 if row["xml_bytes"]
                 else {}
             ),
@@ -233,22 +257,27 @@ def main() -> None:
         f" OCR {'on' if with_ocr else 'off'}"
     )
     print(
-        f"{'format':24} {'files':>5} {'MB':>7} {'s':>7} {'files/s':>8} {'MB/s':>7} {'pages/s':>8}"
-        f" {'XML MB/s':>9}  verdicts"
+        f"{'format':24} {'files':>5} {'MB':>7} {'s':>7} {'CPU s':>7} {'files/s':>8} {'MB/s':>7}"
+        f" {'pages/s':>8} {'XML MB/s':>9} {'(CPU)':>6}  verdicts"
     )
     for kind, row in figures.items():
         print(
             f"{kind:24} {int(row['files']):5d} {row['bytes'] / 1e6:7.2f} {row['seconds']:7.2f}"
-            f" {row['files_per_s']:8.2f} {row['mb_per_s']:7.2f} {row.get('pages_per_s', ''):>8}"
-            f" {row.get('xml_mb_per_s', ''):>9}  {row['verdicts']}"
+            f" {row['cpu_seconds']:7.2f} {row['files_per_s']:8.2f} {row['mb_per_s']:7.2f}"
+            f" {row.get('pages_per_s', ''):>8} {row.get('xml_mb_per_s', ''):>9}"
+            f" {row.get('xml_mb_per_cpu_s', ''):>6}  {row['verdicts']}"
         )
     pdf200 = figures["pdf (text) 200 pages"]["seconds"]
     text_rate = figures["pdf (text)"]["pages_per_s"]
     ooxml = [figures[k] for k in ("docx", "xlsx", "pptx")]
     xml_rate = sum(r["xml_bytes"] for r in ooxml) / 1e6 / sum(r["seconds"] for r in ooxml)
+    xml_cpu_rate = sum(r["xml_bytes"] for r in ooxml) / 1e6 / sum(r["cpu_seconds"] for r in ooxml)
     print(f"parser worker peak RSS (VmHWM): {summary['worker_peak_rss_mb']} MB; total {summary['wall_s']} s")
     print(f"text-layer PDF {text_rate} pages/s (target >= 50): {'ok' if text_rate >= 50 else 'MISSED'}")
-    print(f"OOXML {xml_rate:.2f} MB/s of XML (target >= 10): {'ok' if xml_rate >= 10 else 'MISSED'}")
+    print(
+        f"OOXML {xml_rate:.2f} MB/s of XML (target >= 10): {'ok' if xml_rate >= 10 else 'MISSED'};"
+        f" {xml_cpu_rate:.2f} MB/s per CPU second (worker + judging process, what load does not change)"
+    )
     print(f"200-page text PDF {pdf200:.2f} s (target < 5): {'ok' if pdf200 < 5 else 'MISSED'}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from functools import partial
 
 from dropwarden.content import sniff
 from dropwarden_documents.archives import walk_compressed, walk_tar, walk_zip
@@ -55,15 +56,21 @@ def is_mail(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> Handler:
-    """An Office Open XML package by its parts (whatever the file is called), any other zip as a zip."""
+    """An Office Open XML package by its parts (whatever the file is called), any other zip as a zip.
+    A package is walked through the archive opened here (its directory read once, not twice)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if is_ooxml(archive):
-                return walk_ooxml
-            if is_odf(archive):
-                return walk_odf
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except Exception:  # choosing must never fail: walk_zip meets the damage and reports it
+        return walk_zip
+    try:
+        if is_ooxml(archive):
+            return partial(walk_ooxml, archive=archive)
+        if is_odf(archive):
+            archive.close()
+            return walk_odf
+    except Exception:
         pass
+    archive.close()
     return walk_zip
 
 

@@ -12,7 +12,6 @@ import re
 from array import array
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from itertools import accumulate
 
 from dropwarden_documents.anchors import PackedAnchors
 from dropwarden_documents.walk import LimitReached
@@ -51,17 +50,18 @@ _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 
 
-def fits(data: bytes) -> bool:
+def fits(data: bytes, *, namespaces: bool = False) -> bool:
     """Whether the patterns can read `data`: UTF-8 (no other encoding declared), no `<!` at all (no
     DTD, comment or CDATA section), and well-formed with nothing refused (else ParseError or a
-    DefusedXmlException, as the callback path would report it)."""
+    DefusedXmlException, as the callback path would report it; with `namespaces`, an unbound prefix
+    too, as the callbacks' parser refuses it)."""
     if b"<!" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return False
     head = data.removeprefix(b"\xef\xbb\xbf")[:200]
     declaration = head.partition(b"?>")[0] if head.startswith(b"<?xml") else b""
     if b"encoding" in declaration and not _UTF8_DECLARATION.match(head):
         return False
-    feed(defused_expat(namespaces=False), data)
+    feed(defused_expat(namespaces=namespaces), data)
     return True
 
 
@@ -72,42 +72,45 @@ def scan_cells(data: bytes, shared: list[str], limit: int) -> tuple[str, PackedA
     at its end: all matches or pieces of a million-cell sheet at once would hold hundreds of MB."""
     text_slices: list[str] = []
     label_slices: list[str] = []
-    starts, ends = array("q"), array("q")
-    size = 0
+    offset = "i" if limit < 2**31 else "q"  # 4 bytes an offset where they fit (half the arrays to send)
+    starts, ends = array(offset), array(offset)
+    firsts, label_offsets = array("q"), array("q")  # each slice's first label and where it starts
+    labels_size = 0
     place = _Place()
     for tokens in _slices(data.decode("utf-8-sig")):
-        # pieces alternate a cell's text and what follows it ("\t", or "\t\n" where its row ends), so
-        # the anchors are every other running total of their lengths
-        pieces, refs = _read_slice(tokens, shared, place)
-        totals = list(accumulate(map(len, pieces), initial=size))
-        if totals[-1] > limit:
+        pieces, refs = _read_slice(tokens, shared, place, starts, ends)
+        if place.size > limit:
             raise LimitReached("more than documents.max_text_chars characters of text", fatal=True)
-        size = totals[-1]
-        starts.extend(totals[0:-1:2])
-        ends.extend(totals[1::2])
         text_slices.append("".join(pieces))
         if refs:
-            label_slices.append("cell " + "\ncell ".join(refs))
-    return "".join(text_slices), PackedAnchors(starts, ends, "\n".join(label_slices))
+            firsts.append(len(starts) - len(refs))
+            label_offsets.append(labels_size)
+            label_slices.append("\n".join(refs))
+            labels_size += len(label_slices[-1]) + 1
+    anchors = PackedAnchors(starts, ends, "\n".join(label_slices), "cell ", (firsts, label_offsets))
+    return "".join(text_slices), anchors
 
 
 class _Place:
     """Where the reading is between slices: the row and column (for a cell that names no reference),
-    whether the current line holds a value yet (never at a slice's start: a slice ends after a row)."""
+    whether the current line holds a value yet (never at a slice's start: a slice ends after a row),
+    the characters of text so far."""
 
     def __init__(self) -> None:
-        self.row = self.column = 0
+        self.row = self.column = self.size = 0
         self.line_open = False
 
 
 def _read_slice(
-    tokens: list[tuple[str, ...]], shared: list[str], place: _Place
+    tokens: list[tuple[str, ...]], shared: list[str], place: _Place, starts: array, ends: array
 ) -> tuple[list[str], list[str]]:
-    """(pieces, references) of a slice's tokens: the pieces of text and the reference of each cell
-    with a text."""
+    """(pieces, references) of a slice's tokens: the pieces of text (a cell's text, then "\t", or
+    "\t\n" where its row ends) and the reference of each cell with a text, whose range goes to
+    `starts` and `ends`."""
     pieces: list[str] = []
     refs: list[str] = []
-    row, column, line_open = place.row, place.column, place.line_open
+    add_piece, add_ref, add_start, add_end = pieces.append, refs.append, starts.append, ends.append
+    row, column, line_open, size = place.row, place.column, place.line_open, place.size
     for row_number, ref, kind, value, row_end, other in tokens:
         if ref:  # the common shape, caught whole
             if row_number:
@@ -130,14 +133,19 @@ def _read_slice(
             else:
                 text = ""
         if text:
-            pieces.append(text)
-            pieces.append("\t")
-            refs.append(ref)
+            add_piece(text)
+            add_piece("\t")
+            add_ref(ref)
+            add_start(size)
+            size += len(text)
+            add_end(size)
+            size += 1
             line_open = True
         if cell is _ROW_ENDS and line_open:
             pieces[-1] = "\t\n"
+            size += 1
             line_open = False
-    place.row, place.column, place.line_open = row, column, line_open
+    place.row, place.column, place.line_open, place.size = row, column, line_open, size
     return pieces, refs
 
 
@@ -158,7 +166,7 @@ def _general(token: str, row: int, column: int) -> tuple[int, int, tuple[str, st
         if not body:
             return row, column, _NOTHING
         kind = _attribute(_TYPE, cell_attrs or "") or "n"
-        raw = "".join(_unescape(v) for v in _VALUE.findall(body))
+        raw = "".join(unescape(v) for v in _VALUE.findall(body))
         ref = _attribute(_REF, cell_attrs or "") or f"{column_name(column)}{row}"
         return row, column, (ref.replace("\n", " ")[:20], kind, raw)
     if is_row:
@@ -217,7 +225,7 @@ def column_name(index: int) -> str:
     return letters
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     return _ENTITY.sub(_character, text) if "&" in text else text
 
 
@@ -232,4 +240,4 @@ def _attribute(pattern: re.Pattern[str], attrs: str) -> str:
     found = pattern.search(attrs)
     if found is None:
         return ""
-    return _unescape(found.group(1) or found.group(2))
+    return unescape(found.group(1) or found.group(2))

@@ -127,7 +127,6 @@ class Walker:
     def read_member(self, stream: IO[bytes], compressed: int | None, name: str) -> bytes:
         """Read a member's bytes as they come (never trusting a declared size) within the per-member
         size, the expansion ratio (after ratio_min_bytes) and the file's total."""
-        limits = self.limits
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -135,21 +134,31 @@ class Walker:
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
-            self.charge(len(chunk))
-            if size > limits.max_member_bytes:
-                raise LimitReached(
-                    f"{mask_member(name)}: more than documents.max_member_bytes"
-                    f"={int(limits.max_member_bytes)}"
-                )
-            if (
-                compressed is not None
-                and size >= limits.ratio_min_bytes
-                and size > limits.max_ratio * max(compressed, 1)
-            ):
-                raise LimitReached(
-                    f"{mask_member(name)}: expands more than documents.max_ratio={limits.max_ratio:g} times"
-                )
+            self._count_member(size, len(chunk), compressed, name)
             chunks.append(chunk)
+
+    def whole_member(self, content: bytes, compressed: int | None, name: str) -> bytes:
+        """A member of at most CHUNK bytes read whole (`zipentry`), counted as `read_member` counts
+        its one chunk."""
+        self._count_member(len(content), len(content), compressed, name)
+        return content
+
+    def _count_member(self, size: int, chunk: int, compressed: int | None, name: str) -> None:
+        """`chunk` more bytes of a member read (`size` so far) against the limits."""
+        limits = self.limits
+        self.charge(chunk)
+        if size > limits.max_member_bytes:
+            raise LimitReached(
+                f"{mask_member(name)}: more than documents.max_member_bytes={int(limits.max_member_bytes)}"
+            )
+        if (
+            compressed is not None
+            and size >= limits.ratio_min_bytes
+            and size > limits.max_ratio * max(compressed, 1)
+        ):
+            raise LimitReached(
+                f"{mask_member(name)}: expands more than documents.max_ratio={limits.max_ratio:g} times"
+            )
 
     def members(self, items: Iterator[Any] | list[Any], within: Within) -> Iterator[Any]:
         """At most documents.max_members of a container's members; more: a problem, the rest unread."""
