@@ -15,6 +15,7 @@ from dropwarden_regex.hyperscan_plan import (
     hyperscan_expressions,
     merge_regions,
     near_context,
+    uncovered_regions,
 )
 from dropwarden_regex.rewrite import UnsupportedSyntax
 from dropwarden_regex.rules import Rule
@@ -72,6 +73,8 @@ class HyperscanEngine:
         self._plans = [RulePlan(rule, max_match_length) for rule in rules]
         self._contexts = contexts_of(rules)
         self._validators = validators_of(rules)
+        # rules whose matches the detector drops where another rule's match overlaps them (`yields`)
+        self._yielding = frozenset(index for index, rule in enumerate(rules) if rule.yields)
         self._local = threading.local()
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
@@ -334,6 +337,7 @@ class HyperscanEngine:
             byte_spans: list[Span] = []
             base = max(0, low - around)
             found = self._segment_hits(data[base : min(size, high + after)], done)
+            yielding: list[tuple[int, list[tuple[int, int, int]], list[int], int]] = []
             if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
@@ -352,6 +356,9 @@ class HyperscanEngine:
                             if plan.context
                             else regions
                         )
+                        if index in self._yielding:  # confirmed once the others' matches are known
+                            yielding.append((index, rule_regions, ends, back))
+                            continue
                         resume[index] = confirm_regions(
                             plan.regex.finditer,
                             index,
@@ -362,10 +369,46 @@ class HyperscanEngine:
                             resume[index],
                             byte_spans,
                         )
-            batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
+            if yielding:
+                batch = self._with_yielding(data, text, byte_spans, yielding, low, high, resume, cursor)
+            else:
+                batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
             if fallback is not None:
                 batch = sorted(batch + next(fallback), key=lambda span: (span[1], span[2], span[0]))
             yield batch
+
+    def _with_yielding(
+        self,
+        data: bytes,
+        text: str,
+        byte_spans: list[Span],
+        yielding: list[tuple[int, list[tuple[int, int, int]], list[int], int]],
+        low: int,
+        high: int,
+        resume: list[int],
+        cursor: CharCursor,
+    ) -> list[Span]:
+        """A segment's batch where rules that yield have regions: the other rules' matches first, then
+        the yielding rules' regions but those whose every hit lies strictly inside one of those matches
+        (`uncovered_regions`): each match there holds a hit, so overlaps one of them, and the detector
+        would drop it. A region whose window reaches within `back` of the next segment is confirmed all
+        the same: that segment's windows may start there, and must not start inside its matches."""
+        covered: list[tuple[int, int]] = []
+        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor, covered)
+        size = len(data)
+        spans: list[Span] = []
+        for index, regions, ends, back in yielding:
+            limit = high - back if high < size else size
+            if covered:
+                regions = uncovered_regions(regions, ends, covered, limit)
+            resume[index] = confirm_regions(
+                self._plans[index].regex.finditer, index, regions, data, low, high, resume[index], spans
+            )
+        if not spans:
+            return batch
+        batch += finish(data, text, spans, [], self._contexts, self._validators, cursor)
+        batch.sort(key=lambda span: (span[1], span[2], span[0]))
+        return batch
 
 
 def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:

@@ -129,10 +129,11 @@ def finish(
     contexts: dict[int, tuple[tuple[str, ...], int]] | None = None,
     validators: dict[int, Validator] | None = None,
     cursor: CharCursor | None = None,
+    kept_bytes: list[tuple[int, int]] | None = None,
 ) -> list[Span]:
     """Keep the matches that pass their rule's validator, convert byte spans to character spans
     (rounding out to whole characters), keep the matches of context rules that have a context word
-    nearby (`has_context`), merge, sort.
+    nearby (`has_context`), merge, sort. With `kept_bytes`, the byte spans kept are appended to it.
 
     Most matches are ASCII and most candidates fail their validator (card-shaped numbers in tables):
     an ASCII match is validated on its own bytes, before the costlier conversion of its offsets."""
@@ -144,6 +145,14 @@ def finish(
         ]
     else:
         validators = {}
+    if contexts:
+        char_spans = [
+            span
+            for span in char_spans
+            if span[0] not in contexts or has_context(text, span[1], span[2], *contexts[span[0]])
+        ]
+    else:
+        contexts = {}
     if byte_spans:
         identity = len(data) == len(text)  # pure ASCII: offsets agree
         if not identity:
@@ -152,23 +161,24 @@ def finish(
         for index, start, end in byte_spans:
             check = validators.get(index)
             if identity:
-                if check is None or check(data[start:end].decode("ascii")):
-                    char_spans.append((index, start, end))
-                continue
-            chunk = data[start:end]
-            if chunk.isascii():  # whole ASCII characters: the character span is as long
-                if check is None or check(chunk.decode("ascii")):
-                    char_start = at(start)
-                    char_spans.append((index, char_start, char_start + end - start))
+                if check is not None and not check(data[start:end].decode("ascii")):
+                    continue
+                char_start, char_end = start, end
             else:
-                char_start, char_end = at(start), at(end, round_up=True)
-                if check is None or check(text[char_start:char_end]):
-                    char_spans.append((index, char_start, char_end))
-    if contexts:
-        char_spans = [
-            span
-            for span in char_spans
-            if span[0] not in contexts or has_context(text, span[1], span[2], *contexts[span[0]])
-        ]
+                chunk = data[start:end]
+                if chunk.isascii():  # whole ASCII characters: the character span is as long
+                    if check is not None and not check(chunk.decode("ascii")):
+                        continue
+                    char_start = at(start)
+                    char_end = char_start + end - start
+                else:
+                    char_start, char_end = at(start), at(end, round_up=True)
+                    if check is not None and not check(text[char_start:char_end]):
+                        continue
+            if index in contexts and not has_context(text, char_start, char_end, *contexts[index]):
+                continue
+            char_spans.append((index, char_start, char_end))
+            if kept_bytes is not None:
+                kept_bytes.append((start, end))
     char_spans.sort(key=lambda span: (span[1], span[2], span[0]))
     return char_spans
