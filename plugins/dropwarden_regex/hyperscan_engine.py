@@ -330,6 +330,7 @@ class HyperscanEngine:
         resume = [0] * len(plans)  # per rule: where its whole-text scan has got to
         cursor = CharCursor(data, text)
         context_cursor = CharCursor(data, text)
+        yielding_cursor = CharCursor(data, text)  # the yielding rules' spans, converted after the others'
         around = self._reach_back + self._reach_context + MARGIN
         after = self._reach_back + self._reach_forward + self._reach_context + MARGIN
         for low in range(0, size, self.segment):
@@ -370,7 +371,8 @@ class HyperscanEngine:
                             byte_spans,
                         )
             if yielding:
-                batch = self._with_yielding(data, text, byte_spans, yielding, low, high, resume, cursor)
+                cursors = (cursor, yielding_cursor)
+                batch = self._with_yielding(data, text, byte_spans, yielding, low, high, resume, cursors)
             else:
                 batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
             if fallback is not None:
@@ -386,7 +388,7 @@ class HyperscanEngine:
         low: int,
         high: int,
         resume: list[int],
-        cursor: CharCursor,
+        cursors: tuple[CharCursor, CharCursor],
     ) -> list[Span]:
         """A segment's batch where rules that yield have regions: the other rules' matches first, then
         the yielding rules' regions but those whose every hit lies strictly inside one of those matches
@@ -394,7 +396,7 @@ class HyperscanEngine:
         would drop it. A region whose window reaches within `back` of the next segment is confirmed all
         the same: that segment's windows may start there, and must not start inside its matches."""
         covered: list[tuple[int, int]] = []
-        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor, covered)
+        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursors[0], covered)
         size = len(data)
         spans: list[Span] = []
         for index, regions, ends, back in yielding:
@@ -406,7 +408,7 @@ class HyperscanEngine:
             )
         if not spans:
             return batch
-        batch += finish(data, text, spans, [], self._contexts, self._validators, cursor)
+        batch += finish(data, text, spans, [], self._contexts, self._validators, cursors[1])
         batch.sort(key=lambda span: (span[1], span[2], span[0]))
         return batch
 
