@@ -80,3 +80,17 @@ def test_the_generic_rule_is_not_confirmed_inside_a_specific_match(detectors):
         "secrets.aws_secret_key",
         "secrets.generic_secret",
     ]
+
+
+def test_a_held_generic_finding_is_placed_on_its_own_line(detectors):
+    """A yielding rule's match is held until the matches after it are taken: its line and column are
+    still its own (they were once those of the last finding before it was taken)."""
+    with_hyperscan, with_python = detectors
+    with_hyperscan.engine.segment = 1 << 20
+    text = f'x\npassword = "{secret_samples.mixed(18)}"\n\n\nmail bob@example.com here\n'
+    for detector in (with_hyperscan, with_python):
+        found = detector.detect(TextView(name="text", text=text, encoding="utf-8"), CTX)
+        assert [(f.type, f.location.line, f.location.column) for f in found] == [
+            ("GENERIC_SECRET", 2, 1),
+            ("EMAIL", 5, 6),
+        ]

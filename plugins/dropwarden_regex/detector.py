@@ -210,10 +210,14 @@ class _Scan:
 
     def _finding(self, rule: Rule, start: int, end: int, fingerprint: str) -> Finding:
         text = self.text
-        newlines = text.count("\n", self._scanned, start)
-        if newlines:
-            self._line += newlines
-            self._line_start = text.rfind("\n", self._scanned, start) + 1
+        if start >= self._scanned:
+            newlines = text.count("\n", self._scanned, start)
+            if newlines:
+                self._line += newlines
+                self._line_start = text.rfind("\n", self._scanned, start) + 1
+        else:  # a match of a yielding rule, held back, is taken after matches that follow it
+            self._line -= text.count("\n", start, self._scanned)
+            self._line_start = text.rfind("\n", 0, start) + 1
         self._scanned = start
         detector = self.detector
         return Finding(
