@@ -206,6 +206,20 @@ def test_numeric_text_overflows_the_shared_trigger_and_is_rescanned_precisely():
     assert hs_engine.scan(data, log) == PythonEngine(RULES).scan(data, log)
 
 
+def test_a_view_dense_from_its_start_skips_the_fast_database_and_a_later_dense_one_abandons_it():
+    """The probe of the triggers over the first bytes decides the first case; the fast scan's own
+    budget the second: both end on the precise database, with the whole-text matches."""
+    require_hyperscan()
+    hs_engine = HyperscanEngine(RULES, 512)
+    log = "".join(f"2024-05-17 12:{i % 60:02d}:00 GET /items/{10000 + i} 200\n" for i in range(3000))
+    prose = "plain prose about the weather and nothing else at all\n" * 400  # past the probe's bytes
+    for text, probed in ((log + "contact (415) 555-2671\n", True), (prose + log, False)):
+        data = text.encode()
+        assert hs_engine._clearly_dense(data) is probed
+        assert hs_engine.scan_path(data) == "precise"
+        assert hs_engine.scan(data, text) == PythonEngine(RULES).scan(data, text)
+
+
 def test_the_detector_reports_the_same_findings_with_either_engine():
     require_hyperscan()
     text = seeded_corpus(7, 150_000) + "\nemployee EMP-123456\n"

@@ -79,6 +79,10 @@ class HyperscanEngine:
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
         self.trigger_budget = (256, 512)
+        # (bytes, minimum): the triggers alone are scanned over the view's first `bytes` first; a view
+        # where one of them overflows (`minimum` hits, one per `bytes per hit`) there is clearly dense,
+        # and goes to the precise database at once: the fast one would be scanned and then abandoned
+        self.trigger_probe = (16384, 32)
         # (minimum, bytes per hit): a segment whose precise scan reports more is dense (`_segment_hits`)
         self.dense_budget = (4096, 16)
         self.segment = SEGMENT
@@ -246,6 +250,8 @@ class HyperscanEngine:
         fast = self._fast
         if fast is None:
             return None
+        if not precise and self._trigger_ids and self._clearly_dense(data):
+            precise = True
         if not precise and self._trigger_ids:
             hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
             minimum, per_hit = self.trigger_budget
@@ -291,6 +297,28 @@ class HyperscanEngine:
         except self._hs.ScanTerminated:
             raise _Dense from None
         return database, hits
+
+    def _clearly_dense(self, data: bytes) -> bool:
+        """Whether a trigger overflows within the view's first `trigger_probe` bytes (scanned with a
+        database of the triggers alone); never for a view no longer than that."""
+        size, minimum = self.trigger_probe
+        if len(data) <= size:
+            return False
+        probe = self._group_db(self._fast, tuple(sorted(self._trigger_ids)))
+        if probe is None:
+            return False
+        per_hit = self.trigger_budget[1]
+        counts: dict[int, int] = {}
+
+        def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+            count = counts[expression] = counts.get(expression, 0) + 1
+            return (count > minimum and count > end // per_hit) or None
+
+        try:
+            probe.scan(data[:size], match_event_handler=on_hit, scratch=self._scratch(probe))
+        except self._hs.ScanTerminated:
+            return True
+        return False
 
     def scan_path(self, data: bytes) -> str:
         """Which database `scan` uses for `data`: "fast" or "precise" (for tests and diagnostics)."""
