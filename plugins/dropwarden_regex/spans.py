@@ -92,6 +92,9 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
     return any(word in before or word in after for word in words)
 
 
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+
+
 class CharCursor:
     """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction."""
 
@@ -113,10 +116,11 @@ class CharCursor:
         else:
             while 0 < offset < size and data[offset] & 0xC0 == 0x80:
                 offset -= 1
+        # a character is one byte that is not a continuation byte (cheaper to count than to decode)
         if offset >= self._b:
-            self._c += len(data[self._b : offset].decode("utf-8", "surrogatepass"))
+            self._c += len(data[self._b : offset].translate(None, _CONTINUATION_BYTES))
         else:
-            self._c -= len(data[offset : self._b].decode("utf-8", "surrogatepass"))
+            self._c -= len(data[offset : self._b].translate(None, _CONTINUATION_BYTES))
         self._b = offset
         return self._c
 
