@@ -62,7 +62,7 @@ def test_the_generic_rule_is_not_confirmed_inside_a_specific_match(detectors):
     it), and keeps the one beside it; a specific candidate its validator rejects covers nothing."""
     with_hyperscan, _ = detectors
     with_hyperscan.engine.segment = 1 << 20
-    rules = with_hyperscan.rules
+    rules, yielding = with_hyperscan.rules, with_hyperscan.yielding
     aws, alone = secret_samples.mixed(40, secret_samples.B64), secret_samples.mixed(24)
     apart = FILLER * 6  # further apart than a window: each hit is a region of its own
     text = f'aws_secret_access_key = "{aws}"\n{apart}client_secret = "{alone}"\n{apart}token = "ghp_{"x" * 36}"\n'
@@ -72,7 +72,10 @@ def test_the_generic_rule_is_not_confirmed_inside_a_specific_match(detectors):
         return [text[start:end].split(" = ")[0] for index, start, end in spans if rules[index].id == rule_id]
 
     every = PythonEngine(rules).scan(data, text)
-    scanned = with_hyperscan.engine.scan(data, text)
+    scanned = [
+        span for batch in with_hyperscan.engine.scan_batches(data, text, (), yielding) for span in batch
+    ]
+    assert with_hyperscan.engine.scan(data, text) == every  # asked for every match, it gives every match
     assert values("secrets.generic_secret", every) == ["access_key", "client_secret"]
     assert values("secrets.generic_secret", scanned) == ["client_secret"]
     assert values("secrets.aws_secret_key", scanned) == values("secrets.aws_secret_key", every) != []

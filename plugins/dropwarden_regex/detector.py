@@ -93,7 +93,7 @@ class RegexDetector:
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on
         scan = _Scan(self, view.name, text, ctx, tally, original)
-        for batch in self.engine.scan_batches(data, text, done):
+        for batch in self.engine.scan_batches(data, text, done, self.yielding):
             if batch:
                 scan.take(batch)
                 for finding_type in scan.saturated:

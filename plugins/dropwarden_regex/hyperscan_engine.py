@@ -73,8 +73,6 @@ class HyperscanEngine:
         self._plans = [RulePlan(rule, max_match_length) for rule in rules]
         self._contexts = contexts_of(rules)
         self._validators = validators_of(rules)
-        # rules whose matches the detector drops where another rule's match overlaps them (`yields`)
-        self._yielding = frozenset(index for index, rule in enumerate(rules) if rule.yields)
         self._local = threading.local()
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
@@ -338,7 +336,9 @@ class HyperscanEngine:
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
 
-    def scan_batches(self, data: bytes, text: str, done: Container[int] = NOTHING) -> Iterator[list[Span]]:
+    def scan_batches(
+        self, data: bytes, text: str, done: Container[int] = NOTHING, yielding: Container[int] = NOTHING
+    ) -> Iterator[list[Span]]:
         """One batch per segment [low, high) of the view: the matches that start in it.
 
         The segment's hyperscan scan covers it and enough around it (`_reach_*`) for every hit of a
@@ -346,7 +346,8 @@ class HyperscanEngine:
         from the hits ending in [low, high + back). A rule's first window in a segment starts no
         earlier than the end of its last match in the segments before, so, as in one scan of the whole
         view, no window starts inside a match of the whole-text scan. Rules in `fallback` are their
-        whole-view `finditer`, taken a segment at a time."""
+        whole-view `finditer`, taken a segment at a time. Rules in `yielding` are confirmed last, and
+        only where the others' matches leave a hit of theirs uncovered (`_with_yielding`)."""
         size = len(data)
         if not size:
             return
@@ -366,7 +367,7 @@ class HyperscanEngine:
             byte_spans: list[Span] = []
             base = max(0, low - around)
             found = self._segment_hits(data[base : min(size, high + after)], done)
-            yielding: list[tuple[int, list[tuple[int, int, int]], list[int], int]] = []
+            deferred: list[tuple[int, list[tuple[int, int, int]], list[int], int]] = []
             if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
@@ -385,8 +386,8 @@ class HyperscanEngine:
                             if plan.context
                             else regions
                         )
-                        if index in self._yielding:  # confirmed once the others' matches are known
-                            yielding.append((index, rule_regions, ends, back))
+                        if index in yielding:  # confirmed once the others' matches are known
+                            deferred.append((index, rule_regions, ends, back))
                             continue
                         resume[index] = confirm_regions(
                             plan.regex.finditer,
@@ -398,9 +399,9 @@ class HyperscanEngine:
                             resume[index],
                             byte_spans,
                         )
-            if yielding:
+            if deferred:
                 cursors = (cursor, yielding_cursor)
-                batch = self._with_yielding(data, text, byte_spans, yielding, low, high, resume, cursors)
+                batch = self._with_yielding(data, text, byte_spans, deferred, low, high, resume, cursors)
             else:
                 batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
             if fallback is not None:
@@ -412,7 +413,7 @@ class HyperscanEngine:
         data: bytes,
         text: str,
         byte_spans: list[Span],
-        yielding: list[tuple[int, list[tuple[int, int, int]], list[int], int]],
+        deferred: list[tuple[int, list[tuple[int, int, int]], list[int], int]],
         low: int,
         high: int,
         resume: list[int],
@@ -427,7 +428,7 @@ class HyperscanEngine:
         batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursors[0], covered)
         size = len(data)
         spans: list[Span] = []
-        for index, regions, ends, back in yielding:
+        for index, regions, ends, back in deferred:
             limit = high - back if high < size else size
             if covered:
                 regions = uncovered_regions(regions, ends, covered, limit)
