@@ -340,6 +340,17 @@ def test_byte_offsets_are_converted_to_character_offsets():
     assert spans == [(2, 0, 1), (0, 2, 3), (1, 4, 6)]
 
 
+def test_the_cursor_converts_offsets_in_any_order_from_its_marks():
+    rnd = random.Random(11)
+    text = "".join(rnd.choice(["a", "é", "日", "\udc80", "😀", "\n"]) for _ in range(60_000))
+    data = text.encode("utf-8", "surrogatepass")
+    cursor = CharCursor(data, text)
+    for offset in [rnd.randrange(len(data) + 1) for _ in range(300)] + [len(data), 0, 5, len(data) // 2]:
+        while 0 < offset < len(data) and data[offset] & 0xC0 == 0x80:
+            offset -= 1
+        assert cursor.at(offset) == len(data[:offset].decode("utf-8", "surrogatepass"))
+
+
 def test_ascii_text_needs_no_offset_conversion():
     text = "plain ascii"
     assert finish(text.encode(), text, [(0, 6, 11)], []) == [(0, 6, 11)]

@@ -359,7 +359,6 @@ class HyperscanEngine:
         resume = [0] * len(plans)  # per rule: where its whole-text scan has got to
         cursor = CharCursor(data, text)
         context_cursor = CharCursor(data, text)
-        yielding_cursor = CharCursor(data, text)  # the yielding rules' spans, converted after the others'
         around = self._reach_back + self._reach_context + MARGIN
         after = self._reach_back + self._reach_forward + self._reach_context + MARGIN
         for low in range(0, size, self.segment):
@@ -400,8 +399,7 @@ class HyperscanEngine:
                             byte_spans,
                         )
             if deferred:
-                cursors = (cursor, yielding_cursor)
-                batch = self._with_yielding(data, text, byte_spans, deferred, low, high, resume, cursors)
+                batch = self._with_yielding(data, text, byte_spans, deferred, low, high, resume, cursor)
             else:
                 batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
             if fallback is not None:
@@ -417,7 +415,7 @@ class HyperscanEngine:
         low: int,
         high: int,
         resume: list[int],
-        cursors: tuple[CharCursor, CharCursor],
+        cursor: CharCursor,
     ) -> list[Span]:
         """A segment's batch where rules that yield have regions: the other rules' matches first, then
         the yielding rules' regions but those whose every hit lies strictly inside one of those matches
@@ -425,7 +423,7 @@ class HyperscanEngine:
         would drop it. A region whose window reaches within `back` of the next segment is confirmed all
         the same: that segment's windows may start there, and must not start inside its matches."""
         covered: list[tuple[int, int]] = []
-        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursors[0], covered)
+        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor, covered)
         size = len(data)
         spans: list[Span] = []
         for index, regions, ends, back in deferred:
@@ -437,7 +435,7 @@ class HyperscanEngine:
             )
         if not spans:
             return batch
-        batch += finish(data, text, spans, [], self._contexts, self._validators, cursors[1])
+        batch += finish(data, text, spans, [], self._contexts, self._validators, cursor)
         batch.sort(key=lambda span: (span[1], span[2], span[0]))
         return batch
 

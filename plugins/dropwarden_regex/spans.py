@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Container, Iterator, Sequence
 
@@ -96,15 +97,21 @@ _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 
 
 class CharCursor:
-    """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction."""
+    """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction.
 
-    __slots__ = ("_b", "_c", "_data", "_identity", "_size")
+    It keeps a mark every `MARK_BYTES` or more of the way it has gone, so going back (a yielding
+    rule's matches are converted after the others') counts from the nearest mark, not all the way."""
+
+    __slots__ = ("_b", "_c", "_data", "_identity", "_marks_b", "_marks_c", "_size")
+
+    MARK_BYTES = 4096
 
     def __init__(self, data: bytes, text: str) -> None:
         self._data = data
         self._size = len(data)
         self._identity = len(data) == len(text)  # pure ASCII: offsets agree
         self._b = self._c = 0
+        self._marks_b, self._marks_c = [0], [0]  # increasing
 
     def at(self, offset: int, round_up: bool = False) -> int:
         if self._identity:
@@ -116,13 +123,22 @@ class CharCursor:
         else:
             while 0 < offset < size and data[offset] & 0xC0 == 0x80:
                 offset -= 1
+        b, c = self._b, self._c
+        marks_b = self._marks_b
+        if abs(offset - b) > self.MARK_BYTES:  # a mark may be nearer than where the cursor is
+            i = bisect.bisect_right(marks_b, offset) - 1
+            if offset - marks_b[i] < abs(offset - b):
+                b, c = marks_b[i], self._marks_c[i]
         # a character is one byte that is not a continuation byte (cheaper to count than to decode)
-        if offset >= self._b:
-            self._c += len(data[self._b : offset].translate(None, _CONTINUATION_BYTES))
+        if offset >= b:
+            c += len(data[b:offset].translate(None, _CONTINUATION_BYTES))
         else:
-            self._c -= len(data[offset : self._b].translate(None, _CONTINUATION_BYTES))
-        self._b = offset
-        return self._c
+            c -= len(data[offset:b].translate(None, _CONTINUATION_BYTES))
+        if offset - marks_b[-1] >= self.MARK_BYTES:
+            marks_b.append(offset)
+            self._marks_c.append(c)
+        self._b, self._c = offset, c
+        return c
 
 
 def finish(
