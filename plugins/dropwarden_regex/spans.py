@@ -93,9 +93,6 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
     return any(word in before or word in after for word in words)
 
 
-_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
-
-
 class CharCursor:
     """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction.
 
@@ -129,11 +126,10 @@ class CharCursor:
             i = bisect.bisect_right(marks_b, offset) - 1
             if offset - marks_b[i] < abs(offset - b):
                 b, c = marks_b[i], self._marks_c[i]
-        # a character is one byte that is not a continuation byte (cheaper to count than to decode)
         if offset >= b:
-            c += len(data[b:offset].translate(None, _CONTINUATION_BYTES))
+            c += len(data[b:offset].decode("utf-8", "surrogatepass"))
         else:
-            c -= len(data[offset:b].translate(None, _CONTINUATION_BYTES))
+            c -= len(data[offset:b].decode("utf-8", "surrogatepass"))
         if offset - marks_b[-1] >= self.MARK_BYTES:
             marks_b.append(offset)
             self._marks_c.append(c)
