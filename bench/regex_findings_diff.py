@@ -35,8 +35,6 @@ def dump(path: Path, mb: float = 5, seed: int = 1) -> None:
             out[f"{corpus_name}/{rules_name}"] = [
                 {
                     "findings": [_without_version(f.to_dict()) for f in chunk],
-                        {k: v for k, v in f.to_dict().items() if k != "detector_version"} for f in chunk
-                    ],
                     "omitted": sorted([t, int(s), n] for (t, s), n in chunk.omitted.items()),
                     "inexact": sorted(chunk.inexact),
                 }
