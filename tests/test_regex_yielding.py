@@ -55,6 +55,11 @@ def test_skipped_regions_leave_the_findings_as_the_whole_text_scan_makes_them(de
     expected = findings(with_python, text)
     assert {"GENERIC_SECRET", "GITHUB_TOKEN", "AWS_SECRET_KEY"} <= {f[0] for f in expected}
     assert findings(with_hyperscan, text) == expected
+    found = with_hyperscan.detect(TextView(name="text", text=text, encoding="utf-8"), CTX)
+    for f in found:  # every finding on its own line and column, the held ones too
+        offset = f.location.offset
+        assert f.location.line == text.count("\n", 0, offset) + 1
+        assert f.location.column == offset - text.rfind("\n", 0, offset)
 
 
 def test_the_generic_rule_is_not_confirmed_inside_a_specific_match(detectors):
