@@ -55,7 +55,8 @@ class HyperscanEngine:
     Two databases: the fast one uses each rule's `trigger` where it has one (a coarse expression shared
     by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
     stops once a trigger has reported more than `trigger_budget` hits (logs, numeric tables), and the
-    precise database scans the view instead, so confirmation stays proportional to real candidates.
+    precise database scans the view instead, so confirmation stays proportional to real candidates;
+    a view whose triggers already overflow in its first bytes (`trigger_probe`) skips the fast scan.
     The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
     is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
 
