@@ -206,6 +206,20 @@ def test_numeric_text_overflows_the_shared_trigger_and_is_rescanned_precisely():
     assert hs_engine.scan(data, log) == PythonEngine(RULES).scan(data, log)
 
 
+def test_a_view_dense_from_its_start_skips_the_fast_database_and_a_later_dense_one_abandons_it():
+    """The probe of the triggers over the first bytes decides the first case; the fast scan's own
+    budget the second: both end on the precise database, with the whole-text matches."""
+    require_hyperscan()
+    hs_engine = HyperscanEngine(RULES, 512)
+    log = "".join(f"2024-05-17 12:{i % 60:02d}:00 GET /items/{10000 + i} 200\n" for i in range(3000))
+    prose = "plain prose about the weather and nothing else at all\n" * 400  # past the probe's bytes
+    for text, probed in ((log + "contact (415) 555-2671\n", True), (prose + log, False)):
+        data = text.encode()
+        assert hs_engine._clearly_dense(data) is probed
+        assert hs_engine.scan_path(data) == "precise"
+        assert hs_engine.scan(data, text) == PythonEngine(RULES).scan(data, text)
+
+
 def test_the_detector_reports_the_same_findings_with_either_engine():
     require_hyperscan()
     text = seeded_corpus(7, 150_000) + "\nemployee EMP-123456\n"
@@ -324,6 +338,17 @@ def test_byte_offsets_are_converted_to_character_offsets():
     assert cursor.at(2) == 1 and cursor.at(2, round_up=True) == 2  # inside "é"
     spans = finish(data, text, [(0, 3, 6), (1, 9, 14)], [(2, 0, 1)])
     assert spans == [(2, 0, 1), (0, 2, 3), (1, 4, 6)]
+
+
+def test_the_cursor_converts_offsets_in_any_order_from_its_marks():
+    rnd = random.Random(11)
+    text = "".join(rnd.choice(["a", "é", "日", "\udc80", "😀", "\n"]) for _ in range(60_000))
+    data = text.encode("utf-8", "surrogatepass")
+    cursor = CharCursor(data, text)
+    for offset in [rnd.randrange(len(data) + 1) for _ in range(300)] + [len(data), 0, 5, len(data) // 2]:
+        while 0 < offset < len(data) and data[offset] & 0xC0 == 0x80:
+            offset -= 1
+        assert cursor.at(offset) == len(data[:offset].decode("utf-8", "surrogatepass"))
 
 
 def test_ascii_text_needs_no_offset_conversion():

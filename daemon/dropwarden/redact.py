@@ -21,13 +21,16 @@ class Fingerprinter:
         if len(key) < 16:
             raise ValueError("fingerprint key must be at least 16 bytes")
         self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: keyed once, not per call
 
     def __call__(self, finding_type: str, value: str | bytes) -> str:
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
         normalised = normalise_value(value)
         message = f"{finding_type}\x00{normalised}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+        keyed = self._keyed.copy()
+        keyed.update(message)
+        return keyed.hexdigest()[:32]
 
 
 def normalise_value(value: str) -> str:

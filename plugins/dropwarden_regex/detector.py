@@ -93,7 +93,7 @@ class RegexDetector:
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on
         scan = _Scan(self, view.name, text, ctx, tally, original)
-        for batch in self.engine.scan_batches(data, text, done):
+        for batch in self.engine.scan_batches(data, text, done, self.yielding):
             if batch:
                 scan.take(batch)
                 for finding_type in scan.saturated:
@@ -142,6 +142,10 @@ class _Scan:
         self.saturated: set[str] = set()
         self._last_end: dict[str, int] = {}  # per type: the end of the last value counted
         self._line, self._line_start, self._scanned = 1, 0, 0
+        # (offset, line, line start) of each finding that went further than those before: a held match
+        # of a yielding rule, taken after matches that follow it, counts its line from the nearest
+        self._marks: list[tuple[int, int, int]] = [(0, 1, 0)]
+        self._mark_offsets = [0]
         self._held: list[tuple[int, int, int]] = []  # matches of yielding rules not overlapped so far
         self._others_end = -1  # the furthest end of other rules' matches in the batches before
 
@@ -210,11 +214,18 @@ class _Scan:
 
     def _finding(self, rule: Rule, start: int, end: int, fingerprint: str) -> Finding:
         text = self.text
-        newlines = text.count("\n", self._scanned, start)
+        scanned, line, line_start = self._scanned, self._line, self._line_start
+        nearest = bisect.bisect_right(self._mark_offsets, start) - 1
+        if start < scanned or self._mark_offsets[nearest] > scanned:
+            scanned, line, line_start = self._marks[nearest]
+        newlines = text.count("\n", scanned, start)
         if newlines:
-            self._line += newlines
-            self._line_start = text.rfind("\n", self._scanned, start) + 1
-        self._scanned = start
+            line += newlines
+            line_start = text.rfind("\n", scanned, start) + 1
+        if start > self._mark_offsets[-1]:
+            self._marks.append((start, line, line_start))
+            self._mark_offsets.append(start)
+        self._scanned, self._line, self._line_start = start, line, line_start
         detector = self.detector
         return Finding(
             type=rule.type,
@@ -225,8 +236,8 @@ class _Scan:
             confidence=rule.confidence,
             location=Location(
                 view=self.view_name,
-                line=self._line,
-                column=start - self._line_start + 1,
+                line=line,
+                column=start - line_start + 1,
                 offset=start,
                 length=end - start,
             ),

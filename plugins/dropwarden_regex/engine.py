@@ -30,11 +30,15 @@ class MatchEngine(Protocol):
         """All matches of all rules in `text` (whose UTF-8 encoding is `data`), sorted."""
         ...
 
-    def scan_batches(self, data: bytes, text: str, done: Container[int] = NOTHING) -> Iterator[list[Span]]:
+    def scan_batches(
+        self, data: bytes, text: str, done: Container[int] = NOTHING, yielding: Container[int] = NOTHING
+    ) -> Iterator[list[Span]]:
         """The same matches, one `SEGMENT` of the view at a time: each batch sorted, every match of a
         batch starting after every match of the one before. Rules whose index is in `done` (which the
         caller may add to between batches) are not matched any further, so a caller that has seen
-        enough of a rule stops paying for it, and memory stays bounded by a segment's matches."""
+        enough of a rule stops paying for it, and memory stays bounded by a segment's matches. A match
+        of a rule in `yielding` may be left out where a match of another rule (one not in `yielding`)
+        of its batch overlaps it: a caller that drops such matches anyway need not pay for them."""
         ...
 
 
@@ -95,6 +99,8 @@ class PythonEngine:
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
 
-    def scan_batches(self, data: bytes, text: str, done: Container[int] = NOTHING) -> Iterator[list[Span]]:
+    def scan_batches(
+        self, data: bytes, text: str, done: Container[int] = NOTHING, yielding: Container[int] = NOTHING
+    ) -> Iterator[list[Span]]:
         lazy = [LazyRule(index, regex, unicode, data, text) for index, regex, unicode in self._rules]
         yield from lazy_batches(lazy, data, text, self.segment, done, self._contexts, self._validators)

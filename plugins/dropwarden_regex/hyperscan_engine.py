@@ -15,6 +15,7 @@ from dropwarden_regex.hyperscan_plan import (
     hyperscan_expressions,
     merge_regions,
     near_context,
+    uncovered_regions,
 )
 from dropwarden_regex.rewrite import UnsupportedSyntax
 from dropwarden_regex.rules import Rule
@@ -54,7 +55,8 @@ class HyperscanEngine:
     Two databases: the fast one uses each rule's `trigger` where it has one (a coarse expression shared
     by several rules, e.g. "a digit run"), the precise one each rule's own `prefilter`. The fast scan
     stops once a trigger has reported more than `trigger_budget` hits (logs, numeric tables), and the
-    precise database scans the view instead, so confirmation stays proportional to real candidates.
+    precise database scans the view instead, so confirmation stays proportional to real candidates;
+    a view whose triggers already overflow in its first bytes (`trigger_probe`) skips the fast scan.
     The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
     is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
 
@@ -76,6 +78,10 @@ class HyperscanEngine:
         # (minimum, bytes per hit): a trigger overflows once it has reported more than `minimum` hits and
         # more than one per `bytes per hit` of the view scanned so far
         self.trigger_budget = (256, 512)
+        # (bytes, minimum): the triggers alone are scanned over the view's first `bytes` first; a view
+        # where one of them overflows (`minimum` hits, one per `bytes per hit`) there is clearly dense,
+        # and goes to the precise database at once: the fast one would be scanned and then abandoned
+        self.trigger_probe = (16384, 32)
         # (minimum, bytes per hit): a segment whose precise scan reports more is dense (`_segment_hits`)
         self.dense_budget = (4096, 16)
         self.segment = SEGMENT
@@ -243,6 +249,8 @@ class HyperscanEngine:
         fast = self._fast
         if fast is None:
             return None
+        if not precise and self._trigger_ids and self._clearly_dense(data):
+            precise = True
         if not precise and self._trigger_ids:
             hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
             minimum, per_hit = self.trigger_budget
@@ -289,6 +297,28 @@ class HyperscanEngine:
             raise _Dense from None
         return database, hits
 
+    def _clearly_dense(self, data: bytes) -> bool:
+        """Whether a trigger overflows within the view's first `trigger_probe` bytes (scanned with a
+        database of the triggers alone); never for a view no longer than that."""
+        size, minimum = self.trigger_probe
+        if len(data) <= size:
+            return False
+        probe = self._group_db(self._fast, tuple(sorted(self._trigger_ids)))
+        if probe is None:
+            return False
+        per_hit = self.trigger_budget[1]
+        counts: dict[int, int] = {}
+
+        def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
+            count = counts[expression] = counts.get(expression, 0) + 1
+            return (count > minimum and count > end // per_hit) or None
+
+        try:
+            probe.scan(data[:size], match_event_handler=on_hit, scratch=self._scratch(probe))
+        except self._hs.ScanTerminated:
+            return True
+        return False
+
     def scan_path(self, data: bytes) -> str:
         """Which database `scan` uses for `data`: "fast" or "precise" (for tests and diagnostics)."""
         found = self._hits(data)
@@ -307,7 +337,9 @@ class HyperscanEngine:
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
 
-    def scan_batches(self, data: bytes, text: str, done: Container[int] = NOTHING) -> Iterator[list[Span]]:
+    def scan_batches(
+        self, data: bytes, text: str, done: Container[int] = NOTHING, yielding: Container[int] = NOTHING
+    ) -> Iterator[list[Span]]:
         """One batch per segment [low, high) of the view: the matches that start in it.
 
         The segment's hyperscan scan covers it and enough around it (`_reach_*`) for every hit of a
@@ -315,7 +347,8 @@ class HyperscanEngine:
         from the hits ending in [low, high + back). A rule's first window in a segment starts no
         earlier than the end of its last match in the segments before, so, as in one scan of the whole
         view, no window starts inside a match of the whole-text scan. Rules in `fallback` are their
-        whole-view `finditer`, taken a segment at a time."""
+        whole-view `finditer`, taken a segment at a time. Rules in `yielding` are confirmed last, and
+        only where the others' matches leave a hit of theirs uncovered (`_with_yielding`)."""
         size = len(data)
         if not size:
             return
@@ -334,6 +367,7 @@ class HyperscanEngine:
             byte_spans: list[Span] = []
             base = max(0, low - around)
             found = self._segment_hits(data[base : min(size, high + after)], done)
+            deferred: list[tuple[int, list[tuple[int, int, int]], list[int], int]] = []
             if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
@@ -352,6 +386,9 @@ class HyperscanEngine:
                             if plan.context
                             else regions
                         )
+                        if index in yielding:  # confirmed once the others' matches are known
+                            deferred.append((index, rule_regions, ends, back))
+                            continue
                         resume[index] = confirm_regions(
                             plan.regex.finditer,
                             index,
@@ -362,10 +399,46 @@ class HyperscanEngine:
                             resume[index],
                             byte_spans,
                         )
-            batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
+            if deferred:
+                batch = self._with_yielding(data, text, byte_spans, deferred, low, high, resume, cursor)
+            else:
+                batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor)
             if fallback is not None:
                 batch = sorted(batch + next(fallback), key=lambda span: (span[1], span[2], span[0]))
             yield batch
+
+    def _with_yielding(
+        self,
+        data: bytes,
+        text: str,
+        byte_spans: list[Span],
+        deferred: list[tuple[int, list[tuple[int, int, int]], list[int], int]],
+        low: int,
+        high: int,
+        resume: list[int],
+        cursor: CharCursor,
+    ) -> list[Span]:
+        """A segment's batch where rules that yield have regions: the other rules' matches first, then
+        the yielding rules' regions but those whose every hit lies strictly inside one of those matches
+        (`uncovered_regions`): each match there holds a hit, so overlaps one of them, and the detector
+        would drop it. A region whose window reaches within `back` of the next segment is confirmed all
+        the same: that segment's windows may start there, and must not start inside its matches."""
+        covered: list[tuple[int, int]] = []
+        batch = finish(data, text, byte_spans, [], self._contexts, self._validators, cursor, covered)
+        size = len(data)
+        spans: list[Span] = []
+        for index, regions, ends, back in deferred:
+            limit = high - back if high < size else size
+            if covered:
+                regions = uncovered_regions(regions, ends, covered, limit)
+            resume[index] = confirm_regions(
+                self._plans[index].regex.finditer, index, regions, data, low, high, resume[index], spans
+            )
+        if not spans:
+            return batch
+        batch += finish(data, text, spans, [], self._contexts, self._validators, cursor)
+        batch.sort(key=lambda span: (span[1], span[2], span[0]))
+        return batch
 
 
 def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:

@@ -185,3 +185,31 @@ def merge_regions(ends: list[int], back: int, forward: int, size: int) -> list[t
         last = end
     regions.append((max(0, first - back), last, min(size, last + forward)))
     return regions
+
+
+def uncovered_regions(
+    regions: list[tuple[int, int, int]], ends: list[int], covered: list[tuple[int, int]], limit: int
+) -> list[tuple[int, int, int]]:
+    """The regions (of `merge_regions` over the sorted hit offsets `ends`) that have a hit not strictly
+    inside a `covered` span (start < hit < end), or whose window reaches past `limit`.
+
+    Every match of a region holds one of its hits (start <= hit <= end, `HyperscanEngine`), so a match
+    of a region left out overlaps a covered span."""
+    covered.sort()
+    starts = [start for start, _ in covered]
+    reach, furthest = [], -1  # the furthest end of the covered spans up to each
+    for _, end in covered:
+        furthest = max(furthest, end)
+        reach.append(furthest)
+    kept = []
+    for region in regions:
+        ws, max_end, we = region
+        if we > limit:
+            kept.append(region)
+            continue
+        for hit in ends[bisect.bisect_left(ends, ws) : bisect.bisect_right(ends, max_end)]:
+            before = bisect.bisect_left(starts, hit)  # the covered spans starting before the hit
+            if not before or reach[before - 1] <= hit:
+                kept.append(region)
+                break
+    return kept

@@ -40,7 +40,8 @@ class Rule:
     (see `engine.HyperscanEngine`). `width` is the (min, max) match length in bytes (characters for
     unicode rules), max uncapped; `lookahead` is how far lookaheads may read past a match. `yields`
     (packs only) marks a catch-all rule (the keyword-assigned generic secret): where a match of a rule
-    that does not yield overlaps one of its matches, only the former is reported (`detector._Scan`).
+    that does not yield overlaps one of its matches, only the former is reported (`detector._Scan`);
+    the hyperscan engine then does not confirm its windows whose hits all lie inside such matches.
     """
 
     id: str

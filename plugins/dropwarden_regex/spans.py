@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Container, Iterator, Sequence
 
@@ -93,15 +94,21 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
 
 
 class CharCursor:
-    """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction."""
+    """Byte offset -> character offset in `text` (UTF-8 `data`), incremental in either direction.
 
-    __slots__ = ("_b", "_c", "_data", "_identity", "_size")
+    It keeps a mark every `MARK_BYTES` or more of the way it has gone, so going back (a yielding
+    rule's matches are converted after the others') counts from the nearest mark, not all the way."""
+
+    __slots__ = ("_b", "_c", "_data", "_identity", "_marks_b", "_marks_c", "_size")
+
+    MARK_BYTES = 4096
 
     def __init__(self, data: bytes, text: str) -> None:
         self._data = data
         self._size = len(data)
         self._identity = len(data) == len(text)  # pure ASCII: offsets agree
         self._b = self._c = 0
+        self._marks_b, self._marks_c = [0], [0]  # increasing
 
     def at(self, offset: int, round_up: bool = False) -> int:
         if self._identity:
@@ -113,12 +120,21 @@ class CharCursor:
         else:
             while 0 < offset < size and data[offset] & 0xC0 == 0x80:
                 offset -= 1
-        if offset >= self._b:
-            self._c += len(data[self._b : offset].decode("utf-8", "surrogatepass"))
+        b, c = self._b, self._c
+        marks_b = self._marks_b
+        if abs(offset - b) > self.MARK_BYTES:  # a mark may be nearer than where the cursor is
+            i = bisect.bisect_right(marks_b, offset) - 1
+            if offset - marks_b[i] < abs(offset - b):
+                b, c = marks_b[i], self._marks_c[i]
+        if offset >= b:
+            c += len(data[b:offset].decode("utf-8", "surrogatepass"))
         else:
-            self._c -= len(data[offset : self._b].decode("utf-8", "surrogatepass"))
-        self._b = offset
-        return self._c
+            c -= len(data[offset:b].decode("utf-8", "surrogatepass"))
+        if offset - marks_b[-1] >= self.MARK_BYTES:
+            marks_b.append(offset)
+            self._marks_c.append(c)
+        self._b, self._c = offset, c
+        return c
 
 
 def finish(
@@ -129,10 +145,11 @@ def finish(
     contexts: dict[int, tuple[tuple[str, ...], int]] | None = None,
     validators: dict[int, Validator] | None = None,
     cursor: CharCursor | None = None,
+    kept_bytes: list[tuple[int, int]] | None = None,
 ) -> list[Span]:
     """Keep the matches that pass their rule's validator, convert byte spans to character spans
     (rounding out to whole characters), keep the matches of context rules that have a context word
-    nearby (`has_context`), merge, sort.
+    nearby (`has_context`), merge, sort. With `kept_bytes`, the byte spans kept are appended to it.
 
     Most matches are ASCII and most candidates fail their validator (card-shaped numbers in tables):
     an ASCII match is validated on its own bytes, before the costlier conversion of its offsets."""
@@ -144,6 +161,14 @@ def finish(
         ]
     else:
         validators = {}
+    if contexts:
+        char_spans = [
+            span
+            for span in char_spans
+            if span[0] not in contexts or has_context(text, span[1], span[2], *contexts[span[0]])
+        ]
+    else:
+        contexts = {}
     if byte_spans:
         identity = len(data) == len(text)  # pure ASCII: offsets agree
         if not identity:
@@ -152,23 +177,24 @@ def finish(
         for index, start, end in byte_spans:
             check = validators.get(index)
             if identity:
-                if check is None or check(data[start:end].decode("ascii")):
-                    char_spans.append((index, start, end))
-                continue
-            chunk = data[start:end]
-            if chunk.isascii():  # whole ASCII characters: the character span is as long
-                if check is None or check(chunk.decode("ascii")):
-                    char_start = at(start)
-                    char_spans.append((index, char_start, char_start + end - start))
+                if check is not None and not check(data[start:end].decode("ascii")):
+                    continue
+                char_start, char_end = start, end
             else:
-                char_start, char_end = at(start), at(end, round_up=True)
-                if check is None or check(text[char_start:char_end]):
-                    char_spans.append((index, char_start, char_end))
-    if contexts:
-        char_spans = [
-            span
-            for span in char_spans
-            if span[0] not in contexts or has_context(text, span[1], span[2], *contexts[span[0]])
-        ]
+                chunk = data[start:end]
+                if chunk.isascii():  # whole ASCII characters: the character span is as long
+                    if check is not None and not check(chunk.decode("ascii")):
+                        continue
+                    char_start = at(start)
+                    char_end = char_start + end - start
+                else:
+                    char_start, char_end = at(start), at(end, round_up=True)
+                    if check is not None and not check(text[char_start:char_end]):
+                        continue
+            if index in contexts and not has_context(text, char_start, char_end, *contexts[index]):
+                continue
+            char_spans.append((index, char_start, char_end))
+            if kept_bytes is not None:
+                kept_bytes.append((start, end))
     char_spans.sort(key=lambda span: (span[1], span[2], span[0]))
     return char_spans
