@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from PIL import Image
 
 from dropwarden.findings import bbox_union
-from dropwarden_ocr import background, vertical
+from dropwarden_ocr import background, stitch, vertical
 from dropwarden_ocr.engine import BBox, OcrError, OcrIncomplete, OcrRegion
 
 if TYPE_CHECKING:
@@ -185,9 +184,7 @@ def _unscaled(box: BBox, scale: float) -> BBox:
     return (int(box[0] / scale), int(box[1] / scale), math.ceil(box[2] / scale), math.ceil(box[3] / scale))
 
 
-def _narrow(ch: str) -> bool:
-    folded = unicodedata.normalize("NFKC", ch)[:1] or ch
-    return unicodedata.east_asian_width(folded) not in ("W", "F")
+_narrow = stitch.narrow
 
 
 class TesseractEngine:
@@ -228,7 +225,7 @@ class TesseractEngine:
         clean = background.cleaned(image, found) if self.settings.clean_background else None
         page = image if clean is None else clean
         tsv = parse_tsv(self._run(page, deadline, self.settings.languages, self.settings.psm))
-        regions = lines_to_regions(tsv.words, self.min_confidence)
+        regions = stitch.joined(lines_to_regions(tsv.words, self.min_confidence))
         if self.settings.vertical_reads:
             cleaned = clean is not None
             more, unread = self._vertical_read(image, tsv, regions, found, deadline, captions_read=cleaned)
