@@ -1,5 +1,6 @@
 """Misreadings every view of a page shared, put right: a context word's look-alike (固人番号, ーー人番号),
-dots and a colon OCR left at an e-mail's local part, a caption line the layout cut in two.
+dots and a colon OCR left at an e-mail's local part, a caption line the layout cut in two, a line with
+a value's label but no value read (read again alone: reread.py).
 
 The pages are bench/ocr_bench.py's own (its plan, rendered at test time with the real CJK fonts), read by
 the real Tesseract: the pages on which these misreadings were seen.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden_ocr import stitch
+from dropwarden_ocr import reread, stitch
 from dropwarden_ocr.engine import OcrRegion
 from dropwarden_ocr.normalize import normalize
 
@@ -96,8 +97,40 @@ def test_an_email_after_a_vertical_colon_read_as_dots_is_found(judge_image):  # 
 
 def test_an_email_the_layout_cut_in_two_is_found(judge_image, monkeypatch):  # noqa: F811
     """A manga panel whose caption "Mail: mika_bob33@example.co.jp" the layout reads as two blocks,
-    a sliver of the '@' as ':'; without the halves joined, no view finds it."""
+    a sliver of the '@' as ':'; without the halves joined (nor the halves read again alone), no view
+    finds it."""
     page = bench_page(1, 27)
     assert "ocr:tesseract" in found(judge_image, page, "EMAIL")
     monkeypatch.setattr(stitch, "joined", lambda regions: regions)
-    assert found(judge_image, page, "EMAIL", vertical_budget=59.0) == []
+    assert found(judge_image, page, "EMAIL", line_rereads=0) == []
+
+
+def test_lines_with_a_label_but_no_value_read_are_picked_for_a_read_of_their_own():
+    def line(text: str, confidence: float = 0.8, **more: object) -> OcrRegion:
+        return OcrRegion(text, (0, 0, 400, 30), confidence, **more)  # type: ignore[arg-type]
+
+    garbled = [line("TEL 003-9124-2913", 0.5), line("連絡先 taro@maiLexamplejp", 0.7)]
+    fine = [
+        line("TEL 03-9124-2913"),  # a value's shape: the rules judge it
+        line("個人番号 4933 7717 6509"),
+        line("連絡先 taro@mail.example.jp"),
+        line("2024年5月17日 10:30 開始"),  # no label
+        line("電話", vertical=True),  # vertical lines have reads of their own
+        line("TEL 003-9124-2913", strategy="vertical"),
+    ]
+    assert reread.suspects(fine + garbled[::-1], 4) == garbled  # least sure first
+    assert reread.suspects(fine + garbled, 1) == garbled[:1]
+    assert reread.suspects(garbled, 0) == []
+
+
+@pytest.mark.parametrize(
+    ("seed", "index", "kind"),
+    [
+        (2, 30, "PHONE"),  # a serif page: ＴＥＬ ０３－… read as TEL 003-… on the page
+        (1, 40, "EMAIL"),  # a caption on a manga panel: mika_yuki97@maiLexamplejp on the page
+    ],
+)
+def test_a_value_misread_on_the_page_is_found_by_reading_its_line_alone(judge_image, seed, index, kind):  # noqa: F811
+    page = bench_page(seed, index)
+    assert "ocr:tesseract:lines" in found(judge_image, page, kind)
+    assert found(judge_image, page, kind, line_rereads=0) == []
