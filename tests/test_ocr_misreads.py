@@ -83,6 +83,18 @@ def test_two_halves_of_a_line_side_by_side_are_one_line_and_columns_stay_apart()
     assert rest == [column, bubble]
 
 
+def test_two_halves_of_a_column_one_below_the_other_are_one_column():
+    """A scanned column "マイナンバー(個人番号)1290 4592" whose last group "1525" the layout put apart."""
+    upper = OcrRegion("マイナンバー(個人番号)1290 4592", (62, 32, 92, 384), 0.9, vertical=True)
+    lower = OcrRegion("1525", (85, 404, 95, 469), 0.9, vertical=True)
+    beside = OcrRegion("携帯090-1326-5345", (96, 28, 119, 298), 0.9, vertical=True)  # the next column
+    far_below = OcrRegion("早く行こう", (62, 520, 92, 640), 0.9, vertical=True)  # another bubble's
+    (column, *rest) = stitch.joined([upper, beside, lower, far_below])
+    assert column.text == "マイナンバー(個人番号)1290 4592 1525"
+    assert column.vertical and column.bbox == (62, 32, 95, 469)
+    assert rest == [beside, far_below]
+
+
 def test_a_my_number_after_a_misread_context_word_is_found(judge_image):  # noqa: F811
     """A serif page: Tesseract reads 個人番号 as 固人番号 on it."""
     page = bench_page(2, 30)

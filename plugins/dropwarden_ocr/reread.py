@@ -23,12 +23,17 @@ _MARGIN = 0.35  # of the line's height, white kept around it
 _LABEL = re.compile(r"(?i)(?<![a-z])(?:tel|fax|phone|mail|card)|電話|携帯|番号|カード|メール|連絡先|@")
 # The shapes of the values the labels announce, in normalised text: a phone number, a 12-digit or a
 # grouped 16-digit number, an e-mail address (whether a rule then accepts it is the rules' business)
+# standing apart from letters and digits as the rules want them ("03-1964-4636TS" is no value)
 _VALUE = re.compile(
     r"""(?x)
-    (?<![0-9])0[1-9][0-9]{0,3}-[0-9]{1,4}-[0-9]{3,4}(?![0-9])          # a Japanese phone number
-  | \(?[2-9][0-9]{2}\)?[ .-][2-9][0-9]{2}[.-][0-9]{4}                  # a North American one
-  | (?<![0-9])[0-9]{4}([ -]?)[0-9]{4}\1[0-9]{4}(?:\1[0-9]{4})?(?![0-9])  # 12 or 16 digits in fours
-  | [A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}
+    (?<![0-9A-Za-z])
+    (?:
+        0[1-9][0-9]{0,3}-[0-9]{1,4}-[0-9]{3,4}                     # a Japanese phone number
+      | \(?[2-9][0-9]{2}\)?[ .-][2-9][0-9]{2}[.-][0-9]{4}          # a North American one
+      | [0-9]{4}([ -]?)[0-9]{4}\1[0-9]{4}(?:\1[0-9]{4})?          # 12 or 16 digits in fours
+      | [A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}
+    )
+    (?![0-9A-Za-z])
     """
 )
 

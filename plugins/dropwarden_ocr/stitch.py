@@ -1,9 +1,10 @@
-"""Rejoin horizontal lines the layout analysis cut in two (a caption's address read as two blocks).
+"""Rejoin lines the layout analysis cut in two (a caption's address, a column's last digits).
 
 Tesseract's page layout at times puts the two halves of one printed line into different blocks
-("Mail: taro" and "@example.com" side by side): each half is a line of its own, and a value spanning
-them matches in neither. Two horizontal lines of about the same height, on the same baseline band,
-the second starting where the first ends (a gap narrower than a character), are one line.
+("Mail: taro" and "@example.com" side by side; "個人番号1290 4592" and "1525" one below the other in a
+column): each half is a line of its own, and a value spanning them matches in neither. Two horizontal
+lines of about the same height on the same band, or two vertical lines in the same column, the second
+starting where the first ends (a gap narrower than a character), are one line.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import unicodedata
 
 from dropwarden.findings import bbox_union
-from dropwarden_ocr.engine import OcrRegion
+from dropwarden_ocr.engine import BBox, OcrRegion
 
 _MAX_GAP = 0.6  # of the line's height: wider gaps are columns or table cells apart
+_MAX_GAP_VERTICAL = 0.8  # of a column's width: along a column, a gap a little narrower than a character
 _MIN_OVERLAP = 0.6  # of the lower line's height, the two lines' vertical overlap
 _MAX_HEIGHT_RATIO = 1.4
 _SPACE_GAP = 0.2  # as tesseract.py: a gap wider than this share of the height between Latin words is a space
@@ -21,8 +23,8 @@ _MAX_LINES = 400  # bounds the pairwise look on a page of very many lines
 
 
 def joined(regions: list[OcrRegion]) -> list[OcrRegion]:
-    """The regions with every horizontal line cut in two joined again, left half first, in the left
-    half's place; vertical lines and lines of other strategies are left as they are."""
+    """The regions with every line cut in two joined again (horizontal with horizontal, vertical with
+    vertical, of one strategy), the first half's text first, in the first half's place."""
     out = list(regions)
     if len(out) > _MAX_LINES:
         return out
@@ -40,28 +42,46 @@ def joined(regions: list[OcrRegion]) -> list[OcrRegion]:
 
 
 def _right_half(regions: list[OcrRegion], i: int) -> int | None:
-    left = regions[i]
-    if left.vertical or not left.text:
+    """The line that continues line `i`: to its right (a horizontal one) or below it (a vertical one)."""
+    first = regions[i]
+    if not first.text:
         return None
-    _lx0, ly0, lx1, ly1 = left.bbox
-    for j, right in enumerate(regions):
-        if j == i or right.vertical or right.strategy != left.strategy or not right.text:
+    for j, second in enumerate(regions):
+        if (
+            j == i
+            or second.vertical != first.vertical
+            or second.strategy != first.strategy
+            or not second.text
+        ):
             continue
-        rx0, ry0, rx1, ry1 = right.bbox
-        lh, rh = ly1 - ly0, ry1 - ry0
-        if min(lh, rh) <= 0 or max(lh, rh) > _MAX_HEIGHT_RATIO * min(lh, rh):
-            continue
-        overlap = min(ly1, ry1) - max(ly0, ry0)
-        gap = rx0 - lx1
-        if overlap >= _MIN_OVERLAP * min(lh, rh) and -0.2 * lh <= gap <= _MAX_GAP * lh and rx1 > lx1:
+        if _continues(first.bbox, second.bbox, first.vertical):
             return j
     return None
 
 
+def _continues(first: BBox, second: BBox, vertical: bool) -> bool:
+    """Whether `second` goes on where `first` ends: horizontal lines of about one height on one band,
+    or vertical lines in one column (a column's digits are narrower than its kanji: no width ratio)."""
+    if vertical:  # transposed: x is across the column, y along it
+        first, second = (first[1], first[0], first[3], first[2]), (second[1], second[0], second[3], second[2])
+    across = (first[3] - first[1], second[3] - second[1])
+    if min(across) <= 0 or (not vertical and max(across) > _MAX_HEIGHT_RATIO * min(across)):
+        return False
+    overlap = min(first[3], second[3]) - max(first[1], second[1])
+    gap = second[0] - first[2]
+    reach = _MAX_GAP_VERTICAL * max(across) if vertical else _MAX_GAP * across[0]
+    return overlap >= _MIN_OVERLAP * min(across) and -0.2 * across[0] <= gap <= reach and second[2] > first[2]
+
+
 def _join(left: OcrRegion, right: OcrRegion) -> OcrRegion:
-    height = min(left.bbox[3] - left.bbox[1], right.bbox[3] - right.bbox[1])
-    gap = right.bbox[0] - left.bbox[2]
-    space = narrow(left.text[-1]) and narrow(right.text[0]) and gap > _SPACE_GAP * height
+    vertical = left.vertical
+    if vertical:
+        thickness = max(left.bbox[2] - left.bbox[0], right.bbox[2] - right.bbox[0])
+        gap = right.bbox[1] - left.bbox[3]
+    else:
+        thickness = min(left.bbox[3] - left.bbox[1], right.bbox[3] - right.bbox[1])
+        gap = right.bbox[0] - left.bbox[2]
+    space = narrow(left.text[-1]) and narrow(right.text[0]) and gap > _SPACE_GAP * thickness
     text = left.text + (" " if space else "") + right.text
     shift = len(text) - len(right.text)
     left_parts = left.parts or ((0, len(left.text), left.bbox),)
@@ -71,7 +91,7 @@ def _join(left: OcrRegion, right: OcrRegion) -> OcrRegion:
     if left.confidence is not None and right.confidence is not None:
         weight = len(left.text) + len(right.text)
         confidence = (left.confidence * len(left.text) + right.confidence * len(right.text)) / weight
-    return OcrRegion(text, bbox_union([left.bbox, right.bbox]), confidence, False, parts, left.strategy)
+    return OcrRegion(text, bbox_union([left.bbox, right.bbox]), confidence, vertical, parts, left.strategy)
 
 
 def narrow(ch: str) -> bool:

@@ -225,10 +225,12 @@ class TesseractEngine:
         clean = background.cleaned(image, found) if self.settings.clean_background else None
         page = image if clean is None else clean
         tsv = parse_tsv(self._run(page, deadline, self.settings.languages, self.settings.psm))
-        regions = stitch.joined(lines_to_regions(tsv.words, self.min_confidence))
+        lines = lines_to_regions(tsv.words, self.min_confidence)
+        regions = stitch.joined(lines)
         if self.settings.vertical_reads:
             cleaned = clean is not None
-            more, unread = self._vertical_read(image, tsv, regions, found, deadline, captions_read=cleaned)
+            # the layout's own lines (not those stitched) pick the blocks to read again, block by block
+            more, unread = self._vertical_read(image, tsv, lines, found, deadline, captions_read=cleaned)
             regions += more
             if unread and self.settings.vertical_budget_spent == "unscanned":
                 detail = f"{unread} not read within ocr.tesseract.vertical_budget or the image's timeout"
