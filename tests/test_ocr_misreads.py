@@ -127,6 +127,7 @@ def test_lines_with_a_label_but_no_value_read_are_picked_for_a_read_of_their_own
         line("個人番号 4933 7717 6509"),
         line("連絡先 taro@mail.example.jp"),
         line("2024年5月17日 10:30 開始"),  # no label
+        line("注文番号 20240517-0012", 0.5),  # an order number's label: no PII's
         line("電話", vertical=True),  # vertical lines have reads of their own
         line("TEL 003-9124-2913", strategy="vertical"),
     ]

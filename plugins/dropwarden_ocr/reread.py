@@ -1,5 +1,5 @@
-"""Lines worth a read of their own: a horizontal line with a value's label (TEL, 番号, メール, '@', …) whose
-value the page-wide pass read into no value's shape ("TEL 003-9124-2913", "taro@maiLexamplejp").
+"""Lines worth a read of their own: a horizontal line with a value's label (TEL, 個人番号, メール, '@',
+…) whose value the page-wide pass read into no value's shape ("TEL 003-9124-2913", "taro@maiLexamplejp").
 
 Read alone as one text line (`--psm 7`), enlarged 1.5 times and binarised, a line is read without the
 page's layout guesses and at a size the model reads better; the text is a view of its own (strategy
@@ -19,8 +19,12 @@ from dropwarden_ocr.normalize import normalize
 SCALE = 1.5
 _INK = 150  # binarisation threshold
 _MARGIN = 0.35  # of the line's height, white kept around it
-# A value's label: phone, My Number, card and e-mail words (Japanese and English), or an '@'
-_LABEL = re.compile(r"(?i)(?<![a-z])(?:tel|fax|phone|mail|card)|電話|携帯|番号|カード|メール|連絡先|@")
+# A value's label: phone, My Number, card and e-mail words (Japanese and English), or an '@'. Not any
+# 番号 ("number"): order, tracking and reference numbers are no PII, and their lines cost no extra read.
+_LABEL = re.compile(
+    r"(?i)(?<![a-z])(?:tel|fax|phone|mail|card|my ?number|individual number)"
+    r"|電話|携帯|個人番号|マイナンバー|カード|メール|連絡先|@"
+)
 # The shapes of the values the labels announce, in normalised text: a phone number, a 12-digit or a
 # grouped 16-digit number, an e-mail address (whether a rule then accepts it is the rules' business)
 # standing apart from letters and digits as the rules want them ("03-1964-4636TS" is no value)
