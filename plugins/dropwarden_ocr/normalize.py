@@ -23,6 +23,10 @@ _KANA_DASHES = frozenset("-‐‑‒–—―−─━")
 _ZERO_LIKE = frozenset("〇Oo")
 _LABEL = re.compile(r"(?i)(?<![A-Za-z])(?:tel|fax)[.:]?(?=[0-9Oo〇])")
 _SPACES = frozenset(" \t")
+_EMAIL_LABELS = frozenset({"mail", "email", "e-mail", "to", "from", "cc", "contact"})
+# 個 of 個人番号 (the My Number rules' context word) as OCR misreads it: a look-alike kanji, or its two
+# halves read as dashes in a column. Only at a word's start, and only before digits (the rules need them).
+_MY_NUMBER_WORD = re.compile(r"(?<![\u3400-\u9fff々])(?:[固箇偶個]|[ー一―—-]{2})人番号(?=[^0-9\n]{0,4}[0-9])")
 _HALF_WIDTH_VOICING = frozenset("\uff9e\uff9f")  # ﾞ ﾟ: NFKC turns them into combining marks
 
 
@@ -53,6 +57,7 @@ def normalize(text: str, *, vertical: bool = False) -> Normalized:
     `vertical`: the text was read from a vertical line, where a hyphen may come out as a vertical bar.
     """
     chars, origin = _fold(text)
+    _context_words(chars, origin)
     dashes = _VERTICAL_DASHES if vertical else _DASHES
     _split_labels(chars, origin)
     _zeros(chars)
@@ -85,7 +90,7 @@ def normalize(text: str, *, vertical: bool = False) -> Normalized:
         out_chars.append(ch)
         out_origin.append(origin[i])
         i += 1
-    drop = _email_spaces(out_chars) | _card_group_separators(out_chars)
+    drop = _email_spaces(out_chars) | _email_debris(out_chars) | _card_group_separators(out_chars)
     if drop:
         out_origin = [o for k, o in enumerate(out_origin) if k not in drop]
         out_chars = [c for k, c in enumerate(out_chars) if k not in drop]
@@ -120,6 +125,37 @@ def _email_spaces(chars: list[str]) -> set[int]:
                 break
             k -= 1
     return drop
+
+
+def _email_debris(chars: list[str]) -> set[int]:
+    """What OCR put at the ends of an e-mail's local part that no address holds: dots starting it (a
+    vertical full-width colon read as "..." in メール：taro@...; an address never starts with a dot), and a
+    colon or semicolon right before the '@' (a sliver of the '@' read on its own: taro:@example.com)."""
+    drop: set[int] = set()
+    for at, ch in enumerate(chars):
+        if ch != "@" or at == 0:
+            continue
+        sliver = chars[at - 1] in ":;" and at >= 2 and _is_alnum(chars[at - 2])
+        if sliver and not _label_before(chars, at - 1):
+            drop.add(at - 1)
+        k = at - 1
+        while k >= 0 and (_is_alnum(chars[k]) or chars[k] in "._%+-" or k in drop):
+            k -= 1
+        start = k + 1  # the local part as read, its leading dots included
+        dots = start
+        while dots < at and chars[dots] == ".":
+            dots += 1
+        if dots > start and dots < at and _is_alnum(chars[dots]):
+            drop.update(range(start, dots))  # what is before them is no part of an address
+    return drop
+
+
+def _label_before(chars: list[str], end: int) -> bool:
+    """Whether the word ending at `end` is a label ("Mail:@example.com" names no local part)."""
+    k = end
+    while k > 0 and (_is_alnum(chars[k - 1]) or chars[k - 1] == "-"):
+        k -= 1
+    return "".join(chars[k:end]).lower() in _EMAIL_LABELS
 
 
 def _card_group_separators(chars: list[str]) -> set[int]:
@@ -229,6 +265,16 @@ def _fold(text: str) -> tuple[list[str], list[int]]:
             origin.append(i)
         i = j
     return chars, origin
+
+
+def _context_words(chars: list[str], origin: list[int]) -> None:
+    """Context words misread in a way that loses them, put right (in place): 固人番号 or ーー人番号
+    before digits is 個人番号 (see `_MY_NUMBER_WORD`)."""
+    text = "".join(chars)
+    for match in reversed(list(_MY_NUMBER_WORD.finditer(text))):
+        start, end = match.start(), match.end() - 3  # the look-alike: one character or two
+        chars[start:end] = ["個"]
+        origin[start:end] = [origin[start]]
 
 
 def _split_labels(chars: list[str], origin: list[int]) -> None:

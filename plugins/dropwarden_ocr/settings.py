@@ -27,6 +27,7 @@ class TesseractSettings(Strict):
     vertical_budget: float = Field(default=3.0, gt=0)
     vertical_budget_spent: Literal["unscanned", "first_pass"] = "unscanned"
     max_vertical_blocks: int = Field(default=8, ge=1, le=64)
+    line_rereads: int = Field(default=2, ge=0, le=16)
 
 
 class MangaOcrSettings(Strict):

@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from PIL import Image
 
 from dropwarden.findings import bbox_union
-from dropwarden_ocr import background, vertical
+from dropwarden_ocr import background, reread, stitch, vertical
 from dropwarden_ocr.engine import BBox, OcrError, OcrIncomplete, OcrRegion
 
 if TYPE_CHECKING:
@@ -185,9 +184,7 @@ def _unscaled(box: BBox, scale: float) -> BBox:
     return (int(box[0] / scale), int(box[1] / scale), math.ceil(box[2] / scale), math.ceil(box[3] / scale))
 
 
-def _narrow(ch: str) -> bool:
-    folded = unicodedata.normalize("NFKC", ch)[:1] or ch
-    return unicodedata.east_asian_width(folded) not in ("W", "F")
+_narrow = stitch.narrow
 
 
 class TesseractEngine:
@@ -228,15 +225,42 @@ class TesseractEngine:
         clean = background.cleaned(image, found) if self.settings.clean_background else None
         page = image if clean is None else clean
         tsv = parse_tsv(self._run(page, deadline, self.settings.languages, self.settings.psm))
-        regions = lines_to_regions(tsv.words, self.min_confidence)
+        lines = lines_to_regions(tsv.words, self.min_confidence)
+        regions = stitch.joined(lines)
         if self.settings.vertical_reads:
             cleaned = clean is not None
-            more, unread = self._vertical_read(image, tsv, regions, found, deadline, captions_read=cleaned)
+            # the layout's own lines (not those stitched) pick the blocks to read again, block by block
+            more, unread = self._vertical_read(image, tsv, lines, found, deadline, captions_read=cleaned)
             regions += more
             if unread and self.settings.vertical_budget_spent == "unscanned":
                 detail = f"{unread} not read within ocr.tesseract.vertical_budget or the image's timeout"
                 raise OcrIncomplete("timeout", detail, regions)
-        return regions
+        return regions + self._reread_lines(page, regions, deadline)
+
+    def _reread_lines(self, image: Image.Image, first: list[OcrRegion], deadline: float) -> list[OcrRegion]:
+        """Up to `line_rereads` lines of the first pass with a value's label but no value read, each read
+        again alone (reread.py; strategy "lines"), while the image's time lasts: a bonus, whose reads
+        left out leave the image complete."""
+        out: list[OcrRegion] = []
+        languages = "+".join(x for x in self.model.split("+") if not x.endswith("_vert")) or self.model
+        for line in reread.suspects(first, self.settings.line_rereads):
+            picture, (left, top) = reread.line_image(image, line)
+            try:
+                text = self._run(picture, deadline, languages, 7)
+            except OcrError as exc:
+                if exc.reason == "timeout":
+                    break
+                raise
+
+            def back(box: BBox, left: int = left, top: int = top) -> BBox:
+                box = _unscaled(box, reread.SCALE)
+                return (box[0] + left, box[1] + top, box[2] + left, box[3] + top)
+
+            for region in lines_to_regions(parse_tsv(text).words, self.min_confidence):
+                parts = tuple((a, b, back(box)) for a, b, box in region.parts)
+                moved = replace(region, bbox=back(region.bbox), parts=parts, vertical=False)
+                out.append(replace(moved, strategy="lines"))
+        return out
 
     def _vertical_read(
         self,
