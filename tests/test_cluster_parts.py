@@ -157,7 +157,7 @@ def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_pa
 def test_the_judging_threads_hold_at_most_their_budget_of_snapshot_bytes():
     """A judging thread reserves the largest file before it reads one and keeps what it read: with room
     for two largest files, a third waits until one turns out small; a lone reservation always goes."""
-    from dropwarden.cluster.remote import SnapshotBudget
+    from dropwarden.cluster.budget import SnapshotBudget
 
     budget = SnapshotBudget(100, 40)
     first, second = budget.reserve(), budget.reserve()

@@ -20,7 +20,7 @@ from dropwarden.cluster.settings import ClusterSettings
 REDIS, SHARED = "redis", "shared"
 
 # Let go of a blob: drop the job from its holders; the last one out deletes the bytes (atomically).
-_RELEASE = """
+RELEASE_SCRIPT = """
 redis.call('SREM', KEYS[2], ARGV[1])
 if redis.call('SCARD', KEYS[2]) == 0 then
     redis.call('DEL', KEYS[1], KEYS[2])
@@ -76,9 +76,13 @@ class BlobStore:
         """`job` is done with the blob: the last holder deletes it (a job that stores it again meanwhile
         finds it gone, and its judge asks for it once more)."""
         keys = [self.keys.blob(sha256), self.keys.blob_refs(sha256)]
-        if self.redis.eval(_RELEASE, 2, *keys, job) and store == SHARED:
-            with contextlib.suppress(FileNotFoundError):
-                self._shared_path(sha256).unlink()
+        if self.redis.eval(RELEASE_SCRIPT, 2, *keys, job) and store == SHARED:
+            self.forget_shared(sha256)
+
+    def forget_shared(self, sha256: str) -> None:
+        """Delete a shared blob whose last holder let it go."""
+        with contextlib.suppress(FileNotFoundError):
+            self._shared_path(sha256).unlink()
 
     def sweep_shared(self) -> int:
         """Delete shared blobs older than the TTL (their jobs died with no one to release them)."""

@@ -56,6 +56,14 @@ class Outstanding:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE job = ?", (job,))
 
+    def remove_many(self, jobs: list[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("DELETE FROM jobs WHERE job = ?", [(job,) for job in jobs])
+            finally:
+                self._db.execute("COMMIT")
+
     def all(self) -> list[Job]:
         with self._lock:
             rows = self._db.execute("SELECT job, watch, relpath, sha256, store, sent FROM jobs").fetchall()

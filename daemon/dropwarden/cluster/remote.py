@@ -11,7 +11,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +18,11 @@ import redis
 import structlog
 
 from dropwarden.cluster import codec
-from dropwarden.cluster.blobs import BlobStore
+from dropwarden.cluster.blobs import REDIS, SHARED, BlobStore
+from dropwarden.cluster.budget import SnapshotBudget
 from dropwarden.cluster.connect import GROUP, TRANSIENT, Keys, client, ensure_group, retrying
 from dropwarden.cluster.outstanding import Outstanding
+from dropwarden.cluster.sending import Job, Release, Sender, Waiter
 from dropwarden.cluster.settings import ClusterSettings
 from dropwarden.judge.detect import DetectorRun
 from dropwarden.judge.intake import Snapshot
@@ -51,40 +52,6 @@ def path_exempt(registry: Registry, display_path: str) -> bool:
     return False
 
 
-class SnapshotBudget:
-    """Bytes of file snapshots the judging threads may hold at once. A task reserves the largest file
-    there may be before it reads one, then keeps only what it read: small files all go in flight, the
-    largest ones a few at a time (the budget, or one when alone)."""
-
-    def __init__(self, budget: int, largest: int) -> None:
-        self.budget, self.largest = budget, largest
-        self.held = 0
-        self._changed = threading.Condition()
-
-    def reserve(self) -> int:
-        with self._changed:
-            self._changed.wait_for(lambda: self.held == 0 or self.held + self.largest <= self.budget)
-            self.held += self.largest
-        return self.largest
-
-    def shrink(self, reserved: int, size: int) -> int:
-        """Keep `size` of a reservation of `reserved` bytes; what it holds now."""
-        kept = min(size, reserved)
-        self.release(reserved - kept)
-        return kept
-
-    def release(self, size: int) -> None:
-        with self._changed:
-            self.held -= size
-            self._changed.notify_all()
-
-
-@dataclass
-class _Waiter:
-    event: threading.Event = field(default_factory=threading.Event)
-    reply: dict[str, str] | None = None
-
-
 class RemoteJudging:
     """Sends jobs and waits for their verdicts; `content_for` is the pipeline's seam (`PipelineContext`)."""
 
@@ -105,7 +72,7 @@ class RemoteJudging:
         self._requeue = requeue
         self._room = threading.BoundedSemaphore(settings.max_outstanding)
         self._lock = threading.Lock()
-        self._waiting: dict[str, _Waiter] = {}
+        self._waiting: dict[str, Waiter] = {}
         self._stop = threading.Event()
         self.counts: Counter[str] = Counter()
         self._judged_samples: deque[tuple[float, int]] = deque(maxlen=120)
@@ -113,6 +80,9 @@ class RemoteJudging:
         self._waiting_threads: set[int] = set()  # workers waiting for a verdict or for room
         self._last_progress = time.monotonic()  # a verdict came (or a job went out)
         self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
+        ttl = int(settings.blob_ttl)
+        sent = lambda: self._count("sent")  # noqa: E731
+        self.sender = Sender(self.redis, self.keys, self.blobs, self.outstanding, ttl, self._stop, sent)
         # Threads that wait for verdicts on a worker's behalf (`judge_together`): max_outstanding of them,
         # daemon threads like the workers, so a stop never waits for a verdict.
         self._budget = SnapshotBudget(4 * largest_file, largest_file)
@@ -129,6 +99,7 @@ class RemoteJudging:
         """Listen for verdicts, and ask again for every job a previous run left outstanding."""
         retrying("create the jobs group", lambda: ensure_group(self.redis, self.keys), self._stop)
         self._listener.start()
+        self.sender.start()
         for thread in self._judging:
             thread.start()
         left = self.outstanding.all()
@@ -139,6 +110,10 @@ class RemoteJudging:
 
     def close(self) -> None:
         self._stop.set()
+        try:
+            self.sender.flush()  # answered jobs' blobs go now, not at their TTL
+        except (InterruptedError, redis.RedisError):
+            pass  # Redis is away: they expire
         self.outstanding.close()
         self.redis.close()
 
@@ -214,22 +189,17 @@ class RemoteJudging:
         if reserved:  # a judging thread: the file is read, its reservation is its size now
             self._reserved.size = self._budget.shrink(reserved, len(snapshot.data))
         exempt = path_exempt(registry, snapshot.display_path)
-        if not exempt:
-            key = self.keys.verdict(ruleset, snapshot.sha256)
-            cached = retrying("read the verdict cache", lambda: self.redis.get(key))
-            if cached is not None:
-                try:
-                    content = codec.decode(cached)
-                except (ValueError, KeyError, TypeError):
-                    content = None
-                if content is not None:
-                    self._count("cache_hits")
-                    self._forget_inherited(watch, relpath, snapshot.sha256)
-                    return content
         store = self.blobs.store_for(len(snapshot.data))
         if store is None:
             self._count("failed")
             return failed(snapshot, "larger than [cluster] blob_max_bytes, and no shared_dir is configured")
+        if store == SHARED and not exempt:  # a large file: asked of the cache before it is written out
+            key = self.keys.verdict(ruleset, snapshot.sha256)
+            content = _decoded(retrying("read the verdict cache", lambda: self.redis.get(key)))
+            if content is not None:
+                self._count("cache_hits")
+                self._forget_inherited(watch, relpath, snapshot.sha256)
+                return content
         me = threading.get_ident()
         with self._lock:
             self._waiting_threads.add(me)
@@ -253,41 +223,58 @@ class RemoteJudging:
         inherited = self.outstanding.find(watch, raw_path, snapshot.sha256)
         job = inherited.job if inherited is not None else uuid.uuid4().hex
         self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
-        waiter = _Waiter()
+        waiter = Waiter()
         with self._lock:
             self._waiting[job] = waiter
-        stored = False
         try:
-            entry = self._send(job, watch, ruleset, snapshot, store, exempt)
-            stored = True
+            if store == REDIS:  # the cache asked and the job sent in one command, with others' (`sending`)
+                cache_key = "" if exempt else self.keys.verdict(ruleset, snapshot.sha256)
+                shown = snapshot.display_path if exempt else ""
+                fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
+                self.sender.send(Job(job, snapshot.sha256, snapshot.data, fields, cache_key, shown, waiter))
+            else:
+                waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt)
             resends = 0
             sent_at = time.monotonic()
             while True:
                 if not waiter.event.wait(timeout=1.0):
-                    if time.monotonic() - sent_at > self.settings.job_timeout and not self._alive(entry):
+                    entry = waiter.entry
+                    if (
+                        entry
+                        and time.monotonic() - sent_at > self.settings.job_timeout
+                        and not self._alive(entry)
+                    ):
                         # the entry is gone with no verdict (Redis lost it): send it again
                         self._count("resent")
-                        entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
+                        waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
                         sent_at = time.monotonic()
                     continue
+                if waiter.error is not None:
+                    raise waiter.error
                 reply = waiter.reply or {}
-                status = reply.get("status")
-                if status == "blob_missing" and resends < MAX_RESENDS:
+                if reply.get("cached"):
+                    content = _decoded(waiter.verdict)
+                    if content is not None:
+                        self._count("cache_hits")
+                        return content
+                    waiter.event.clear()  # a cached verdict that cannot be read: judged anew
+                    waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt)
+                    sent_at = time.monotonic()
+                    continue
+                if reply.get("status") == "blob_missing" and resends < MAX_RESENDS:
                     resends += 1
                     self._count("resent")
                     waiter.event.clear()
-                    entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
+                    waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
                     sent_at = time.monotonic()
                     continue
-                return self._outcome(snapshot, reply)
+                return self._outcome(snapshot, waiter)
         finally:
             with self._lock:
                 self._waiting.pop(job, None)
-            # The blob first, then the row: a watcher killed between the two finds the job outstanding
-            # at restart and lets the blob go again (a no-op), never a blob that no row remembers.
-            if stored:
-                self._cleanup(job, snapshot.sha256, store, exempt)
-            self.outstanding.remove(job)
+            # queued after the job's own send: the blob goes, then the row (`sending`); letting go of a
+            # blob the job never stored is a no-op
+            self.sender.release(Release(job, snapshot.sha256, store, exempt))
 
     def _send(
         self,
@@ -299,20 +286,9 @@ class RemoteJudging:
         exempt: bool,
         again: bool = False,
     ) -> str:
-        """Store the bytes (the job holds them until `_cleanup`) and add the job. The entry holds
-        ids, the digest, size, sniffed type, watch name, ruleset version and reply stream: nothing of the
-        file's contents or name (the path goes in a key of its own, only when it matters: `path_exempt`)."""
-        fields = {
-            "job": job,
-            "sha256": snapshot.sha256,
-            "size": str(len(snapshot.data)),
-            "type": sniff(snapshot.data[:8192]).name,
-            "store": store,
-            "watch": watch,
-            "ruleset": ruleset,
-            "reply": self.reply_stream,
-            "exempt": "1" if exempt else "0",
-        }
+        """Store the bytes (the job holds them until it is released) and add the job, from this thread:
+        a file in the shared store, or a job sent again."""
+        fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
 
         def send() -> str:
             # One round trip: the blob, the path, the group and the job, in this order (the entry is
@@ -334,19 +310,40 @@ class RemoteJudging:
         self._count("sent")
         return retrying("send a job", send)
 
+    def _fields(
+        self, job: str, watch: str, ruleset: str, snapshot: Snapshot, store: str, exempt: bool
+    ) -> dict[str, str]:
+        """A job's stream entry: ids, the digest, size, sniffed type, watch name, ruleset version and reply
+        stream; nothing of the file's contents or name (the path goes in a key of its own, only when it
+        matters: `path_exempt`)."""
+        return {
+            "job": job,
+            "sha256": snapshot.sha256,
+            "size": str(len(snapshot.data)),
+            "type": sniff(snapshot.data[:8192]).name,
+            "store": store,
+            "watch": watch,
+            "ruleset": ruleset,
+            "reply": self.reply_stream,
+            "exempt": "1" if exempt else "0",
+        }
+
     def _alive(self, entry: str) -> bool:
         try:
             return bool(self.redis.xrange(self.keys.jobs, entry, entry))
         except TRANSIENT:
             return True  # cannot tell: keep waiting
 
-    def _outcome(self, snapshot: Snapshot, reply: dict[str, str]) -> Content:
+    def _outcome(self, snapshot: Snapshot, waiter: Waiter) -> Content:
+        reply = waiter.reply or {}
         if reply.get("status") != "ok":
             self._count("failed")
             reason = reply.get("reason", "no verdict")
             return failed(snapshot, f"no judge could judge it ({reason})")
-        key = reply.get("key", "")
-        raw = retrying("read a verdict", lambda: self.redis.get(key))
+        raw = waiter.verdict
+        if not waiter.fetched:  # the listener could not fetch it with the answer
+            key = reply.get("key", "")
+            raw = retrying("read a verdict", lambda: self.redis.get(key))
         try:
             if raw is None:
                 raise ValueError("verdict expired")
@@ -363,19 +360,7 @@ class RemoteJudging:
         """A job a killed predecessor sent for this content is answered (from the cache): let its blob go."""
         job = self.outstanding.find(watch, os.fsencode(relpath), sha256)
         if job is not None:
-            self._cleanup(job.job, sha256, job.store, exempt=False)
-            self.outstanding.remove(job.job)
-
-    def _cleanup(self, job: str, sha256: str, store: str, exempt: bool) -> None:
-        def clean() -> None:
-            self.blobs.release(sha256, store, job)
-            if exempt:
-                self.redis.delete(self.keys.job_path(job), self.keys.result(job))
-
-        try:
-            retrying("delete a blob", clean, self._stop)
-        except InterruptedError:
-            pass  # stopping: the blob expires
+            self.sender.release(Release(job.job, sha256, job.store, exempt=False))
 
     # ------------------------------------------------------------------------------------ replies
 
@@ -394,7 +379,8 @@ class RemoteJudging:
                 log.error("reading verdicts failed", error=type(exc).__name__)
                 self._stop.wait(1.0)
                 continue
-            handled = []
+            handled: list[str] = []
+            answered: list[tuple[Waiter, dict[str, str]]] = []
             for _stream, entries in answer or ():
                 for entry_id, raw in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -402,16 +388,34 @@ class RemoteJudging:
                     fields = {_text(k): _text(v) for k, v in raw.items()}
                     with self._lock:
                         waiter = self._waiting.get(fields.get("job", ""))
-                        if waiter is not None and not waiter.event.is_set():
-                            waiter.reply = fields
-                            waiter.event.set()
-                        else:
+                        if waiter is None or waiter.event.is_set():
                             self.counts["duplicates"] += 1
+                            continue
+                    answered.append((waiter, fields))
+            self._deliver(answered, handled)
+
+    def _deliver(self, answered: list[tuple[Waiter, dict[str, str]]], handled: list[str]) -> None:
+        """Each answer to its waiting thread, with its verdict fetched for it: one round trip for the
+        verdicts of a whole read and the deletion of its replies."""
+        keys = [fields["key"] for _, fields in answered if fields.get("status") == "ok" and fields.get("key")]
+        verdicts: dict[str, Any] = {}
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            if keys:
+                pipe.mget(keys)
             if handled:
-                try:
-                    self.redis.xdel(self.reply_stream, *handled)  # one round trip for the whole read
-                except redis.RedisError:
-                    pass
+                pipe.xdel(self.reply_stream, *handled)
+            results = pipe.execute(raise_on_error=False) if keys or handled else []
+            if keys and isinstance(results[0], list):
+                verdicts = dict(zip(keys, results[0], strict=True))
+        except redis.RedisError:
+            pass  # each waiting thread reads its own verdict; the replies are read from the start again
+        for waiter, fields in answered:
+            key = fields.get("key", "")
+            if key in verdicts:
+                waiter.answer(fields, verdicts[key], fetched=True)
+            else:
+                waiter.answer(fields)
 
     # ------------------------------------------------------------------------------------ counts
 
@@ -472,6 +476,16 @@ def cluster_counts(r: redis.Redis, keys: Keys) -> dict[str, int]:
 def failed(snapshot: Snapshot, detail: str) -> Content:
     """Content for a file no judge could judge: unscanned, reason judge_failed (the watch's policy acts)."""
     return Content(sniff(snapshot.data[:8192]), [Problem(Reason.JUDGE_FAILED, detail, "cluster")], [], None)
+
+
+def _decoded(raw: bytes | None) -> Content | None:
+    """A cached verdict's content; None when there is none or it cannot be read (then judged anew)."""
+    if raw is None:
+        return None
+    try:
+        return codec.decode(raw)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _text(value: Any) -> str:

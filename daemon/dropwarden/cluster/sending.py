@@ -1,0 +1,209 @@
+"""Role "watch": the jobs of every judging thread go to Redis together, and answered jobs let their blobs
+go the same way: one thread sends whatever is queued in one round trip (nothing waits to fill a batch)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from dropwarden.cluster.blobs import RELEASE_SCRIPT, SHARED, BlobStore
+from dropwarden.cluster.connect import GROUP, Keys, retrying
+from dropwarden.cluster.outstanding import Outstanding
+
+log = structlog.get_logger("dropwarden.cluster.watch")
+
+# The verdict cached for this content, or else: the blob, its holder, the path (only when it matters),
+# the group (a Redis that lost its data lost it too) and the job, in this order (the entry is never
+# there before its blob). KEYS: verdict ('' = not cached), blob, blob refs, jobs stream, job path ('').
+# ARGV: blob bytes, ttl, job id, group, display path, then the entry's fields.
+_SEND_SCRIPT = """
+if KEYS[1] ~= '' then
+    local cached = redis.call('GET', KEYS[1])
+    if cached then return {'cached', cached} end
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
+pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[4], '0', 'MKSTREAM')
+return {'sent', redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6))}
+"""
+
+MOST_AT_ONCE = 256  # queued commands sent in one round trip, at most
+
+
+@dataclass
+class Waiter:
+    """A job's answer, as the sender or the reply listener gives it to the thread waiting for it."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, str] | None = None
+    verdict: bytes | None = None  # the encoded verdict, when it came with the answer
+    fetched: bool = False  # whether `verdict` was looked up (None then means it is gone)
+    entry: str | None = None  # the job's stream entry, once sent
+    error: BaseException | None = None  # Redis refused the job
+
+    def answer(self, reply: dict[str, str], verdict: bytes | None = None, fetched: bool = False) -> None:
+        if not self.event.is_set():
+            self.reply, self.verdict, self.fetched = reply, verdict, fetched
+            self.event.set()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job to send: `fields` for its stream entry; `cache_key` empty when its verdict is not cached."""
+
+    job: str
+    sha256: str
+    data: bytes
+    fields: dict[str, str]
+    cache_key: str
+    display_path: str  # only for a job whose path matters ("exempt"), else empty
+    waiter: Waiter
+
+
+@dataclass(frozen=True)
+class Release:
+    """An answered job: its blob let go (the last holder deletes it), then its outstanding row."""
+
+    job: str
+    sha256: str
+    store: str
+    exempt: bool
+
+
+class Sender:
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        blobs: BlobStore,
+        outstanding: Outstanding,
+        ttl: int,
+        stop: threading.Event,
+        sent: Callable[[], None],
+    ) -> None:
+        self.redis, self.keys, self.blobs, self.outstanding = r, keys, blobs, outstanding
+        self.ttl = max(1, ttl)
+        self._stop = stop
+        self._sent = sent
+        self._queue: queue.SimpleQueue[Job | Release] = queue.SimpleQueue()
+        self._scripts: dict[str, str] = {}
+        self._busy = threading.Lock()  # held while a batch is out: `flush` waits for it
+        self._thread = threading.Thread(target=self._run, name="cluster-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def release(self, release: Release) -> None:
+        self._queue.put(release)
+
+    def flush(self) -> None:
+        """At a stop: what is still queued goes now (a blob not let go would wait for its TTL)."""
+        with self._busy:
+            self._send_batch(self._take(block=False))
+
+    # ------------------------------------------------------------------------------------ work
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._busy:
+                batch = self._take(block=True)
+                try:
+                    self._send_batch(batch)
+                except InterruptedError:
+                    return  # stopping: queued jobs are sent again by the next run (outstanding rows)
+                except Exception as exc:  # a bug here must not leave threads waiting forever
+                    log.error("sending jobs failed", error=type(exc).__name__)
+                    for item in batch:
+                        if isinstance(item, Job):
+                            item.waiter.error = exc
+                            item.waiter.event.set()
+
+    def _take(self, block: bool) -> list[Job | Release]:
+        batch: list[Job | Release] = []
+        if block:
+            try:
+                batch.append(self._queue.get(timeout=1.0))
+            except queue.Empty:
+                return batch
+        while len(batch) < MOST_AT_ONCE:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _send_batch(self, batch: list[Job | Release]) -> None:
+        pending = batch
+        while pending:
+            results = retrying("send jobs", lambda batch=pending: self._execute(batch), self._stop)
+            unknown: list[Job | Release] = []
+            released: list[str] = []
+            for item, result in zip(pending, results, strict=True):
+                if isinstance(result, redis.exceptions.NoScriptError):
+                    unknown.append(item)  # Redis restarted and forgot the scripts: load them again
+                elif isinstance(item, Job):
+                    self._answer(item, result)
+                else:
+                    if item.store == SHARED and result == 1:
+                        self.blobs.forget_shared(item.sha256)
+                    released.append(item.job)
+            # the blobs first, then the rows: a watcher killed between finds the jobs outstanding at its
+            # restart and lets the blobs go again (a no-op), never a blob that no row remembers
+            if released:
+                self.outstanding.remove_many(released)
+            if unknown:
+                self._scripts.clear()
+            pending = unknown
+
+    def _execute(self, batch: list[Job | Release]) -> list[Any]:
+        if not self._scripts:
+            self._scripts = {
+                "send": self.redis.script_load(_SEND_SCRIPT),
+                "release": self.redis.script_load(RELEASE_SCRIPT),
+            }
+        pipe = self.redis.pipeline(transaction=False)
+        for item in batch:
+            blob, refs = self.keys.blob(item.sha256), self.keys.blob_refs(item.sha256)
+            if isinstance(item, Job):
+                path_key = self.keys.job_path(item.job) if item.display_path else ""
+                keys = (item.cache_key, blob, refs, self.keys.jobs, path_key)
+                head = (item.data, self.ttl, item.job, GROUP, item.display_path)
+                body = [part for pair in item.fields.items() for part in pair]
+                pipe.evalsha(self._scripts["send"], len(keys), *keys, *head, *body)
+            else:
+                pipe.evalsha(self._scripts["release"], 2, blob, refs, item.job)
+                if item.exempt:
+                    pipe.delete(self.keys.job_path(item.job), self.keys.result(item.job))
+        results = pipe.execute(raise_on_error=False)
+        # a release of an exempt job has two results: keep the script's
+        merged: list[Any] = []
+        answers = iter(results)
+        for item in batch:
+            merged.append(next(answers))
+            if isinstance(item, Release) and item.exempt:
+                next(answers)
+        return merged
+
+    def _answer(self, item: Job, result: Any) -> None:
+        waiter = item.waiter
+        if isinstance(result, Exception):
+            waiter.error = result
+            waiter.event.set()
+            return
+        kind, value = result[0], result[1]
+        if kind in (b"cached", "cached"):
+            waiter.answer({"status": "ok", "cached": "1"}, value, fetched=True)
+            return
+        waiter.entry = value.decode() if isinstance(value, bytes) else str(value)
+        self._sent()
