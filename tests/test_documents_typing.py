@@ -74,6 +74,16 @@ def test_text_behind_an_image_magic_that_fails_to_parse_is_judged_as_text_too(tm
     assert "text" in {f["location"]["view"] for f in record["findings"]}
 
 
+def test_ascii_text_behind_a_gif_magic_is_judged_as_text_too(tmp_path, write_config):
+    """`GIF87a` then plain ASCII (found by fuzzing: a view of ASCII bytes, whose text is decoded when
+    first read, could not be given the fallback's provenance, and judging the file raised)."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(f"GIF87a\nid,card\n1,{CARD}\n".encode())
+    record = scan(write_config(), path)["notes.txt"]
+    assert record["verdict"] == "finding", record
+    assert "text" in {f["location"]["view"] for f in record["findings"]}
+
+
 def test_a_card_number_in_utf16le_inside_an_unknown_binary_is_found_in_its_strings(tmp_path, write_config):
     path = tmp_path / "blob.bin"
     path.write_bytes(bytes(range(256)) * 4 + f"card {CARD}".encode("utf-16-le") + bytes(range(256)) * 4)

@@ -48,6 +48,16 @@ class TextView:
         view.__dict__["utf8"] = data
         return view
 
+    def with_provenance(self, provenance: dict[str, Any]) -> TextView:
+        """The same text under other provenance, sharing its bytes (`dataclasses.replace` cannot build a
+        view whose text is decoded on first read)."""
+        if isinstance(self, _AsciiTextView):
+            return TextView.from_ascii(self.name, self.utf8, provenance)
+        view = TextView(self.name, self.text, self.encoding, provenance, self.kind)
+        if "utf8" in self.__dict__:
+            view.__dict__["utf8"] = self.__dict__["utf8"]
+        return view
+
     @property
     def sliceable(self) -> str | AsciiText:
         """The text, for code that only measures, slices, counts and finds in it (`AsciiText`'s

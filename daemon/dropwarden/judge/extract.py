@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -147,7 +146,7 @@ def _add_text_fallback(out: Extraction, data: bytes) -> None:
         except DecodeError:
             pass
         else:
-            out.views.append(dataclasses.replace(view, provenance={"source": "fallback", "read_as": "text"}))
+            out.views.append(view.with_provenance({"source": "fallback", "read_as": "text"}))
             return
     if out.file_type.kind == "binary" and not any(v.provenance.get("source") != "name" for v in out.views):
         out.views.append(strings_view(data))
