@@ -144,16 +144,22 @@ def vision_toml(url: str, in_flight: int, gate_dir: Path) -> str:
     )
 
 
-def drive(daemon: Any, bodies: list[bytes], suffix: str, seconds: float, window: int) -> Result:
-    """Write files in place, at most `window` not yet gone from the inbox, until `seconds` or the bodies
-    run out; wait for the last; return the timings (the caller fills in the rest)."""
+def drive(
+    daemon: Any, bodies: list[bytes], suffix: str, seconds: float, window: int, rate: float = 0.0
+) -> Result:
+    """Write files in place, at most `window` not yet gone from the inbox (and, with `rate`, one every
+    1/rate s: an open loop), until `seconds` or the bodies run out; wait for the last; return the
+    timings (the caller fills in the rest)."""
     done = DoneWatcher(daemon)
     closed: dict[str, float] = {}
     try:
-        deadline = time.monotonic() + seconds
+        began = time.monotonic()
+        deadline = began + seconds
         for index, body in enumerate(bodies):
             if time.monotonic() > deadline:
                 break
+            if rate:
+                time.sleep(max(0.0, began + index / rate - time.monotonic()))
             while len(closed) - len(done.done_at) >= window:
                 time.sleep(0.0005)
             name = f"f{index:07d}{suffix}"
@@ -203,7 +209,7 @@ def run_setup(case: str, judges: int, bodies: list[bytes], args: argparse.Namesp
                 pids["redis"] = redis.proc.pid
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             suffix = ".png" if vision else ".txt"
-            result = drive(daemon, bodies, suffix, args.seconds, args.window)
+            result = drive(daemon, bodies, suffix, args.seconds, args.window, args.rate)
             result.case, result.judges, result.watcher_workers = case, judges, watcher_workers
             spent = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             per_file = {
@@ -266,8 +272,9 @@ def print_table(results: list[Result]) -> None:
         )
 
 
-def verdicts(results: list[Result]) -> list[str]:
-    """The scaling curve per case, and the cluster path's overhead over role "all" on one judge."""
+def verdicts(results: list[Result], rate: float = 0.0) -> list[str]:
+    """The scaling curve per case, and the cluster path's overhead over role "all" on one judge: in
+    throughput with a closed loop, in latency at a fixed `rate`."""
     lines = []
     for case in sorted({r.case for r in results}):
         mine = {r.judges: r for r in results if r.case == case}
@@ -276,7 +283,14 @@ def verdicts(results: list[Result]) -> list[str]:
             curve = ", ".join(f"{j} judges {mine[j].rate / one.rate:.2f}x" for j in sorted(mine) if j)
             lines.append(f"{case}: scaling vs 1 judge: {curve}")
         base = mine.get(0)
-        if one is not None and base is not None and base.rate:
+        if one is not None and base is not None and rate:
+            latency = {q: (one.summary()[q] / base.summary()[q] - 1) * 100 for q in ("p50_ms", "p99_ms")}
+            lines.append(
+                f"{case}: cluster path (1 judge) vs role all at {rate:g} files/s: latency p50"
+                f" {latency['p50_ms']:+.1f} %, p99 {latency['p99_ms']:+.1f} %"
+                f" (target <= {TARGET_OVERHEAD:g} %)"
+            )
+        elif one is not None and base is not None and base.rate:
             overhead = (1 - one.rate / base.rate) * 100
             cpu = (one.cpu_ms_per_file["total"] / base.cpu_ms_per_file["total"] - 1) * 100
             lines.append(
@@ -296,6 +310,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of writing per setup at most")
     parser.add_argument("--files", type=int, default=3000, help="files per setup at most")
     parser.add_argument("--window", type=int, default=64, help="files written and not yet done, at most")
+    parser.add_argument("--rate", type=float, default=0.0, help="files/s written (open loop); 0: closed")
     parser.add_argument("--watcher-workers", type=int, default=2, help="[daemon] workers of the watcher")
     parser.add_argument("--judge-workers", type=int, default=2, help="[daemon] workers per judge (regex)")
     parser.add_argument("--vision-judge-workers", type=int, default=4, help="per judge; = max_in_flight")
@@ -323,16 +338,21 @@ def main() -> None:
     results = [median_result(runs[key]) for key in runs]
     if args.json:
         print(
-            json.dumps({"results": [r.summary() for r in results], "verdicts": verdicts(results)}, indent=1)
+            json.dumps(
+                {"results": [r.summary() for r in results], "verdicts": verdicts(results, args.rate)},
+                indent=1,
+            )
         )
         return
     print(
-        f"{os.cpu_count()} CPUs; closed loop of {args.window} files; judge workers {args.judge_workers} "
+        f"{os.cpu_count()} CPUs; "
+        + (f"{args.rate:g} files/s" if args.rate else f"closed loop of {args.window} files")
+        + f"; judge workers {args.judge_workers} "
         f"(regex), {args.vision_judge_workers} (vision, {args.latency_ms:g} ms per request); "
         f"redis appendfsync {args.appendfsync}; median of {args.rounds} round(s)"
     )
     print_table(results)
-    for line in verdicts(results):
+    for line in verdicts(results, args.rate):
         print(line)
     if any(r.quarantined + r.released != r.files for r in results):
         print("WARNING: some files are neither released nor quarantined")

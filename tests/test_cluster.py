@@ -260,10 +260,11 @@ def test_a_job_redis_lost_is_sent_again_after_job_timeout(tmp_path, redis_server
     assert_each_file_once(drop, watcher, {"lost-1": "quarantine"}, redis_server)
 
 
-def test_one_watch_worker_keeps_a_batch_of_files_in_flight_at_once(tmp_path, redis_server, faults_site):
-    """A worker waiting for a verdict does not hold the others back: with `[daemon] workers = 1`, six
-    files that take a judge 3 s each are all in the jobs stream together (the judges' six workers judge
-    them at once), not one after the other; each still gets its one decision."""
+def test_files_arriving_one_by_one_are_all_in_flight_at_once(tmp_path, redis_server, faults_site):
+    """A file waiting for its verdict holds no other back: even with `[daemon] workers = 1`, six files
+    that take a judge 3 s each, written one after the other, are all in the jobs stream together (the
+    judges' six workers judge them at once). Before, a watcher judged `workers` files that arrived
+    apart at a time: the first alone, the other five after it. Each still gets its one decision."""
     drop = cluster_drop(tmp_path / "run", redis_server.url)
     env = with_site(faults_site)
     watcher = DaemonProcess(drop.config, drop.audit, {**env, "DROPWARDEN_DAEMON__WORKERS": "1"})
@@ -281,7 +282,8 @@ def test_one_watch_worker_keeps_a_batch_of_files_in_flight_at_once(tmp_path, red
             (staging / f"slow-{index}.txt").write_text(f"slow-{index}\nSLOW-MARKER\n")
             expected[f"slow-{index}"] = "outbound"
         for path in sorted(staging.iterdir()):
-            path.rename(drop.inbox / path.name)  # all six settle together
+            path.rename(drop.inbox / path.name)
+            time.sleep(0.2)  # each settles alone, and is taken alone
         deadline = time.monotonic() + 120
         while len(watcher.records("decision")) < 6 and time.monotonic() < deadline:
             most = max(most, r.xlen(f"{PREFIX}:jobs"))
@@ -291,5 +293,5 @@ def test_one_watch_worker_keeps_a_batch_of_files_in_flight_at_once(tmp_path, red
         watcher.stop()
         for process in judges:
             process.stop()
-    assert most >= 3  # one worker that waited on each verdict in turn had one job in the stream at most
+    assert most == 6
     assert_each_file_once(drop, watcher, expected, redis_server)

@@ -129,7 +129,10 @@ class Pipeline:
             if remote is not None:  # [cluster] watch: the batch in flight at once, acted on as verdicts come
                 remote.judge_together(taken, lambda i: self._judged(i, ctx), lambda d: self._act_on(ctx, d))
             for index, item in enumerate(taken if remote is None else ()):
-                decided += self._judged(item, ctx)
+                if ctx.remote is not None:  # one file, judged remotely: its snapshot within the budget
+                    decided += ctx.remote.within_budget(lambda i: self._judged(i, ctx), item)
+                else:
+                    decided += self._judged(item, ctx)
                 if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
                     held += len(decided[-1].judgement.snapshot.data)
                 due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS

@@ -123,13 +123,16 @@ class Daemon:
         if parts.remote is not None:
             parts.remote.start()  # asks again for the jobs a killed predecessor left outstanding
         parts.alerts.start()
-        self._start_workers(d.workers)
+        # role "watch": a worker waits on the network for its files' verdicts, not on a core, so there are
+        # as many as files may be in the cluster at once (files arriving one by one each take one)
+        workers = d.workers if parts.remote is None else max(d.workers, self.settings.cluster.max_outstanding)
+        self._start_workers(workers)
         parts.watcher.start()
         self.keeper = WatchKeeper(self)
         log.info(
             "watching",
             watches=sorted(watches),
-            workers=d.workers,
+            workers=workers,
             version=__version__,
             role=self.settings.cluster.role,
         )

@@ -164,14 +164,20 @@ class RemoteJudging:
         while True:
             future, call, item = self._tasks.get()
             if future.set_running_or_notify_cancel():
-                self._reserved.size = self._budget.reserve()  # before the file is read
                 try:
-                    future.set_result(call(item))
+                    future.set_result(self.within_budget(call, item))
                 except BaseException as exc:  # the worker's wait raises it
                     future.set_exception(exc)
-                finally:
-                    self._budget.release(self._reserved.size)
-                    self._reserved.size = 0
+
+    def within_budget(self, judge_one: Callable[[Item], Done], item: Item) -> Done:
+        """`judge_one(item)` holding its share of the snapshot budget: the largest file there may be until
+        the file is read, then its size (`_content`)."""
+        self._reserved.size = self._budget.reserve()
+        try:
+            return judge_one(item)
+        finally:
+            self._budget.release(self._reserved.size)
+            self._reserved.size = 0
 
     def content_for(self, judge: Judge, watch: str, relpath: str, ruleset: str) -> ContentJudging:
         """What `Judge.judge_name` calls for a file that was read: its content judged on a judge host."""
