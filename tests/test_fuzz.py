@@ -326,6 +326,8 @@ def snapshot_of(data: bytes) -> Snapshot:
 
 @fuzz(300)
 @given(data=ANY_BYTES)
+@example(data=b"GIF87a")  # found in CI: ASCII behind an image magic, judged as text, raised
+@example(data=b"%PDF-\t4111 1111 1111 1111")  # then: a finding's `within` was a tuple, JSON's a list
 def test_judging_any_bytes_gives_a_verdict_whose_records_serialise(runtime: Any, data: bytes) -> None:
     """Whatever the bytes, the real judge (sniff, decode, the rule packs) gives a verdict, and what the
     decision record and the alert carry about it (findings, detector runs) is canonical JSON."""

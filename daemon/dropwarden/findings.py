@@ -58,7 +58,8 @@ class Location:
     within: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """JSON's own types: what a record holds is what reading it back gives (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
