@@ -289,7 +289,14 @@ class Package:
             parse(data, collector)
         except (ParseError, DefusedXmlException):
             self.walker.problem("decode_error", "damaged relationships", (*self.within, rels))
+            return found
+        self.parsed_structure(rels, data)
         return found
+
+    def parsed_structure(self, name: str, data: bytes) -> None:
+        """Every piece of structural part `name` whose XML a reader parsed already: done with."""
+        self.add_text(self.leftovers.structural(data, parsed=True)[0], (*self.within, name))
+        self.done.add(name)
 
     def main_kind(self) -> tuple[str, str] | None:
         """("word" | "excel" | "powerpoint", main part) from the package relationships."""
@@ -306,6 +313,7 @@ class Package:
             data = self.member(self.archive.getinfo(name), None)
             self.content_types = {}
             parse(data, _ContentTypes(self.content_types))
+            self.parsed_structure(name, data)
         content_type = self.content_types.get("/" + part, "")
         return next((kind for key, kind in _MAIN_KINDS.items() if key in content_type), None)
 

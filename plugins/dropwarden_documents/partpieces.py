@@ -24,15 +24,15 @@ from dropwarden_documents.xmltext import defused_expat, feed
 
 _MAX_SEEN = 200_000  # distinct pieces remembered per package (beyond: later ones judged again, not lost)
 _NUMBER = r"-?[0-9]{1,8}"
-_CELL = r"|\$?[A-Z]{1,3}\$?[0-9]{1,7}(?::\$?[A-Z]{1,3}\$?[0-9]{1,7})?|[0-9]{1,7}:[0-9]{1,7}"
+_CELL = r"|[a-zA-Z]{1,9}|\$?[A-Z]{1,3}\$?[0-9]{1,7}(?::\$?[A-Z]{1,3}\$?[0-9]{1,7})?|[0-9]{1,7}:[0-9]{1,7}"
 
 
 def _attributes(inert: str) -> re.Pattern[str]:
-    """An attribute's value unless it is `inert`. On XML that fits, a match starting in character data
-    (`a="b"` is text there) cannot reach past its `<`, so every real attribute is matched as itself."""
-    return re.compile(
-        r"\s[^\s=<>\"'/]+\s*=\s*(?:\"(?!(?:" + inert + r")\")([^\"<]*)\"|'(?!(?:" + inert + r")')([^'<]*)')"
-    )
+    """An attribute's value in its quotes unless it is `inert`, found from its `=` (a literal first: the
+    engine skips to each in C). On XML that fits, a value holds no `<` and a match starting in
+    character data (`a="b"` is text there) cannot reach past its `<`: every real attribute is matched
+    as itself."""
+    return re.compile(r"=\s*(\"(?!(?:" + inert + r")\")[^\"<]*\"|'(?!(?:" + inert + r")')[^'<]*')")
 
 
 _ATTRIBUTE = _attributes(_NUMBER)
@@ -51,27 +51,31 @@ class Pieces:
     def __init__(self) -> None:
         self.seen: set[str] = set()
 
-    def fresh(self, values: Iterable[str]) -> str:
-        """The pieces of `values` not seen before in this package, a line each."""
+    def fresh(self, values: Iterable[str], *, escaped: bool = False, quoted: bool = False) -> str:
+        """The pieces of `values` (`escaped`: as written in XML; `quoted`: in their quotes) not seen
+        before in this package, a line each (repeats dropped first, in C: most values repeat)."""
         kept: list[str] = []
         seen = self.seen
-        for value in values:
-            value = value.strip()
+        for raw in dict.fromkeys(values):
+            value = raw[1:-1] if quoted else raw
+            value = (unescape(value) if escaped else value).strip()
             if value and value not in seen:
                 if len(seen) < _MAX_SEEN:
                     seen.add(value)
                 kept.append(value)
         return "\n".join(kept)
 
-    def structural(self, data: bytes) -> tuple[str, bool]:
-        """(every piece of a structural part, whether it is damaged). Damaged: what expat read before
-        the damage and the printable strings of the whole part (no byte of it goes unjudged)."""
+    def structural(self, data: bytes, *, parsed: bool = False) -> tuple[str, bool]:
+        """(every piece of a structural part, whether it is damaged; `parsed`: expat read it whole
+        already). Damaged: what expat read before the damage and the printable strings of the whole
+        part (no byte of it goes unjudged)."""
         try:
-            if fits(data, namespaces=True):
+            if fits(data, parsed=parsed):  # well-formed is all the patterns need (prefixes need not be bound)
                 xml = data.decode("utf-8-sig")
-                values = [value for pair in _ATTRIBUTE.findall(xml) for value in pair]
-                values += _CHARACTER_DATA.findall(xml) + _INSTRUCTION.findall(xml)
-                return self.fresh(map(unescape, values)), False
+                texts = _CHARACTER_DATA.findall(xml) + _INSTRUCTION.findall(xml)
+                pieces = (self.fresh(_ATTRIBUTE.findall(xml), escaped=True, quoted=True),
+                          self.fresh(texts, escaped=True))  # fmt: skip
+                return "\n".join(piece for piece in pieces if piece), False
             return self.fresh(_by_callbacks(data, character_data=True, found=[])), False
         except (ParseError, DefusedXmlException):
             found: list[str] = []
@@ -87,8 +91,7 @@ class Pieces:
         try:
             if fits(data, namespaces=True, parsed=True):
                 pattern = _SHEET_ATTRIBUTE if sheet else _ATTRIBUTE
-                values = pattern.findall(data.decode("utf-8-sig"))
-                return self.fresh(unescape(value) for pair in values for value in pair)
+                return self.fresh(pattern.findall(data.decode("utf-8-sig")), escaped=True, quoted=True)
             inert = _INERT_IN_SHEET if sheet else _INERT
             found = _by_callbacks(data, character_data=False, found=[])
             return self.fresh(value for value in found if not inert.fullmatch(value))
@@ -99,7 +102,7 @@ class Pieces:
 def _by_callbacks(data: bytes, *, character_data: bool, found: list[str]) -> list[str]:
     """Pieces through expat's callbacks into `found` (kept on damage): attribute values, and with
     `character_data` character data, comments and processing instructions."""
-    expat = defused_expat()
+    expat = defused_expat(namespaces=False)
     expat.ordered_attributes = True
     expat.StartElementHandler = lambda name, attributes: found.extend(attributes[1::2])
     if character_data:
