@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
@@ -79,11 +80,8 @@ class Pieces:
             return self.fresh(_by_callbacks(data, character_data=True, found=[])), False
         except (ParseError, DefusedXmlException):
             found: list[str] = []
-            try:
-                _by_callbacks(data, character_data=True, found=found)
-            except (ParseError, DefusedXmlException):
-                pass
-            found += (printable_strings(data), utf16le_strings(data))
+            rest = _until_damage(data, found)
+            found += (printable_strings(rest), utf16le_strings(rest))
             return self.fresh(found), True
 
     def attributes(self, data: bytes, *, sheet: bool = False) -> str:
@@ -99,9 +97,27 @@ class Pieces:
             return ""  # its reader parsed it: it cannot be damaged here
 
 
+def _until_damage(data: bytes, found: list[str]) -> bytes:
+    """Every piece of a damaged part up to its damage into `found`; what expat did not read (from the
+    start of the tag the damage is in)."""
+    expat = _collector(found, character_data=True)
+    try:
+        feed(expat, data)
+    except (ParseError, DefusedXmlException):
+        stopped = expat.ErrorByteIndex if expat.ErrorByteIndex >= 0 else expat.CurrentByteIndex
+        return data[max(0, data.rfind(b"<", 0, max(0, stopped))) :]
+    return b""
+
+
 def _by_callbacks(data: bytes, *, character_data: bool, found: list[str]) -> list[str]:
-    """Pieces through expat's callbacks into `found` (kept on damage): attribute values, and with
-    `character_data` character data, comments and processing instructions."""
+    """Pieces through expat's callbacks into `found` (`_collector`)."""
+    feed(_collector(found, character_data=character_data), data)
+    return found
+
+
+def _collector(found: list[str], *, character_data: bool) -> Any:
+    """An expat parser that puts attribute values into `found`, and with `character_data` character
+    data, comments and processing instructions."""
     expat = defused_expat(namespaces=False)
     expat.ordered_attributes = True
     expat.StartElementHandler = lambda name, attributes: found.extend(attributes[1::2])
@@ -110,5 +126,4 @@ def _by_callbacks(data: bytes, *, character_data: bool, found: list[str]) -> lis
         expat.CharacterDataHandler = found.append
         expat.CommentHandler = found.append
         expat.ProcessingInstructionHandler = lambda target, text: found.append(f"{target} {text}")
-    feed(expat, data)
-    return found
+    return expat
