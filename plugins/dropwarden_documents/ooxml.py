@@ -245,6 +245,11 @@ class Package:
         data = self.read(name)
         if data is None:
             return
+        if not name.endswith((".xml", ".rels")):  # printer settings, fonts: binaries
+            self.add_text(
+                printable_strings(data) + "\n" + utf16le_strings(data), (*self.within, name, "strings")
+            )
+            return
         text, damaged = self.leftovers.structural(data)
         self.add_text(text, (*self.within, name))
         if damaged and not main_read:
