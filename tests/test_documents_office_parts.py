@@ -243,3 +243,17 @@ def test_the_view_of_a_package_puts_each_piece_on_a_line_of_its_own():
     assert not re.search(r"\b\d{4} \d{4} \d{4}\b", text)
     structural = [piece for piece in pieces if piece.startswith("http://schemas.")]
     assert len(structural) == len(set(structural)), structural
+
+
+def test_a_sheets_formulas_and_header_are_judged_beside_its_cells(tmp_path, write_config):
+    formula = openpyxl.Workbook()
+    formula.active["A1"] = "合計"
+    formula.active["B1"] = f'=CONCATENATE("{CARD}", "")'  # no cached value: the formula is all there is
+    (tmp_path / "formula.xlsx").write_bytes(saved(formula))
+    header = openpyxl.Workbook()
+    header.active["A1"] = "会議メモ"
+    header.active.oddHeader.center.text = f"担当 {MAIL}"
+    (tmp_path / "header.xlsx").write_bytes(saved(header))
+    records = scan(write_config(), tmp_path / "formula.xlsx", tmp_path / "header.xlsx")
+    assert within(records["formula.xlsx"]) == [["xl/worksheets/sheet1.xml"]], records["formula.xlsx"]
+    assert within(records["header.xlsx"]) == [["xl/worksheets/sheet1.xml"]], records["header.xlsx"]

@@ -42,6 +42,11 @@ _SHEET_ATTRIBUTE = _attributes(_NUMBER + _CELL)
 # takes that value's tail along: more text, never less); processing instructions' content.
 _CHARACTER_DATA = re.compile(r">([^<]*[^<\s][^<]*)<")
 _INSTRUCTION = re.compile(r"<\?(.*?)\?>", re.S)
+# A sheet's character data that is no cell value: outside its cells (headers and footers, validations)
+# and formulas (looked for only where one is written: a million cells cost no second scan).
+_SHEET_DATA = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?sheetData[\s/>]")
+_SHEET_DATA_END = re.compile(r"</(?:[A-Za-z_][\w.-]*:)?sheetData\s*>")
+_FORMULA = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?f(?:\s[^<>]*)?>([^<]+)<")
 _INERT = re.compile(_NUMBER)
 _INERT_IN_SHEET = re.compile(_NUMBER + _CELL)
 
@@ -88,13 +93,30 @@ class Pieces:
         """The attribute values of a part read already (its XML is sound: its reader parsed it)."""
         try:
             if fits(data, namespaces=True, parsed=True):
-                pattern = _SHEET_ATTRIBUTE if sheet else _ATTRIBUTE
-                return self.fresh(pattern.findall(data.decode("utf-8-sig")), escaped=True, quoted=True)
+                xml = data.decode("utf-8-sig")
+                if not sheet:
+                    return self.fresh(_ATTRIBUTE.findall(xml), escaped=True, quoted=True)
+                pieces = (self.fresh(_SHEET_ATTRIBUTE.findall(xml), escaped=True, quoted=True),
+                          self.fresh(_sheet_texts(xml), escaped=True))  # fmt: skip
+                return "\n".join(piece for piece in pieces if piece)
             inert = _INERT_IN_SHEET if sheet else _INERT
             found = _by_callbacks(data, character_data=False, found=[])
             return self.fresh(value for value in found if not inert.fullmatch(value))
         except (ParseError, DefusedXmlException):
             return ""  # its reader parsed it: it cannot be damaged here
+
+
+def _sheet_texts(xml: str) -> list[str]:
+    """A worksheet's character data that is no cell value (XML that fits)."""
+    start = _SHEET_DATA.search(xml)
+    end = _SHEET_DATA_END.search(xml, start.end()) if start else None
+    if start is None or end is None:
+        return []
+    texts = _CHARACTER_DATA.findall(xml[: start.start() + 1]) + _CHARACTER_DATA.findall(xml[end.start() :])
+    cells = xml[start.start() : end.end()]
+    if "<f" in cells or ":f>" in cells or ":f " in cells:
+        texts += _FORMULA.findall(cells)
+    return texts
 
 
 def _until_damage(data: bytes, found: list[str]) -> bytes:
