@@ -219,9 +219,16 @@ def test_a_damaged_structural_part_leaves_a_good_document_judged_and_its_finding
     (tmp_path / "card.docx").write_bytes(
         edited(word(CLEAN), "word/styles.xml", broken(f"<w:name w:val='{CARD}'/>"))
     )
-    records = scan(write_config(), tmp_path / "clean.docx", tmp_path / "card.docx")
+    entity = '<!DOCTYPE w [<!ENTITY x "4111&#32;1111&#32;1111&#32;1111">]>'  # refused: never expanded
+    (tmp_path / "dtd.docx").write_bytes(
+        edited(word(CLEAN), "word/styles.xml", lambda xml: xml.replace("?>", "?>" + entity, 1))
+    )
+    records = scan(write_config(), *(tmp_path / name for name in ("clean.docx", "card.docx", "dtd.docx")))
     assert records["clean.docx"]["verdict"] == "clean", records["clean.docx"]
     assert within(records["card.docx"]) == [["word/styles.xml"]], records["card.docx"]
+    refused = records["dtd.docx"]
+    assert refused["verdict"] == "unscanned" and "word/styles.xml" in refused["reason"], refused
+    assert "DTDForbidden" in refused["reason"], refused
 
 
 def test_structural_pieces_count_against_the_text_budget():

@@ -106,9 +106,11 @@ def walk_odf(walker: Walker, data: bytes, within: Within, depth: int) -> None:
                 part = walker.read_member(stream, min(info.compress_size, len(data)), name)
             where = (*within, name)
             if name in _STRUCTURAL_PARTS or name.endswith("/settings.xml") or name.endswith(".rdf"):
-                text, broken = pieces.structural(part)
+                text, error = pieces.structural(part)
                 walker.text(text, where)
-                if broken:
+                if isinstance(error, DefusedXmlException):
+                    walker.problem("decode_error", f"damaged XML ({type(error).__name__})", where)
+                elif error is not None:
                     damaged.append(name)
                 continue
             if not name.endswith(".xml"):

@@ -241,7 +241,8 @@ class Package:
 
     def structural(self, name: str, *, main_read: bool) -> None:
         """Every piece of a part with no document text (`partpieces`); damage there is a problem only
-        when no main part was read (what it held is judged all the same)."""
+        when no main part was read (what it held is judged all the same), a refused DTD or entity
+        always (what it would have expanded to is never judged)."""
         data = self.read(name)
         if data is None:
             return
@@ -250,10 +251,10 @@ class Package:
                 printable_strings(data) + "\n" + utf16le_strings(data), (*self.within, name, "strings")
             )
             return
-        text, damaged = self.leftovers.structural(data)
+        text, error = self.leftovers.structural(data)
         self.add_text(text, (*self.within, name))
-        if damaged and not main_read:
-            self.walker.problem("decode_error", "damaged XML", (*self.within, name))
+        if isinstance(error, DefusedXmlException) or (error is not None and not main_read):
+            self.walker.problem("decode_error", f"damaged XML ({type(error).__name__})", (*self.within, name))
 
     def sheet(self, name: str, shared: list[str]) -> tuple[str, Sequence[tuple[int, int, str]]] | None:
         """A worksheet's (text, cell anchors): read by pattern where the XML allows (`sheetscan`),

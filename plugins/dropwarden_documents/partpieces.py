@@ -71,23 +71,23 @@ class Pieces:
                 kept.append(value)
         return "\n".join(kept)
 
-    def structural(self, data: bytes, *, parsed: bool = False) -> tuple[str, bool]:
-        """(every piece of a structural part, whether it is damaged; `parsed`: expat read it whole
-        already). Damaged: what expat read before the damage and the printable strings of the whole
-        part (no byte of it goes unjudged)."""
+    def structural(self, data: bytes, *, parsed: bool = False) -> tuple[str, Exception | None]:
+        """(every piece of a structural part, what was wrong with its XML: damage, a ParseError, or a
+        refused DTD or entity, a DefusedXmlException; `parsed`: expat read it whole already). Then:
+        what expat read before it and the printable strings of the rest (no byte goes unjudged)."""
         try:
             if fits(data, parsed=parsed):  # well-formed is all the patterns need (prefixes need not be bound)
                 xml = data.decode("utf-8-sig")
                 texts = _CHARACTER_DATA.findall(xml) + _INSTRUCTION.findall(xml)
                 pieces = (self.fresh(_ATTRIBUTE.findall(xml), escaped=True, quoted=True),
                           self.fresh(texts, escaped=True))  # fmt: skip
-                return "\n".join(piece for piece in pieces if piece), False
-            return self.fresh(_by_callbacks(data, character_data=True, found=[])), False
-        except (ParseError, DefusedXmlException):
+                return "\n".join(piece for piece in pieces if piece), None
+            return self.fresh(_by_callbacks(data, character_data=True, found=[])), None
+        except (ParseError, DefusedXmlException) as exc:
             found: list[str] = []
             rest = _until_damage(data, found)
             found += (printable_strings(rest), utf16le_strings(rest))
-            return self.fresh(found), True
+            return self.fresh(found), exc
 
     def attributes(self, data: bytes, *, sheet: bool = False) -> str:
         """The attribute values of a part read already (its XML is sound: its reader parsed it)."""
