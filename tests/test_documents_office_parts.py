@@ -264,3 +264,20 @@ def test_a_sheets_formulas_and_header_are_judged_beside_its_cells(tmp_path, writ
     records = scan(write_config(), tmp_path / "formula.xlsx", tmp_path / "header.xlsx")
     assert within(records["formula.xlsx"]) == [["xl/worksheets/sheet1.xml"]], records["formula.xlsx"]
     assert within(records["header.xlsx"]) == [["xl/worksheets/sheet1.xml"]], records["header.xlsx"]
+
+
+def test_opendocument_attribute_values_are_judged_and_a_number_cell_is_found_once(tmp_path, write_config):
+    xlink = 'xmlns:xlink="http://www.w3.org/1999/xlink"'
+    link = f'<text:p><text:a {xlink} xlink:href="https://x.example/?k={AWS_KEY}">資料</text:a></text:p>'
+    (tmp_path / "link.odt").write_bytes(odf("text", f"<office:text>{link}</office:text>"))
+    cells = (
+        '<table:table table:name="Cards"><table:table-row><table:table-cell office:value-type="float" '
+        f'office:value="{CARD.replace(" ", "")}"><text:p>4.11111111111111E+015</text:p></table:table-cell>'
+        "</table:table-row></table:table>"
+    )
+    (tmp_path / "cards.ods").write_bytes(
+        odf("spreadsheet", f"<office:spreadsheet>{cells}</office:spreadsheet>")
+    )
+    records = scan(write_config(), tmp_path / "link.odt", tmp_path / "cards.ods")
+    assert within(records["link.odt"]) == [["content.xml"]], records["link.odt"]
+    assert within(records["cards.ods"]) == [["content.xml", "sheet Cards"]], records["cards.ods"]
