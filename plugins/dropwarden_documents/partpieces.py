@@ -25,7 +25,11 @@ from dropwarden_documents.xmltext import defused_expat, feed
 
 _MAX_SEEN = 200_000  # distinct pieces remembered per package (beyond: later ones judged again, not lost)
 _NUMBER = r"-?[0-9]{1,8}"
-_CELL = r"|[a-zA-Z]{1,9}|\$?[A-Z]{1,3}\$?[0-9]{1,7}(?::\$?[A-Z]{1,3}\$?[0-9]{1,7})?|[0-9]{1,7}:[0-9]{1,7}"
+# In a sheet, also: a cell's reference, a short word (a cell's type), a range, a row span.
+_CELL = (
+    r"[A-Z]{1,3}[0-9]{1,7}|[a-zA-Z]{1,9}"
+    r"|\$?[A-Z]{1,3}\$?[0-9]{1,7}(?::\$?[A-Z]{1,3}\$?[0-9]{1,7})?|[0-9]{1,7}:[0-9]{1,7}|"
+)
 
 
 def _attributes(inert: str) -> re.Pattern[str]:
@@ -37,7 +41,7 @@ def _attributes(inert: str) -> re.Pattern[str]:
 
 
 _ATTRIBUTE = _attributes(_NUMBER)
-_SHEET_ATTRIBUTE = _attributes(_NUMBER + _CELL)
+_SHEET_ATTRIBUTE = _attributes(_CELL + _NUMBER)  # the most common first: tried in order at every `=`
 # Character data: what follows a tag's `>` up to the next `<` (one that began inside an attribute value
 # takes that value's tail along: more text, never less); processing instructions' content.
 _CHARACTER_DATA = re.compile(r">([^<]*[^<\s][^<]*)<")
@@ -45,10 +49,9 @@ _INSTRUCTION = re.compile(r"<\?(.*?)\?>", re.S)
 # A sheet's character data that is no cell value: outside its cells (headers and footers, validations)
 # and formulas (looked for only where one is written: a million cells cost no second scan).
 _SHEET_DATA = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?sheetData[\s/>]")
-_SHEET_DATA_END = re.compile(r"</(?:[A-Za-z_][\w.-]*:)?sheetData\s*>")
 _FORMULA = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?f(?:\s[^<>]*)?>([^<]+)<")
 _INERT = re.compile(_NUMBER)
-_INERT_IN_SHEET = re.compile(_NUMBER + _CELL)
+_INERT_IN_SHEET = re.compile(_CELL + _NUMBER)
 
 
 class Pieces:
@@ -108,14 +111,14 @@ class Pieces:
 
 def _sheet_texts(xml: str) -> list[str]:
     """A worksheet's character data that is no cell value (XML that fits)."""
-    start = _SHEET_DATA.search(xml)
-    end = _SHEET_DATA_END.search(xml, start.end()) if start else None
-    if start is None or end is None:
+    found = _SHEET_DATA.search(xml)
+    if found is None:
         return []
-    texts = _CHARACTER_DATA.findall(xml[: start.start() + 1]) + _CHARACTER_DATA.findall(xml[end.start() :])
-    cells = xml[start.start() : end.end()]
-    if "<f" in cells or ":f>" in cells or ":f " in cells:
-        texts += _FORMULA.findall(cells)
+    start = found.start()
+    end = max(xml.rfind("sheetData", start + 1), start + 1)  # its end tag (searched from the end, in C)
+    texts = _CHARACTER_DATA.findall(xml, 0, start + 1) + _CHARACTER_DATA.findall(xml, end)
+    if any(xml.find(marker, start, end) >= 0 for marker in ("<f", ":f>", ":f ")):
+        texts += _FORMULA.findall(xml, start, end)
     return texts
 
 
