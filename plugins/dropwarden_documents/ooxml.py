@@ -235,7 +235,8 @@ class Package:
         except (ParseError, DefusedXmlException) as exc:
             self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
             return None
-        leftover = self.leftovers.structural(data)[0] if whole else self.leftovers.attributes(data)
+        leftovers = self.leftovers
+        leftover = leftovers.structural(data, parsed=True)[0] if whole else leftovers.attributes(data)
         self.add_text(leftover, (*self.within, name))
         return target
 
