@@ -18,7 +18,7 @@ from dropwarden_documents.worker import DEFAULT_JOB, WorkerFailed, WorkerPool
 if TYPE_CHECKING:
     from dropwarden.intake import Snapshot
 
-VERSION = "0.3.0"  # 0.3: legacy OLE and Outlook .msg (earlier verdicts on them are stale)
+VERSION = "0.4.0"  # 0.4: every part of an Office/ODF package judged (earlier verdicts on them are stale)
 CONTAINERS = frozenset({"zip", "pdf", "gzip", "bzip2", "xz", "tar", "ole"})
 
 

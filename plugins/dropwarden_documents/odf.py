@@ -1,4 +1,5 @@
-"""OpenDocument (odt/ods/odp): content, styles (headers, footers) and metadata through a defused parser."""
+"""OpenDocument (odt/ods/odp): content, styles (headers, footers) and metadata through a defused parser;
+settings and manifests piece by piece, and every part's attribute values (`partpieces`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 
+from dropwarden_documents.partpieces import Pieces
 from dropwarden_documents.sheetscan import plain_number
 from dropwarden_documents.walk import Encrypted, Walker, Within
 from dropwarden_documents.xmltext import TextTarget, local, parse, qualified
@@ -15,7 +17,8 @@ from dropwarden_documents.xmltext import TextTarget, local, parse, qualified
 _OFFICE_NS = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
 _TABLE_NS = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
 _NUMERIC = frozenset({"float", "currency", "percentage"})
-_SKIPPED_PARTS = frozenset({"mimetype", "settings.xml", "META-INF/manifest.xml", "manifest.rdf"})
+# Parts with no document text: every piece of them judged, none read as text.
+_STRUCTURAL_PARTS = frozenset({"settings.xml", "META-INF/manifest.xml", "manifest.rdf"})
 
 
 def is_odf(archive: zipfile.ZipFile) -> bool:
@@ -37,6 +40,7 @@ class OdfText(TextTarget):
         self.anchors: list[tuple[int, int, str]] = []
         self.tables: list[tuple[int, str]] = []
         self.numeric_cell = 0  # depth inside a cell whose displayed text is replaced by its value
+        self.values: set[str] = set()  # the `office:value`s read (their attributes judged already)
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         name = local(tag)
@@ -46,6 +50,8 @@ class OdfText(TextTarget):
             value = attrib.get(qualified(_OFFICE_NS, "value"))
             if value:
                 self.add(plain_number(value))
+                if len(self.values) < 100_000:
+                    self.values.add(value)
                 self.numeric_cell += 1
         elif self.numeric_cell:
             if name == "table-cell":
@@ -81,21 +87,32 @@ def _count(attrib: dict[str, str]) -> int:
 
 def walk_odf(walker: Walker, data: bytes, within: Within, depth: int) -> None:
     """Every XML part (content, styles with headers and footers, meta, embedded objects' content) as a
-    view named by its part; pictures and other files recursed as members."""
+    view named by its part, its attribute values with it; settings and manifests piece by piece (their
+    damage a problem only when no content part was read); pictures and other files (the mimetype too)
+    recursed as members."""
     with zipfile.ZipFile(BytesIO(data)) as archive:
         if _encrypted(archive):
             raise Encrypted("OpenDocument encrypted without a password")
         infos = [info for info in archive.infolist() if not info.is_dir()]
+        pieces = Pieces()
+        damaged: list[str] = []
+        content_read = False
         for info in walker.members(infos, within):
             name = info.filename
-            if name in _SKIPPED_PARTS or name.endswith("/settings.xml"):
-                continue
             if info.flag_bits & 0x1:
                 walker.problem("encrypted", "a part encrypted without a password", (*within, name))
                 continue
             with archive.open(info) as stream:
                 part = walker.read_member(stream, min(info.compress_size, len(data)), name)
             where = (*within, name)
+            if name in _STRUCTURAL_PARTS or name.endswith("/settings.xml") or name.endswith(".rdf"):
+                text, error = pieces.structural(part)
+                walker.text(text, where)
+                if isinstance(error, DefusedXmlException):
+                    walker.problem("decode_error", f"damaged XML ({type(error).__name__})", where)
+                elif error is not None:
+                    damaged.append(name)
+                continue
             if not name.endswith(".xml"):
                 walker.visit(part, where, depth + 1, name)
                 continue
@@ -105,8 +122,20 @@ def walk_odf(walker: Walker, data: bytes, within: Within, depth: int) -> None:
             except (ParseError, DefusedXmlException) as exc:
                 walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", where)
                 continue
-            sheets = sorted(target.anchors)
-            walker.text(target.text(), where, sheets if len(sheets) < 100_000 else None)
+            content_read = content_read or name == "content.xml"
+            pieces.seen.update(target.values)
+            _text_and_attributes(walker, target, pieces.attributes(part), where)
+        for name in damaged if not content_read else ():
+            walker.problem("decode_error", "damaged XML", (*within, name))
+
+
+def _text_and_attributes(walker: Walker, target: OdfText, attributes: str, where: Within) -> None:
+    """A part's view: its text (tables anchored as sheets), then its attribute values."""
+    text = target.text()
+    if attributes:
+        text += ("\n" if text else "") + attributes
+    sheets = sorted(target.anchors)
+    walker.text(text, where, sheets if len(sheets) < 100_000 else None)
 
 
 def _encrypted(archive: zipfile.ZipFile) -> bool:

@@ -14,18 +14,19 @@ from defusedxml import DefusedXmlException
 from dropwarden.content import printable_strings, utf16le_strings
 from dropwarden.views import ANCHOR_STEPS
 from dropwarden_documents.officescan import replay
+from dropwarden_documents.partpieces import Pieces
 from dropwarden_documents.sheetscan import cell_text, column_name, fits, int_or, scan_cells
 from dropwarden_documents.walk import CHUNK, Encrypted, LimitReached, Walker, Within
-from dropwarden_documents.xmltext import AllText, TextTarget, local, parse, qualified
+from dropwarden_documents.xmltext import TextTarget, local, parse, qualified
 from dropwarden_documents.zipentry import plain_entry
 
-# Parts with structure only (or binary fonts): never read.
-_SKIP = re.compile(
+# Parts with structure only (or binary fonts): every piece of them judged (`partpieces`), no text read.
+_STRUCTURAL = re.compile(
     r"(?:^|/)(?:_rels/.*|\[Content_Types\]\.xml|theme/.*|styles(?:WithEffects)?\.xml|fontTable\.xml"
     r"|settings\.xml|webSettings\.xml|numbering\.xml|presProps\.xml|viewProps\.xml|tableStyles\.xml"
-    r"|calcChain\.xml|printerSettings/.*|fonts/.*)$"
+    r"|calcChain\.xml|printerSettings/.*|fonts/.*|[^/]*\.rels)$"
 )
-# Parts of key/value XML (document properties, custom XML data): every piece of text.
+# Parts of key/value XML (document properties, custom XML data): every piece, as structural parts.
 _PLAIN_XML = re.compile(r"^(?:docProps|customXml)/")
 # The preview picture a writer saves of the first page: a rendering of parts read here as text and media,
 # so never sent to OCR again once the main part was read (it cost ~0.5 s of OCR per Office file).
@@ -177,6 +178,7 @@ class Package:
         # Office text by pattern (`officescan`) in a presentation, whose parts are mostly shape
         # properties (15% faster there); a Word body is runs of text, read faster through callbacks.
         self.office_by_pattern = False
+        self.leftovers = Pieces()  # what the readers leave out: structural parts, attribute values
 
     def add_text(self, text: str, where: Within) -> None:
         """The text of a part found at `where` (below the package), for the package's view; counted
@@ -219,19 +221,41 @@ class Package:
         with self.archive.open(info) as stream:
             return self.walker.read_member(stream, compressed, info.filename)
 
-    def text_of(self, name: str, target: TextTarget) -> TextTarget | None:
+    def text_of(self, name: str, target: TextTarget, *, whole: bool = False) -> TextTarget | None:
         """`target` fed with part `name` (None: absent, read already or damaged: a problem); Office
-        text by pattern where that is faster and the XML allows (`officescan`)."""
+        text by pattern where that is faster and the XML allows (`officescan`). What it leaves out
+        is judged too: the part's attribute values, or with `whole` (a target that reads structure
+        only) every piece of it."""
         data = self.read(name)
         if data is None:
             return None
         try:
-            if self.office_by_pattern and isinstance(target, OfficeText) and replay(data, target):
-                return target
-            return parse(data, target)
+            if not (self.office_by_pattern and isinstance(target, OfficeText) and replay(data, target)):
+                parse(data, target)
         except (ParseError, DefusedXmlException) as exc:
             self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
             return None
+        leftovers = self.leftovers
+        leftover = leftovers.structural(data, parsed=True)[0] if whole else leftovers.attributes(data)
+        self.add_text(leftover, (*self.within, name))
+        return target
+
+    def structural(self, name: str, *, main_read: bool) -> None:
+        """Every piece of a part with no document text (`partpieces`); damage there is a problem only
+        when no main part was read (what it held is judged all the same), a refused DTD or entity
+        always (what it would have expanded to is never judged)."""
+        data = self.read(name)
+        if data is None:
+            return
+        if not name.endswith((".xml", ".rels")):  # printer settings, fonts: binaries
+            self.add_text(
+                printable_strings(data) + "\n" + utf16le_strings(data), (*self.within, name, "strings")
+            )
+            return
+        text, error = self.leftovers.structural(data)
+        self.add_text(text, (*self.within, name))
+        if isinstance(error, DefusedXmlException) or (error is not None and not main_read):
+            self.walker.problem("decode_error", f"damaged XML ({type(error).__name__})", (*self.within, name))
 
     def sheet(self, name: str, shared: list[str]) -> tuple[str, Sequence[tuple[int, int, str]]] | None:
         """A worksheet's (text, cell anchors): read by pattern where the XML allows (`sheetscan`),
@@ -241,12 +265,15 @@ class Package:
             return None
         try:
             if fits(data):
-                return scan_cells(data, shared, self.budget())
-            target = parse(data, SheetCells(self.budget(), shared))
+                cells = scan_cells(data, shared, self.budget())
+            else:
+                target = parse(data, SheetCells(self.budget(), shared))
+                cells = target.text(), target.anchors
         except (ParseError, DefusedXmlException) as exc:
             self.walker.problem("decode_error", f"damaged XML ({type(exc).__name__})", (*self.within, name))
             return None
-        return target.text(), target.anchors
+        self.add_text(self.leftovers.attributes(data, sheet=True), (*self.within, name))
+        return cells
 
     def office_text(self, name: str, where: Within) -> None:
         target = self.text_of(name, OfficeText(self.budget()))
@@ -269,7 +296,14 @@ class Package:
             parse(data, collector)
         except (ParseError, DefusedXmlException):
             self.walker.problem("decode_error", "damaged relationships", (*self.within, rels))
+            return found
+        self.parsed_structure(rels, data)
         return found
+
+    def parsed_structure(self, name: str, data: bytes) -> None:
+        """Every piece of structural part `name` whose XML a reader parsed already: done with."""
+        self.add_text(self.leftovers.structural(data, parsed=True)[0], (*self.within, name))
+        self.done.add(name)
 
     def main_kind(self) -> tuple[str, str] | None:
         """("word" | "excel" | "powerpoint", main part) from the package relationships."""
@@ -286,6 +320,7 @@ class Package:
             data = self.member(self.archive.getinfo(name), None)
             self.content_types = {}
             parse(data, _ContentTypes(self.content_types))
+            self.parsed_structure(name, data)
         content_type = self.content_types.get("/" + part, "")
         return next((kind for key, kind in _MAIN_KINDS.items() if key in content_type), None)
 
@@ -371,7 +406,7 @@ def _excel(package: Package, workbook_part: str) -> None:
         if part.endswith("sharedStrings.xml"):
             target = package.text_of(part, SharedStrings(package.budget()))
             shared = target.strings if isinstance(target, SharedStrings) else []
-    workbook = package.text_of(workbook_part, _Workbook())
+    workbook = package.text_of(workbook_part, _Workbook(), whole=True)
     for name, hidden, rid in workbook.sheets if isinstance(workbook, _Workbook) else []:
         label = f"sheet {name}" + (" (hidden)" if hidden else "")
         cells = package.sheet(relations.get(rid, ""), shared)
@@ -381,7 +416,7 @@ def _excel(package: Package, workbook_part: str) -> None:
 
 def _powerpoint(package: Package, presentation_part: str) -> None:
     relations = package.relations(presentation_part)
-    slides = package.text_of(presentation_part, _SlideList())
+    slides = package.text_of(presentation_part, _SlideList(), whole=True)
     for number, rid in enumerate(slides.ids if isinstance(slides, _SlideList) else [], start=1):
         slide = relations.get(rid, "")
         where = (*package.within, f"slide {number}")
@@ -392,23 +427,22 @@ def _powerpoint(package: Package, presentation_part: str) -> None:
 
 
 def _rest(package: Package, depth: int, *, main_read: bool) -> None:
-    """Parts not read yet: XML as text; a macro project's strings; media, embedded files and anything
-    else recursed as a member (an image becomes an image view, a package is walked); the preview
-    thumbnail only when no main part was read (then it is all there is of the document)."""
+    """Parts not read yet: structural and key/value XML piece by piece, other XML as text; a macro
+    project's strings; media, embedded files and anything else recursed as a member (an image becomes
+    an image view, a package is walked); the preview thumbnail only when no main part was read (then it
+    is all there is of the document)."""
     walker, within = package.walker, package.within
     infos = [info for info in package.archive.infolist() if not info.is_dir()]
     for info in walker.members(infos, within):
         name = info.filename
-        if name in package.done or _SKIP.search(name) or name.endswith(".rels"):
+        if name in package.done or (main_read and _THUMBNAIL.match(name)):
             continue
-        if main_read and _THUMBNAIL.match(name):
+        if _STRUCTURAL.search(name) or (_PLAIN_XML.match(name) and name.endswith(".xml")):
+            package.structural(name, main_read=main_read)
             continue
         where = (*within, name)
         if name.endswith(".xml"):
-            reader = AllText if _PLAIN_XML.match(name) else OfficeText
-            target = package.text_of(name, reader(package.budget()))
-            if target is not None:
-                package.add_text(target.text(), where)
+            package.office_text(name, where)
             continue
         data = package.read(name)
         if data is None:

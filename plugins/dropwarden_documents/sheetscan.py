@@ -50,18 +50,19 @@ _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 
 
-def fits(data: bytes, *, namespaces: bool = False) -> bool:
+def fits(data: bytes, *, namespaces: bool = False, parsed: bool = False) -> bool:
     """Whether the patterns can read `data`: UTF-8 (no other encoding declared), no `<!` at all (no
     DTD, comment or CDATA section), and well-formed with nothing refused (else ParseError or a
     DefusedXmlException, as the callback path would report it; with `namespaces`, an unbound prefix
-    too, as the callbacks' parser refuses it)."""
+    too, as the callbacks' parser refuses it). `parsed`: expat read it whole already (not again)."""
     if b"<!" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return False
     head = data.removeprefix(b"\xef\xbb\xbf")[:200]
     declaration = head.partition(b"?>")[0] if head.startswith(b"<?xml") else b""
     if b"encoding" in declaration and not _UTF8_DECLARATION.match(head):
         return False
-    feed(defused_expat(namespaces=namespaces), data)
+    if not parsed:
+        feed(defused_expat(namespaces=namespaces), data)
     return True
 
 
