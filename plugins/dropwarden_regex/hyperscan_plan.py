@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import operator
 import re
 import sys
 from typing import Any
@@ -212,11 +213,8 @@ def uncovered_regions(
     Every match of a region holds one of its hits (start <= hit <= end, `HyperscanEngine`), so a match
     of a region left out overlaps a covered span."""
     covered.sort()
-    starts = [start for start, _ in covered]
-    reach, furthest = [], -1  # the furthest end of the covered spans up to each
-    for _, end in covered:
-        furthest = max(furthest, end)
-        reach.append(furthest)
+    starts = list(map(operator.itemgetter(0), covered))
+    reach = list(itertools.accumulate(map(operator.itemgetter(1), covered), max))  # furthest end up to each
     kept = []
     for region in regions:
         ws, max_end, we = region
