@@ -7,6 +7,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ class RegexDetector:
         return any(pattern.search(value) for pattern in self._allow_patterns)
 
 
+_RULE, _END = operator.itemgetter(0), operator.itemgetter(2)  # of a span (rule index, start, end)
+
+
 class _Scan:
     """One view's matches, taken batch by batch in order of start: allow-list, one finding per value
     (of matches of one type where one span holds another, the longer; at equal spans the more severe,
@@ -167,6 +171,9 @@ class _Scan:
         Every match of a batch starts after those of the batches before: one of those overlaps a match
         here if it ends past its start."""
         yielding = self.detector.yielding
+        if not self._held and yielding.isdisjoint(map(_RULE, batch)):  # most batches: nothing to drop
+            self._others_end = max(self._others_end, max(map(_END, batch)))
+            return batch
         starts, reach = [], []  # the other rules' match starts (sorted), the furthest end up to each
         earlier = furthest = self._others_end
         for index, start, end in batch:
