@@ -371,7 +371,7 @@ class HyperscanEngine:
             if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
-                for expression_ids, members, back, forward in database.groups_hit(hits):
+                for expression_ids, members, back, forward in database.groups:
                     active = [index for index in members if index not in done]
                     if not active:
                         continue

@@ -64,21 +64,6 @@ class CompiledDatabase:
             (ids, members, max(plans[i].back for i in members), max(plans[i].forward for i in members))
             for ids, members in groups.items()
         ]
-        # expression id -> the groups it stands for: a scan visits only the groups of the expressions
-        # that reported hits (most of a big rule set's groups have none in a given segment)
-        self.expression_groups: list[list[int]] = [[] for _ in range(self.expression_count)]
-        for number, (expression_ids, _, _, _) in enumerate(self.groups):
-            for expression in expression_ids:
-                self.expression_groups[expression].append(number)
-
-    def groups_hit(self, hits: list[list[int]]) -> list[tuple[tuple[int, ...], list[int], int, int]]:
-        """The groups (in `groups` order) with an expression that has hits."""
-        numbers: set[int] = set()
-        expression_groups = self.expression_groups
-        for expression in itertools.compress(range(len(hits)), hits):
-            numbers.update(expression_groups[expression])
-        groups = self.groups
-        return [groups[number] for number in sorted(numbers)]
 
 
 def confirm_regions(
