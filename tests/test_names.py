@@ -14,6 +14,7 @@ import json
 import os
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -304,7 +305,8 @@ def test_an_unexpected_error_is_logged_without_its_message() -> None:
     from dropwarden.watch.settle import WorkItem
 
     pipeline = Pipeline.__new__(Pipeline)
-    Pipeline.__init__(pipeline, None, None, None, None, lambda *args: None)  # type: ignore[arg-type]
+    one_host = SimpleNamespace(remote=None)  # role "all": judged here
+    Pipeline.__init__(pipeline, one_host, None, None, None, lambda *args: None)  # type: ignore[arg-type]
 
     def fail(item: WorkItem, ctx: Any, decided: list) -> None:
         raise FileNotFoundError(2, "No such file or directory", f"/in/card-{CARD}.txt")
