@@ -9,9 +9,11 @@ checked out in a worktree of its own:
     PYTHONPATH=daemon:plugins .venv/bin/python bench/regex_day.py --day-tree ../dw-issue15
         [--mb 5] [--passes 2] [--rounds 21] [--corpus issue|current] [--no-count] [--no-timed]
 
-Three configurations, each in a process of its own (two versions of `dropwarden` cannot share one):
-`day` (the day-tree's code, its default rules), `grown` (this tree, default rules) and `old` (this tree,
-the secret rules added since switched off, as `regex_bench.py --old-rules` does). Every one judges the
+Four configurations, each in a process of its own (two versions of `dropwarden` cannot share one):
+`day` (the day-tree's code, its default rules), `dayrules` (this tree's code reading the day-tree's pack
+files: the engine's change alone), `old` (this tree, the secret rules added since switched off, as
+`regex_bench.py`'s baseline and `regex_instructions.py`'s `old`) and `grown` (this tree, default rules).
+Every one judges the
 same bytes: the corpus is written once to `bench/out/` by this tree's generator (`--corpus issue` is
 generator v3, byte for byte the corpus of the day) and read back by each. Each builds its detector from
 `RulesSettings()` as `regex_bench.py` does (the API is the same in both trees), judges every view once
@@ -20,7 +22,7 @@ generator v3, byte for byte the corpus of the day) and read back by each. Each b
 - count: under `valgrind --tool=callgrind` (hash seed fixed, no address randomisation) only `--passes`
   passes are counted (`--toggle-collect` on the `itertools.starmap` call that runs them): M
   instructions per MB, which load does not skew;
-- timed: the three processes take `--rounds` passes each in turn (the order rotated every round), each
+- timed: the four processes take `--rounds` passes each in turn (the order rotated every round), each
   pass timed in process CPU time; medians in MB/s per core, with the load average before and after.
 """
 
