@@ -1,4 +1,4 @@
-"""Role "watch": the jobs of every judging thread go to Redis together, and answered jobs let their blobs
+"""Role "watch": the jobs of every worker go to Redis together, and answered jobs let their blobs
 go the same way: one thread sends whatever is queued in one round trip (nothing waits to fill a batch)."""
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ MOST_AT_ONCE = 256  # queued commands sent in one round trip, at most
 
 @dataclass
 class Waiter:
-    """A job's answer, as the sender or the reply listener gives it to the thread waiting for it."""
+    """A job's answer, as the sender or the reply listener gives it: to whoever `notify`s on it (the
+    watcher's work queue), once the answer is in."""
 
     event: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, str] | None = None
@@ -48,11 +49,43 @@ class Waiter:
     fetched: bool = False  # whether `verdict` was looked up (None then means it is gone)
     entry: str | None = None  # the job's stream entry, once sent
     error: BaseException | None = None  # Redis refused the job
+    _notify: Callable[[], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, reply: dict[str, str], verdict: bytes | None = None, fetched: bool = False) -> None:
-        if not self.event.is_set():
+        with self._lock:
+            if self.event.is_set():
+                return
             self.reply, self.verdict, self.fetched = reply, verdict, fetched
+        self._answered()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.event.is_set():
+                return
+            self.error = error
+        self._answered()
+
+    def notify(self, call: Callable[[], None]) -> None:
+        """Call `call` once this job is answered (now, if it already is)."""
+        with self._lock:
+            if not self.event.is_set():
+                self._notify = call
+                return
+        call()
+
+    def again(self) -> None:
+        """The answer was read and the job goes out again: wait for the next one."""
+        with self._lock:
+            self.event.clear()
+            self.reply, self.verdict, self.fetched, self.error = None, None, False, None
+
+    def _answered(self) -> None:
+        with self._lock:
             self.event.set()
+            call, self._notify = self._notify, None
+        if call is not None:
+            call()
 
 
 @dataclass(frozen=True)
@@ -126,8 +159,7 @@ class Sender:
                     log.error("sending jobs failed", error=type(exc).__name__)
                     for item in batch:
                         if isinstance(item, Job):
-                            item.waiter.error = exc
-                            item.waiter.event.set()
+                            item.waiter.fail(exc)
 
     def _take(self, block: bool) -> list[Job | Release]:
         batch: list[Job | Release] = []
@@ -198,8 +230,7 @@ class Sender:
     def _answer(self, item: Job, result: Any) -> None:
         waiter = item.waiter
         if isinstance(result, Exception):
-            waiter.error = result
-            waiter.event.set()
+            waiter.fail(result)
             return
         kind, value = result[0], result[1]
         if kind in (b"cached", "cached"):

@@ -1,0 +1,70 @@
+"""Role "watch": a worker begins files and sends their content to the judges, then goes on; whichever
+worker is free finishes a file once its answer is in. No thread waits for a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dropwarden.act.decided import Decided
+from dropwarden.judge.judge import Deferred
+from dropwarden.watch.activewatch import ActiveWatch
+from dropwarden.watch.settle import WorkItem
+
+if TYPE_CHECKING:
+    from dropwarden.cluster.remote import RemoteJudging
+    from dropwarden.pipeline import Pipeline, PipelineContext
+
+
+@dataclass
+class Flight:
+    """A file whose content is judged elsewhere: what its decision needs once the answer is in. It owns
+    the folder's fd until then."""
+
+    ctx: PipelineContext
+    watch: ActiveWatch
+    dir_fd: int
+    item: WorkItem
+    display: str
+    started: float
+    supersedes: dict[str, Any] | None  # the earlier decision it replaces (`act.decided`)
+    deferred: Deferred
+    held: int = 0  # bytes of the snapshot budget it holds
+
+
+def process(pipeline: Pipeline, remote: RemoteJudging, answers: list[Flight], items: list[WorkItem]) -> int:
+    """Finish the files whose answers came and begin `items` (admitted by the work queue: each holds its
+    room until done with), then act on every decision made here together (one audit fsync). Returns how
+    many of the files taken now and before are done with (the queue's `task_done`)."""
+    ctx = pipeline.context
+    taken = pipeline.take_in(items)
+    for _ in range(len(items) - len(taken)):
+        remote.done(remote.largest)  # another worker has it in hand
+    decided: list[Decided] = []
+    finished: list[Flight] = []
+    sent: list[WorkItem] = []
+    try:
+        for flight in answers:
+            content = remote.outcome(flight.deferred.request)
+            if content is None:  # its job went out again
+                remote.expect(flight.deferred.request, flight)
+                continue
+            finished.append(flight)
+            decided += pipeline.finish(flight, content)
+        for item in taken:
+            flights: list[Flight] = []
+            decided += pipeline.judged(item, ctx, flights)
+            if not flights:
+                remote.done(remote.largest)
+                continue
+            flight = flights[0]
+            flight.held = remote.read(len(flight.deferred.snapshot.data))
+            sent.append(item)
+            remote.expect(flight.deferred.request, flight)  # from here on another worker may finish it
+        if decided:
+            pipeline.act_on(ctx, decided)
+    finally:
+        for flight in finished:
+            remote.done(flight.held)
+        pipeline.let_go([item for item in taken if item not in sent] + [flight.item for flight in finished])
+    return len(items) - len(sent) + len(finished)
