@@ -24,8 +24,8 @@ from dropwarden.act.records import identity_fields, path_fields, raised_at, unre
 from dropwarden.act.shown import recorded
 from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.audit import AuditError, AuditLog
+from dropwarden.cluster.flow import Flight
 from dropwarden.config import SinkSettings
-from dropwarden.flow import Flight
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Content, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from dropwarden import __version__, flow
+from dropwarden import __version__
 from dropwarden.act.alerts import HeadBeacon
 from dropwarden.act.recovery import recover
 from dropwarden.assembly import (
@@ -27,6 +27,7 @@ from dropwarden.assembly import (
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
 from dropwarden.audit.store import k0_on_host
+from dropwarden.cluster import flow
 from dropwarden.config import ConfigError, LoadedConfig, Settings
 from dropwarden.configload import load_config
 from dropwarden.gate import get_gate
