@@ -42,6 +42,18 @@ class Outstanding:
             row = (job, watch, relpath, sha256, store, time.time())
             self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
 
+    def add_many(self, rows: list[tuple[str, str, bytes, str, str]]) -> None:
+        """Rows of (job, watch, relpath, sha256, store), in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows]
+                )
+            finally:
+                self._db.execute("COMMIT")
+
     def find(self, watch: str, relpath: bytes, sha256: str) -> Job | None:
         """The job already sent for this file's content (by a watcher that was restarted), if any."""
         with self._lock:

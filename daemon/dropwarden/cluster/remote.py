@@ -204,7 +204,6 @@ class RemoteJudging:
         # the job a killed predecessor sent for this content keeps its id: its verdict, when it comes, is ours
         inherited = self.outstanding.find(watch, raw_path, snapshot.sha256)
         job = inherited.job if inherited is not None else uuid.uuid4().hex
-        self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
         request = Request(job, watch, ruleset, snapshot, store, exempt, Waiter(), time.monotonic())
         with self._lock:
             self._waiting[job] = request
@@ -213,10 +212,12 @@ class RemoteJudging:
                 cache_key = "" if exempt else self.keys.verdict(ruleset, snapshot.sha256)
                 shown = snapshot.display_path if exempt else ""
                 fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
-                self.sender.send(
-                    Job(job, snapshot.sha256, snapshot.data, fields, cache_key, shown, request.waiter)
+                sent = Job(
+                    job, snapshot.sha256, snapshot.data, fields, cache_key, shown, raw_path, request.waiter
                 )
+                self.sender.send(sent)  # its outstanding row goes first
             else:
+                self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
                 request.waiter.entry = self._send(request)
         except BaseException:
             self._finished(request)
@@ -270,7 +271,7 @@ class RemoteJudging:
         with self._lock:
             late = [
                 r for r in self._waiting.values()
-                if r.waiter.entry and not r.waiter.event.is_set() and r.sent_at < since
+                if r.waiter.entry and not r.waiter.answered and r.sent_at < since
             ]  # fmt: skip
         for request in late:
             if self._alive(request.waiter.entry or ""):
@@ -384,7 +385,7 @@ class RemoteJudging:
                     with self._lock:
                         request = self._waiting.get(fields.get("job", ""))
                         waiter = request.waiter if request is not None else None
-                        if waiter is None or waiter.event.is_set():
+                        if waiter is None or waiter.answered:
                             self.counts["duplicates"] += 1
                             continue
                     answered.append((waiter, fields))

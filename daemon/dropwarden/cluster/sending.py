@@ -43,7 +43,7 @@ class Waiter:
     """A job's answer, as the sender or the reply listener gives it: to whoever `notify`s on it (the
     watcher's work queue), once the answer is in."""
 
-    event: threading.Event = field(default_factory=threading.Event)
+    answered: bool = False
     reply: dict[str, str] | None = None
     verdict: bytes | None = None  # the encoded verdict, when it came with the answer
     fetched: bool = False  # whether `verdict` was looked up (None then means it is gone)
@@ -54,22 +54,28 @@ class Waiter:
 
     def answer(self, reply: dict[str, str], verdict: bytes | None = None, fetched: bool = False) -> None:
         with self._lock:
-            if self.event.is_set():
+            if self.answered:
                 return
             self.reply, self.verdict, self.fetched = reply, verdict, fetched
-        self._answered()
+            self.answered = True
+            call, self._notify = self._notify, None
+        if call is not None:
+            call()
 
     def fail(self, error: BaseException) -> None:
         with self._lock:
-            if self.event.is_set():
+            if self.answered:
                 return
             self.error = error
-        self._answered()
+            self.answered = True
+            call, self._notify = self._notify, None
+        if call is not None:
+            call()
 
     def notify(self, call: Callable[[], None]) -> None:
         """Call `call` once this job is answered (now, if it already is)."""
         with self._lock:
-            if not self.event.is_set():
+            if not self.answered:
                 self._notify = call
                 return
         call()
@@ -77,15 +83,8 @@ class Waiter:
     def again(self) -> None:
         """The answer was read and the job goes out again: wait for the next one."""
         with self._lock:
-            self.event.clear()
+            self.answered = False
             self.reply, self.verdict, self.fetched, self.error = None, None, False, None
-
-    def _answered(self) -> None:
-        with self._lock:
-            self.event.set()
-            call, self._notify = self._notify, None
-        if call is not None:
-            call()
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,7 @@ class Job:
     fields: dict[str, str]
     cache_key: str
     display_path: str  # only for a job whose path matters ("exempt"), else empty
+    relpath: bytes  # for its outstanding row, never sent
     waiter: Waiter
 
 
@@ -176,6 +176,15 @@ class Sender:
         return batch
 
     def _send_batch(self, batch: list[Job | Release]) -> None:
+        # each job's row before the job goes (one transaction for all): a watcher killed after sending it
+        # asks for it again at its restart
+        rows = [
+            (job.job, job.fields["watch"], job.relpath, job.sha256, job.fields["store"])
+            for job in batch
+            if isinstance(job, Job)
+        ]
+        if rows:
+            self.outstanding.add_many(rows)
         pending = batch
         while pending:
             results = retrying("send jobs", lambda batch=pending: self._execute(batch), self._stop)

@@ -29,6 +29,7 @@ class WorkQueue:
         self.admit: Callable[[int], int] = admit_all  # files waiting -> how many may begin now
         self._files: deque[WorkItem | None] = deque()
         self._answers: deque[Any] = deque()
+        self._starved = False  # a file was refused admission since the last `reconsider`
         self._lock = threading.Lock()
         self._takeable = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -88,7 +89,9 @@ class WorkQueue:
     def reconsider(self) -> None:
         """Room was freed: a worker waiting for it may take files now."""
         with self._lock:
-            self._takeable.notify_all()
+            if self._starved:  # no one waits for room otherwise: wake no one
+                self._starved = False
+                self._takeable.notify_all()
 
     def take(self, workers: int) -> tuple[list[Any], list[WorkItem], int, bool]:
         """The answers that came (up to BATCH_MAX), then a fair share of the files (a `workers`-th of
@@ -108,7 +111,9 @@ class WorkQueue:
                     waiting = 0
                     while waiting < share and self._files[waiting] is not None:
                         waiting += 1
-                    for _ in range(self.admit(waiting)):
+                    admitted = self.admit(waiting)
+                    self._starved = self._starved or admitted < waiting
+                    for _ in range(admitted):
                         files.append(self._files.popleft())  # type: ignore[arg-type]
                 if answers or files or stop:
                     if files:
