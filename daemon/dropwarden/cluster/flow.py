@@ -42,29 +42,33 @@ def process(pipeline: Pipeline, remote: RemoteJudging, answers: list[Flight], it
         remote.done(remote.largest)  # another worker has it in hand
     decided: list[Decided] = []
     finished: list[Flight] = []
-    sent: list[WorkItem] = []
+    begun: list[Flight] = []
     try:
-        for flight in answers:
-            content = remote.outcome(flight.deferred.request)
-            if content is None:  # its job went out again
-                remote.expect(flight.deferred.request, flight)
-                continue
-            finished.append(flight)
-            decided += pipeline.finish(flight, content)
-        for item in taken:
-            flights: list[Flight] = []
-            decided += pipeline.judged(item, ctx, flights)
-            if not flights:
-                remote.done(remote.largest)
-                continue
-            flight = flights[0]
-            flight.held = remote.read(len(flight.deferred.snapshot.data))
-            sent.append(item)
-            remote.expect(flight.deferred.request, flight)  # from here on another worker may finish it
+        try:
+            for flight in answers:
+                content = remote.outcome(flight.deferred.request)
+                if content is None:  # its job went out again
+                    remote.expect(flight.deferred.request, flight)
+                    continue
+                finished.append(flight)
+                decided += pipeline.finish(flight, content)
+            for item in taken:
+                flights: list[Flight] = []
+                decided += pipeline.judged(item, ctx, flights)
+                if not flights:
+                    remote.done(remote.largest)
+                    continue
+                flight = flights[0]
+                flight.held = remote.read(len(flight.deferred.snapshot.data))
+                begun.append(flight)
+                remote.expect(flight.deferred.request, flight)  # from here on another worker may finish it
+        finally:  # one round trip: the new jobs, and the blobs of those answered
+            remote.send([f.deferred.request for f in begun], [f.deferred.request for f in finished])
         if decided:
             pipeline.act_on(ctx, decided)
     finally:
         for flight in finished:
             remote.done(flight.held)
+        sent = [flight.item for flight in begun]
         pipeline.let_go([item for item in taken if item not in sent] + [flight.item for flight in finished])
-    return len(items) - len(sent) + len(finished)
+    return len(items) - len(begun) + len(finished)

@@ -61,6 +61,7 @@ class Request:
     waiter: Waiter
     sent_at: float  # monotonic: when its job last went out
     resends: int = 0  # sent again because a judge found its blob missing
+    outgoing: Job | None = None  # its job, until `send` sends it with the others of its batch
 
 
 class RemoteJudging:
@@ -212,10 +213,10 @@ class RemoteJudging:
                 cache_key = "" if exempt else self.keys.verdict(ruleset, snapshot.sha256)
                 shown = snapshot.display_path if exempt else ""
                 fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
-                sent = Job(
+                # sent by `send` with the rest of the worker's batch (its outstanding row first)
+                request.outgoing = Job(
                     job, snapshot.sha256, snapshot.data, fields, cache_key, shown, raw_path, request.waiter
                 )
-                self.sender.send(sent)  # its outstanding row goes first
             else:
                 self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
                 request.waiter.entry = self._send(request)
@@ -224,9 +225,20 @@ class RemoteJudging:
             raise
         return request
 
+    def send(self, begun: list[Request], over: list[Request]) -> None:
+        """In one round trip from this thread: the jobs of `begun` not yet sent, and the blobs of the
+        requests `over` let go (then their outstanding rows)."""
+        batch: list[Job | Release] = [request.outgoing for request in begun if request.outgoing is not None]
+        for request in begun:
+            request.outgoing = None
+        # letting go of a blob the job never stored is a no-op
+        batch += [Release(r.job, r.snapshot.sha256, r.store, r.exempt) for r in over]
+        self.sender.send_now(batch)
+
     def outcome(self, request: Request) -> Content | Exception | None:
         """The content's verdict for an answered `request`, or why there is none (the file is then
-        unscanned); None when the job went out again (`expect` it again)."""
+        unscanned); None when the job went out again (`expect` it again). Once it has one, the request
+        is over: `send` lets its blob go."""
         waiter = request.waiter
         try:
             if waiter.error is not None:
@@ -236,7 +248,7 @@ class RemoteJudging:
                 content = _decoded(waiter.verdict)
                 if content is not None:
                     self._count("cache_hits")
-                    self._finished(request)
+                    self._over(request)
                     return content
                 self._send_again(request, "unreadable")  # a cached verdict that cannot be read: judged anew
                 return None
@@ -247,10 +259,14 @@ class RemoteJudging:
                 return None
             content = self._outcome(request.snapshot, waiter)
         except Exception as exc:
-            self._finished(request)
+            self._over(request)
             return exc
-        self._finished(request)
+        self._over(request)
         return content
+
+    def _over(self, request: Request) -> None:
+        with self._lock:
+            self._waiting.pop(request.job, None)
 
     def _send_again(self, request: Request, why: str) -> None:
         request.waiter.again()

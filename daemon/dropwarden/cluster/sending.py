@@ -137,6 +137,22 @@ class Sender:
     def send(self, job: Job) -> None:
         self._queue.put(job)
 
+    def send_now(self, batch: list[Job | Release]) -> None:
+        """Send `batch` from the calling thread in one round trip (a worker's: no hand-off to the sender
+        thread, no wait for its turn). A failure answers each job with it; a release not made leaves its
+        blob to its TTL."""
+        if not batch:
+            return
+        try:
+            self._send_batch(batch)
+        except InterruptedError:
+            return  # stopping: the jobs' rows are written, and the next run asks for them again
+        except Exception as exc:
+            log.error("sending jobs failed", error=type(exc).__name__)
+            for item in batch:
+                if isinstance(item, Job):
+                    item.waiter.fail(exc)
+
     def release(self, release: Release) -> None:
         self._queue.put(release)
 
