@@ -12,27 +12,60 @@ from typing import Any
 import redis
 import structlog
 
-from dropwarden.cluster.blobs import RELEASE_SCRIPT, SHARED, BlobStore
+from dropwarden.cluster.blobs import SHARED, BlobStore
 from dropwarden.cluster.connect import GROUP, Keys, retrying
 from dropwarden.cluster.outstanding import Outstanding
 
 log = structlog.get_logger("dropwarden.cluster.watch")
 
-# The verdict cached for this content, or else: the blob, its holder, the path (only when it matters),
-# the group (a Redis that lost its data lost it too) and the job, in this order (the entry is never
-# there before its blob). KEYS: verdict ('' = not cached), blob, blob refs, jobs stream, job path ('').
-# ARGV: blob bytes, ttl, job id, group, display path, then the entry's fields.
+# For each job: the verdict cached for its content, or else: the blob, its holder, the path (only when
+# it matters), the group (a Redis that lost its data lost it too) and the job, in this order (the entry
+# is never there before its blob). Five KEYS per job: verdict ('' = not cached), blob, blob refs, jobs
+# stream, job path (''). ARGV per job: the count of the job's arguments that follow, then blob bytes,
+# ttl, job id, group, display path and the entry's fields. One job's failure is its own.
 _SEND_SCRIPT = """
-if KEYS[1] ~= '' then
-    local cached = redis.call('GET', KEYS[1])
-    if cached then return {'cached', cached} end
+local results = {}
+local a = 1
+for i = 0, #KEYS / 5 - 1 do
+    local k, n = i * 5, tonumber(ARGV[a])
+    local cached = nil
+    if KEYS[k + 1] ~= '' then cached = redis.call('GET', KEYS[k + 1]) end
+    if cached then
+        results[i + 1] = {'cached', cached}
+    else
+        local ok, entry = pcall(function()
+            redis.call('SET', KEYS[k + 2], ARGV[a + 1], 'EX', ARGV[a + 2])
+            redis.call('SADD', KEYS[k + 3], ARGV[a + 3])
+            redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 2])
+            if KEYS[k + 5] ~= '' then redis.call('SET', KEYS[k + 5], ARGV[a + 5], 'EX', ARGV[a + 2]) end
+            pcall(redis.call, 'XGROUP', 'CREATE', KEYS[k + 4], ARGV[a + 4], '0', 'MKSTREAM')
+            return redis.call('XADD', KEYS[k + 4], '*', unpack(ARGV, a + 6, a + n))
+        end)
+        if ok then
+            results[i + 1] = {'sent', entry}
+        else
+            results[i + 1] = {'error', type(entry) == 'table' and entry.err or tostring(entry)}
+        end
+    end
+    a = a + n + 1
 end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
-pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[4], '0', 'MKSTREAM')
-return {'sent', redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6))}
+return results
+"""
+
+# `blobs.RELEASE_SCRIPT` for each job: two KEYS (blob, blob refs) and one ARGV (job id) per release;
+# 1 where the blob was deleted (its last holder), else 0.
+_RELEASE_SCRIPT = """
+local results = {}
+for i = 1, #ARGV do
+    redis.call('SREM', KEYS[2 * i], ARGV[i])
+    if redis.call('SCARD', KEYS[2 * i]) == 0 then
+        redis.call('DEL', KEYS[2 * i - 1], KEYS[2 * i])
+        results[i] = 1
+    else
+        results[i] = 0
+    end
+end
+return results
 """
 
 MOST_AT_ONCE = 256  # queued commands sent in one round trip, at most
@@ -224,33 +257,46 @@ class Sender:
             pending = unknown
 
     def _execute(self, batch: list[Job | Release]) -> list[Any]:
+        """One round trip: every job in one script call, every release in another; each item's result
+        (an exception for a job Redis refused, or for all when the call itself failed)."""
         if not self._scripts:
             self._scripts = {
                 "send": self.redis.script_load(_SEND_SCRIPT),
-                "release": self.redis.script_load(RELEASE_SCRIPT),
+                "release": self.redis.script_load(_RELEASE_SCRIPT),
             }
+        jobs = [item for item in batch if isinstance(item, Job)]
+        releases = [item for item in batch if isinstance(item, Release)]
         pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            blob, refs = self.keys.blob(item.sha256), self.keys.blob_refs(item.sha256)
-            if isinstance(item, Job):
-                path_key = self.keys.job_path(item.job) if item.display_path else ""
-                keys = (item.cache_key, blob, refs, self.keys.jobs, path_key)
-                head = (item.data, self.ttl, item.job, GROUP, item.display_path)
-                body = [part for pair in item.fields.items() for part in pair]
-                pipe.evalsha(self._scripts["send"], len(keys), *keys, *head, *body)
-            else:
-                pipe.evalsha(self._scripts["release"], 2, blob, refs, item.job)
-                if item.exempt:
-                    pipe.delete(self.keys.job_path(item.job), self.keys.result(item.job))
-        results = pipe.execute(raise_on_error=False)
-        # a release of an exempt job has two results: keep the script's
-        merged: list[Any] = []
-        answers = iter(results)
-        for item in batch:
-            merged.append(next(answers))
-            if isinstance(item, Release) and item.exempt:
-                next(answers)
-        return merged
+        if jobs:
+            keys: list[str] = []
+            args: list[Any] = []
+            for job in jobs:
+                path_key = self.keys.job_path(job.job) if job.display_path else ""
+                keys += [job.cache_key, self.keys.blob(job.sha256), self.keys.blob_refs(job.sha256)]
+                keys += [self.keys.jobs, path_key]
+                body = [part for pair in job.fields.items() for part in pair]
+                args += [5 + len(body), job.data, self.ttl, job.job, GROUP, job.display_path, *body]
+            pipe.evalsha(self._scripts["send"], len(keys), *keys, *args)
+        if releases:
+            keys = [
+                key for r in releases for key in (self.keys.blob(r.sha256), self.keys.blob_refs(r.sha256))
+            ]
+            pipe.evalsha(self._scripts["release"], len(keys), *keys, *[r.job for r in releases])
+        for release in releases:
+            if release.exempt:
+                pipe.delete(self.keys.job_path(release.job), self.keys.result(release.job))
+        results = iter(pipe.execute(raise_on_error=False))
+        by_item: dict[int, Any] = {}
+        for group in ([jobs] if jobs else []) + ([releases] if releases else []):
+            answer = next(results)
+            for index, item in enumerate(group):
+                if isinstance(answer, Exception):
+                    by_item[id(item)] = answer
+                elif group is jobs and _text(answer[index][0]) == "error":
+                    by_item[id(item)] = redis.ResponseError(_text(answer[index][1]))
+                else:
+                    by_item[id(item)] = answer[index]
+        return [by_item[id(item)] for item in batch]
 
     def _answer(self, item: Job, result: Any) -> None:
         waiter = item.waiter
@@ -263,3 +309,7 @@ class Sender:
             return
         waiter.entry = value.decode() if isinstance(value, bytes) else str(value)
         self._sent()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
