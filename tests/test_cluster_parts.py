@@ -154,18 +154,19 @@ def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_pa
 
 
 def test_files_in_flight_hold_at_most_their_budget_of_snapshot_bytes():
-    """A file is admitted holding the largest file there may be and keeps what it read: with room for two
-    largest files, a third is not admitted until one turns out small; a lone file always is."""
+    """Before a file is read the largest file there may be is reserved, and once read it keeps what it
+    read: with room for two largest files, a third waits until one turns out small; a lone file always
+    goes, even one larger than the budget."""
     from dropwarden.cluster.budget import SnapshotBudget
 
     budget = SnapshotBudget(100, 40)
-    assert budget.admit(3) == 2 and budget.held == 80  # 80 + 40 > 100: the third stays queued
-    assert budget.admit(1) == 0
+    assert budget.reserve() and budget.reserve() and budget.held == 80
+    assert not budget.has_room() and not budget.reserve()  # 80 + 40 > 100: the third waits
     kept = budget.shrink(40, 5)  # the first file was 5 bytes
-    assert budget.admit(5) == 1 and budget.held == 5 + 40 + 40
+    assert budget.has_room() and budget.reserve() and budget.held == 5 + 40 + 40
     budget.release(kept)
     budget.release(40)
     budget.release(40)
     assert budget.held == 0
     alone = SnapshotBudget(10, 40)  # a budget smaller than the largest file still lets one through
-    assert alone.admit(2) == 1
+    assert alone.reserve() and not alone.reserve()

@@ -203,7 +203,7 @@ class Daemon:
             done = taken if remote is None else stop  # files in flight are done with when finished
             try:
                 if remote is not None:
-                    done += flow.process(self.parts.pipeline, remote, answers, batch)
+                    done += flow.process(self.parts.pipeline, remote, work, answers, batch)
                 elif batch:
                     self.parts.pipeline.process_batch(batch)
             finally:

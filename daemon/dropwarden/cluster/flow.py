@@ -14,6 +14,7 @@ from dropwarden.watch.settle import WorkItem
 if TYPE_CHECKING:
     from dropwarden.cluster.remote import RemoteJudging
     from dropwarden.pipeline import Pipeline, PipelineContext
+    from dropwarden.watch.workqueue import WorkQueue
 
 
 @dataclass
@@ -32,17 +33,20 @@ class Flight:
     held: int = 0  # bytes of the snapshot budget it holds
 
 
-def process(pipeline: Pipeline, remote: RemoteJudging, answers: list[Flight], items: list[WorkItem]) -> int:
+def process(
+    pipeline: Pipeline, remote: RemoteJudging, work: WorkQueue, answers: list[Flight], items: list[WorkItem]
+) -> int:
     """Finish the files whose answers came and begin `items` (admitted by the work queue: each holds its
-    room until done with), then act on every decision made here together (one audit fsync). Returns how
+    room until done with; one whose bytes find no room in the snapshot budget goes back to the queue
+    with those after it), then act on every decision made here together (one audit fsync). Returns how
     many of the files taken now and before are done with (the queue's `task_done`)."""
     ctx = pipeline.context
     taken = pipeline.take_in(items)
-    for _ in range(len(items) - len(taken)):
-        remote.done(remote.largest)  # another worker has it in hand
+    remote.unadmit(len(items) - len(taken))  # another worker has them in hand
     decided: list[Decided] = []
     finished: list[Flight] = []
     begun: list[Flight] = []
+    put_back: list[WorkItem] = []
     try:
         try:
             for flight in answers:
@@ -52,7 +56,13 @@ def process(pipeline: Pipeline, remote: RemoteJudging, answers: list[Flight], it
                     continue
                 finished.append(flight)
                 decided += pipeline.finish(flight, content)
-            for item in taken:
+            for position, item in enumerate(taken):
+                if not remote.reserve():  # no room for its bytes until answers free some
+                    put_back = taken[position:]
+                    pipeline.let_go(put_back)
+                    work.put_back(put_back)
+                    remote.unadmit(len(put_back))
+                    break
                 flights: list[Flight] = []
                 decided += pipeline.judged(item, ctx, flights)
                 if not flights:
@@ -69,6 +79,6 @@ def process(pipeline: Pipeline, remote: RemoteJudging, answers: list[Flight], it
     finally:
         for flight in finished:
             remote.done(flight.held)
-        sent = [flight.item for flight in begun]
-        pipeline.let_go([item for item in taken if item not in sent] + [flight.item for flight in finished])
-    return len(items) - len(begun) + len(finished)
+        kept = [flight.item for flight in begun] + put_back
+        pipeline.let_go([item for item in taken if item not in kept] + [flight.item for flight in finished])
+    return len(items) - len(begun) - len(put_back) + len(finished)

@@ -145,18 +145,23 @@ class RemoteJudging:
 
     def admit(self, waiting: int) -> int:
         """How many of `waiting` files may begin now (the work queue asks, under its lock): those that keep
-        this watcher within `max_outstanding` files in flight and its snapshot budget. The rest wait in
-        the queue: backpressure, never a drop."""
+        this watcher within `max_outstanding` files in flight, while its snapshot budget has room for a
+        file. The rest wait in the queue: backpressure, never a drop."""
         with self._lock:
             room = min(waiting, self.settings.max_outstanding - self._admitted)
-            admitted = self._budget.admit(room) if room > 0 else 0
+            admitted = room if room > 0 and self._budget.has_room() else 0
             self._admitted += admitted
             if admitted < waiting:
                 self.counts["waited_for_room"] += 1
             return admitted
 
+    def reserve(self) -> bool:
+        """Before an admitted file is read: the largest file there may be, reserved if the budget has room
+        (else the file goes back to the queue, `unadmit`)."""
+        return self._budget.reserve()
+
     def read(self, size: int) -> int:
-        """An admitted file was read and is in flight: it holds `size` bytes of the budget now."""
+        """A reserved file was read and is in flight: it holds `size` bytes of the budget now."""
         kept = self._budget.shrink(self.largest, size)
         self.reconsider()
         return kept
@@ -166,6 +171,12 @@ class RemoteJudging:
         self._budget.release(held)
         with self._lock:
             self._admitted -= 1
+        self.reconsider()
+
+    def unadmit(self, count: int) -> None:
+        """`count` admitted files were not begun (back in the queue, or in another worker's hands)."""
+        with self._lock:
+            self._admitted -= count
         self.reconsider()
 
     def expect(self, request: Request, token: Any) -> None:

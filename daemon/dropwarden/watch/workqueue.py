@@ -80,6 +80,13 @@ class WorkQueue:
 
     # ------------------------------------------------------------------------------------ in flight
 
+    def put_back(self, items: list[WorkItem]) -> None:
+        """Files taken and not begun (no room for their bytes yet): first in line again, still unfinished.
+        No one is woken: room comes with a `reconsider`."""
+        with self._lock:
+            self._files.extendleft(reversed(items))
+            self._starved = True
+
     def answer(self, entry: Any) -> None:
         """An answer for a file in flight (never blocks: it frees what it holds once taken)."""
         with self._lock:
