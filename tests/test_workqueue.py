@@ -112,3 +112,16 @@ def test_unfinished_tasks_count_files_until_they_are_done_with():
     assert work.unfinished_tasks == 1
     with pytest.raises(ValueError):
         work.task_done(2)
+
+
+def test_files_put_back_are_first_in_line_and_still_unfinished():
+    """A worker that cannot read a file yet (no room for its bytes) puts it back where it was: ahead of
+    the files queued after it, counted as unfinished until a worker is done with it."""
+    work = WorkQueue()
+    for item in files(4):
+        work.put(item)
+    taken = work.take(1)[1]
+    work.put(files(1, start=4)[0])
+    work.put_back(taken[2:])
+    assert work.unfinished_tasks == 5
+    assert [item.relpath for item in work.take(1)[1]] == ["file-2.txt", "file-3.txt", "file-4.txt"]
