@@ -261,10 +261,12 @@ def test_a_job_redis_lost_is_sent_again_after_job_timeout(tmp_path, redis_server
 
 
 def test_files_arriving_one_by_one_are_all_in_flight_at_once(tmp_path, redis_server, faults_site):
-    """A file waiting for its verdict holds no other back: even with `[daemon] workers = 1`, six files
-    that take a judge 3 s each, written one after the other, are all in the jobs stream together (the
-    judges' six workers judge them at once). Before, a watcher judged `workers` files that arrived
-    apart at a time: the first alone, the other five after it. Each still gets its one decision."""
+    """A file waiting for its verdict holds no other back, and no thread: with `[daemon] workers = 1`,
+    six files that take a judge 3 s each, written one after the other, are all in the jobs stream
+    together (the judges' six workers judge them at once), while the watcher's threads stay as few as
+    before they came. Before, a watcher judged `workers` files that arrived apart at a time (the first
+    alone, the other five after it); then it ran a thread per file in flight. Each still gets its one
+    decision."""
     drop = cluster_drop(tmp_path / "run", redis_server.url)
     env = with_site(faults_site)
     watcher = DaemonProcess(drop.config, drop.audit, {**env, "DROPWARDEN_DAEMON__WORKERS": "1"})
@@ -275,6 +277,10 @@ def test_files_arriving_one_by_one_are_all_in_flight_at_once(tmp_path, redis_ser
         for process in judges:
             process.start()
         watcher.start()
+        assert watcher.proc is not None
+        tasks = f"/proc/{watcher.proc.pid}/task"
+        threads_idle = len(os.listdir(tasks))
+        threads_most = 0
         staging = tmp_path / "staging"
         staging.mkdir()
         expected = {}
@@ -287,6 +293,7 @@ def test_files_arriving_one_by_one_are_all_in_flight_at_once(tmp_path, redis_ser
         deadline = time.monotonic() + 120
         while len(watcher.records("decision")) < 6 and time.monotonic() < deadline:
             most = max(most, r.xlen(f"{PREFIX}:jobs"))
+            threads_most = max(threads_most, len(os.listdir(tasks)))
             time.sleep(0.05)
         time.sleep(0.5)
     finally:
@@ -294,4 +301,7 @@ def test_files_arriving_one_by_one_are_all_in_flight_at_once(tmp_path, redis_ser
         for process in judges:
             process.stop()
     assert most == 6
+    # no thread per file in flight, nor one per file that may be (max_outstanding = 64): the watcher's own
+    # dozen (inotify, settler, worker, audit, alerts, sender, replies, ...); 139 before
+    assert threads_most <= 20, (threads_idle, threads_most)
     assert_each_file_once(drop, watcher, expected, redis_server)

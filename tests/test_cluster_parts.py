@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
 from io import BytesIO
 
@@ -154,23 +153,20 @@ def test_hosts_with_the_cluster_fingerprint_key_fingerprint_a_value_alike(tmp_pa
             _fingerprints(tmp_path / "one", bad)
 
 
-def test_the_judging_threads_hold_at_most_their_budget_of_snapshot_bytes():
-    """A judging thread reserves the largest file before it reads one and keeps what it read: with room
-    for two largest files, a third waits until one turns out small; a lone reservation always goes."""
+def test_files_in_flight_hold_at_most_their_budget_of_snapshot_bytes():
+    """Before a file is read the largest file there may be is reserved, and once read it keeps what it
+    read: with room for two largest files, a third waits until one turns out small; a lone file always
+    goes, even one larger than the budget."""
     from dropwarden.cluster.budget import SnapshotBudget
 
     budget = SnapshotBudget(100, 40)
-    first, second = budget.reserve(), budget.reserve()
-    third = threading.Thread(target=budget.reserve, daemon=True)
-    third.start()
-    third.join(0.3)
-    assert third.is_alive() and budget.held == 80  # 80 + 40 > 100: waits
-    kept = budget.shrink(first, 5)  # the first file was 5 bytes
-    third.join(5)
-    assert not third.is_alive() and budget.held == 5 + 40 + 40
+    assert budget.reserve() and budget.reserve() and budget.held == 80
+    assert not budget.has_room() and not budget.reserve()  # 80 + 40 > 100: the third waits
+    kept = budget.shrink(40, 5)  # the first file was 5 bytes
+    assert budget.has_room() and budget.reserve() and budget.held == 5 + 40 + 40
     budget.release(kept)
-    budget.release(second)
+    budget.release(40)
     budget.release(40)
     assert budget.held == 0
     alone = SnapshotBudget(10, 40)  # a budget smaller than the largest file still lets one through
-    assert alone.reserve() == 40
+    assert alone.reserve() and not alone.reserve()

@@ -45,10 +45,9 @@ class Parts:
 
     def job(self, name: str, data: bytes, cached: bool = True) -> Job:
         sha256 = hashlib.sha256(data).hexdigest()
-        self.outstanding.add(name, "inbox", name.encode(), sha256, REDIS)
-        fields = {"job": name, "sha256": sha256, "size": str(len(data))}
+        fields = {"job": name, "sha256": sha256, "size": str(len(data)), "watch": "inbox", "store": REDIS}
         cache_key = self.keys.verdict("rules-1", sha256) if cached else ""
-        return Job(name, sha256, data, fields, cache_key, "", Waiter())
+        return Job(name, sha256, data, fields, cache_key, "", name.encode(), Waiter())
 
 
 def settled(predicate, timeout: float = 10.0) -> bool:
@@ -73,7 +72,7 @@ def test_jobs_queued_together_are_all_sent_each_after_its_blob(tmp_path, redis_u
         assert parts.redis.get(parts.keys.blob(job.sha256)) == job.data
         assert parts.redis.smembers(parts.keys.blob_refs(job.sha256)) == {job.job.encode()}
         assert 0 < parts.redis.ttl(parts.keys.blob(job.sha256)) <= 600
-        assert not job.waiter.event.is_set()  # sent, not answered: the judges answer
+        assert not job.waiter.answered  # sent, not answered: the judges answer
     assert parts.sent == 40
     parts.stop.set()
 
@@ -84,7 +83,7 @@ def test_a_cached_verdict_answers_the_job_and_nothing_is_stored_or_sent(tmp_path
     parts.redis.set(parts.keys.verdict("rules-1", job.sha256), b"the encoded verdict")
     parts.sender.start()
     parts.sender.send(job)
-    assert job.waiter.event.wait(10)
+    assert settled(lambda: job.waiter.answered)
     assert (job.waiter.reply, job.waiter.verdict, job.waiter.fetched) == (
         {"status": "ok", "cached": "1"},
         b"the encoded verdict",
@@ -103,7 +102,7 @@ def test_a_job_whose_path_matters_skips_the_cache(tmp_path, redis_url):
     parts.sender.start()
     parts.sender.send(job)
     assert settled(lambda: job.waiter.entry is not None)
-    assert not job.waiter.event.is_set()
+    assert not job.waiter.answered
     assert parts.redis.xlen(parts.keys.jobs) == 1
     parts.stop.set()
 

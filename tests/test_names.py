@@ -308,7 +308,7 @@ def test_an_unexpected_error_is_logged_without_its_message() -> None:
     one_host = SimpleNamespace(remote=None)  # role "all": judged here
     Pipeline.__init__(pipeline, one_host, None, None, None, lambda *args: None)  # type: ignore[arg-type]
 
-    def fail(item: WorkItem, ctx: Any, decided: list) -> None:
+    def fail(item: WorkItem, ctx: Any, decided: list, flights: list | None) -> None:
         raise FileNotFoundError(2, "No such file or directory", f"/in/card-{CARD}.txt")
 
     pipeline._process = fail  # type: ignore[method-assign]

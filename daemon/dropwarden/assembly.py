@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,9 @@ from dropwarden.registry import unknown_actions
 from dropwarden.runtime import Runtime, build_runtime, ruleset_version
 from dropwarden.state import State
 from dropwarden.watch.activewatch import ActiveWatch, WatchSetupError, arm
-from dropwarden.watch.settle import Settler, WorkItem, settle_quiet_for
+from dropwarden.watch.settle import Settler, settle_quiet_for
 from dropwarden.watch.watch import Watcher
+from dropwarden.watch.workqueue import WorkQueue
 
 log = structlog.get_logger("dropwarden.assembly")
 
@@ -95,7 +95,7 @@ class Collaborators:
     state: State
     audit: AuditLog
     configuration: Configuration
-    work: queue.Queue[WorkItem]
+    work: WorkQueue
     settler: Settler
     alerts: AlertDispatcher
     pipeline: Pipeline
@@ -158,7 +158,7 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
         _close_quietly(audit, state)
         raise
     daemon = settings.daemon
-    work: queue.Queue[WorkItem] = queue.Queue(maxsize=daemon.queue_size)
+    work = WorkQueue(maxsize=daemon.queue_size)
     pipeline: Pipeline  # built below; the settler resolves paths through it once it runs
 
     def resolve(watch_id: str, relpath: str) -> str | None:
@@ -179,6 +179,8 @@ def assemble(settings: Settings, hooks: Hooks) -> Collaborators:
     alerts = AlertDispatcher(state, sinks, settings.alerts, on_health=hooks.sink_health)
     state.max_queued = settings.alerts.max_queued
     remote = _remote(settings, settler)
+    if remote is not None:  # files wait for their verdicts in the queue, not in a thread each
+        work.admit, remote.deliver, remote.reconsider = remote.admit, work.answer, work.reconsider
     context = configuration.pipeline_context(configured_sinks(settings.alerts, registry), remote)
     pipeline = Pipeline(context, state, audit, alerts, settler.notify)
     watcher = _watcher(configuration, settler, hooks)

@@ -20,12 +20,14 @@ from dropwarden.act.decided import Decided, earlier_decision, remember, resume, 
 from dropwarden.act.fsops import open_subdir_chain
 from dropwarden.act.plan import MOVES, plan_actions
 from dropwarden.act.policy import decide, operator_release, require, unrecorded
-from dropwarden.act.records import identity_fields, path_fields, raised_at, true_counts, unrecorded_body
+from dropwarden.act.records import identity_fields, path_fields, raised_at, unrecorded_body
+from dropwarden.act.shown import recorded
 from dropwarden.act.stage import ActPlan, ActStage
 from dropwarden.audit import AuditError, AuditLog
+from dropwarden.cluster.flow import Flight
 from dropwarden.config import SinkSettings
 from dropwarden.judge.intake import FileIdentity
-from dropwarden.judge.judge import Judge, Judgement
+from dropwarden.judge.judge import Content, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName
 from dropwarden.state import State
 from dropwarden.verdict import Reason, unscanned
@@ -100,7 +102,7 @@ class Pipeline:
         self.observe: Callable[[str, float], None] = lambda stage, seconds: None  # metrics hook
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], bool] = {}  # key -> "seen again while in flight"
-        self.act = ActStage(state, audit, alerts, requeue, self._count)
+        self.act = ActStage(state, audit, alerts, requeue, self.count)
 
     # ------------------------------------------------------------------------------------------ entry
 
@@ -113,6 +115,25 @@ class Pipeline:
         released together (`act.batch`), all recorded as judged in one transaction. A file's failure is
         its own: the others go on."""
         ctx = self.context
+        taken = self.take_in(items)
+        decided: list[Decided] = []
+        held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
+        try:
+            for index, item in enumerate(taken):
+                decided += self.judged(item, ctx)
+                if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
+                    held += len(decided[-1].judgement.snapshot.data)
+                due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
+                if decided and (due or index == len(taken) - 1):
+                    self.act_on(ctx, decided)
+                    decided, held, began = [], 0, time.perf_counter()
+        finally:
+            for each in decided:
+                os.close(each.dir_fd)
+            self.let_go(taken)
+
+    def take_in(self, items: list[WorkItem]) -> list[WorkItem]:
+        """The items no worker has in hand; one that is is marked to be judged again once let go."""
         taken: list[WorkItem] = []
         with self._lock:
             for item in items:
@@ -122,44 +143,54 @@ class Pipeline:
                     continue
                 self._inflight[key] = False
                 taken.append(item)
-        decided: list[Decided] = []
-        held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
-        remote = ctx.remote if len(taken) > 1 else None
-        try:
-            if remote is not None:  # [cluster] watch: the batch in flight at once, acted on as verdicts come
-                remote.judge_together(taken, lambda i: self._judged(i, ctx), lambda d: self._act_on(ctx, d))
-            for index, item in enumerate(taken if remote is None else ()):
-                if ctx.remote is not None:  # one file, judged remotely: its snapshot within the budget
-                    decided += ctx.remote.within_budget(lambda i: self._judged(i, ctx), item)
-                else:
-                    decided += self._judged(item, ctx)
-                if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
-                    held += len(decided[-1].judgement.snapshot.data)
-                due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
-                if decided and (due or index == len(taken) - 1):
-                    self._act_on(ctx, decided)
-                    decided, held, began = [], 0, time.perf_counter()
-        finally:
-            for each in decided:
-                os.close(each.dir_fd)
-            again = []
-            with self._lock:
-                for item in taken:
-                    if self._inflight.pop((item.watch, item.relpath), False):
-                        again.append(item)
-            for item in again:
-                self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
+        return taken
 
-    def _judged(self, item: WorkItem, ctx: PipelineContext) -> list[Decided]:
-        """`_process` one file: its decision, if any, to act on; its failure its own."""
+    def let_go(self, items: list[WorkItem]) -> None:
+        """`items` are done with; those seen again meanwhile are judged again."""
+        again = []
+        with self._lock:
+            for item in items:
+                if self._inflight.pop((item.watch, item.relpath), False):
+                    again.append(item)
+        for item in again:
+            self._requeue(item.watch, item.relpath, Hint.STAT, "in-flight")
+
+    def judged(
+        self, item: WorkItem, ctx: PipelineContext, flights: list[Flight] | None = None
+    ) -> list[Decided]:
+        """`_process` one file: its decision, if any, to act on; its failure its own. With `flights`, a
+        file whose content is judged elsewhere is added there instead, to be `finish`ed."""
         decided: list[Decided] = []
         try:
-            self._process(item, ctx, decided)
+            self._process(item, ctx, decided, flights)
         except Exception as exc:
             self._failed(item.watch, exc)
         return decided
 
-    def _act_on(self, ctx: PipelineContext, decided: list[Decided]) -> None:
+    def finish(self, flight: Flight, content: Content | Exception) -> list[Decided]:
+        """A file whose content was judged elsewhere: its decision, as `_judged` would have made it."""
+        ctx, watch, item, deferred = flight.ctx, flight.watch, flight.item, flight.deferred
+        try:
+            try:
+                if isinstance(content, Exception):
+                    raise content
+                judgement = ctx.judge.conclude(deferred.snapshot, content, deferred.name, deferred.name_runs)
+                judgement = _required(watch, judgement, ctx.judge)
+            except Exception as exc:  # MemoryError included: the file is then unscanned, never clean
+                judgement = self._judging_failed(watch, item, flight.display, exc)
+            decision = self._conclude(
+                ctx, watch, flight.dir_fd, item, judgement, flight.started, flight.supersedes
+            )
+        except Exception as exc:
+            os.close(flight.dir_fd)
+            self._failed(item.watch, exc)
+            return []
+        if decision is None:
+            os.close(flight.dir_fd)
+            return []
+        return [decision]
+
+    def act_on(self, ctx: PipelineContext, decided: list[Decided]) -> None:
         """`_act_all`, a failure of it the failure of each of its files; their folders' fds closed."""
         try:
             self._act_all(ctx, decided)
@@ -171,7 +202,7 @@ class Pipeline:
                 os.close(decided.pop().dir_fd)
 
     def _failed(self, watch: str, exc: Exception) -> None:
-        self._count("failures", type(exc).__name__)
+        self.count("failures", type(exc).__name__)
         # The message could name the file (an OSError's filename) or quote its bytes: the type,
         # errno and where it was raised are what the operator needs, and none of them is data.
         log.error(
@@ -182,9 +213,11 @@ class Pipeline:
             where=raised_at(exc),
         )
 
-    def _process(self, item: WorkItem, ctx: PipelineContext, decided: list[Decided]) -> None:
+    def _process(
+        self, item: WorkItem, ctx: PipelineContext, decided: list[Decided], flights: list[Flight] | None
+    ) -> None:
         """Judge one file; a decision to record and act on is added to `decided` (which then owns the
-        folder's fd)."""
+        folder's fd), or a file whose content is judged elsewhere to `flights` (which then owns it)."""
         watch = ctx.watches.get(item.watch)
         if watch is None:
             return  # the watch was removed by a reload
@@ -213,12 +246,14 @@ class Pipeline:
             started = time.perf_counter()
             display = watch.display(item.relpath)
             earlier = earlier_decision(self.state, watch.id, os.fsencode(item.relpath))
+            supersedes = None  # the earlier decision, when it is no longer true
             if earlier is not None:  # decided before a restart, not acted on: act on it if still true
                 again = resume(earlier, ctx.judge, ctx.ruleset, watch, dir_fd, item, display, st)
                 if isinstance(again, Decided):
                     decided.append(again)
                     handed = True
                     return
+                supersedes = again
             try:
                 content = None  # judged here; on judge hosts in a cluster's watch role:
                 if ctx.remote is not None:
@@ -226,24 +261,43 @@ class Pipeline:
                 judgement = ctx.judge.judge_name(
                     dir_fd, name, display, require_single_link=True, relative=item.relpath, content=content
                 )
+                if isinstance(judgement, Deferred):
+                    assert flights is not None, "a file judged elsewhere needs a worker that waits for none"
+                    flights.append(Flight(ctx, watch, dir_fd, item, display, started, supersedes, judgement))
+                    handed = True
+                    return
                 judgement = _required(watch, judgement, ctx.judge)
             except Exception as exc:  # MemoryError included: the file is then unscanned, never clean
-                shown = path_fields(watch, item.relpath, None)["path"]  # name not judged: masked
-                log.error("judging failed", watch=watch.id, path=shown, error=type(exc).__name__)
-                judgement = Judgement(
-                    display, unscanned(Reason.DETECTOR_ERROR, type(exc).__name__, "pipeline")
-                )
-            self.observe("judge", time.perf_counter() - started)
-            decision = self._decide(ctx, watch, dir_fd, item, judgement, started)
-            if decision is not None and earlier is not None:
-                # the earlier decision, no longer true; its row goes once this one is acted on
-                decision.body["supersedes"], decision.row = again, True
+                judgement = self._judging_failed(watch, item, display, exc)
+            decision = self._conclude(ctx, watch, dir_fd, item, judgement, started, supersedes)
             if decision is not None:
                 decided.append(decision)
                 handed = True
         finally:
             if not handed:
                 os.close(dir_fd)
+
+    def _judging_failed(self, watch: ActiveWatch, item: WorkItem, display: str, exc: Exception) -> Judgement:
+        shown = path_fields(watch, item.relpath, None)["path"]  # name not judged: masked
+        log.error("judging failed", watch=watch.id, path=shown, error=type(exc).__name__)
+        return Judgement(display, unscanned(Reason.DETECTOR_ERROR, type(exc).__name__, "pipeline"))
+
+    def _conclude(
+        self,
+        ctx: PipelineContext,
+        watch: ActiveWatch,
+        dir_fd: int,
+        item: WorkItem,
+        judgement: Judgement,
+        started: float,
+        supersedes: dict[str, Any] | None,
+    ) -> Decided | None:
+        self.observe("judge", time.perf_counter() - started)
+        decision = self._decide(ctx, watch, dir_fd, item, judgement, started)
+        if decision is not None and supersedes is not None:
+            # the earlier decision, no longer true; its row goes once this one is acted on
+            decision.body["supersedes"], decision.row = supersedes, True
+        return decision
 
     # ------------------------------------------------------------------------------------------ decide
 
@@ -386,7 +440,7 @@ class Pipeline:
         """Record the decisions, then act: the moves of all of them after one audit fsync."""
         plans: list[tuple[Decided, ActPlan]] = []
         for each in self._record_all(ctx, decided):
-            plans.append((each, self._recorded(ctx, each)))
+            plans.append((each, recorded(self, ctx, each)))
         if any(s["op"] in MOVES and "id" in s for _, plan in plans for s in plan.steps):
             self.audit.sync()  # the decisions are the write-ahead intents: durable before anything moves
         complete: dict[int, bool] = {}
@@ -419,54 +473,6 @@ class Pipeline:
         for each, _ in plans:
             self.observe("act", time.perf_counter() - each.judged_at)
 
-    def _recorded(self, ctx: PipelineContext, each: Decided) -> ActPlan:
-        """After the decision record is written: what the service log, STATUS and metrics show, and the
-        act stage's plan."""
-        watch, judgement, decision, body = each.watch, each.judgement, each.decision, each.body
-        seq, recorded = each.audit_seq, each.recorded
-        assert seq is not None
-        if each.released:
-            self.act.state_write(self.state.use_operator_release, watch.id, each.relpath_bytes)
-        # Clean files are the bulk: the audit log has them; the service log keeps to what needs a look.
-        log_at = log.info if decision.outcome in ("finding", "unscanned") else log.debug
-        log_at(
-            "judged",
-            watch=watch.id,
-            path=body["path"],
-            outcome=decision.outcome,
-            types=sorted({f.type for f in recorded}),
-            reason=body["reason"],
-            actions=[p["op"] for p in each.planned],
-            audit_seq=seq,
-        )
-        self._count("verdicts", decision.outcome)
-        self.counters.recent.append(
-            {
-                "time": time.time(),
-                "watch": watch.id,
-                "path": body["path"],
-                "outcome": decision.outcome,
-                "types": sorted({f.type for f in recorded}),
-                "reason": body["reason"],
-                "audit_seq": seq,
-            }
-        )
-        for finding_type, count in true_counts(judgement.verdict, recorded).items():
-            self._count("findings", finding_type, count)
-        return ActPlan(
-            watch,
-            each.dir_fd,
-            each.item,
-            judgement,
-            decision,
-            each.planned,
-            body["path"],
-            body["reason"],
-            seq,
-            ctx.judge.registry.actions,
-            lambda relpath: _name_for(ctx.judge, judgement.name, relpath),
-        )
-
     def reconfigure(self, context: PipelineContext) -> None:
         """Judge and act under `context` (a configuration's watches, judge, ruleset and sinks) for every
         file taken from now on; a worker finishes the file in hand under the context it began with.
@@ -498,20 +504,12 @@ class Pipeline:
                 "identity": identity_fields(identity),
             },
         )
-        self._count("verdicts", "skipped")
+        self.count("verdicts", "skipped")
 
-    def _count(self, table: str, key: str, by: int = 1) -> None:
+    def count(self, table: str, key: str, by: int = 1) -> None:
         with self._lock:
             getattr(self.counters, table)[key] += by
 
     def maintain(self) -> tuple[dict[str, str], str | None]:
         """Once a tick: see `ActStage.maintain` (quarantine directories, the state database)."""
         return self.act.maintain(self.context.watches.values())
-
-
-def _name_for(judge: Judge, judged: JudgedName | None, relpath: str) -> JudgedName:
-    """`relpath` judged as a name: the file's own judged name when it is the same path (a release that
-    kept its name, the common case), else judged now."""
-    if judged is not None and judged.raw == os.fsencode(relpath):
-        return judged
-    return judge.judge_relative_name(relpath)[0]

@@ -27,6 +27,7 @@ from dropwarden.assembly import (
 from dropwarden.audit import AuditError, AuditLog
 from dropwarden.audit.spool import ingest
 from dropwarden.audit.store import k0_on_host
+from dropwarden.cluster import flow
 from dropwarden.config import ConfigError, LoadedConfig, Settings
 from dropwarden.configload import load_config
 from dropwarden.gate import get_gate
@@ -123,9 +124,7 @@ class Daemon:
         if parts.remote is not None:
             parts.remote.start()  # asks again for the jobs a killed predecessor left outstanding
         parts.alerts.start()
-        # role "watch": a worker waits on the network for its files' verdicts, not on a core, so there are
-        # as many as files may be in the cluster at once (files arriving one by one each take one)
-        workers = d.workers if parts.remote is None else max(d.workers, self.settings.cluster.max_outstanding)
+        workers = d.workers  # role "watch" too: files wait for their verdicts in the queue (`flow`)
         self._start_workers(workers)
         parts.watcher.start()
         self.keeper = WatchKeeper(self)
@@ -193,17 +192,24 @@ class Daemon:
             self._threads.append(thread)
 
     def _worker(self, index: int) -> None:
-        work = self.parts.work
+        work, remote = self.parts.work, self.parts.remote
         while True:
-            batch, taken, stop = take_ready(work, len(self._threads))  # judged in turn, acted on together
+            answers: list[Any] = []
+            if remote is None:
+                batch, taken, stop = take_ready(work, len(self._threads))  # judged in turn, acted on together
+            else:  # answers for files in flight first, then files while there is room
+                answers, batch, taken, stop = work.take(len(self._threads))
             self._busy_since[index] = time.monotonic()
+            done = taken if remote is None else stop  # files in flight are done with when finished
             try:
-                if batch:
+                if remote is not None:
+                    done += flow.process(self.parts.pipeline, remote, work, answers, batch)
+                elif batch:
                     self.parts.pipeline.process_batch(batch)
             finally:
                 self._busy_since.pop(index, None)
-                for _ in range(taken):
-                    work.task_done()
+                if done:
+                    work.task_done(done)
             if stop:
                 return
 
@@ -242,13 +248,7 @@ class Daemon:
         """STATUS every tick; WATCHDOG=1 only while no worker is stuck on one file (a wedged pipeline
         stops the pings, and systemd restarts us)."""
         now = time.monotonic()
-        remote = self.parts.remote
-        waiting = remote.patient_threads(self.settings.daemon.stall_timeout) if remote is not None else set()
-        stalled = [
-            now - since
-            for index, since in list(self._busy_since.items())
-            if self._threads[index].ident not in waiting  # waiting on a cluster that answers: not wedged
-        ]
+        stalled = [now - since for since in list(self._busy_since.values())]
         limit = self.settings.daemon.stall_timeout
         if any(age > limit for age in stalled):
             self.degraded["pipeline"] = f"a worker has been busy on one file for over {limit:g}s"

@@ -1,3 +1,3 @@
 """Judging spread over hosts through Redis Streams: `watch` hosts send jobs, `judge` hosts judge them.
 
-Role "all" (the default) never imports anything from here but `settings`: no Redis is needed."""
+Role "all" (the default) never imports anything from here but `settings` and `flow`: no Redis is needed."""

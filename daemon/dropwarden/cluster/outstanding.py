@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job TEXT PRIMARY KEY, watch TEXT NOT NULL, relpath BLOB NOT NULL, sha256 TEXT NOT NULL,
     store TEXT NOT NULL, sent REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_file ON jobs (watch, relpath, sha256);
+DROP INDEX IF EXISTS jobs_file;  -- looked up in memory now (`Outstanding.find`)
 """
 
 
@@ -36,21 +36,31 @@ class Outstanding:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         path.chmod(0o600)
+        # the rows a previous run left, by file: the only jobs `find` can return (this run's own jobs are
+        # never asked for again while in flight: a worker has the file in hand)
+        self._inherited = {(job.watch, job.relpath, job.sha256): job for job in self.all()}
 
     def add(self, job: str, watch: str, relpath: bytes, sha256: str, store: str) -> None:
         with self._lock:
             row = (job, watch, relpath, sha256, store, time.time())
             self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
 
-    def find(self, watch: str, relpath: bytes, sha256: str) -> Job | None:
-        """The job already sent for this file's content (by a watcher that was restarted), if any."""
+    def add_many(self, rows: list[tuple[str, str, bytes, str, str]]) -> None:
+        """Rows of (job, watch, relpath, sha256, store), in one transaction."""
+        now = time.time()
         with self._lock:
-            row = self._db.execute(
-                "SELECT job, watch, relpath, sha256, store, sent FROM jobs"
-                " WHERE watch = ? AND relpath = ? AND sha256 = ?",
-                (watch, relpath, sha256),
-            ).fetchone()
-        return Job(*row) if row else None
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows]
+                )
+            finally:
+                self._db.execute("COMMIT")
+
+    def find(self, watch: str, relpath: bytes, sha256: str) -> Job | None:
+        """The job a previous run (since killed) sent for this file's content, if any; once only."""
+        with self._lock:
+            return self._inherited.pop((watch, relpath, sha256), None)
 
     def remove(self, job: str) -> None:
         with self._lock:
@@ -76,7 +86,10 @@ class Outstanding:
                 "DELETE FROM jobs WHERE sent < ? RETURNING job, watch, relpath, sha256, store, sent",
                 (before,),
             ).fetchall()
-        return [Job(*row) for row in rows]
+            gone = [Job(*row) for row in rows]
+            for job in gone:
+                self._inherited.pop((job.watch, job.relpath, job.sha256), None)
+        return gone
 
     def close(self) -> None:
         with self._lock:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import structlog
@@ -26,16 +25,13 @@ from dropwarden.cluster.sending import Job, Release, Sender, Waiter
 from dropwarden.cluster.settings import ClusterSettings
 from dropwarden.judge.detect import DetectorRun
 from dropwarden.judge.intake import Snapshot
-from dropwarden.judge.judge import Content, ContentJudging, Judge, Judgement
+from dropwarden.judge.judge import Content, ContentJudging, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName
 from dropwarden.judge.sniff import sniff
 from dropwarden.registry import Registry
 from dropwarden.verdict import Problem, Reason
 
 log = structlog.get_logger("dropwarden.cluster.watch")
-
-Item = TypeVar("Item")
-Done = TypeVar("Done")
 
 # A blob a judge found missing (expired, or deleted by another job of the same content) is sent again
 # this many times before the file is unscanned.
@@ -50,6 +46,22 @@ def path_exempt(registry: Registry, display_path: str) -> bool:
         if allowed is not None and allowed(display_path):
             return True
     return False
+
+
+@dataclass
+class Request:
+    """A file's content sent to the judges, and its answer to come."""
+
+    job: str
+    watch: str
+    ruleset: str
+    snapshot: Snapshot
+    store: str
+    exempt: bool
+    waiter: Waiter
+    sent_at: float  # monotonic: when its job last went out
+    resends: int = 0  # sent again because a judge found its blob missing
+    outgoing: Job | None = None  # its job, until `send` sends it with the others of its batch
 
 
 class RemoteJudging:
@@ -70,28 +82,24 @@ class RemoteJudging:
         self.blobs = BlobStore(self.redis, self.keys, settings)
         self.outstanding = Outstanding(state_dir / "cluster.db")
         self._requeue = requeue
-        self._room = threading.BoundedSemaphore(settings.max_outstanding)
         self._lock = threading.Lock()
-        self._waiting: dict[str, Waiter] = {}
+        self._waiting: dict[str, Request] = {}  # job -> the file in flight
         self._stop = threading.Event()
         self.counts: Counter[str] = Counter()
         self._judged_samples: deque[tuple[float, int]] = deque(maxlen=120)
         self._started = time.time()
-        self._waiting_threads: set[int] = set()  # workers waiting for a verdict or for room
         self._last_progress = time.monotonic()  # a verdict came (or a job went out)
+        # The watcher's files in flight (admitted by its work queue, not yet acted on), and the snapshot
+        # bytes they may hold: the largest file there may be until one is read, then what it read.
+        self._admitted = 0
+        self.largest = largest_file
+        self._budget = SnapshotBudget(4 * largest_file, largest_file)
+        self.deliver: Callable[[Any], None] = lambda token: None  # an answered file's token: to a worker
+        self.reconsider: Callable[[], None] = lambda: None  # room was freed: files may be admitted
         self._listener = threading.Thread(target=self._listen, name="cluster-replies", daemon=True)
         ttl = int(settings.blob_ttl)
         sent = lambda: self._count("sent")  # noqa: E731
         self.sender = Sender(self.redis, self.keys, self.blobs, self.outstanding, ttl, self._stop, sent)
-        # Threads that wait for verdicts on a worker's behalf (`judge_together`): max_outstanding of them,
-        # daemon threads like the workers, so a stop never waits for a verdict.
-        self._budget = SnapshotBudget(4 * largest_file, largest_file)
-        self._reserved = threading.local()  # a judging thread's reservation of the budget
-        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[Any], Any], Any]] = queue.SimpleQueue()
-        self._judging = [
-            threading.Thread(target=self._judge_tasks, name=f"cluster-judging-{index}", daemon=True)
-            for index in range(settings.max_outstanding)
-        ]
 
     # ------------------------------------------------------------------------------------ life
 
@@ -100,8 +108,6 @@ class RemoteJudging:
         retrying("create the jobs group", lambda: ensure_group(self.redis, self.keys), self._stop)
         self._listener.start()
         self.sender.start()
-        for thread in self._judging:
-            thread.start()
         left = self.outstanding.all()
         for job in left:
             self._requeue(job.watch, os.fsdecode(job.relpath))
@@ -118,7 +124,12 @@ class RemoteJudging:
         self.redis.close()
 
     def tick(self) -> None:
-        """Now and then: forget jobs of files gone before a restart; sweep expired shared blobs."""
+        """Now and then: send again the jobs Redis lost; forget jobs of files gone before a restart; sweep
+        expired shared blobs."""
+        try:
+            self._resend_lost()
+        except redis.RedisError as exc:
+            log.warning("jobs not checked", error=type(exc).__name__)
         if time.time() - self._started > 2 * self.settings.job_timeout:
             for job in self.outstanding.forget_older_than(self._started):
                 try:
@@ -132,68 +143,63 @@ class RemoteJudging:
 
     # ------------------------------------------------------------------------------------ judging
 
-    def judge_together(
-        self,
-        items: Sequence[Item],
-        judge_one: Callable[[Item], list[Done]],
-        act: Callable[[list[Done]], None],
-    ) -> None:
-        """Judge a worker's batch with all of its files in flight at once (max_outstanding bounds the
-        cluster's share), and `act` in the calling worker on each group of verdicts as it comes: a worker
-        does not hold one file while the judges idle, and what it decides is still acted on together
-        (one audit fsync per group). The worker counts as waiting on the cluster meanwhile."""
-        me = threading.get_ident()
+    def admit(self, waiting: int) -> int:
+        """How many of `waiting` files may begin now (the work queue asks, under its lock): those that keep
+        this watcher within `max_outstanding` files in flight, while its snapshot budget has room for a
+        file. The rest wait in the queue: backpressure, never a drop."""
         with self._lock:
-            self._waiting_threads.add(me)
-        try:
-            pending: set[Future[list[Done]]] = set()
-            for item in items:
-                future: Future[list[Done]] = Future()
-                self._tasks.put((future, judge_one, item))
-                pending.add(future)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                decided = [each for future in done for each in future.result()]
-                if decided:
-                    act(decided)
-        finally:
-            with self._lock:
-                self._waiting_threads.discard(me)
+            room = min(waiting, self.settings.max_outstanding - self._admitted)
+            admitted = room if room > 0 and self._budget.has_room() else 0
+            self._admitted += admitted
+            if admitted < waiting:
+                self.counts["waited_for_room"] += 1
+            return admitted
 
-    def _judge_tasks(self) -> None:
-        while True:
-            future, call, item = self._tasks.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(self.within_budget(call, item))
-                except BaseException as exc:  # the worker's wait raises it
-                    future.set_exception(exc)
+    def reserve(self) -> bool:
+        """Before an admitted file is read: the largest file there may be, reserved if the budget has room
+        (else the file goes back to the queue, `unadmit`)."""
+        return self._budget.reserve()
 
-    def within_budget(self, judge_one: Callable[[Item], Done], item: Item) -> Done:
-        """`judge_one(item)` holding its share of the snapshot budget: the largest file there may be until
-        the file is read, then its size (`_content`)."""
-        self._reserved.size = self._budget.reserve()
-        try:
-            return judge_one(item)
-        finally:
-            self._budget.release(self._reserved.size)
-            self._reserved.size = 0
+    def read(self, size: int) -> int:
+        """A reserved file was read and is in flight: it holds `size` bytes of the budget now."""
+        kept = self._budget.shrink(self.largest, size)
+        self.reconsider()
+        return kept
+
+    def done(self, held: int) -> None:
+        """An admitted file is done with (acted on, or never sent): its room and bytes are free."""
+        self._budget.release(held)
+        with self._lock:
+            self._admitted -= 1
+        self.reconsider()
+
+    def unadmit(self, count: int) -> None:
+        """`count` admitted files were not begun (back in the queue, or in another worker's hands)."""
+        with self._lock:
+            self._admitted -= count
+        self.reconsider()
+
+    def expect(self, request: Request, token: Any) -> None:
+        """Give `token` to `deliver` once `request` is answered (now, if it already is)."""
+        request.waiter.notify(lambda: self.deliver(token))
 
     def content_for(self, judge: Judge, watch: str, relpath: str, ruleset: str) -> ContentJudging:
         """What `Judge.judge_name` calls for a file that was read: its content judged on a judge host."""
 
-        def judge_remotely(snapshot: Snapshot, name: JudgedName, name_runs: list[DetectorRun]) -> Judgement:
-            content = self._content(judge.registry, watch, relpath, ruleset, snapshot)
-            return judge.conclude(snapshot, content, name, name_runs)
+        def judge_remotely(
+            snapshot: Snapshot, name: JudgedName, name_runs: list[DetectorRun]
+        ) -> Judgement | Deferred:
+            sent = self._content(judge.registry, watch, relpath, ruleset, snapshot)
+            if isinstance(sent, Request):
+                return Deferred(snapshot, name, name_runs, sent)
+            return judge.conclude(snapshot, sent, name, name_runs)
 
         return judge_remotely
 
     def _content(
         self, registry: Registry, watch: str, relpath: str, ruleset: str, snapshot: Snapshot
-    ) -> Content:
-        reserved = getattr(self._reserved, "size", 0)
-        if reserved:  # a judging thread: the file is read, its reservation is its size now
-            self._reserved.size = self._budget.shrink(reserved, len(snapshot.data))
+    ) -> Content | Request:
+        """The content's verdict when it is known now (the cache, or no way to send it), else its job."""
         exempt = path_exempt(registry, snapshot.display_path)
         store = self.blobs.store_for(len(snapshot.data))
         if store is None:
@@ -206,95 +212,106 @@ class RemoteJudging:
                 self._count("cache_hits")
                 self._forget_inherited(watch, relpath, snapshot.sha256)
                 return content
-        me = threading.get_ident()
-        with self._lock:
-            self._waiting_threads.add(me)
-        try:
-            if not self._room.acquire(blocking=False):
-                self._count("waited_for_room")
-                self._room.acquire()  # backpressure: the worker, and so the queue behind it, waits
-            try:
-                return self._request(watch, relpath, ruleset, snapshot, store, exempt)
-            finally:
-                self._room.release()
-        finally:
-            with self._lock:
-                self._waiting_threads.discard(me)
-
-    def _request(
-        self, watch: str, relpath: str, ruleset: str, snapshot: Snapshot, store: str, exempt: bool
-    ) -> Content:
         raw_path = os.fsencode(relpath)
         # the job a killed predecessor sent for this content keeps its id: its verdict, when it comes, is ours
         inherited = self.outstanding.find(watch, raw_path, snapshot.sha256)
         job = inherited.job if inherited is not None else uuid.uuid4().hex
-        self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
-        waiter = Waiter()
+        request = Request(job, watch, ruleset, snapshot, store, exempt, Waiter(), time.monotonic())
         with self._lock:
-            self._waiting[job] = waiter
+            self._waiting[job] = request
         try:
             if store == REDIS:  # the cache asked and the job sent in one command, with others' (`sending`)
                 cache_key = "" if exempt else self.keys.verdict(ruleset, snapshot.sha256)
                 shown = snapshot.display_path if exempt else ""
                 fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
-                self.sender.send(Job(job, snapshot.sha256, snapshot.data, fields, cache_key, shown, waiter))
+                # sent by `send` with the rest of the worker's batch (its outstanding row first)
+                request.outgoing = Job(
+                    job, snapshot.sha256, snapshot.data, fields, cache_key, shown, raw_path, request.waiter
+                )
             else:
-                waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt)
-            resends = 0
-            sent_at = time.monotonic()
-            while True:
-                if not waiter.event.wait(timeout=1.0):
-                    entry = waiter.entry
-                    if (
-                        entry
-                        and time.monotonic() - sent_at > self.settings.job_timeout
-                        and not self._alive(entry)
-                    ):
-                        # the entry is gone with no verdict (Redis lost it): send it again
-                        self._count("resent")
-                        waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
-                        sent_at = time.monotonic()
-                    continue
-                if waiter.error is not None:
-                    raise waiter.error
-                reply = waiter.reply or {}
-                if reply.get("cached"):
-                    content = _decoded(waiter.verdict)
-                    if content is not None:
-                        self._count("cache_hits")
-                        return content
-                    waiter.event.clear()  # a cached verdict that cannot be read: judged anew
-                    waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt)
-                    sent_at = time.monotonic()
-                    continue
-                if reply.get("status") == "blob_missing" and resends < MAX_RESENDS:
-                    resends += 1
-                    self._count("resent")
-                    waiter.event.clear()
-                    waiter.entry = self._send(job, watch, ruleset, snapshot, store, exempt, again=True)
-                    sent_at = time.monotonic()
-                    continue
-                return self._outcome(snapshot, waiter)
-        finally:
-            with self._lock:
-                self._waiting.pop(job, None)
-            # queued after the job's own send: the blob goes, then the row (`sending`); letting go of a
-            # blob the job never stored is a no-op
-            self.sender.release(Release(job, snapshot.sha256, store, exempt))
+                self.outstanding.add(job, watch, raw_path, snapshot.sha256, store)
+                request.waiter.entry = self._send(request)
+        except BaseException:
+            self._finished(request)
+            raise
+        return request
 
-    def _send(
-        self,
-        job: str,
-        watch: str,
-        ruleset: str,
-        snapshot: Snapshot,
-        store: str,
-        exempt: bool,
-        again: bool = False,
-    ) -> str:
+    def send(self, begun: list[Request], over: list[Request]) -> None:
+        """In one round trip from this thread: the jobs of `begun` not yet sent, and the blobs of the
+        requests `over` let go (then their outstanding rows)."""
+        batch: list[Job | Release] = [request.outgoing for request in begun if request.outgoing is not None]
+        for request in begun:
+            request.outgoing = None
+        # letting go of a blob the job never stored is a no-op
+        batch += [Release(r.job, r.snapshot.sha256, r.store, r.exempt) for r in over]
+        self.sender.send_now(batch)
+
+    def outcome(self, request: Request) -> Content | Exception | None:
+        """The content's verdict for an answered `request`, or why there is none (the file is then
+        unscanned); None when the job went out again (`expect` it again). Once it has one, the request
+        is over: `send` lets its blob go."""
+        waiter = request.waiter
+        try:
+            if waiter.error is not None:
+                raise waiter.error
+            reply = waiter.reply or {}
+            if reply.get("cached"):
+                content = _decoded(waiter.verdict)
+                if content is not None:
+                    self._count("cache_hits")
+                    self._over(request)
+                    return content
+                self._send_again(request, "unreadable")  # a cached verdict that cannot be read: judged anew
+                return None
+            if reply.get("status") == "blob_missing" and request.resends < MAX_RESENDS:
+                request.resends += 1
+                self._count("resent")
+                self._send_again(request, "blob_missing")
+                return None
+            content = self._outcome(request.snapshot, waiter)
+        except Exception as exc:
+            self._over(request)
+            return exc
+        self._over(request)
+        return content
+
+    def _over(self, request: Request) -> None:
+        with self._lock:
+            self._waiting.pop(request.job, None)
+
+    def _send_again(self, request: Request, why: str) -> None:
+        request.waiter.again()
+        request.waiter.entry = self._send(request, again=why == "blob_missing")
+        request.sent_at = time.monotonic()
+
+    def _finished(self, request: Request) -> None:
+        with self._lock:
+            self._waiting.pop(request.job, None)
+        # queued after the job's own send: the blob goes, then the row (`sending`); letting go of a blob
+        # the job never stored is a no-op
+        self.sender.release(Release(request.job, request.snapshot.sha256, request.store, request.exempt))
+
+    def _resend_lost(self) -> None:
+        """Jobs sent over `job_timeout` ago, still unanswered, whose stream entry is gone (Redis lost it):
+        sent again."""
+        since = time.monotonic() - self.settings.job_timeout
+        with self._lock:
+            late = [
+                r for r in self._waiting.values()
+                if r.waiter.entry and not r.waiter.answered and r.sent_at < since
+            ]  # fmt: skip
+        for request in late:
+            if self._alive(request.waiter.entry or ""):
+                continue
+            self._count("resent")
+            request.waiter.entry = self._send(request, again=True)
+            request.sent_at = time.monotonic()
+
+    def _send(self, request: Request, again: bool = False) -> str:
         """Store the bytes (the job holds them until it is released) and add the job, from this thread:
         a file in the shared store, or a job sent again."""
-        fields = self._fields(job, watch, ruleset, snapshot, store, exempt)
+        job, snapshot, store, exempt = request.job, request.snapshot, request.store, request.exempt
+        fields = self._fields(job, request.watch, request.ruleset, snapshot, store, exempt)
 
         def send() -> str:
             # One round trip: the blob, the path, the group and the job, in this order (the entry is
@@ -393,8 +410,9 @@ class RemoteJudging:
                     handled.append(last)
                     fields = {_text(k): _text(v) for k, v in raw.items()}
                     with self._lock:
-                        waiter = self._waiting.get(fields.get("job", ""))
-                        if waiter is None or waiter.event.is_set():
+                        request = self._waiting.get(fields.get("job", ""))
+                        waiter = request.waiter if request is not None else None
+                        if waiter is None or waiter.answered:
                             self.counts["duplicates"] += 1
                             continue
                     answered.append((waiter, fields))
@@ -430,14 +448,6 @@ class RemoteJudging:
             self.counts[key] += 1
             if key in ("sent", "judged", "cache_hits", "failed"):
                 self._last_progress = time.monotonic()
-
-    def patient_threads(self, within: float) -> set[int]:
-        """The worker threads waiting on the cluster, while it made progress in the last `within` seconds
-        (a long backlog is not a wedged worker; a cluster that answers nothing for that long is)."""
-        with self._lock:
-            if time.monotonic() - self._last_progress > within:
-                return set()
-            return set(self._waiting_threads)
 
     def stats(self) -> dict[str, Any]:
         """Counts for STATUS and metrics: this watcher's (outstanding, sent, ...) and the cluster's

@@ -1,4 +1,4 @@
-"""Role "watch": the jobs of every judging thread go to Redis together, and answered jobs let their blobs
+"""Role "watch": the jobs of every worker go to Redis together, and answered jobs let their blobs
 go the same way: one thread sends whatever is queued in one round trip (nothing waits to fill a batch)."""
 
 from __future__ import annotations
@@ -12,27 +12,60 @@ from typing import Any
 import redis
 import structlog
 
-from dropwarden.cluster.blobs import RELEASE_SCRIPT, SHARED, BlobStore
+from dropwarden.cluster.blobs import SHARED, BlobStore
 from dropwarden.cluster.connect import GROUP, Keys, retrying
 from dropwarden.cluster.outstanding import Outstanding
 
 log = structlog.get_logger("dropwarden.cluster.watch")
 
-# The verdict cached for this content, or else: the blob, its holder, the path (only when it matters),
-# the group (a Redis that lost its data lost it too) and the job, in this order (the entry is never
-# there before its blob). KEYS: verdict ('' = not cached), blob, blob refs, jobs stream, job path ('').
-# ARGV: blob bytes, ttl, job id, group, display path, then the entry's fields.
+# For each job: the verdict cached for its content, or else: the blob, its holder, the path (only when
+# it matters), the group (a Redis that lost its data lost it too) and the job, in this order (the entry
+# is never there before its blob). Five KEYS per job: verdict ('' = not cached), blob, blob refs, jobs
+# stream, job path (''). ARGV per job: the count of the job's arguments that follow, then blob bytes,
+# ttl, job id, group, display path and the entry's fields. One job's failure is its own.
 _SEND_SCRIPT = """
-if KEYS[1] ~= '' then
-    local cached = redis.call('GET', KEYS[1])
-    if cached then return {'cached', cached} end
+local results = {}
+local a = 1
+for i = 0, #KEYS / 5 - 1 do
+    local k, n = i * 5, tonumber(ARGV[a])
+    local cached = nil
+    if KEYS[k + 1] ~= '' then cached = redis.call('GET', KEYS[k + 1]) end
+    if cached then
+        results[i + 1] = {'cached', cached}
+    else
+        local ok, entry = pcall(function()
+            redis.call('SET', KEYS[k + 2], ARGV[a + 1], 'EX', ARGV[a + 2])
+            redis.call('SADD', KEYS[k + 3], ARGV[a + 3])
+            redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 2])
+            if KEYS[k + 5] ~= '' then redis.call('SET', KEYS[k + 5], ARGV[a + 5], 'EX', ARGV[a + 2]) end
+            pcall(redis.call, 'XGROUP', 'CREATE', KEYS[k + 4], ARGV[a + 4], '0', 'MKSTREAM')
+            return redis.call('XADD', KEYS[k + 4], '*', unpack(ARGV, a + 6, a + n))
+        end)
+        if ok then
+            results[i + 1] = {'sent', entry}
+        else
+            results[i + 1] = {'error', type(entry) == 'table' and entry.err or tostring(entry)}
+        end
+    end
+    a = a + n + 1
 end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
-pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[4], '0', 'MKSTREAM')
-return {'sent', redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6))}
+return results
+"""
+
+# `blobs.RELEASE_SCRIPT` for each job: two KEYS (blob, blob refs) and one ARGV (job id) per release;
+# 1 where the blob was deleted (its last holder), else 0.
+_RELEASE_SCRIPT = """
+local results = {}
+for i = 1, #ARGV do
+    redis.call('SREM', KEYS[2 * i], ARGV[i])
+    if redis.call('SCARD', KEYS[2 * i]) == 0 then
+        redis.call('DEL', KEYS[2 * i - 1], KEYS[2 * i])
+        results[i] = 1
+    else
+        results[i] = 0
+    end
+end
+return results
 """
 
 MOST_AT_ONCE = 256  # queued commands sent in one round trip, at most
@@ -40,19 +73,51 @@ MOST_AT_ONCE = 256  # queued commands sent in one round trip, at most
 
 @dataclass
 class Waiter:
-    """A job's answer, as the sender or the reply listener gives it to the thread waiting for it."""
+    """A job's answer, as the sender or the reply listener gives it: to whoever `notify`s on it (the
+    watcher's work queue), once the answer is in."""
 
-    event: threading.Event = field(default_factory=threading.Event)
+    answered: bool = False
     reply: dict[str, str] | None = None
     verdict: bytes | None = None  # the encoded verdict, when it came with the answer
     fetched: bool = False  # whether `verdict` was looked up (None then means it is gone)
     entry: str | None = None  # the job's stream entry, once sent
     error: BaseException | None = None  # Redis refused the job
+    _notify: Callable[[], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, reply: dict[str, str], verdict: bytes | None = None, fetched: bool = False) -> None:
-        if not self.event.is_set():
+        with self._lock:
+            if self.answered:
+                return
             self.reply, self.verdict, self.fetched = reply, verdict, fetched
-            self.event.set()
+            self.answered = True
+            call, self._notify = self._notify, None
+        if call is not None:
+            call()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.answered:
+                return
+            self.error = error
+            self.answered = True
+            call, self._notify = self._notify, None
+        if call is not None:
+            call()
+
+    def notify(self, call: Callable[[], None]) -> None:
+        """Call `call` once this job is answered (now, if it already is)."""
+        with self._lock:
+            if not self.answered:
+                self._notify = call
+                return
+        call()
+
+    def again(self) -> None:
+        """The answer was read and the job goes out again: wait for the next one."""
+        with self._lock:
+            self.answered = False
+            self.reply, self.verdict, self.fetched, self.error = None, None, False, None
 
 
 @dataclass(frozen=True)
@@ -65,6 +130,7 @@ class Job:
     fields: dict[str, str]
     cache_key: str
     display_path: str  # only for a job whose path matters ("exempt"), else empty
+    relpath: bytes  # for its outstanding row, never sent
     waiter: Waiter
 
 
@@ -104,6 +170,22 @@ class Sender:
     def send(self, job: Job) -> None:
         self._queue.put(job)
 
+    def send_now(self, batch: list[Job | Release]) -> None:
+        """Send `batch` from the calling thread in one round trip (a worker's: no hand-off to the sender
+        thread, no wait for its turn). A failure answers each job with it; a release not made leaves its
+        blob to its TTL."""
+        if not batch:
+            return
+        try:
+            self._send_batch(batch)
+        except InterruptedError:
+            return  # stopping: the jobs' rows are written, and the next run asks for them again
+        except Exception as exc:
+            log.error("sending jobs failed", error=type(exc).__name__)
+            for item in batch:
+                if isinstance(item, Job):
+                    item.waiter.fail(exc)
+
     def release(self, release: Release) -> None:
         self._queue.put(release)
 
@@ -126,8 +208,7 @@ class Sender:
                     log.error("sending jobs failed", error=type(exc).__name__)
                     for item in batch:
                         if isinstance(item, Job):
-                            item.waiter.error = exc
-                            item.waiter.event.set()
+                            item.waiter.fail(exc)
 
     def _take(self, block: bool) -> list[Job | Release]:
         batch: list[Job | Release] = []
@@ -144,6 +225,15 @@ class Sender:
         return batch
 
     def _send_batch(self, batch: list[Job | Release]) -> None:
+        # each job's row before the job goes (one transaction for all): a watcher killed after sending it
+        # asks for it again at its restart
+        rows = [
+            (job.job, job.fields["watch"], job.relpath, job.sha256, job.fields["store"])
+            for job in batch
+            if isinstance(job, Job)
+        ]
+        if rows:
+            self.outstanding.add_many(rows)
         pending = batch
         while pending:
             results = retrying("send jobs", lambda batch=pending: self._execute(batch), self._stop)
@@ -167,39 +257,51 @@ class Sender:
             pending = unknown
 
     def _execute(self, batch: list[Job | Release]) -> list[Any]:
+        """One round trip: every job in one script call, every release in another; each item's result
+        (an exception for a job Redis refused, or for all when the call itself failed)."""
         if not self._scripts:
             self._scripts = {
                 "send": self.redis.script_load(_SEND_SCRIPT),
-                "release": self.redis.script_load(RELEASE_SCRIPT),
+                "release": self.redis.script_load(_RELEASE_SCRIPT),
             }
+        jobs = [item for item in batch if isinstance(item, Job)]
+        releases = [item for item in batch if isinstance(item, Release)]
         pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            blob, refs = self.keys.blob(item.sha256), self.keys.blob_refs(item.sha256)
-            if isinstance(item, Job):
-                path_key = self.keys.job_path(item.job) if item.display_path else ""
-                keys = (item.cache_key, blob, refs, self.keys.jobs, path_key)
-                head = (item.data, self.ttl, item.job, GROUP, item.display_path)
-                body = [part for pair in item.fields.items() for part in pair]
-                pipe.evalsha(self._scripts["send"], len(keys), *keys, *head, *body)
-            else:
-                pipe.evalsha(self._scripts["release"], 2, blob, refs, item.job)
-                if item.exempt:
-                    pipe.delete(self.keys.job_path(item.job), self.keys.result(item.job))
-        results = pipe.execute(raise_on_error=False)
-        # a release of an exempt job has two results: keep the script's
-        merged: list[Any] = []
-        answers = iter(results)
-        for item in batch:
-            merged.append(next(answers))
-            if isinstance(item, Release) and item.exempt:
-                next(answers)
-        return merged
+        if jobs:
+            keys: list[str] = []
+            args: list[Any] = []
+            for job in jobs:
+                path_key = self.keys.job_path(job.job) if job.display_path else ""
+                keys += [job.cache_key, self.keys.blob(job.sha256), self.keys.blob_refs(job.sha256)]
+                keys += [self.keys.jobs, path_key]
+                body = [part for pair in job.fields.items() for part in pair]
+                args += [5 + len(body), job.data, self.ttl, job.job, GROUP, job.display_path, *body]
+            pipe.evalsha(self._scripts["send"], len(keys), *keys, *args)
+        if releases:
+            keys = [
+                key for r in releases for key in (self.keys.blob(r.sha256), self.keys.blob_refs(r.sha256))
+            ]
+            pipe.evalsha(self._scripts["release"], len(keys), *keys, *[r.job for r in releases])
+        for release in releases:
+            if release.exempt:
+                pipe.delete(self.keys.job_path(release.job), self.keys.result(release.job))
+        results = iter(pipe.execute(raise_on_error=False))
+        by_item: dict[int, Any] = {}
+        for group in ([jobs] if jobs else []) + ([releases] if releases else []):
+            answer = next(results)
+            for index, item in enumerate(group):
+                if isinstance(answer, Exception):
+                    by_item[id(item)] = answer
+                elif group is jobs and _text(answer[index][0]) == "error":
+                    by_item[id(item)] = redis.ResponseError(_text(answer[index][1]))
+                else:
+                    by_item[id(item)] = answer[index]
+        return [by_item[id(item)] for item in batch]
 
     def _answer(self, item: Job, result: Any) -> None:
         waiter = item.waiter
         if isinstance(result, Exception):
-            waiter.error = result
-            waiter.event.set()
+            waiter.fail(result)
             return
         kind, value = result[0], result[1]
         if kind in (b"cached", "cached"):
@@ -207,3 +309,7 @@ class Sender:
             return
         waiter.entry = value.decode() if isinstance(value, bytes) else str(value)
         self._sent()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

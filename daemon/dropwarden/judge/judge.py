@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dropwarden.config import Settings
 from dropwarden.findings import Finding, Findings
@@ -56,7 +57,19 @@ class Content:
 
 
 # (snapshot, judged name, the name's runs) -> the file's Judgement: see `Judge.judge_name`
-ContentJudging = Callable[[Snapshot, JudgedName, list[DetectorRun]], Judgement]
+ContentJudging = Callable[[Snapshot, JudgedName, list[DetectorRun]], "Judgement | Deferred"]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """What `Judge.judge_name` returns when its `content` judging does not wait (`[cluster]` role
+    "watch"): the snapshot's content is being judged elsewhere, and `Judge.conclude` makes the file's
+    Judgement from the answer (`request` is the judging side's handle on it)."""
+
+    snapshot: Snapshot
+    name: JudgedName
+    name_runs: list[DetectorRun]
+    request: Any
 
 
 class Judge:
@@ -78,13 +91,14 @@ class Judge:
         require_single_link: bool = False,
         relative: str | bytes | None = None,
         content: ContentJudging | None = None,
-    ) -> Judgement:
+    ) -> Judgement | Deferred:
         """Judge the file `name` in `dir_fd`: its contents, and its name as view "name".
 
         `relative` is the path that names the file below the watched folder (or the scanned
         directory), subdirectories included; by default `name` alone. `display_path` must end with it.
         `content` judges the snapshot's bytes instead of `judge_snapshot` (`[cluster]` role "watch": a
-        judge host does); it is called only for a file that was read, and returns its Judgement."""
+        judge host does); it is called only for a file that was read, and returns its Judgement, or a
+        Deferred one when the content's verdict is still to come."""
         relative = name if relative is None else relative
         judged_name, name_runs = self.judge_relative_name(relative, display_path)
         taken = take_snapshot(
