@@ -151,3 +151,26 @@ def test_what_is_queued_at_a_stop_is_flushed(tmp_path, redis_url):
     assert parts.redis.xlen(parts.keys.jobs) == 1
     assert parts.redis.exists(parts.keys.blob(job.sha256)) == 0
     assert parts.outstanding.all() == []
+
+
+def test_a_workers_batch_goes_in_one_round_trip_and_one_jobs_failure_is_its_own(tmp_path, redis_url):
+    """A watcher's worker sends its batch itself: the jobs (each after its outstanding row) and the
+    releases of jobs already answered, in one round trip. A job Redis refuses (here its blob's holders
+    key is of the wrong type) fails alone: the others of the same script call are sent."""
+    parts = Parts(tmp_path, redis_url)
+    done = parts.job("job-done", b"answered before")
+    parts.sender.send_now([done])
+    assert done.waiter.entry is not None and [j.job for j in parts.outstanding.all()] == ["job-done"]
+    good, bad, also = (
+        parts.job("job-good", b"one"),
+        parts.job("job-bad", b"two"),
+        parts.job("job-3", b"three"),
+    )
+    parts.redis.set(parts.keys.blob_refs(bad.sha256), b"not a set")
+    parts.sender.send_now([good, bad, also, Release("job-done", done.sha256, REDIS, exempt=False)])
+    assert good.waiter.entry is not None and also.waiter.entry is not None
+    assert bad.waiter.answered and isinstance(bad.waiter.error, Exception) and bad.waiter.entry is None
+    assert [e[1][b"job"] for e in parts.redis.xrange(parts.keys.jobs)] == [b"job-done", b"job-good", b"job-3"]
+    assert parts.redis.exists(parts.keys.blob(done.sha256)) == 0  # released: its only holder
+    assert sorted(j.job for j in parts.outstanding.all()) == ["job-3", "job-bad", "job-good"]
+    parts.stop.set()

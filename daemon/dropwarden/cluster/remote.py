@@ -419,7 +419,7 @@ class RemoteJudging:
             self._deliver(answered, handled)
 
     def _deliver(self, answered: list[tuple[Waiter, dict[str, str]]], handled: list[str]) -> None:
-        """Each answer to its waiting thread, with its verdict fetched for it: one round trip for the
+        """Each answer to its file in flight, with its verdict fetched for it: one round trip for the
         verdicts of a whole read and the deletion of its replies."""
         keys = [fields["key"] for _, fields in answered if fields.get("status") == "ok" and fields.get("key")]
         verdicts: dict[str, Any] = {}
@@ -433,7 +433,7 @@ class RemoteJudging:
             if keys and isinstance(results[0], list):
                 verdicts = dict(zip(keys, results[0], strict=True))
         except redis.RedisError:
-            pass  # each waiting thread reads its own verdict; the replies are read from the start again
+            pass  # each file's verdict is read when it is finished; the replies are read from the start again
         for waiter, fields in answered:
             key = fields.get("key", "")
             if key in verdicts:
