@@ -60,6 +60,12 @@ class HyperscanEngine:
     The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
     is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
 
+    A rule that needs a context word and has no trigger (a Japanese bank account: seven digits near
+    口座 or 銀行) is in neither database: a third one holds its expressions, scanned only over windows
+    around its words' hits in the segment's scan, wide enough for any match with a word in its context
+    window (`_near_hits`). Its candidates far from every word, which the context check would drop,
+    are then never reported at all.
+
     Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
     against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
     one to `finditer` over the whole text, as `PythonEngine` does for all rules.
@@ -98,6 +104,7 @@ class HyperscanEngine:
         # in prefilter mode, run as one whole-text `finditer` each.
         precise: dict[int, list[tuple[bytes, int]]] = {}
         fast: dict[int, list[tuple[bytes, int]]] = {}
+        near: dict[int, list[tuple[bytes, int]]] = {}
         for index, rule in enumerate(rules):
             if rule.unicode:
                 continue
@@ -106,10 +113,18 @@ class HyperscanEngine:
                 fast[index] = hyperscan_expressions(rule, hyperscan, use_trigger=True)
             except UnsupportedSyntax:
                 continue
-            precise[index] = expressions
+            # A rule that needs a context word and has no trigger is scanned only around its words' hits
+            # (`_near_hits`): its candidates elsewhere (every 7-digit run, for a bank account) are never
+            # reported, so they cost nothing. Its words still come with the other databases.
+            (near if rule.context and not rule.trigger else precise)[index] = expressions
+        self._anchored = frozenset(near) if precise else frozenset()
+        if not precise:
+            precise, near = near, {}
         self._precise = self._compile_all(precise)
+        self._near = self._compile_all(near)
         compiled = set(self._precise.rule_expressions) if self._precise else set()
-        fast = {index: expressions for index, expressions in fast.items() if index in compiled}
+        compiled |= set(self._near.rule_expressions) if self._near else set()
+        fast = {index: e for index, e in fast.items() if index in compiled and index not in self._anchored}
         triggers = {expression for index in compiled if rules[index].trigger for expression in fast[index]}
         self._fast = (self._compile(fast) if triggers else None) or self._precise
         self._trigger_ids = frozenset(
@@ -146,13 +161,14 @@ class HyperscanEngine:
 
     def _compile(self, wanted: dict[int, list[tuple[bytes, int]]]) -> CompiledDatabase | None:
         """Equal expressions (a trigger shared by several rules) are compiled once; their hits go to
-        every rule that names them. The context words of the wanted rules come along."""
+        every rule that names them. The context words of the wanted rules come along, and those of the
+        rules scanned only near them."""
         ids: dict[tuple[bytes, int], int] = {}
         rule_expressions = {
             index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
             for index, expressions in wanted.items()
         }
-        for index in wanted:
+        for index in [*wanted, *getattr(self, "_anchored", ())]:
             plan = self._plans[index]
             for literal in (plan.context_words, plan.context_odd):
                 if literal is not None:
@@ -205,6 +221,38 @@ class HyperscanEngine:
                 return self._hits(chunk, precise=True)
             group.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(group))
         return precise, hits
+
+    def _near_hits(
+        self, chunk: bytes, database: CompiledDatabase, hits: list[list[int]], done: Container[int]
+    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+        """The hits of the rules scanned only near their context words (`_anchored`) in `chunk`: their
+        expressions scanned over windows around the hits of their words (in `hits`, the chunk's scan
+        by `database`), wide enough to hold every match that has one of the words within its context
+        window, and the whole of its prefilter match."""
+        near = self._near
+        if near is None:
+            return None
+        words: list[int] = []
+        reach = 0
+        for index in self._anchored:
+            if index in done or index not in near.rule_expressions:
+                continue
+            plan = self._plans[index]
+            for literal in (plan.context_words, plan.context_odd):
+                if literal is not None and literal in database.ids:
+                    words += hits[database.ids[literal]]
+            longest_word = max(4 * len(word) for word in plan.context)  # a word's hit is its end
+            reach = max(reach, 4 * plan.window + 4 + 2 * plan.forward + longest_word)
+        if not words:
+            return None
+        near_hits: list[list[int]] = [[] for _ in range(near.expression_count)]
+        scratch = self._scratch(near)
+        for low, _, high in merge_regions(words, reach, reach, len(chunk)):
+            found: list[list[int]] = [[] for _ in range(near.expression_count)]
+            near.db.scan(chunk[low:high], match_event_handler=_on_hit, context=found, scratch=scratch)
+            for expression, ends in enumerate(found):
+                near_hits[expression] += [low + end for end in ends]
+        return near, near_hits
 
     def _context_in(self, index: int, database: CompiledDatabase, hits: list[list[int]]) -> bool:
         """Whether rule `index` needs no context words, or the chunk scanned holds one of its words."""
@@ -329,9 +377,17 @@ class HyperscanEngine:
         found = self._hits(data, precise) if data else None
         if found is None:
             return {}
-        database, hits = found
+        scanned = [found]
+        if self._near is not None:  # scanned over the whole of `data` here, not only near context words
+            near_hits: list[list[int]] = [[] for _ in range(self._near.expression_count)]
+            self._near.db.scan(
+                data, match_event_handler=_on_hit, context=near_hits, scratch=self._scratch(self._near)
+            )
+            scanned.append((self._near, near_hits))
         return {
-            index: {end for e in ids for end in hits[e]} for index, ids in database.rule_expressions.items()
+            index: {end for e in ids for end in hits[e]}
+            for database, hits in scanned
+            for index, ids in database.rule_expressions.items()
         }
 
     def scan(self, data: bytes, text: str) -> list[Span]:
@@ -371,11 +427,17 @@ class HyperscanEngine:
             if found is not None and any(found[1]):  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
-                for expression_ids, members, back, forward in database.groups:
+                groups = [(group, hits) for group in database.groups]
+                near = self._near_hits(data[base : min(size, high + after)], database, hits, done)
+                if near is not None:  # the rules scanned only around their context words
+                    groups += [(group, near[1]) for group in near[0].groups]
+                for (expression_ids, members, back, forward), group_hits in groups:
                     active = [index for index in members if index not in done]
                     if not active:
                         continue
-                    ends = [base + end for x in expression_ids for end in hits[x] if first <= end < last]
+                    ends = [
+                        base + end for x in expression_ids for end in group_hits[x] if first <= end < last
+                    ]
                     if not ends:
                         continue
                     regions = merge_regions(ends, back, forward, size)
