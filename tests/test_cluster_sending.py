@@ -59,12 +59,10 @@ def settled(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def test_jobs_queued_together_are_all_sent_each_after_its_blob(tmp_path, redis_url):
+def test_jobs_sent_together_are_all_sent_each_after_its_blob(tmp_path, redis_url):
     parts = Parts(tmp_path, redis_url)
     jobs = [parts.job(f"job-{i}", f"file {i}".encode()) for i in range(40)]
-    for job in jobs:  # queued before the sender runs: one batch
-        parts.sender.send(job)
-    parts.sender.start()
+    parts.sender.send_now(jobs)  # one batch, as a worker sends it
     assert settled(lambda: all(job.waiter.entry for job in jobs))
     entries = parts.redis.xrange(parts.keys.jobs)
     assert [e[1][b"job"].decode() for e in entries] == [job.job for job in jobs]
@@ -81,8 +79,7 @@ def test_a_cached_verdict_answers_the_job_and_nothing_is_stored_or_sent(tmp_path
     parts = Parts(tmp_path, redis_url)
     job = parts.job("job-cached", b"seen before")
     parts.redis.set(parts.keys.verdict("rules-1", job.sha256), b"the encoded verdict")
-    parts.sender.start()
-    parts.sender.send(job)
+    parts.sender.send_now([job])
     assert settled(lambda: job.waiter.answered)
     assert (job.waiter.reply, job.waiter.verdict, job.waiter.fetched) == (
         {"status": "ok", "cached": "1"},
@@ -99,8 +96,7 @@ def test_a_job_whose_path_matters_skips_the_cache(tmp_path, redis_url):
     parts = Parts(tmp_path, redis_url)
     job = parts.job("job-exempt", b"seen before", cached=False)
     parts.redis.set(parts.keys.verdict("rules-1", job.sha256), b"a verdict for another path")
-    parts.sender.start()
-    parts.sender.send(job)
+    parts.sender.send_now([job])
     assert settled(lambda: job.waiter.entry is not None)
     assert not job.waiter.answered
     assert parts.redis.xlen(parts.keys.jobs) == 1
@@ -110,13 +106,12 @@ def test_a_job_whose_path_matters_skips_the_cache(tmp_path, redis_url):
 def test_scripts_redis_forgot_are_loaded_again(tmp_path, redis_url):
     """A restarted Redis has no scripts: the jobs refused with NOSCRIPT are sent again, once each."""
     parts = Parts(tmp_path, redis_url)
-    parts.sender.start()
     first = parts.job("job-1", b"one")
-    parts.sender.send(first)
+    parts.sender.send_now([first])
     assert settled(lambda: first.waiter.entry is not None)
     parts.redis.script_flush()
     second = parts.job("job-2", b"two")
-    parts.sender.send(second)
+    parts.sender.send_now([second])
     assert settled(lambda: second.waiter.entry is not None)
     assert second.waiter.error is None
     assert [e[1][b"job"] for e in parts.redis.xrange(parts.keys.jobs)] == [b"job-1", b"job-2"]
@@ -127,8 +122,7 @@ def test_a_blob_goes_with_its_last_holder_and_each_row_after_its_release(tmp_pat
     parts = Parts(tmp_path, redis_url)
     parts.sender.start()
     a, b = parts.job("job-a", b"same bytes"), parts.job("job-b", b"same bytes")
-    for job in (a, b):
-        parts.sender.send(job)
+    parts.sender.send_now([a, b])
     assert settled(lambda: a.waiter.entry is not None and b.waiter.entry is not None)
     blob = parts.keys.blob(a.sha256)
     parts.sender.release(Release("job-a", a.sha256, REDIS, exempt=False))
@@ -144,7 +138,7 @@ def test_what_is_queued_at_a_stop_is_flushed(tmp_path, redis_url):
     """Releases queued when the watcher stops are sent by `flush`, not left to the blobs' TTL."""
     parts = Parts(tmp_path, redis_url)
     job = parts.job("job-late", b"late")
-    parts.sender.send(job)
+    parts.sender.send_now([job])
     parts.sender.release(Release("job-late", job.sha256, REDIS, exempt=False))
     parts.stop.set()
     parts.sender.flush()  # the sender thread never ran

@@ -41,9 +41,7 @@ class Outstanding:
         self._inherited = {(job.watch, job.relpath, job.sha256): job for job in self.all()}
 
     def add(self, job: str, watch: str, relpath: bytes, sha256: str, store: str) -> None:
-        with self._lock:
-            row = (job, watch, relpath, sha256, store, time.time())
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
+        self.add_many([(job, watch, relpath, sha256, store)])
 
     def add_many(self, rows: list[tuple[str, str, bytes, str, str]]) -> None:
         """Rows of (job, watch, relpath, sha256, store), in one transaction."""

@@ -63,6 +63,10 @@ class Request:
     resends: int = 0  # sent again because a judge found its blob missing
     outgoing: Job | None = None  # its job, until `send` sends it with the others of its batch
 
+    def release(self) -> Release:
+        """Its blob let go, then its outstanding row (a no-op for a blob the job never stored)."""
+        return Release(self.job, self.snapshot.sha256, self.store, self.exempt)
+
 
 class RemoteJudging:
     """Sends jobs and waits for their verdicts; `content_for` is the pipeline's seam (`PipelineContext`)."""
@@ -242,8 +246,7 @@ class RemoteJudging:
         batch: list[Job | Release] = [request.outgoing for request in begun if request.outgoing is not None]
         for request in begun:
             request.outgoing = None
-        # letting go of a blob the job never stored is a no-op
-        batch += [Release(r.job, r.snapshot.sha256, r.store, r.exempt) for r in over]
+        batch += [request.release() for request in over]
         self.sender.send_now(batch)
 
     def outcome(self, request: Request) -> Content | Exception | None:
@@ -261,12 +264,14 @@ class RemoteJudging:
                     self._count("cache_hits")
                     self._over(request)
                     return content
-                self._send_again(request, "unreadable")  # a cached verdict that cannot be read: judged anew
+                request.waiter.again()  # a cached verdict that cannot be read: judged anew
+                self._resend(request, again=False)
                 return None
             if reply.get("status") == "blob_missing" and request.resends < MAX_RESENDS:
                 request.resends += 1
                 self._count("resent")
-                self._send_again(request, "blob_missing")
+                request.waiter.again()
+                self._resend(request, again=True)
                 return None
             content = self._outcome(request.snapshot, waiter)
         except Exception as exc:
@@ -279,17 +284,15 @@ class RemoteJudging:
         with self._lock:
             self._waiting.pop(request.job, None)
 
-    def _send_again(self, request: Request, why: str) -> None:
-        request.waiter.again()
-        request.waiter.entry = self._send(request, again=why == "blob_missing")
+    def _resend(self, request: Request, again: bool) -> None:
+        """Its job sent once more, from this thread (`again`: its blob stored anew only if gone)."""
+        request.waiter.entry = self._send(request, again=again)
         request.sent_at = time.monotonic()
 
     def _finished(self, request: Request) -> None:
-        with self._lock:
-            self._waiting.pop(request.job, None)
-        # queued after the job's own send: the blob goes, then the row (`sending`); letting go of a blob
-        # the job never stored is a no-op
-        self.sender.release(Release(request.job, request.snapshot.sha256, request.store, request.exempt))
+        """A request given up before its batch was sent: over, and its blob let go by the sender thread."""
+        self._over(request)
+        self.sender.release(request.release())
 
     def _resend_lost(self) -> None:
         """Jobs sent over `job_timeout` ago, still unanswered, whose stream entry is gone (Redis lost it):
@@ -304,8 +307,7 @@ class RemoteJudging:
             if self._alive(request.waiter.entry or ""):
                 continue
             self._count("resent")
-            request.waiter.entry = self._send(request, again=True)
-            request.sent_at = time.monotonic()
+            self._resend(request, again=True)
 
     def _send(self, request: Request, again: bool = False) -> str:
         """Store the bytes (the job holds them until it is released) and add the job, from this thread:

@@ -86,20 +86,19 @@ class Waiter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, reply: dict[str, str], verdict: bytes | None = None, fetched: bool = False) -> None:
-        with self._lock:
-            if self.answered:
-                return
-            self.reply, self.verdict, self.fetched = reply, verdict, fetched
-            self.answered = True
-            call, self._notify = self._notify, None
-        if call is not None:
-            call()
+        self._settle(reply, verdict, fetched, None)
 
     def fail(self, error: BaseException) -> None:
+        self._settle(None, None, False, error)
+
+    def _settle(
+        self, reply: dict[str, str] | None, verdict: bytes | None, fetched: bool, error: BaseException | None
+    ) -> None:
+        """The first answer counts; whoever `notify`d is called with it."""
         with self._lock:
             if self.answered:
                 return
-            self.error = error
+            self.reply, self.verdict, self.fetched, self.error = reply, verdict, fetched, error
             self.answered = True
             call, self._notify = self._notify, None
         if call is not None:
@@ -159,16 +158,13 @@ class Sender:
         self.ttl = max(1, ttl)
         self._stop = stop
         self._sent = sent
-        self._queue: queue.SimpleQueue[Job | Release] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Release] = queue.SimpleQueue()  # a worker sends its jobs itself
         self._scripts: dict[str, str] = {}
         self._busy = threading.Lock()  # held while a batch is out: `flush` waits for it
         self._thread = threading.Thread(target=self._run, name="cluster-sender", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-
-    def send(self, job: Job) -> None:
-        self._queue.put(job)
 
     def send_now(self, batch: list[Job | Release]) -> None:
         """Send `batch` from the calling thread in one round trip (a worker's: no hand-off to the sender
@@ -199,19 +195,10 @@ class Sender:
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._busy:
-                batch = self._take(block=True)
-                try:
-                    self._send_batch(batch)
-                except InterruptedError:
-                    return  # stopping: queued jobs are sent again by the next run (outstanding rows)
-                except Exception as exc:  # a bug here must not leave threads waiting forever
-                    log.error("sending jobs failed", error=type(exc).__name__)
-                    for item in batch:
-                        if isinstance(item, Job):
-                            item.waiter.fail(exc)
+                self.send_now(self._take(block=True))
 
     def _take(self, block: bool) -> list[Job | Release]:
-        batch: list[Job | Release] = []
+        batch: list[Job | Release] = []  # releases only: the list type is `send_now`'s
         if block:
             try:
                 batch.append(self._queue.get(timeout=1.0))
