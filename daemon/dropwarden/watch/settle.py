@@ -230,12 +230,18 @@ def is_ignored(name: str, patterns: list[str]) -> bool:
 BATCH_MAX = 32
 
 
+def fair_share(waiting: int, workers: int) -> int:
+    """How many of `waiting` files one of `workers` takes: one, and a `workers`-th of the others, at
+    most BATCH_MAX."""
+    return min(BATCH_MAX, 1 + (waiting - 1) // max(1, workers))
+
+
 def take_ready(work: queue.Queue[WorkItem | None], workers: int) -> tuple[list[WorkItem], int, bool]:
     """One item (waiting for it), then a fair share of what else the queue holds now (a `workers`-th,
     at most BATCH_MAX), never waiting for more: no worker hoards files that another could judge. Returns
     (the items, how many were taken from the queue, whether the stop marker None was taken)."""
     items: list[WorkItem | None] = [work.get()]
-    limit = min(BATCH_MAX, 1 + work.qsize() // max(1, workers))
+    limit = fair_share(1 + work.qsize(), workers)
     while len(items) < limit and items[-1] is not None:
         try:
             items.append(work.get_nowait())

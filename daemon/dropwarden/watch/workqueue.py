@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from dropwarden.watch.settle import BATCH_MAX, WorkItem
+from dropwarden.watch.settle import BATCH_MAX, WorkItem, fair_share
 
 
 def admit_all(waiting: int) -> int:
@@ -114,7 +114,7 @@ class WorkQueue:
                         self._files.popleft()
                         stop = True
                 elif self._files:
-                    share = min(BATCH_MAX, 1 + (len(self._files) - 1) // max(1, workers), len(self._files))
+                    share = fair_share(len(self._files), workers)
                     waiting = 0
                     while waiting < share and self._files[waiting] is not None:
                         waiting += 1
