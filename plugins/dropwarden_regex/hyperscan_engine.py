@@ -122,6 +122,13 @@ class HyperscanEngine:
             precise, near = near, {}
         self._precise = self._compile_all(precise)
         self._near = self._compile_all(near)
+        # how far around a word's hit (its end) a match with that word in its window may lie, and hold
+        # the whole of its prefilter match
+        self._near_reach = {
+            index: 4 * plan.window + 4 + 2 * plan.forward + max(4 * len(word) for word in plan.context)
+            for index in self._anchored
+            for plan in (self._plans[index],)
+        }
         compiled = set(self._precise.rule_expressions) if self._precise else set()
         compiled |= set(self._near.rule_expressions) if self._near else set()
         fast = {index: e for index, e in fast.items() if index in compiled and index not in self._anchored}
@@ -168,7 +175,7 @@ class HyperscanEngine:
             index: tuple(ids.setdefault(expression, len(ids)) for expression in expressions)
             for index, expressions in wanted.items()
         }
-        for index in [*wanted, *getattr(self, "_anchored", ())]:
+        for index in [*wanted, *self._anchored]:
             plan = self._plans[index]
             for literal in (plan.context_words, plan.context_odd):
                 if literal is not None:
@@ -241,8 +248,7 @@ class HyperscanEngine:
             for literal in (plan.context_words, plan.context_odd):
                 if literal is not None and literal in database.ids:
                     words += hits[database.ids[literal]]
-            longest_word = max(4 * len(word) for word in plan.context)  # a word's hit is its end
-            reach = max(reach, 4 * plan.window + 4 + 2 * plan.forward + longest_word)
+            reach = max(reach, self._near_reach[index])
         if not words:
             return None
         near_hits: list[list[int]] = [[] for _ in range(near.expression_count)]
