@@ -1,4 +1,4 @@
-"""A watcher's sender against a real redis-server: queued jobs go out together (each asks the verdict
+"""A watcher's sender against a real redis-server: a batch of jobs goes out together (each asks the verdict
 cache first), answered jobs let their blobs go (the last holder deletes them) and then their rows."""
 
 from __future__ import annotations

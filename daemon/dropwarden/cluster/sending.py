@@ -1,5 +1,5 @@
-"""Role "watch": the jobs of every worker go to Redis together, and answered jobs let their blobs
-go the same way: one thread sends whatever is queued in one round trip (nothing waits to fill a batch)."""
+"""Role "watch": a worker's jobs, and the releases of the blobs of those answered, go to Redis in one round
+trip from the worker itself; releases made elsewhere go through one sender thread, batched the same way."""
 
 from __future__ import annotations
 
