@@ -220,6 +220,35 @@ def test_a_view_dense_from_its_start_skips_the_fast_database_and_a_later_dense_o
         assert hs_engine.scan(data, text) == PythonEngine(RULES).scan(data, text)
 
 
+@pytest.mark.parametrize("path", ["fast", "precise"])
+def test_context_rules_are_found_near_their_words_on_either_path_and_nowhere_else(path):
+    """Rules that need a context word are scanned, on the precise path, only around their words' hits:
+    each must still be found beside its own word, in text where no other rule's word is near."""
+    require_hyperscan()
+    hs_engine = engine_on_path(path)
+    context_rules = {index for index, rule in enumerate(RULES) if rule.context}
+    assert context_rules and not context_rules & set(hs_engine._precise.rule_expressions)
+    filler = "".join(f"2024-05-17 12:{i % 60:02d}:00 GET /items/{10000 + i} 200\n" for i in range(300))
+    beside_words = [
+        "SSN 078 05 1123", "マイナンバー 1234 5678 9018", "個人番号：１２３４５６７８９０１８",
+        "運転免許証 301912345680", "口座番号 7654321", "〒100-0001", "旅券番号 TK1234567",
+    ]  # fmt: skip
+    far_from_words = "078 05 1123 and 1234 5678 9018 and 301912345680 and 7654321 and 100-0001\n"
+    text = filler + filler.join(f"{line}\n" for line in beside_words) + filler + far_from_words
+    data = text.encode()
+    found = hs_engine.scan(data, text)
+    assert found == PythonEngine(RULES).scan(data, text)
+    found_types = {RULES[index].type for index, *_ in found if index in context_rules}
+    assert {
+        "US_SSN",
+        "JP_MY_NUMBER",
+        "JP_DRIVERS_LICENSE",
+        "JP_BANK_ACCOUNT",
+        "JP_POSTAL_CODE",
+    } <= found_types
+    assert not [span for span in found if span[1] >= len(text) - len(far_from_words)]
+
+
 def test_the_detector_reports_the_same_findings_with_either_engine():
     require_hyperscan()
     text = seeded_corpus(7, 150_000) + "\nemployee EMP-123456\n"

@@ -60,11 +60,12 @@ class HyperscanEngine:
     The contract is looser than "every match end": an offset inside every match (start <= hit <= end)
     is enough, since such a match still starts at or after `hit - L` and ends before `hit + L`.
 
-    A rule that needs a context word and has no trigger (a Japanese bank account: seven digits near
-    口座 or 銀行) is in neither database: a third one holds its expressions, scanned only over windows
-    around its words' hits in the segment's scan, wide enough for any match with a word in its context
-    window (`_near_hits`). Its candidates far from every word, which the context check would drop,
-    are then never reported at all.
+    A rule that needs a context word (a Japanese bank account: seven digits near 口座 or 銀行) is not in
+    the precise database: a third one holds its expressions, scanned only over windows around its
+    words' hits in the segment's scan, wide enough for any match with a word in its context window
+    (`_near_hits`). Its candidates far from every word, which the context check would drop, are then
+    never reported at all. If it has a trigger, the fast database holds that, and a segment scanned by
+    the fast database confirms its trigger's hits as for any rule.
 
     Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
     against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
@@ -113,10 +114,11 @@ class HyperscanEngine:
                 fast[index] = hyperscan_expressions(rule, hyperscan, use_trigger=True)
             except UnsupportedSyntax:
                 continue
-            # A rule that needs a context word and has no trigger is scanned only around its words' hits
-            # (`_near_hits`): its candidates elsewhere (every 7-digit run, for a bank account) are never
-            # reported, so they cost nothing. Its words still come with the other databases.
-            (near if rule.context and not rule.trigger else precise)[index] = expressions
+            # A rule that needs a context word is scanned, in place of the precise database, only around
+            # its words' hits (`_near_hits`): its candidates elsewhere (every 7-digit run, for a bank
+            # account) are never reported, so they cost nothing. Its words still come with the other
+            # databases; its trigger, if it has one, with the fast database.
+            (near if rule.context else precise)[index] = expressions
         self._anchored = frozenset(near) if precise else frozenset()
         if not precise:
             precise, near = near, {}
@@ -131,7 +133,11 @@ class HyperscanEngine:
         }
         compiled = set(self._precise.rule_expressions) if self._precise else set()
         compiled |= set(self._near.rule_expressions) if self._near else set()
-        fast = {index: e for index, e in fast.items() if index in compiled and index not in self._anchored}
+        fast = {
+            index: e
+            for index, e in fast.items()
+            if index in compiled and (index not in self._anchored or rules[index].trigger)
+        }
         triggers = {expression for index in compiled if rules[index].trigger for expression in fast[index]}
         self._fast = (self._compile(fast) if triggers else None) or self._precise
         self._trigger_ids = frozenset(
@@ -242,8 +248,8 @@ class HyperscanEngine:
         words: list[int] = []
         reach = 0
         for index in self._anchored:
-            if index in done or index not in near.rule_expressions:
-                continue
+            if index in done or index not in near.rule_expressions or index in database.rule_expressions:
+                continue  # done, or not compiled, or the segment's scan held it (by its trigger)
             plan = self._plans[index]
             for literal in (plan.context_words, plan.context_odd):
                 if literal is not None and literal in database.ids:
