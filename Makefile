@@ -26,14 +26,14 @@ system-deps-run:
 
 # torch before the mangaocr extra: 2.13.0 is a CPU build on this project's machines (~0.9 GB);
 # an unpinned torch would pull a CUDA build of several GB.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py plugins/dropwarden_regex/_textpos.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,systemd,llamacpp,mangaocr]'
 	touch $@
 
-$(VENV)/.installed-run: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml setup.py plugins/dropwarden_regex/_textpos.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .

@@ -6,7 +6,8 @@ set -eu
 PACKAGES="python3-venv tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-eng"
 if [ "${1:-all}" != run ]; then
     PACKAGES="$PACKAGES systemd systemd-container debootstrap libsystemd-dev pkg-config logrotate
-    fonts-noto-cjk rsyslog rsyslog-gnutls openssl lintian prometheus redis-server default-jre-headless"
+    fonts-noto-cjk rsyslog rsyslog-gnutls openssl lintian prometheus redis-server default-jre-headless
+    gcc python3-dev"
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: not root or no apt-get; assuming these are installed: $PACKAGES" >&2

@@ -21,6 +21,7 @@ from dropwarden_regex.engine import MatchEngine, build_engine
 from dropwarden_regex.fold import fold_digits, has_full_width_digits
 from dropwarden_regex.rules import Rule, load_rules
 from dropwarden_regex.settings import RulesSettings
+from dropwarden_regex.textpos import newline_count
 
 VERSION = "1.0.0"
 
@@ -225,7 +226,7 @@ class _Scan:
         nearest = bisect.bisect_right(self._mark_offsets, start) - 1
         if start < scanned or self._mark_offsets[nearest] > scanned:
             scanned, line, line_start = self._marks[nearest]
-        newlines = text.count("\n", scanned, start)
+        newlines = newline_count(text, scanned, start)
         if newlines:
             line += newlines
             line_start = text.rfind("\n", scanned, start) + 1

@@ -7,6 +7,7 @@ import re
 from collections.abc import Container, Iterator, Sequence
 
 from dropwarden_regex.rules import Rule
+from dropwarden_regex.textpos import utf8_char_count
 from dropwarden_regex.validators import Validator
 
 Span = tuple[int, int, int]  # (rule index, char start, char end)
@@ -127,9 +128,9 @@ class CharCursor:
             if offset - marks_b[i] < abs(offset - b):
                 b, c = marks_b[i], self._marks_c[i]
         if offset >= b:
-            c += len(data[b:offset].decode("utf-8", "surrogatepass"))
+            c += utf8_char_count(data, b, offset)
         else:
-            c -= len(data[offset:b].decode("utf-8", "surrogatepass"))
+            c -= utf8_char_count(data, offset, b)
         if offset - marks_b[-1] >= self.MARK_BYTES:
             marks_b.append(offset)
             self._marks_c.append(c)
