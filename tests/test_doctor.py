@@ -60,12 +60,20 @@ def test_a_sound_configuration_passes_with_one_line_per_check(tmp_path, write_co
         f"alert sink jsonl:{sink}",
         "ocr",
         "vision",
+        "regex engine",
+        "regex offsets",
     ):
         assert expected in names, names
     report = json.loads(_doctor(write_config, body, "--format", "json").stdout)
     assert report["ok"] is True
     by_name = {check["name"]: check for check in report["checks"]}
     assert by_name["inotify"]["status"] == "ok" and "max_user_watches" in by_name["inotify"]["detail"]
+    assert by_name["regex engine"]["detail"].startswith("hyperscan, ")
+    assert by_name["regex offsets"] == {
+        "name": "regex offsets",
+        "status": "ok",
+        "detail": "counted in C (dropwarden_regex._textpos)",
+    }
 
 
 def test_a_quarantine_or_release_folder_on_another_file_system_fails(tmp_path, tmpfs, write_config):
