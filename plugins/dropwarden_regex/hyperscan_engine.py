@@ -64,8 +64,7 @@ class HyperscanEngine:
     the precise database: a third one holds its expressions, scanned only over windows around its
     words' hits in the segment's scan, wide enough for any match with a word in its context window
     (`_near_hits`). Its candidates far from every word, which the context check would drop, are then
-    never reported at all. If it has a trigger, the fast database holds that, and a segment scanned by
-    the fast database confirms its trigger's hits as for any rule.
+    never reported at all. If it has a trigger, the fast database holds that, as for any rule.
 
     Rules hyperscan cannot compile even in prefilter mode, and rules with non-ASCII patterns (matched
     against the decoded text; hyperscan's UTF-8 mode is undefined on lone surrogates), fall back one by
@@ -133,11 +132,8 @@ class HyperscanEngine:
         }
         compiled = set(self._precise.rule_expressions) if self._precise else set()
         compiled |= set(self._near.rule_expressions) if self._near else set()
-        fast = {
-            index: e
-            for index, e in fast.items()
-            if index in compiled and (index not in self._anchored or rules[index].trigger)
-        }
+        kept = {index for index in compiled if index not in self._anchored or rules[index].trigger}
+        fast = {index: e for index, e in fast.items() if index in kept}
         triggers = {expression for index in compiled if rules[index].trigger for expression in fast[index]}
         self._fast = (self._compile(fast) if triggers else None) or self._precise
         self._trigger_ids = frozenset(
