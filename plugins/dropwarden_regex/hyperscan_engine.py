@@ -10,11 +10,13 @@ from typing import Any
 from dropwarden_regex.hyperscan_plan import (
     MARGIN,
     CompiledDatabase,
+    Hits,
     RulePlan,
     confirm_regions,
     hyperscan_expressions,
     merge_regions,
     near_context,
+    record_hit,
     uncovered_regions,
 )
 from dropwarden_regex.rewrite import UnsupportedSyntax
@@ -205,9 +207,7 @@ class HyperscanEngine:
             scratch = scratches[id(db)] = self._hs.Scratch(db)
         return scratch
 
-    def _segment_hits(
-        self, chunk: bytes, done: Container[int]
-    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+    def _segment_hits(self, chunk: bytes, done: Container[int]) -> tuple[CompiledDatabase, Hits] | None:
         """One segment's hits: `_hits`; but where the precise scan finds the chunk dense (more hits than
         `dense_budget` allows), each group of rules is scanned on its own database, leaving out the
         rules in `done` and the rules whose context words are not in the chunk. A file made of card
@@ -218,22 +218,22 @@ class HyperscanEngine:
             pass
         precise = self._precise
         assert precise is not None
-        hits: list[list[int]] = [[] for _ in range(precise.expression_count)]
+        hits = Hits()
         words = self._group_db(precise, self._context_ids)
         if words is not None:
-            words.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(words))
+            words.scan(chunk, match_event_handler=record_hit, context=hits, scratch=self._scratch(words))
         for expression_ids, members, _back, _forward in precise.groups:
             if not any(index not in done and self._context_in(index, precise, hits) for index in members):
                 continue
             group = self._group_db(precise, expression_ids)
             if group is None:  # cannot happen (they compiled together); scan everything then
                 return self._hits(chunk, precise=True)
-            group.scan(chunk, match_event_handler=_on_hit, context=hits, scratch=self._scratch(group))
+            group.scan(chunk, match_event_handler=record_hit, context=hits, scratch=self._scratch(group))
         return precise, hits
 
     def _near_hits(
-        self, chunk: bytes, database: CompiledDatabase, hits: list[list[int]], done: Container[int]
-    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+        self, chunk: bytes, database: CompiledDatabase, hits: Hits, done: Container[int]
+    ) -> tuple[CompiledDatabase, Hits] | None:
         """The hits of the rules scanned only near their context words (`_anchored`) in `chunk`: their
         expressions scanned over windows around the hits of their words (in `hits`, the chunk's scan
         by `database`), wide enough to hold every match that has one of the words within its context
@@ -253,16 +253,16 @@ class HyperscanEngine:
             reach = max(reach, self._near_reach[index])
         if not words:
             return None
-        near_hits: list[list[int]] = [[] for _ in range(near.expression_count)]
+        near_hits = Hits()
         scratch = self._scratch(near)
         for low, _, high in merge_regions(words, reach, reach, len(chunk)):
-            found: list[list[int]] = [[] for _ in range(near.expression_count)]
-            near.db.scan(chunk[low:high], match_event_handler=_on_hit, context=found, scratch=scratch)
-            for expression, ends in enumerate(found):
-                near_hits[expression] += [low + end for end in ends]
+            found = Hits()
+            near.db.scan(chunk[low:high], match_event_handler=record_hit, context=found, scratch=scratch)
+            for expression, ends in found.items():
+                near_hits.setdefault(expression, []).extend(low + end for end in ends)
         return near, near_hits
 
-    def _context_in(self, index: int, database: CompiledDatabase, hits: list[list[int]]) -> bool:
+    def _context_in(self, index: int, database: CompiledDatabase, hits: Hits) -> bool:
         """Whether rule `index` needs no context words, or the chunk scanned holds one of its words."""
         plan = self._plans[index]
         if not plan.context:
@@ -298,7 +298,7 @@ class HyperscanEngine:
 
     def _hits(
         self, data: bytes, precise: bool = False, dense: tuple[int, int] | None = None
-    ) -> tuple[CompiledDatabase, list[list[int]]] | None:
+    ) -> tuple[CompiledDatabase, Hits] | None:
         """Run the fast database (the precise one if asked, or once a trigger overflows its budget).
         With `dense` (minimum, bytes per hit), a precise scan that reports more than `minimum` hits and
         more than one per `bytes per hit` so far stops, raising _Dense."""
@@ -308,7 +308,7 @@ class HyperscanEngine:
         if not precise and self._trigger_ids and self._clearly_dense(data):
             precise = True
         if not precise and self._trigger_ids:
-            hits: list[list[int]] = [[] for _ in range(fast.expression_count)]
+            hits = Hits()
             minimum, per_hit = self.trigger_budget
             dense_minimum, dense_per_hit = dense or (sys.maxsize, 1)
             triggers = self._trigger_ids
@@ -316,7 +316,9 @@ class HyperscanEngine:
 
             def on_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
                 nonlocal total, dense_stop
-                ends = hits[expression]
+                ends = hits.get(expression)
+                if ends is None:
+                    ends = hits[expression] = []
                 ends.append(end)
                 total += 1
                 if total > dense_minimum and total > end // dense_per_hit:
@@ -334,21 +336,21 @@ class HyperscanEngine:
         database = self._precise if precise or self._trigger_ids else fast
         if database is None:
             return None
-        hits = [[] for _ in range(database.expression_count)]
+        hits, scratch = Hits(), self._scratch(database)
         if dense is None:
-            database.db.scan(data, match_event_handler=_on_hit, context=hits, scratch=self._scratch(database))
+            database.db.scan(data, match_event_handler=record_hit, context=hits, scratch=scratch)
             return database, hits
         minimum, per_hit = dense
         count = 0
 
         def on_dense_hit(expression: int, _start: int, end: int, _flags: int, _context: Any) -> bool | None:
             nonlocal count
-            hits[expression].append(end)
+            record_hit(expression, _start, end, _flags, hits)
             count += 1
             return (count > minimum and count > end // per_hit) or None
 
         try:
-            database.db.scan(data, match_event_handler=on_dense_hit, scratch=self._scratch(database))
+            database.db.scan(data, match_event_handler=on_dense_hit, scratch=scratch)
         except self._hs.ScanTerminated:
             raise _Dense from None
         return database, hits
@@ -387,9 +389,9 @@ class HyperscanEngine:
             return {}
         scanned = [found]
         if self._near is not None:  # scanned over the whole of `data` here, not only near context words
-            near_hits: list[list[int]] = [[] for _ in range(self._near.expression_count)]
+            near_hits = Hits()
             self._near.db.scan(
-                data, match_event_handler=_on_hit, context=near_hits, scratch=self._scratch(self._near)
+                data, match_event_handler=record_hit, context=near_hits, scratch=self._scratch(self._near)
             )
             scanned.append((self._near, near_hits))
         return {
@@ -432,7 +434,7 @@ class HyperscanEngine:
             base = max(0, low - around)
             found = self._segment_hits(data[base : min(size, high + after)], done)
             deferred: list[tuple[int, list[tuple[int, int, int]], list[int], int]] = []
-            if found is not None and any(found[1]):  # most segments (and names) have no hit at all
+            if found is not None and found[1]:  # most segments (and names) have no hit at all
                 database, hits = found
                 first, last = low - base, high + self._reach_back - base
                 groups = [(group, hits) for group in database.groups]
@@ -509,10 +511,6 @@ class HyperscanEngine:
         batch += finish(data, text, spans, [], self._contexts, self._validators, cursor)
         batch.sort(key=lambda span: (span[1], span[2], span[0]))
         return batch
-
-
-def _on_hit(expression: int, _start: int, end: int, _flags: int, hits: list[list[int]]) -> None:
-    hits[expression].append(end)
 
 
 class _Dense(Exception):

@@ -41,6 +41,26 @@ class RulePlan:
         self.forward = longest + rule.lookahead + MARGIN
 
 
+class Hits(dict[int, list[int]]):
+    """Expression id -> the end offsets a scan reported for it. An expression with none reads as empty
+    and is not stored: most views of a small file have no hit at all, and a list made for each of a
+    database's ~100 expressions was most of the cost of scanning such a view."""
+
+    __slots__ = ()
+
+    def __missing__(self, expression: int) -> tuple[()]:
+        return ()  # immutable: a hit must be added with `get`/`setdefault`, never appended to this
+
+
+def record_hit(expression: int, _start: int, end: int, _flags: int, hits: Hits) -> None:
+    """hyperscan's match handler: one hit of `expression` ending at `end`, added to `hits`."""
+    ends = hits.get(expression)
+    if ends is None:
+        hits[expression] = [end]
+    else:
+        ends.append(end)
+
+
 class CompiledDatabase:
     """One compiled hyperscan database: which expressions stand for which rules, and how to window them."""
 
@@ -118,7 +138,7 @@ def near_context(
     data: bytes,
     text: str,
     database: CompiledDatabase,
-    hits: list[list[int]],
+    hits: Hits,
     base: int = 0,
     cursor: CharCursor | None = None,
 ) -> list[tuple[int, int, int]]:
