@@ -127,7 +127,9 @@ newline_count(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *text = args[0];
     Py_ssize_t start, end, count = 0;
     if (PyUnicode_Check(text)) {
-        if (PyUnicode_READY(text) < 0) return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(text) < 0) return NULL; /* a no-op, and deprecated, from 3.12 on */
+#endif
         if (range_of(args, nargs, PyUnicode_GET_LENGTH(text), &start, &end) < 0) return NULL;
         const void *data = PyUnicode_DATA(text);
         switch (PyUnicode_KIND(text)) {
