@@ -83,9 +83,13 @@ def test_a_negative_offset_or_a_wrong_type_is_refused():
         c.newline_count(["a"], 0, 1)
 
 
-def test_the_detector_uses_the_extension_where_it_was_built():
-    extension()
+def test_the_detector_uses_the_extension_where_it_was_built_and_python_for_other_buffers():
+    c = extension()
     assert textpos.utf8_char_count is not textpos._utf8_char_count
+    data = "a\nアé\n".encode()
+    assert textpos.utf8_char_count(data, 0, len(data)) == c.utf8_char_count(data, 0, len(data)) == 5
+    assert textpos.utf8_char_count(bytearray(data), 1, len(data)) == 4  # not bytes: the fallback
+    assert textpos.newline_count(bytearray(data), 0, len(data)) == 2
 
 
 def test_findings_are_the_same_whichever_arithmetic_the_detector_runs(monkeypatch):
@@ -110,3 +114,22 @@ def test_findings_are_the_same_whichever_arithmetic_the_detector_runs(monkeypatc
     with_python = RegexDetector(RulesSettings()).detect(view, ctx)
     assert len(with_c) > 100 and max(f.location.line for f in with_c) > 500
     assert with_c == with_python
+
+
+def test_without_the_extension_the_python_arithmetic_is_chosen(monkeypatch):
+    """An install that could not compile `_textpos` imports textpos all the same, and counts in Python."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dropwarden_regex._textpos", None)  # import fails as if never built
+    try:
+        fallback = importlib.reload(textpos)
+        assert fallback.ACCELERATED is False
+        assert fallback.utf8_char_count is fallback._utf8_char_count
+        assert fallback.newline_count is fallback._newline_count
+        data = "x\nア\n".encode()
+        assert fallback.utf8_char_count(data, 0, len(data)) == 4
+        assert fallback.newline_count("x\nア\n", 0, 4) == 2
+    finally:
+        monkeypatch.undo()
+        importlib.reload(textpos)

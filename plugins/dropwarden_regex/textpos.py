@@ -11,15 +11,21 @@ def _utf8_char_count(data: bytes, start: int, end: int) -> int:
 
 
 def _newline_count(text: Any, start: int, end: int) -> int:
-    """`text.count("\\n", start, end)`, for a str or bytes (or anything with a str-like `count`)."""
-    return text.count(b"\n" if isinstance(text, bytes) else "\n", start, end)
+    """`text.count("\\n", start, end)`: a str, bytes, bytearray, or anything with a str-like `count`."""
+    return text.count(b"\n" if isinstance(text, bytes | bytearray) else "\n", start, end)
 
 
-try:  # built by `pip install` where a C compiler is present (an optional extension: see pyproject.toml)
+try:  # built by `pip install` where a C compiler is present (an optional extension: see setup.py)
     from dropwarden_regex._textpos import newline_count as _c_newline_count
-    from dropwarden_regex._textpos import utf8_char_count
+    from dropwarden_regex._textpos import utf8_char_count as _c_utf8_char_count
 
     ACCELERATED = True
+
+    def utf8_char_count(data: bytes, start: int, end: int) -> int:
+        """The characters of `data[start:end]`, counted in C for bytes (any other buffer in Python)."""
+        if type(data) is bytes:
+            return _c_utf8_char_count(data, start, end)
+        return _utf8_char_count(data, start, end)
 
     def newline_count(text: Any, start: int, end: int) -> int:
         """`text.count("\\n", start, end)`, counted in C for a str or bytes."""
