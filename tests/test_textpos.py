@@ -133,3 +133,30 @@ def test_without_the_extension_the_python_arithmetic_is_chosen(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(textpos)
+
+
+def test_lines_and_columns_of_findings_are_where_they_stand_in_ascii_and_in_other_text():
+    """An ASCII view (bytes read as text) counts its lines in its bytes; any other view in its text."""
+    from dropwarden.redact import Fingerprinter
+    from dropwarden.registry import DetectContext
+    from dropwarden.views import TextView
+    from dropwarden_regex import RegexDetector
+    from dropwarden_regex.settings import RulesSettings
+    from tests.test_regex_engine import seeded_corpus
+
+    ascii_text = "".join(line for line in seeded_corpus(5, 40_000).splitlines(True) if line.isascii())
+    japanese = "".join(f"報告{line}" for line in ascii_text.splitlines(True))  # bytes and characters differ
+    ctx = DetectContext(Fingerprinter(b"k" * 32), "/srv/drop/x.txt")
+    detector = RegexDetector(RulesSettings())
+    views = [
+        (ascii_text, TextView.from_ascii("text", ascii_text.encode())),
+        (ascii_text, TextView(name="text", text=ascii_text, encoding="utf-8")),
+        (japanese, TextView(name="text", text=japanese, encoding="utf-8")),
+    ]
+    for text, view in views:
+        findings = detector.detect(view, ctx)
+        assert len(findings) > 20 and max(f.location.line for f in findings) > 100
+        for finding in findings:
+            offset = finding.location.offset
+            assert finding.location.line == text.count("\n", 0, offset) + 1
+            assert finding.location.column == offset - (text.rfind("\n", 0, offset) + 1) + 1

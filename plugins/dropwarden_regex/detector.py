@@ -94,7 +94,7 @@ class RegexDetector:
             data = text.encode("utf-8", errors="surrogatepass")
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on
-        scan = _Scan(self, view.name, text, ctx, tally, original)
+        scan = _Scan(self, view.name, text, ctx, tally, original, data)
         for batch in self.engine.scan_batches(data, text, done, self.yielding):
             if batch:
                 scan.take(batch)
@@ -137,10 +137,14 @@ class _Scan:
         ctx: DetectContext,
         tally: FindingTally,
         original: str | None = None,
+        utf8: bytes | None = None,
     ) -> None:
         self.detector = detector
         self.view_name = view_name
         self.text = text  # what the rules matched: values and fingerprints are read from it
+        # newlines are counted in the UTF-8 bytes where offsets agree (ASCII: a view's `sliceable` is
+        # then bytes read as text, whose `count` runs in Python), else in the text
+        self._lines = utf8 if utf8 is not None and len(utf8) == len(text) else text
         self.original = text if original is None else original  # the view's own text, for excerpts
         self.ctx = ctx
         self.tally = tally
@@ -226,7 +230,7 @@ class _Scan:
         nearest = bisect.bisect_right(self._mark_offsets, start) - 1
         if start < scanned or self._mark_offsets[nearest] > scanned:
             scanned, line, line_start = self._marks[nearest]
-        newlines = newline_count(text, scanned, start)
+        newlines = newline_count(self._lines, scanned, start)
         if newlines:
             line += newlines
             line_start = text.rfind("\n", scanned, start) + 1
