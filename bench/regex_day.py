@@ -33,11 +33,9 @@ import gc
 import itertools
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 
 from corpus import MB, Corpus, load_or_build  # bench/ is sys.path[0]
 from regex_bench import BASELINE_SECRET_RULES, OUT_DIR, measure_recall
+from regex_instructions import counted_instructions
 
 THIS_TREE = Path(__file__).resolve().parent.parent
 SEED = 1
@@ -138,18 +137,8 @@ def child_env(tree: Path) -> dict[str, str]:
 
 def count(which: str, tree: Path, args: argparse.Namespace) -> float:
     """M instructions per MB of one configuration's counted passes."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        command = [
-            "setarch", "-R", "valgrind", "--tool=callgrind", "--collect-atstart=no",
-            "--toggle-collect=starmap_next", f"--callgrind-out-file={out}",
-        ]  # fmt: skip
-        command += child_command(which, args, "count")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        subprocess.run(command, check=True, env=child_env(tree), **quiet)
-        summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
-        assert summary is not None, "callgrind wrote no summary"
-        return int(summary.group(1)) / args.passes / args.mb / 1e6
+    instructions = counted_instructions(child_command(which, args, "count"), child_env(tree))
+    return instructions / args.passes / args.mb / 1e6
 
 
 def timed(trees: dict[str, Path], args: argparse.Namespace, nbytes: int) -> dict[str, list[float]]:

@@ -39,21 +39,36 @@ def run_passes(corpus: str, which: str, mb: float, passes: int) -> None:
     list(itertools.starmap(lambda: [harness.judge(detector, views) for _ in range(passes)], [()]))
 
 
-def count(corpus: str, which: str, mb: float, passes: int) -> float:
-    """M instructions per MB of one configuration's timed passes."""
+def counted_instructions(command: list[str], env: dict[str, str]) -> int:
+    """Instructions `command` runs inside its `itertools.starmap` call, counted by callgrind without
+    address randomisation (its output discarded; `env` should fix PYTHONHASHSEED)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
-        command = [
+        valgrind = [
             "setarch", "-R", "valgrind", "--tool=callgrind", "--collect-atstart=no",
             "--toggle-collect=starmap_next", f"--callgrind-out-file={out}",
-            sys.executable, __file__, "--child", f"{corpus}:{which}",
-            "--mb", str(mb), "--passes", str(passes),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*valgrind, *command], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
         assert summary is not None, "callgrind wrote no summary"
-        return int(summary.group(1)) / passes / mb / 1e6
+        return int(summary.group(1))
+
+
+def count(corpus: str, which: str, mb: float, passes: int) -> float:
+    """M instructions per MB of one configuration's timed passes."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        f"{corpus}:{which}",
+        "--mb",
+        str(mb),
+        "--passes",
+        str(passes),
+    ]
+    return counted_instructions(command, {**os.environ, "PYTHONHASHSEED": "0"}) / passes / mb / 1e6
 
 
 def main() -> None:
