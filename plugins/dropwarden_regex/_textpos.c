@@ -31,15 +31,12 @@ range_of(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t length, Py_ssize_t 
     return 0;
 }
 
-/* The counting runs eight bytes at a time (SWAR): each byte lane of `flags` is 1 where the lane
- * matched, and the lanes are summed in an accumulator of byte (or 16-bit) lanes that is emptied before
- * any lane can overflow. */
+/* Bytes are counted eight at a time (SWAR): a lane function sets 1 in each byte lane that matches,
+ * and the lanes are summed in an accumulator of byte lanes that is emptied before one can overflow. */
 #define BYTE_LANES 0x0101010101010101ULL
 #define HIGH_BITS 0x8080808080808080ULL
 #define LOW_7_BITS 0x7F7F7F7F7F7F7F7FULL
 #define U16_LANES 0x0001000100010001ULL
-#define U16_HIGH_BITS 0x8000800080008000ULL
-#define U16_LOW_15_BITS 0x7FFF7FFF7FFF7FFFULL
 
 static inline uint64_t
 load64(const unsigned char *p)
@@ -75,10 +72,9 @@ sum_byte_lanes(uint64_t lanes)
 /* 1 in each byte lane holding a continuation byte (10xxxxxx): bit 7 set, bit 6 clear. */
 #define CONTINUATION_LANES(w) ((((w) & ~((w) << 1)) & HIGH_BITS) >> 7)
 #define IS_CONTINUATION(b) (((b) & 0xC0) == 0x80)
-/* 1 in each byte lane equal to '\n' (exact: no borrow crosses lanes). */
-#define NEWLINE_BYTE_LANES(w) newline_byte_lanes(w)
 #define IS_NEWLINE(b) ((b) == '\n')
 
+/* 1 in each byte lane equal to '\n' (exact: no carry crosses lanes). */
 static inline uint64_t
 newline_byte_lanes(uint64_t word)
 {
@@ -134,7 +130,7 @@ newline_count(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         const void *data = PyUnicode_DATA(text);
         switch (PyUnicode_KIND(text)) {
         case PyUnicode_1BYTE_KIND:
-            COUNT_BYTE_LANES((const Py_UCS1 *)data + start, end - start, NEWLINE_BYTE_LANES, IS_NEWLINE);
+            COUNT_BYTE_LANES((const Py_UCS1 *)data + start, end - start, newline_byte_lanes, IS_NEWLINE);
             break;
         case PyUnicode_2BYTE_KIND:
             count = ucs2_newlines((const Py_UCS2 *)data + start, end - start);
@@ -146,7 +142,7 @@ newline_count(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     } else if (PyBytes_Check(text)) {
         if (range_of(args, nargs, PyBytes_GET_SIZE(text), &start, &end) < 0) return NULL;
         const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(text) + start;
-        COUNT_BYTE_LANES(bytes, end - start, NEWLINE_BYTE_LANES, IS_NEWLINE);
+        COUNT_BYTE_LANES(bytes, end - start, newline_byte_lanes, IS_NEWLINE);
     } else {
         PyErr_SetString(PyExc_TypeError, "newline_count() needs str or bytes");
         return NULL;
