@@ -29,6 +29,7 @@ from dropwarden.config import SinkSettings
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Content, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName
+from dropwarden.judge.turn import Turn, without_turn, without_turn_if_large
 from dropwarden.state import State
 from dropwarden.verdict import Reason, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
@@ -102,6 +103,7 @@ class Pipeline:
         self.observe: Callable[[str, float], None] = lambda stage, seconds: None  # metrics hook
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], bool] = {}  # key -> "seen again while in flight"
+        self.turn = Turn()
         self.act = ActStage(state, audit, alerts, requeue, self.count)
 
     # ------------------------------------------------------------------------------------------ entry
@@ -110,23 +112,23 @@ class Pipeline:
         self.process_batch([item])
 
     def process_batch(self, items: list[WorkItem]) -> None:
-        """Judge `items` (taken together from the queue) one by one, then act on them together: decision
-        records in one append and one audit fsync before anything moves, a `release_to` watch's clean files
-        released together (`act.batch`), all recorded as judged in one transaction. A file's failure is
-        its own: the others go on."""
+        """Judge `items` (taken from the queue together) one by one, then act on them together: records in
+        one append and one audit fsync before anything moves, a `release_to` watch's clean files released
+        together (`act.batch`), all recorded as judged in one transaction. Failures are each file's own."""
         ctx = self.context
         taken = self.take_in(items)
         decided: list[Decided] = []
         held, began = 0, time.perf_counter()  # bytes judged and not yet acted on; since when
         try:
-            for index, item in enumerate(taken):
-                decided += self.judged(item, ctx)
-                if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
-                    held += len(decided[-1].judgement.snapshot.data)
-                due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
-                if decided and (due or index == len(taken) - 1):
-                    self.act_on(ctx, decided)
-                    decided, held, began = [], 0, time.perf_counter()
+            with self.turn.held():  # one worker at a time, but not while it waits (`dropwarden.judge.turn`)
+                for index, item in enumerate(taken):
+                    decided += self.judged(item, ctx)
+                    if decided and decided[-1].item is item and decided[-1].judgement.snapshot is not None:
+                        held += len(decided[-1].judgement.snapshot.data)
+                    due = held >= BATCH_BYTES or time.perf_counter() - began >= BATCH_SECONDS
+                    if decided and (due or index == len(taken) - 1):
+                        self.act_on(ctx, decided)
+                        decided, held, began = [], 0, time.perf_counter()
         finally:
             for each in decided:
                 os.close(each.dir_fd)
@@ -258,9 +260,9 @@ class Pipeline:
                 content = None  # judged here; on judge hosts in a cluster's watch role:
                 if ctx.remote is not None:
                     content = ctx.remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset)
-                judgement = ctx.judge.judge_name(
-                    dir_fd, name, display, require_single_link=True, relative=item.relpath, content=content
-                )
+                with without_turn_if_large(st.st_size):
+                    options = {"require_single_link": True, "relative": item.relpath, "content": content}
+                    judgement = ctx.judge.judge_name(dir_fd, name, display, **options)
                 if isinstance(judgement, Deferred):
                     assert flights is not None, "a file judged elsewhere needs a worker that waits for none"
                     flights.append(Flight(ctx, watch, dir_fd, item, display, started, supersedes, judgement))
@@ -442,7 +444,8 @@ class Pipeline:
         for each in self._record_all(ctx, decided):
             plans.append((each, recorded(self, ctx, each)))
         if any(s["op"] in MOVES and "id" in s for _, plan in plans for s in plan.steps):
-            self.audit.sync()  # the decisions are the write-ahead intents: durable before anything moves
+            with without_turn():
+                self.audit.sync()  # the decisions are the write-ahead intents: durable before anything moves
         complete: dict[int, bool] = {}
         batches: dict[str, list[int]] = {}
         for index, (each, plan) in enumerate(plans):
@@ -450,7 +453,8 @@ class Pipeline:
                 batches.setdefault(plan.watch.id, []).append(index)
                 continue
             try:
-                complete[index] = self.act.run(plan)
+                with without_turn():  # a flush for each move, alerts handed to their senders
+                    complete[index] = self.act.run(plan)
             except Exception as exc:
                 self._failed(each.watch.id, exc)
         for indexes in batches.values():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from dropwarden.findings import Finding, FindingLimits
+from dropwarden.judge.turn import without_turn as without_turn  # part of the plugin API
 from dropwarden.views import View
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Detector(Protocol):
 
     A detector whose running time is bounded by construction (linear-time matching, no I/O) may set
     `bounded = True`: the core then calls it in the caller's thread, saving a thread hand-off per call.
+    Such a detector that still waits on something (a child process, a server) wraps the wait in
+    `without_turn()`, so the other workers judge meanwhile (see `dropwarden.judge.turn`).
 
     A detector that judged only part of the view (say, the first frames of an animation) raises
     `Incomplete` with the findings it made: they stand, and the file gets the problem too.
@@ -79,7 +82,8 @@ class Extractor(Protocol):
     """Turns a snapshot (and the views found so far) into further views (text from PDF, OCR, ...).
 
     The core calls `extract` in a worker thread bounded by `[limits] detector_timeout` (inline when the
-    extractor sets `bounded = True`). An extractor may set `view_kinds` (e.g. {"image"}): it is then
+    extractor sets `bounded = True`; one that then waits wraps the wait in `without_turn()`, as a
+    detector does). An extractor may set `view_kinds` (e.g. {"image"}): it is then
     called only for files with a view of one of those kinds. To say why it could not extract, raise an
     exception whose `reason` attribute names a `dropwarden.verdict.Reason` value ("timeout",
     "too_large", "decode_error", ...); any other exception is a `detector_error`. Either way the file

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from dropwarden.content import sniff
-from dropwarden.registry import Incomplete
+from dropwarden.registry import Incomplete, without_turn
 from dropwarden.views import ImageView, TextView, View
 from dropwarden_documents.formats import is_mail
 from dropwarden_documents.markup import is_html, is_xml
@@ -67,7 +67,8 @@ class DocumentsExtractor:
         if not is_document(snapshot.data, views):
             return []
         try:
-            outcome = self.pool.run(snapshot.data)
+            with without_turn():  # the document is read in a child process: the other workers go on
+                outcome = self.pool.run(snapshot.data)
         except WorkerFailed as exc:
             raise Incomplete(exc.reason, exc.detail, []) from None
         made = [to_view(item) for item in outcome.views]

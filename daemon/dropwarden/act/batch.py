@@ -12,6 +12,7 @@ from typing import Any
 from dropwarden.act.handover import NotTheJudgedFile, Vanished
 from dropwarden.act.records import release_intent, shown_in_clear, still_same
 from dropwarden.act.stage import ActPlan, ActStage
+from dropwarden.judge.turn import without_turn
 from dropwarden.registry import MoveRequest
 
 
@@ -73,7 +74,8 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
     if not moving:
         return results
     action = plans[0].actions["release"]
-    outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
+    with without_turn():  # the copies written and flushed together: the other workers judge meanwhile
+        outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
     done: list[tuple[str, dict[str, Any]]] = []
     finished: list[str] = []
     in_clear = True

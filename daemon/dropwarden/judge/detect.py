@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dropwarden.findings import Finding, FindingLimits, Findings, FindingTally, bbox_union
+from dropwarden.judge.turn import without_turn
 from dropwarden.registry import DetectContext, Detector, Incomplete
 from dropwarden.verdict import Problem, Reason
 from dropwarden.views import ANCHOR_STEPS, View
@@ -78,7 +79,9 @@ class DetectorRunner:
         `inline` calls it in the caller's thread instead (for work bounded by construction)."""
         if inline:
             return fn(*args)
-        return self._pool.submit(fn, *args).result(timeout=self.timeout)
+        future = self._pool.submit(fn, *args)
+        with without_turn():
+            return future.result(timeout=self.timeout)
 
     def timed_out(self, source: str) -> Problem:
         """The problem for a call that gave no answer within the timeout."""
