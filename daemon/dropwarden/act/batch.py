@@ -12,7 +12,7 @@ from typing import Any
 from dropwarden.act.handover import NotTheJudgedFile, Vanished
 from dropwarden.act.records import release_intent, shown_in_clear, still_same
 from dropwarden.act.stage import ActPlan, ActStage
-from dropwarden.judge.turn import without_turn
+from dropwarden.judge.turn import without_turn_if_large
 from dropwarden.registry import MoveRequest
 
 
@@ -74,7 +74,8 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
     if not moving:
         return results
     action = plans[0].actions["release"]
-    with without_turn():  # the copies written and flushed together: the other workers judge meanwhile
+    size = sum(len(request.snapshot.data) for _, request in moving if request.snapshot is not None)
+    with without_turn_if_large(size):  # large copies are written without the turn; flushes never hold it
         outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
     done: list[tuple[str, dict[str, Any]]] = []
     finished: list[str] = []

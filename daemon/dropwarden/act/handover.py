@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from dropwarden.act.fsops import fsync_dir, place_tagged, rename_noreplace, sync_file_system
 from dropwarden.act.quarantine import QuarantineStore
 from dropwarden.judge.intake import FileIdentity, Snapshot
+from dropwarden.judge.turn import without_turn
 
 WORK_PREFIX = ".dw-"
 COPY_SUFFIX = ".copy"
@@ -164,7 +165,8 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
         else:
             live.append(index)
     try:
-        synced = sync_file_system(store.fd)  # the copies durable, with one flush
+        with without_turn():  # the other workers judge while the disk flushes
+            synced = sync_file_system(store.fd)  # the copies durable, with one flush
     except OSError as exc:
         synced = exc  # type: ignore[assignment]
     if synced is not True:
@@ -207,7 +209,8 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
     if not placed:
         return results  # type: ignore[return-value]
     try:
-        sync_file_system(store.fd)  # every destination durable before any original goes
+        with without_turn():
+            sync_file_system(store.fd)  # every destination durable before any original goes
     except OSError as exc:
         for index in placed:
             move = moves[index]
@@ -218,7 +221,8 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
     for index in placed:  # 4. the held originals go
         store.discard(hold_name(moves[index].op_id))
     try:
-        sync_file_system(store.fd)
+        with without_turn():
+            sync_file_system(store.fd)
     except OSError as exc:
         for index in placed:
             results[index] = exc
