@@ -29,7 +29,7 @@ from dropwarden.config import SinkSettings
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Content, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName
-from dropwarden.judge.turn import Turn, without_turn, without_turn_if_large
+from dropwarden.judge.turn import Turn, without_turn, without_turn_if, without_turn_if_large
 from dropwarden.state import State
 from dropwarden.verdict import Reason, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
@@ -453,7 +453,7 @@ class Pipeline:
                 batches.setdefault(plan.watch.id, []).append(index)
                 continue
             try:
-                with without_turn():  # a flush for each move, alerts handed to their senders
+                with without_turn_if(any("id" in step for step in plan.steps)):  # a move flushes
                     complete[index] = self.act.run(plan)
             except Exception as exc:
                 self._failed(each.watch.id, exc)

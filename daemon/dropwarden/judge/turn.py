@@ -88,6 +88,11 @@ def without_turn() -> Iterator[None]:
         turn.acquire()
 
 
+def without_turn_if(condition: bool) -> contextlib.AbstractContextManager[None]:
+    """`without_turn()` if `condition` holds (the block will wait); else nothing."""
+    return without_turn() if condition else contextlib.nullcontext()
+
+
 def without_turn_if_large(size: int) -> contextlib.AbstractContextManager[None]:
     """`without_turn()` for work on a file of `size` bytes above LARGE_FILE_BYTES; else nothing."""
-    return without_turn() if size > LARGE_FILE_BYTES else contextlib.nullcontext()
+    return without_turn_if(size > LARGE_FILE_BYTES)
