@@ -451,3 +451,38 @@ def test_rules_marked_done_are_not_matched_in_later_batches(kind):
         seen.append({RULES[index].type for index, _, _ in batch})
         done.add(card)
     assert seen[0] == {"CREDIT_CARD", "EMAIL"} and all(types == {"EMAIL"} for types in seen[1:])
+
+
+# --- the quick answer for clean views --------------------------------------------------------------
+
+DEFAULT_RULES = load_rules(RulesSettings())
+
+
+@functools.cache
+def default_hyperscan() -> HyperscanEngine:
+    require_hyperscan()
+    return HyperscanEngine(DEFAULT_RULES, 512)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=corpus)
+def test_a_view_the_engine_calls_surely_clean_has_no_match_of_any_rule(text):
+    data = TextView(name="t", text=text, encoding="utf-8").utf8
+    if default_hyperscan().surely_clean(data):
+        assert PythonEngine(DEFAULT_RULES).scan(data, text) == []
+
+
+def test_surely_clean_answers_for_names_and_clean_files_and_never_where_a_rule_matches():
+    hs_engine, reference = default_hyperscan(), PythonEngine(DEFAULT_RULES)
+    matched = 0
+    for fragment in FRAGMENTS + SECRET_FRAGMENTS:
+        data = TextView(name="t", text=fragment, encoding="utf-8").utf8
+        if reference.scan(data, fragment):
+            matched += 1
+            assert not hs_engine.surely_clean(data), fragment
+    assert matched > 100
+    clean = (b"Weekly status: all systems nominal, nothing to report.\n" * 80)[:4096]
+    assert hs_engine.surely_clean(b"weekly-report-final.txt") and hs_engine.surely_clean(clean)
+    assert not hs_engine.surely_clean(clean * (hs_engine.segment // len(clean) + 1))  # over one segment
+    assert not hyperscan_engine(RULES).surely_clean(b"nothing here")  # some of RULES fall back to Python
+    assert not PythonEngine(DEFAULT_RULES).surely_clean(b"nothing here")

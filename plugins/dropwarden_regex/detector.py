@@ -92,6 +92,8 @@ class RegexDetector:
             # rules read ０９０ー１２３４ー５６７８ as 090-1234-5678; offsets agree character for character
             text = fold_digits(text)
             data = text.encode("utf-8", errors="surrogatepass")
+        if self.engine.surely_clean(data):
+            return Findings()
         tally = FindingTally(ctx.limits or UNLIMITED)
         done: set[int] = set()  # rules the engine skips from the next batch on
         scan = _Scan(self, view.name, text, ctx, tally, original, data)

@@ -41,6 +41,11 @@ class MatchEngine(Protocol):
         of its batch overlaps it: a caller that drops such matches anyway need not pay for them."""
         ...
 
+    def surely_clean(self, data: bytes) -> bool:
+        """True only if no rule can match in `data`: a quick answer for the common case (a file's name, a
+        small clean file), without setting up `scan_batches`; False when it cannot tell cheaply."""
+        ...
+
 
 def hyperscan_available() -> bool:
     try:
@@ -98,6 +103,9 @@ class PythonEngine:
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
+
+    def surely_clean(self, data: bytes) -> bool:
+        return False  # nothing cheaper than the scan itself
 
     def scan_batches(
         self, data: bytes, text: str, done: Container[int] = NOTHING, yielding: Container[int] = NOTHING

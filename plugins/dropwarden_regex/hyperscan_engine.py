@@ -199,9 +199,7 @@ class HyperscanEngine:
 
     def _scratch(self, database: CompiledDatabase | Any) -> Any:
         db = database.db if isinstance(database, CompiledDatabase) else database
-        scratches = getattr(self._local, "scratches", None)
-        if scratches is None:
-            scratches = self._local.scratches = {}
+        scratches = self._local.__dict__.setdefault("scratches", {})  # per thread
         scratch = scratches.get(id(db))
         if scratch is None:
             scratch = scratches[id(db)] = self._hs.Scratch(db)
@@ -399,6 +397,11 @@ class HyperscanEngine:
             for database, hits in scanned
             for index, ids in database.rule_expressions.items()
         }
+
+    def surely_clean(self, data: bytes) -> bool:
+        """No rule can match in `data`: one segment, no rule falls back, no hit of the fast scan at all."""
+        found = None if self.fallback or len(data) > self.segment else self._hits(data)
+        return found is not None and not found[1]
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]
