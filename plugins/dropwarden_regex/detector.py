@@ -74,7 +74,9 @@ class RegexDetector:
 
     def path_allowed(self, display_path: str) -> bool:
         """Whether `rules.allow.paths` exempts this file (fnmatch globs against the display path)."""
-        return bool(display_path) and any(fnmatch.fnmatch(display_path, glob) for glob in self._allow_paths)
+        if not self._allow_paths or not display_path:
+            return False
+        return any(fnmatch.fnmatch(display_path, glob) for glob in self._allow_paths)
 
     def detect(self, view: View, ctx: DetectContext) -> Findings:
         """Findings in a text view, at most `ctx.limits` of them built: past the caps a match is only

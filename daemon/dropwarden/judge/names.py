@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,8 +80,9 @@ def _as_words(text: str) -> str:
     """`_` as a space, `-` next to a letter, `.` between a letter and a digit: "card-4111.txt" reads
     "card 4111 txt", "ssn_123-45-6789.pdf" "ssn 123-45-6789 pdf", while the separators inside a number
     ("090-1234-5678") and a domain's dots stay as they are."""
-    chars = list(text)
-    for index, char in enumerate(text):
+    chars: list[str] | None = None
+    for separator in _SEPARATORS.finditer(text):  # a name is mostly letters: visit only its separators
+        index, char = separator.start(), separator.group()
         before = text[index - 1] if index else ""
         after = text[index + 1] if index + 1 < len(text) else ""
         if (
@@ -88,8 +90,12 @@ def _as_words(text: str) -> str:
             or (char == "-" and (before.isalpha() or after.isalpha()))
             or (char == "." and {_kind(before), _kind(after)} == {"letter", "digit"})
         ):
+            chars = chars or list(text)
             chars[index] = " "
-    return "".join(chars)
+    return text if chars is None else "".join(chars)
+
+
+_SEPARATORS = re.compile(r"[_.-]")
 
 
 def _kind(char: str) -> str:
