@@ -17,6 +17,7 @@ from dropwarden_regex.hyperscan_plan import (
     merge_regions,
     near_context,
     record_hit,
+    stop_at_first_hit,
     uncovered_regions,
 )
 from dropwarden_regex.rewrite import UnsupportedSyntax
@@ -145,16 +146,8 @@ class HyperscanEngine:
         self.needs_text = any(rules[index].unicode for index in self.fallback)
         # the precise database's ids of every context word expression (scanned first in a dense segment)
         precise_ids = self._precise.ids if self._precise else {}
-        self._context_ids = tuple(
-            sorted(
-                {
-                    precise_ids[literal]
-                    for index in compiled
-                    for literal in (self._plans[index].context_words, self._plans[index].context_odd)
-                    if literal is not None and literal in precise_ids
-                }
-            )
-        )
+        words = [(plan.context_words, plan.context_odd) for plan in (self._plans[i] for i in compiled)]
+        self._context_ids = tuple(sorted({precise_ids[w] for two in words for w in two if w in precise_ids}))
 
     def _compile_all(self, wanted: dict[int, list[tuple[bytes, int]]]) -> CompiledDatabase | None:
         """A database of all `wanted` rules, or of those that compile (the others fall back)."""
@@ -399,9 +392,16 @@ class HyperscanEngine:
         }
 
     def surely_clean(self, data: bytes) -> bool:
-        """No rule can match in `data`: one segment, no rule falls back, no hit of the fast scan at all."""
-        found = None if self.fallback or len(data) > self.segment else self._hits(data)
-        return found is not None and not found[1]
+        """No rule can match in `data`: one segment, no rule falls back, and not one hit of the fast
+        database, whose scan stops at the first hit (a view with matches pays little for asking)."""
+        fast = self._fast
+        if self.fallback or len(data) > self.segment or fast is None:
+            return False
+        try:
+            fast.db.scan(data, match_event_handler=stop_at_first_hit, scratch=self._scratch(fast))
+        except self._hs.ScanTerminated:
+            return False
+        return True
 
     def scan(self, data: bytes, text: str) -> list[Span]:
         return [span for batch in self.scan_batches(data, text) for span in batch]

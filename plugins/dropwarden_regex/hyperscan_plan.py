@@ -52,6 +52,11 @@ class Hits(dict[int, list[int]]):
         return ()  # immutable: a hit must be added with `get`/`setdefault`, never appended to this
 
 
+def stop_at_first_hit(_expression: int, _start: int, _end: int, _flags: int, _context: Any) -> bool:
+    """hyperscan's match handler for a caller that only asks whether there is any hit: stop the scan."""
+    return True
+
+
 def record_hit(expression: int, _start: int, end: int, _flags: int, hits: Hits) -> None:
     """hyperscan's match handler: one hit of `expression` ending at `end`, added to `hits`."""
     ends = hits.get(expression)
