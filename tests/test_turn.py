@@ -79,10 +79,9 @@ def test_a_worker_that_waits_lets_the_next_one_run_and_then_takes_its_turn_back(
 
 def test_outside_a_turn_without_turn_changes_nothing() -> None:
     turn = Turn()
-    with without_turn():
-        with turn.held():
-            with turn.held():  # taken again by its holder: already held, not a deadlock
-                pass
+    # taken again by its holder: already held, not a deadlock
+    with without_turn(), turn.held(), turn.held():
+        pass
     turn.acquire()  # free again
     turn.release()
 
