@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import random
+import signal
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -87,47 +91,88 @@ def test_outside_a_turn_without_turn_changes_nothing() -> None:
 
 
 class Rendezvous:
-    """Holds the judging of `a.txt` until `b.txt` has been judged: the second worker must get a turn
-    while the first one is inside this detector, or `a.txt` ends unscanned."""
+    """Holds the judging of the file `a.*` (its views of at least `min_size` characters) until `b.txt`
+    has been judged: the second worker must get a turn while the first one is inside this detector,
+    or `a.*` ends unscanned."""
 
     id, version, view_kinds = "rendezvous", "1", frozenset({"text"})
 
-    def __init__(self, bounded: bool) -> None:
-        self.bounded = bounded
+    def __init__(self, bounded: bool, min_size: int) -> None:
+        self.bounded, self.min_size = bounded, min_size
         self.entered, self.b_judged = threading.Event(), threading.Event()
 
     def detect(self, view: Any, ctx: Any) -> list:
-        if ctx.display_path.endswith("b.txt"):
+        if Path(ctx.display_path).name == "b.txt":
             self.b_judged.set()
-        elif ctx.display_path.endswith("a.txt"):
+        elif Path(ctx.display_path).name.startswith("a.") and len(view.sliceable) >= self.min_size:
             self.entered.set()
             if not self.b_judged.wait(3):
-                raise TimeoutError("b.txt was not judged while a.txt waited")
+                raise TimeoutError("b.txt was not judged while a.* waited")
         return []
 
 
-@pytest.mark.parametrize(
-    "bounded, size",
-    [(False, 4096), (True, LARGE_FILE_BYTES + 1)],
-    ids=["a detector called in a thread", "a large file judged inline"],
-)
-def test_while_one_worker_waits_on_a_file_another_judges_the_next(
-    tmp_path: Path, bounded: bool, size: int
-) -> None:
-    """Two workers of the real pipeline: `a.txt`'s detector waits (a model server, say) until `b.txt`
-    is judged. A detector the core calls in a thread is waited for without the turn; so is every
-    detector on a file above LARGE_FILE_BYTES. Either way both files are judged clean."""
+def _large_text(size: int) -> bytes:
+    return (CLEAN * (size // len(CLEAN) + 1))[:size].encode()
+
+
+def _zip_of_large_text(size: int) -> bytes:
+    """A zip under 1 MiB of a text over it, compressed well below the extractor's max_ratio."""
+    rng = random.Random(7)
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "status",
+        "report",
+        "weekly",
+        "nominal",
+        "team",
+        "notes",
+        "plan",
+        "draft",
+        "review",
+    ]
+    text = " ".join(rng.choice(words) for _ in range(size // 5))[:size].encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("notes.txt", text)
+    assert len(out.getvalue()) < LARGE_FILE_BYTES < size
+    return out.getvalue()
+
+
+CASES = {
+    "a detector called in a thread": (False, "a.txt", _large_text(4096), False, 0),
+    "a large file judged inline": (True, "a.txt", _large_text(LARGE_FILE_BYTES + 1), False, 0),
+    "a small archive of a large text": (
+        True, "a.zip", _zip_of_large_text(2 * LARGE_FILE_BYTES), False, LARGE_FILE_BYTES + 1
+    ),
+    "a file on a polled watch (a network file system)": (True, "a.txt", _large_text(4096), True, 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_while_one_worker_waits_on_a_file_another_judges_the_next(tmp_path: Path, case: str) -> None:
+    """Two workers of the real pipeline: `a.*`'s detector waits (a model server, say) until `b.txt` is
+    judged. The wait is done without the turn when the core calls the detector in a thread, when the
+    file is above LARGE_FILE_BYTES, when the view is (a small archive's large text), and on a polled
+    watch. Each way both files are judged clean."""
     from dropwarden.configload import load_config
     from dropwarden.pipeline import Pipeline, PipelineContext
     from dropwarden.runtime import build_runtime
     from dropwarden.watch.settle import WorkItem
 
+    bounded, name, content, polled, min_size = CASES[case]
     drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n", release=False)
-    (drop.inbox / "a.txt").write_text((CLEAN * (size // len(CLEAN) + 1))[:size])
+    if polled:
+        text = drop.config.read_text()
+        drop.config.write_text(text.replace("[[alerts.sink]]", 'observer = "polling"\n[[alerts.sink]]'))
+    (drop.inbox / name).write_bytes(content)
     (drop.inbox / "b.txt").write_text(CLEAN)
     settings = load_config(drop.config).settings
+    assert settings.watch[0].observer == ("polling" if polled else "inotify")
     runtime = build_runtime(settings)
-    rendezvous = Rendezvous(bounded)
+    rendezvous = Rendezvous(bounded, min_size)
     runtime.judge.registry.add("detectors", "tests", rendezvous)
     watch = arm(settings.watch[0])
     state = State(drop.state / "state.db")
@@ -135,8 +180,8 @@ def test_while_one_worker_waits_on_a_file_another_judges_the_next(
     try:
         context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
         pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
-        first = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, "a.txt", "test")]))
-        assert rendezvous.entered.wait(5)
+        first = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, name, "test")]))
+        assert rendezvous.entered.wait(10)
         second = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, "b.txt", "test")]))
         first.join(10)
         second.join(10)
@@ -147,6 +192,40 @@ def test_while_one_worker_waits_on_a_file_another_judges_the_next(
         runtime.close()
     decisions = [r["body"] for r in audit_records(drop.audit) if r["type"] == "decision"]
     assert sorted((Path(d["path"]).name, d["verdict"]) for d in decisions) == [
-        ("a.txt", "clean"),
+        (name, "clean"),
         ("b.txt", "clean"),
     ]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_worker_interrupted_while_it_waits_for_the_turn_leaves_the_line() -> None:
+    """A signal that interrupts a thread waiting for the turn takes it out of the line: the turn, once
+    free, goes to the next worker, not to a waiter that has gone."""
+    turn, release_holder = Turn(), threading.Event()
+
+    def holder() -> None:
+        with turn.held():
+            release_holder.wait(5)
+
+    first = _in_thread(holder)
+    _until(lambda: turn._held)
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(_Interrupted):
+            turn.acquire()  # the main thread, interrupted while it waits
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    release_holder.set()
+    first.join(5)
+    took = threading.Event()
+    _in_thread(lambda: (turn.acquire(), took.set(), turn.release()))
+    assert took.wait(5), "the turn went to the interrupted waiter, and no one else can have it"

@@ -29,7 +29,7 @@ from dropwarden.config import SinkSettings
 from dropwarden.judge.intake import FileIdentity
 from dropwarden.judge.judge import Content, Deferred, Judge, Judgement
 from dropwarden.judge.names import JudgedName
-from dropwarden.judge.turn import Turn, without_turn, without_turn_if, without_turn_if_large
+from dropwarden.judge.turn import Turn, without_turn, without_turn_for_file, without_turn_if
 from dropwarden.state import State
 from dropwarden.verdict import Reason, unscanned
 from dropwarden.watch.activewatch import ActiveWatch
@@ -250,7 +250,8 @@ class Pipeline:
             earlier = earlier_decision(self.state, watch.id, os.fsencode(item.relpath))
             supersedes = None  # the earlier decision, when it is no longer true
             if earlier is not None:  # decided before a restart, not acted on: act on it if still true
-                again = resume(earlier, ctx.judge, ctx.ruleset, watch, dir_fd, item, display, st)
+                with without_turn_for_file(st.st_size, watch.polled):  # it reads and hashes the file again
+                    again = resume(earlier, ctx.judge, ctx.ruleset, watch, dir_fd, item, display, st)
                 if isinstance(again, Decided):
                     decided.append(again)
                     handed = True
@@ -260,7 +261,7 @@ class Pipeline:
                 content = None  # judged here; on judge hosts in a cluster's watch role:
                 if ctx.remote is not None:
                     content = ctx.remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset)
-                with without_turn_if_large(st.st_size):
+                with without_turn_for_file(st.st_size, watch.polled):
                     options = {"require_single_link": True, "relative": item.relpath, "content": content}
                     judgement = ctx.judge.judge_name(dir_fd, name, display, **options)
                 if isinstance(judgement, Deferred):
@@ -412,7 +413,8 @@ class Pipeline:
             return []
         self.act.state_write(remember, self.state, self.audit, ctx.ruleset, decided)
         try:
-            records = self.audit.append_many([("decision", each.body) for each in decided])
+            with without_turn_if(self.audit.settings.fsync == "always"):  # each append is flushed then
+                records = self.audit.append_many([("decision", each.body) for each in decided])
         except AuditError:
             raise
         except Exception:  # one body the log refuses (not JSON): each record on its own
@@ -484,8 +486,7 @@ class Pipeline:
         self.context = context
 
     def use_audit(self, audit: AuditLog) -> None:
-        """Append to `audit` from now on: the service reopened the log (after a write failure, or in a
-        new file after rotation)."""
+        """Append to `audit` from now on: the service reopened the log (a write failure, a rotation)."""
         self.audit = audit
         self.act.audit = audit  # the act stage appends its intents and outcomes there too
 

@@ -12,7 +12,7 @@ from typing import Any
 from dropwarden.act.handover import NotTheJudgedFile, Vanished
 from dropwarden.act.records import release_intent, shown_in_clear, still_same
 from dropwarden.act.stage import ActPlan, ActStage
-from dropwarden.judge.turn import without_turn_if_large
+from dropwarden.judge.turn import without_turn_for_file, without_turn_if
 from dropwarden.registry import MoveRequest
 
 
@@ -75,7 +75,7 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
         return results
     action = plans[0].actions["release"]
     size = sum(len(request.snapshot.data) for _, request in moving if request.snapshot is not None)
-    with without_turn_if_large(size):  # large copies are written without the turn; flushes never hold it
+    with without_turn_for_file(size, watch.polled):  # its flushes never hold it
         outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
     done: list[tuple[str, dict[str, Any]]] = []
     finished: list[str] = []
@@ -96,7 +96,8 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
             in_clear = in_clear and shown_in_clear(plan.judgement.name, plan.item.relpath)
             results[index] = True
     if done:
-        stage.audit.append_many(done)
+        with without_turn_if(stage.audit.settings.fsync == "always"):
+            stage.audit.append_many(done)
         finish = functools.partial(stage.state.finish_intents, path_in_audit_log=in_clear)
         stage.state_write(finish, finished)
         stage.count("actions", "release", len(done))

@@ -174,7 +174,8 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
             store.discard(copy_name(moves[index].op_id))
         if synced is False:  # no syncfs: one at a time, fsyncing each
             for index in live:
-                results[index] = _one_at_a_time(store, moves[index])
+                with without_turn():
+                    results[index] = _one_at_a_time(store, moves[index])
         else:
             for index in live:
                 results[index] = synced  # type: ignore[assignment]

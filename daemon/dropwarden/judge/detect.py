@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dropwarden.findings import Finding, FindingLimits, Findings, FindingTally, bbox_union
-from dropwarden.judge.turn import without_turn
+from dropwarden.judge.turn import LARGE_FILE_BYTES, without_turn, without_turn_if
 from dropwarden.registry import DetectContext, Detector, Incomplete
 from dropwarden.verdict import Problem, Reason
-from dropwarden.views import ANCHOR_STEPS, View
+from dropwarden.views import ANCHOR_STEPS, ImageView, View
 
 if TYPE_CHECKING:
     from dropwarden.config import LimitsSettings
@@ -107,7 +107,8 @@ class DetectorRunner:
         problem = None
         try:
             bounded = getattr(detector, "bounded", False)
-            found: Iterable[Finding] = self.call(detector.detect, view, ctx, inline=bounded)
+            with without_turn_if(bounded and _large(view)):  # a document's text can be far larger than it
+                found: Iterable[Finding] = self.call(detector.detect, view, ctx, inline=bounded)
         except Incomplete as exc:  # part of the view judged: its findings stand, with the problem
             found, problem = exc.results, Problem.from_exception(exc, source)
         except concurrent.futures.TimeoutError:
@@ -124,6 +125,12 @@ class DetectorRunner:
             findings = Findings((place(f, view, anchors, starts) for f in findings), findings.omitted)
         elapsed = (time.perf_counter() - started) * 1000
         return DetectorRun(detector.id, detector.version, view.name, elapsed, findings, problem)
+
+
+def _large(view: View) -> bool:
+    """Whether judging `view` takes long enough to be done without the turn (`dropwarden.judge.turn`)."""
+    size = len(view.data) if isinstance(view, ImageView) else len(view.sliceable)
+    return size > LARGE_FILE_BYTES
 
 
 def cap(found: Iterable[Finding], limits: FindingLimits | None) -> Findings:

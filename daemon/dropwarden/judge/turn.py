@@ -22,8 +22,9 @@ class Turn:
     (stat, read, an SQLite step): ~100 futex wake-ups per 4 KB file, which made two workers cost
     ~40 % more CPU per file than one. With the turn, the other worker waits here instead, and a
     worker keeps the GIL from one system call to the next. Work that waits (a detector called in a
-    thread, a child process, a disk flush) and large files are done `without_turn`, so the other
-    workers run meanwhile, as before.
+    thread, a child process, a disk flush), long work (a file or a view above LARGE_FILE_BYTES) and
+    the files of a polled watch (a network file system, whose reads can stall) are done
+    `without_turn`, so the other workers run meanwhile, as before.
 
     Deadlock-free by construction: a thread takes the turn only while it holds no other lock (at the
     start of a batch, and at the end of a `without_turn` block wrapped around a whole call that takes
@@ -45,7 +46,16 @@ class Turn:
                 waiter.acquire()
                 self._waiters.append(waiter)
         if waiter is not None:
-            waiter.acquire()  # released by the holder, who handed the turn over (still held)
+            try:
+                waiter.acquire()  # released by the holder, who handed the turn over (still held)
+            except BaseException:  # interrupted (a signal): leave the line, or pass on the turn
+                with self._mutex:
+                    queued = waiter in self._waiters
+                    if queued:
+                        self._waiters.remove(waiter)
+                if not queued:
+                    self.release()
+                raise
         _local.turn = self
 
     def release(self) -> None:
@@ -93,6 +103,7 @@ def without_turn_if(condition: bool) -> contextlib.AbstractContextManager[None]:
     return without_turn() if condition else contextlib.nullcontext()
 
 
-def without_turn_if_large(size: int) -> contextlib.AbstractContextManager[None]:
-    """`without_turn()` for work on a file of `size` bytes above LARGE_FILE_BYTES; else nothing."""
-    return without_turn_if(size > LARGE_FILE_BYTES)
+def without_turn_for_file(size: int, polled: bool) -> contextlib.AbstractContextManager[None]:
+    """`without_turn()` for work on a file of `size` bytes above LARGE_FILE_BYTES, or on a watch that is
+    polled (a network file system, where a read or a rename can stall); else nothing."""
+    return without_turn_if(size > LARGE_FILE_BYTES or polled)

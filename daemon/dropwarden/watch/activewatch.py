@@ -30,6 +30,11 @@ class ActiveWatch:
     def id(self) -> str:
         return self.settings.id
 
+    @property
+    def polled(self) -> bool:
+        """Watched by polling: a network file system, where a read or a rename can stall."""
+        return self.settings.observer == "polling"
+
     def display(self, relpath: str) -> str:
         return display_path(os.path.join(self.tree.root, relpath))
 
