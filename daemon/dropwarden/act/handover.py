@@ -165,8 +165,7 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
         else:
             live.append(index)
     try:
-        with without_turn():  # the other workers judge while the disk flushes
-            synced = sync_file_system(store.fd)  # the copies durable, with one flush
+        synced = sync_file_system(store.fd)  # the copies durable, with one flush
     except OSError as exc:
         synced = exc  # type: ignore[assignment]
     if synced is not True:
@@ -210,8 +209,7 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
     if not placed:
         return results  # type: ignore[return-value]
     try:
-        with without_turn():
-            sync_file_system(store.fd)  # every destination durable before any original goes
+        sync_file_system(store.fd)  # every destination durable before any original goes
     except OSError as exc:
         for index in placed:
             move = moves[index]
@@ -222,8 +220,7 @@ def hand_over_copies(store: QuarantineStore, moves: list[CopyMove]) -> list[str 
     for index in placed:  # 4. the held originals go
         store.discard(hold_name(moves[index].op_id))
     try:
-        with without_turn():
-            sync_file_system(store.fd)
+        sync_file_system(store.fd)
     except OSError as exc:
         for index in placed:
             results[index] = exc
