@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -189,13 +192,13 @@ def test_files_arriving_together_are_each_released_or_quarantined_once(tmp_path:
     assert drop.verify_audit().returncode == 0
 
 
-def process_together(drop: Drop, names: list[str]) -> list[str]:
-    """The real pipeline given the inbox files `names` as one worker's batch; the audit log's decision
-    and action.done record types, in order."""
+@contextmanager
+def in_process_pipeline(drop: Drop) -> Iterator[tuple[Any, Any, Any]]:
+    """The real pipeline on `drop`'s configuration, without the daemon around it: (pipeline, its one
+    watch, the runtime whose registry it judges with); all closed after the block."""
     from dropwarden.configload import load_config
     from dropwarden.pipeline import Pipeline, PipelineContext
     from dropwarden.runtime import build_runtime
-    from dropwarden.watch.settle import WorkItem
 
     settings = load_config(drop.config).settings
     runtime = build_runtime(settings)
@@ -204,13 +207,21 @@ def process_together(drop: Drop, names: list[str]) -> list[str]:
     audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)
     try:
         context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
-        pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
-        pipeline.process_batch([WorkItem(watch.id, name, "test") for name in names])
+        yield Pipeline(context, state, audit, None, lambda *args: None), watch, runtime  # type: ignore[arg-type]
     finally:
         audit.close()
         state.close()
         watch.close()
         runtime.close()
+
+
+def process_together(drop: Drop, names: list[str]) -> list[str]:
+    """The real pipeline given the inbox files `names` as one worker's batch; the audit log's decision
+    and action.done record types, in order."""
+    from dropwarden.watch.settle import WorkItem
+
+    with in_process_pipeline(drop) as (pipeline, watch, _runtime):
+        pipeline.process_batch([WorkItem(watch.id, name, "test") for name in names])
     kinds = [r["type"] for r in audit_records(drop.audit) if r["type"] in ("decision", "action.done")]
     return kinds
 

@@ -13,13 +13,10 @@ from typing import Any
 
 import pytest
 
-from dropwarden.audit import AuditLog
-from dropwarden.config import AuditSettings
 from dropwarden.judge.turn import LARGE_FILE_BYTES, Turn, without_turn
-from dropwarden.state import State
-from dropwarden.watch.activewatch import arm
 
 from .daemon_harness import audit_records
+from .test_act_batch import in_process_pipeline
 from .test_daemon import CLEAN, Drop
 
 
@@ -157,9 +154,6 @@ def test_while_one_worker_waits_on_a_file_another_judges_the_next(tmp_path: Path
     judged. The wait is done without the turn when the core calls the detector in a thread, when the
     file is above LARGE_FILE_BYTES, when the view is (a small archive's large text), and on a polled
     watch. Each way both files are judged clean."""
-    from dropwarden.configload import load_config
-    from dropwarden.pipeline import Pipeline, PipelineContext
-    from dropwarden.runtime import build_runtime
     from dropwarden.watch.settle import WorkItem
 
     bounded, name, content, polled, min_size = CASES[case]
@@ -169,27 +163,15 @@ def test_while_one_worker_waits_on_a_file_another_judges_the_next(tmp_path: Path
         drop.config.write_text(text.replace("[[alerts.sink]]", 'observer = "polling"\n[[alerts.sink]]'))
     (drop.inbox / name).write_bytes(content)
     (drop.inbox / "b.txt").write_text(CLEAN)
-    settings = load_config(drop.config).settings
-    assert settings.watch[0].observer == ("polling" if polled else "inotify")
-    runtime = build_runtime(settings)
     rendezvous = Rendezvous(bounded, min_size)
-    runtime.judge.registry.add("detectors", "tests", rendezvous)
-    watch = arm(settings.watch[0])
-    state = State(drop.state / "state.db")
-    audit = AuditLog.open(drop.audit, drop.state, AuditSettings(path=drop.audit), background=False)
-    try:
-        context = PipelineContext({watch.id: watch}, runtime.judge, "test", [])
-        pipeline = Pipeline(context, state, audit, None, lambda *args: None)  # type: ignore[arg-type]
+    with in_process_pipeline(drop) as (pipeline, watch, runtime):
+        assert watch.polled is polled
+        runtime.judge.registry.add("detectors", "tests", rendezvous)
         first = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, name, "test")]))
         assert rendezvous.entered.wait(10)
         second = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, "b.txt", "test")]))
         first.join(10)
         second.join(10)
-    finally:
-        audit.close()
-        state.close()
-        watch.close()
-        runtime.close()
     decisions = [r["body"] for r in audit_records(drop.audit) if r["type"] == "decision"]
     assert sorted((Path(d["path"]).name, d["verdict"]) for d in decisions) == [
         (name, "clean"),
