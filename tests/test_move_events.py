@@ -1,5 +1,6 @@
 """Renames and the event stream: releases do not hold back the next file; directories moved within a
-watch keep being watched at their new path.
+watch keep being watched at their new path; an event goes from the thread that read it straight to the
+settler.
 
 watchdog holds an IN_MOVED_FROM while it waits for the IN_MOVED_TO of the same rename, and events
 behind it wait too; the daemon sets that wait to zero (`dropwarden.watch.watch`). These tests pin down
@@ -10,10 +11,13 @@ stream of files each released by a rename is judged in order of arrival, none lo
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
-from dropwarden.watch.watch import InotifyMoveEventGrouper
+from dropwarden.config import Settings
+from dropwarden.watch.settle import Hint
+from dropwarden.watch.watch import InotifyMoveEventGrouper, WatchedTree, Watcher
 
 from .daemon_harness import DaemonProcess
 
@@ -71,3 +75,73 @@ def test_files_released_one_after_another_are_each_judged_once(tmp_path: Path) -
         daemon.stop()
     assert sorted(os.listdir(inbox)) == []
     assert all(len(daemon.decisions_for(name)) == 1 for name in names)
+
+
+# ------------------------------------------------------------------------------ events at once
+
+
+class Recorder:
+    """Stands where the settler stands: records each notification and the thread that made it."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.seen: list[tuple[str, Hint, threading.Thread]] = []
+        self.fail_on = fail_on
+        self.arrived = threading.Event()
+
+    def notify(self, watch: str, relpath: str, hint: Hint, origin: str = "event") -> None:
+        self.seen.append((relpath, hint, threading.current_thread()))
+        self.arrived.set()
+        if relpath == self.fail_on:
+            raise RuntimeError("the handler fails on this one")
+
+
+def watching(tmp_path: Path, recorder: Recorder, losses: list[str]) -> tuple[Watcher, Path]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = Settings.model_validate({"watch": [{"path": str(inbox)}]}).watch[0]
+    watcher = Watcher([WatchedTree(settings, str(inbox), ())], recorder, losses.append)  # type: ignore[arg-type]
+    watcher.start()
+    return watcher, inbox
+
+
+def closed_write(recorder: Recorder, relpath: str) -> threading.Thread | None:
+    """The thread that reported `relpath`'s close-write, once it came (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for seen, hint, thread in list(recorder.seen):
+            if seen == relpath and hint is Hint.CLOSED:
+                return thread
+        recorder.arrived.wait(0.05)
+        recorder.arrived.clear()
+    return None
+
+
+def test_an_inotify_event_reaches_the_settler_from_the_thread_that_read_it(tmp_path: Path) -> None:
+    """No hop through watchdog's dispatching thread: the observer's own thread never calls a handler."""
+    recorder, losses = Recorder(), []
+    watcher, inbox = watching(tmp_path, recorder, losses)
+    try:
+        (inbox / "a.txt").write_bytes(b"hello\n")
+        thread = closed_write(recorder, "a.txt")
+        observer = watcher._inotify
+    finally:
+        watcher.stop()
+    assert thread is not None and observer is not None
+    assert thread is not observer and thread is not threading.main_thread()
+    assert not losses
+
+
+def test_a_handler_that_fails_asks_for_a_sweep_and_the_watch_keeps_reporting(tmp_path: Path) -> None:
+    """An exception in the handler must not end the emitter thread (the watch would go silent): it is
+    a loss, which the daemon answers with a reconcile sweep, and later events still arrive."""
+    recorder, losses = Recorder(fail_on="bad.txt"), []
+    watcher, inbox = watching(tmp_path, recorder, losses)
+    try:
+        (inbox / "bad.txt").write_bytes(b"x\n")
+        first = closed_write(recorder, "bad.txt")
+        (inbox / "after.txt").write_bytes(b"y\n")
+        later = closed_write(recorder, "after.txt")
+    finally:
+        watcher.stop()
+    assert first is not None and later is not None
+    assert "watch event handler failed" in losses
