@@ -147,6 +147,7 @@ class Settler:
         if hint in (Hint.CLOSED, Hint.MOVED_IN):
             self._arm(key, hint, origin, now)
         elif hint is Hint.CREATED or hint is Hint.MODIFIED:
+            st = None
             if hint is Hint.CREATED:
                 st = self._lstat(key)
                 if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
@@ -154,7 +155,8 @@ class Settler:
                     self._ready.append(WorkItem(key[0], key[1], origin, time.monotonic()))
                     return
             # A file already settling by stat (polling, synthetic create) keeps settling by stat.
-            self._arm(key, Hint.STAT if entry is not None and entry.hint is Hint.STAT else hint, origin, now)
+            by_stat = entry is not None and entry.hint is Hint.STAT
+            self._arm(key, Hint.STAT if by_stat else hint, origin, now, st)
         elif hint is Hint.STAT:
             if entry is not None:
                 # Already settling: events know more than a sweep (a writer may still hold the file).
@@ -172,8 +174,12 @@ class Settler:
             return self._quiet_for(watch) if self._quiet_for is not None else self.quiet
         return self.stat_period if hint is Hint.STAT else self.open_writer_timeout
 
-    def _arm(self, key: tuple[str, str], hint: Hint, origin: str, now: float) -> None:
-        entry = _Pending(hint, now + self._period(hint, key[0]), origin, self._stat(key))
+    def _arm(
+        self, key: tuple[str, str], hint: Hint, origin: str, now: float, st: os.stat_result | None = None
+    ) -> None:
+        """Wait a period of `hint`'s kind for the file; `st`: its lstat, if just taken."""
+        seen = self._stat(key) if st is None else _identity(st)
+        entry = _Pending(hint, now + self._period(hint, key[0]), origin, seen)
         self._pending[key] = entry
         heapq.heappush(self._heap, (entry.deadline, next(self._counter), key))
 
@@ -210,7 +216,12 @@ class Settler:
 
     def _stat(self, key: tuple[str, str]) -> tuple[int, int, int, int] | None:
         st = self._lstat(key)
-        return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return None if st is None else _identity(st)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must stay the same for a file to have settled."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def settle_quiet_for(settings: Settings, watch: str) -> float:
