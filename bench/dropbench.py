@@ -37,8 +37,32 @@ def peak_rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """The process's user + system CPU time so far, s: per file, the figure a busy machine skews least."""
+    user, system = user_system_seconds(pid)
+    return user + system
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU time so far, s, apart."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def file_system_of(path: Path) -> str:
+    """`path`'s file system as the mount table says it: "ext4 (rw,relatime,discard) at /" — the
+    options matter (online `discard` makes every unlink, and so every release, cost more)."""
+    best: tuple[str, str, str] = ("?", "?", "")
+    where = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = where == point or where.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[2]):
+            best = (fields[2], fields[3], point)
+    kind, options, point = best
+    return f"{kind} ({options}) at {point or '?'}"
 
 
 @dataclass
