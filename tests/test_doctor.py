@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dropwarden.commands.doctor import count_directories, inotify_check
+from dropwarden.commands.doctor import count_directories, inotify_check, network_check
 from dropwarden.config import WatchSettings
 
 from .conftest import install_plugins, require, run_cli
@@ -205,3 +205,24 @@ def test_a_third_party_plugins_checks_appear_and_decide_the_exit_status(tmp_path
     assert "ok    vision: off" in result.stdout  # the built-ins' checks still run
     only_good = _doctor(write_config, "", env={**env, "DROPWARDEN_LOAD_PLUGINS": "acme,vision"})
     assert "acme-raises" not in only_good.stdout
+
+
+def _mountinfo(tmp_path: Path, mounted_at: Path, kind: str) -> str:
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        f"90 22 0:55 / {mounted_at} rw,relatime shared:60 - {kind} server:/export rw,vers=4.2\n"
+    )
+    return str(table)
+
+
+def test_an_inotify_watch_on_a_network_file_system_is_a_warning(tmp_path):
+    """inotify sees only this host's writes on NFS: the doctor says so, and what to use instead."""
+    root = tmp_path / "inbox"
+    root.mkdir()
+    table = _mountinfo(tmp_path, tmp_path, "nfs4")
+    warning = network_check(WatchSettings(path=root), table)
+    assert warning is not None and warning.status == "warn"
+    assert "nfs4" in warning.detail and 'observer = "polling"' in warning.detail
+    assert network_check(WatchSettings(path=root, observer="polling"), table) is None
+    assert network_check(WatchSettings(path=root), _mountinfo(tmp_path, tmp_path, "xfs")) is None

@@ -138,13 +138,15 @@ def _zip_of_large_text(size: int) -> bytes:
     return out.getvalue()
 
 
+# case: (detector bounded, file name, content, how the watch is on a network file system, min view size)
 CASES = {
-    "a detector called in a thread": (False, "a.txt", _large_text(4096), False, 0),
-    "a large file judged inline": (True, "a.txt", _large_text(LARGE_FILE_BYTES + 1), False, 0),
+    "a detector called in a thread": (False, "a.txt", _large_text(4096), "", 0),
+    "a large file judged inline": (True, "a.txt", _large_text(LARGE_FILE_BYTES + 1), "", 0),
     "a small archive of a large text": (
-        True, "a.zip", _zip_of_large_text(2 * LARGE_FILE_BYTES), False, LARGE_FILE_BYTES + 1
+        True, "a.zip", _zip_of_large_text(2 * LARGE_FILE_BYTES), "", LARGE_FILE_BYTES + 1
     ),
-    "a file on a polled watch (a network file system)": (True, "a.txt", _large_text(4096), True, 0),
+    "a file on a polled watch (a network file system)": (True, "a.txt", _large_text(4096), "polling", 0),
+    "a file on an inotify watch whose root is on NFS": (True, "a.txt", _large_text(4096), "nfs4", 0),
 }  # fmt: skip
 
 
@@ -152,20 +154,23 @@ CASES = {
 def test_while_one_worker_waits_on_a_file_another_judges_the_next(tmp_path: Path, case: str) -> None:
     """Two workers of the real pipeline: `a.*`'s detector waits (a model server, say) until `b.txt` is
     judged. The wait is done without the turn when the core calls the detector in a thread, when the
-    file is above LARGE_FILE_BYTES, when the view is (a small archive's large text), and on a polled
-    watch. Each way both files are judged clean."""
+    file is above LARGE_FILE_BYTES, when the view is (a small archive's large text), and on a network
+    file system (a polled watch, or one whose root's mount says so). Each way both files are judged
+    clean."""
     from dropwarden.watch.settle import WorkItem
 
-    bounded, name, content, polled, min_size = CASES[case]
+    bounded, name, content, network, min_size = CASES[case]
     drop = Drop(tmp_path, extra="[ocr]\nenabled = false\n", release=False)
-    if polled:
+    if network == "polling":
         text = drop.config.read_text()
         drop.config.write_text(text.replace("[[alerts.sink]]", 'observer = "polling"\n[[alerts.sink]]'))
     (drop.inbox / name).write_bytes(content)
     (drop.inbox / "b.txt").write_text(CLEAN)
     rendezvous = Rendezvous(bounded, min_size)
     with in_process_pipeline(drop) as (pipeline, watch, runtime):
-        assert watch.polled is polled
+        if network and network != "polling":
+            watch.file_system = network  # as `arm` finds it on a host with that mount
+        assert watch.may_stall is bool(network)
         runtime.judge.registry.add("detectors", "tests", rendezvous)
         first = _in_thread(lambda: pipeline.process_batch([WorkItem(watch.id, name, "test")]))
         assert rendezvous.entered.wait(10)

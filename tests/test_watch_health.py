@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from dropwarden.config import Settings
+from dropwarden.watch.activewatch import arm
 from dropwarden.watch.settle import settle_quiet_for
-from dropwarden.watch.watch import WatchedTree, mount_points, mounts_inside
+from dropwarden.watch.watch import (
+    NETWORK_FILE_SYSTEMS,
+    WatchedTree,
+    file_system_type,
+    mount_points,
+    mounts_inside,
+)
 from dropwarden.watch.watchkeeper import root_problem, where_now
 
 from .conftest import require
@@ -285,6 +292,38 @@ def test_mount_points_are_read_from_the_mount_table_with_their_escapes(tmp_path)
         ("/srv/drop/.quarantine",),
     )
     assert mounts_inside(tree, points) == {"/srv/drop/inbox/usb stick"}
+
+
+def test_the_file_system_of_a_path_is_that_of_the_deepest_mount_holding_it(tmp_path):
+    r"""Mount points are matched whole (/srv/drop is not under /srv/dr), escapes (\040) are read, and
+    of two mounts on one point the later one (the one visible) counts."""
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:40 / /srv/dr rw - tmpfs tmpfs rw\n"
+        "41 22 0:41 / /srv/drop\\040box rw shared:5 - nfs4 nas:/drop rw\n"
+        "42 22 0:42 / /srv/drop\\040box/sub rw - fuse.sshfs host:/x rw\n"
+        "43 22 0:43 / /srv/over rw - nfs nas:/a rw\n"
+        "44 43 0:44 / /srv/over rw - ext4 /dev/sdb1 rw\n"
+    )
+    kind = lambda path: file_system_type(path, str(table))  # noqa: E731
+    assert kind("/srv/drop box/inbox") == "nfs4"
+    assert kind("/srv/drop box/sub/a") == "fuse.sshfs"
+    assert kind("/srv/drop") == "ext4"
+    assert kind("/srv/over/inbox") == "ext4"
+    assert {"nfs4", "fuse.sshfs", "cifs"} <= NETWORK_FILE_SYSTEMS and "ext4" not in NETWORK_FILE_SYSTEMS
+
+
+def test_an_armed_watch_knows_its_file_system_and_a_local_one_does_not_stall(tmp_path):
+    settings = Settings.model_validate({"watch": [{"path": str(tmp_path / "inbox")}]}).watch[0]
+    watch = arm(settings)
+    try:
+        assert watch.file_system == file_system_type(os.path.realpath(tmp_path / "inbox")) != ""
+        assert not watch.may_stall
+        watch.file_system = "nfs4"
+        assert watch.may_stall
+    finally:
+        watch.close()
 
 
 # ------------------------------------------------------------------------------ chunked writers

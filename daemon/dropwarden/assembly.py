@@ -67,7 +67,14 @@ def configure(settings: Settings) -> Configuration:
     watches: dict[str, ActiveWatch] = {}
     try:
         for watch_settings in settings.watch:
-            watches[watch_settings.id] = arm(watch_settings)
+            watch = watches[watch_settings.id] = arm(watch_settings)
+            if watch.may_stall and watch_settings.observer == "inotify":
+                log.warning(
+                    "inotify sees only this host's writes on a network file system",
+                    watch=watch.id,
+                    file_system=watch.file_system,
+                    advice='observer = "polling"',
+                )
     except WatchSetupError as exc:
         close_watches(watches)
         runtime.close()

@@ -250,7 +250,7 @@ class Pipeline:
             earlier = earlier_decision(self.state, watch.id, os.fsencode(item.relpath))
             supersedes = None  # the earlier decision, when it is no longer true
             if earlier is not None:  # decided before a restart, not acted on: act on it if still true
-                with without_turn_for_file(st.st_size, watch.polled):  # it reads and hashes the file again
+                with without_turn_for_file(st.st_size, watch.may_stall):  # it reads and hashes the file again
                     again = resume(earlier, ctx.judge, ctx.ruleset, watch, dir_fd, item, display, st)
                 if isinstance(again, Decided):
                     decided.append(again)
@@ -261,7 +261,7 @@ class Pipeline:
                 content = None  # judged here; on judge hosts in a cluster's watch role:
                 if ctx.remote is not None:
                     content = ctx.remote.content_for(ctx.judge, watch.id, item.relpath, ctx.ruleset)
-                with without_turn_for_file(st.st_size, watch.polled):
+                with without_turn_for_file(st.st_size, watch.may_stall):
                     options = {"require_single_link": True, "relative": item.relpath, "content": content}
                     judgement = ctx.judge.judge_name(dir_fd, name, display, **options)
                 if isinstance(judgement, Deferred):

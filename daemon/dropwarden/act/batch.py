@@ -75,7 +75,7 @@ def release_batch(stage: ActStage, plans: list[ActPlan]) -> list[bool]:
         return results
     action = plans[0].actions["release"]
     size = sum(len(request.snapshot.data) for _, request in moving if request.snapshot is not None)
-    with without_turn_for_file(size, watch.polled):  # its flushes never hold it
+    with without_turn_for_file(size, watch.may_stall):  # its flushes never hold it
         outcomes = action.move_many([request for _, request in moving])  # type: ignore[attr-defined]
     done: list[tuple[str, dict[str, Any]]] = []
     finished: list[str] = []

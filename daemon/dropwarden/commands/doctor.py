@@ -18,6 +18,7 @@ from dropwarden.commands._app import app_context, config_option
 from dropwarden.config import Settings, WatchSettings
 from dropwarden.hookspecs import Check
 from dropwarden.plugins import Plugins, plugins_for
+from dropwarden.watch.watch import NETWORK_FILE_SYSTEMS, file_system_type
 
 MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 LABELS = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
@@ -94,6 +95,26 @@ def watch_checks(watch: WatchSettings) -> Iterator[Check]:
         yield _beside(f"{name} quarantine", default_quarantine_dir(watch), watch.path, root.st_dev)
     if watch.release_to is not None:
         yield _beside(f"{name} release_to", watch.release_to, watch.path, root.st_dev)
+    network = network_check(watch)
+    if network is not None:
+        yield network
+
+
+def network_check(watch: WatchSettings, mountinfo: str = "/proc/self/mountinfo") -> Check | None:
+    """A warning for an inotify watch on a network file system, where inotify sees only the writes made
+    on this host; None otherwise."""
+    try:
+        kind = file_system_type(os.path.realpath(watch.path), mountinfo)
+    except OSError:
+        return None
+    if watch.observer != "inotify" or kind not in NETWORK_FILE_SYSTEMS:
+        return None
+    return Check(
+        f"watch {watch.id} file system",
+        "warn",
+        f"{watch.path} is on {kind}: inotify sees only the files written on this host, so files other"
+        ' hosts write wait for a reconcile sweep; use observer = "polling" for this watch',
+    )
 
 
 def _beside(name: str, path: Path, watched: Path, device: int) -> Check:

@@ -23,7 +23,7 @@ class Turn:
     ~40 % more CPU per file than one. With the turn, the other worker waits here instead, and a
     worker keeps the GIL from one system call to the next. Work that waits (a detector called in a
     thread, a child process, a disk flush), long work (a file or a view above LARGE_FILE_BYTES) and
-    the files of a polled watch (a network file system, whose reads can stall) are done
+    the files of a watch on a network file system (polled, or seen to be one: reads there can stall) are done
     `without_turn`, so the other workers run meanwhile, as before.
 
     Deadlock-free by construction: a thread takes the turn only while it holds no other lock (at the
@@ -103,7 +103,7 @@ def without_turn_if(condition: bool) -> contextlib.AbstractContextManager[None]:
     return without_turn() if condition else contextlib.nullcontext()
 
 
-def without_turn_for_file(size: int, polled: bool) -> contextlib.AbstractContextManager[None]:
+def without_turn_for_file(size: int, may_stall: bool) -> contextlib.AbstractContextManager[None]:
     """`without_turn()` for work on a file of `size` bytes above LARGE_FILE_BYTES, or on a watch that is
-    polled (a network file system, where a read or a rename can stall); else nothing."""
-    return without_turn_if(size > LARGE_FILE_BYTES or polled)
+    on a network file system (`may_stall`: a read or a rename there can stall); else nothing."""
+    return without_turn_if(size > LARGE_FILE_BYTES or may_stall)

@@ -9,7 +9,7 @@ from dropwarden.act.fsops import make_subdir_chain, open_dir
 from dropwarden.act.quarantine import QuarantineStore, default_quarantine_dir
 from dropwarden.config import WatchSettings
 from dropwarden.watch.walk import display_path
-from dropwarden.watch.watch import WatchedTree
+from dropwarden.watch.watch import NETWORK_FILE_SYSTEMS, WatchedTree, file_system_type
 
 
 class WatchSetupError(Exception):
@@ -25,15 +25,17 @@ class ActiveWatch:
     release_fd: int | None
     excluded_dirs: frozenset[tuple[int, int]]  # (dev, ino) of our own directories inside the tree
     retired: list[QuarantineStore] = field(default_factory=list)  # replaced stores, closed with the watch
+    file_system: str = ""  # the root's file system type ("" when unknown)
 
     @property
     def id(self) -> str:
         return self.settings.id
 
     @property
-    def polled(self) -> bool:
-        """Watched by polling: a network file system, where a read or a rename can stall."""
-        return self.settings.observer == "polling"
+    def may_stall(self) -> bool:
+        """On a network file system, where a read or a rename can stall: the root's file system is one,
+        or the watch is polled (which is what such a file system is watched with)."""
+        return self.settings.observer == "polling" or self.file_system in NETWORK_FILE_SYSTEMS
 
     def display(self, relpath: str) -> str:
         return display_path(os.path.join(self.tree.root, relpath))
@@ -89,7 +91,9 @@ def arm(settings: WatchSettings) -> ActiveWatch:
                 st = os.fstat(fd)
                 excluded.add((st.st_dev, st.st_ino))
         tree = WatchedTree(settings, root, tuple(os.path.abspath(p) for p in excluded_paths))
-        return ActiveWatch(settings, root_fd, tree, store, release_fd, frozenset(excluded))
+        armed = ActiveWatch(settings, root_fd, tree, store, release_fd, frozenset(excluded))
+        armed.file_system = _file_system(root)
+        return armed
     except BaseException:
         os.close(root_fd)
         if store is not None:
@@ -97,6 +101,13 @@ def arm(settings: WatchSettings) -> ActiveWatch:
         if release_fd is not None:
             os.close(release_fd)
         raise
+
+
+def _file_system(root: str) -> str:
+    try:
+        return file_system_type(os.path.realpath(root))
+    except OSError:
+        return ""
 
 
 def _open_release(settings: WatchSettings, root_fd: int) -> int:

@@ -410,6 +410,33 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return points
 
 
+# File systems whose calls wait on another host: a read, a stat or a rename there can stall for as long
+# as the server is away (a hard NFS mount: forever). inotify sees only this host's own writes on them.
+NETWORK_FILE_SYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs"}
+    | {"fuse.sshfs", "fuse.s3fs", "fuse.rclone", "fuse.glusterfs", "fuse.cephfs", "fuse.gcsfuse"}
+)
+
+
+def file_system_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The type of the file system `path` (absolute, symlinks resolved by the caller) lies on, as this
+    process's mount table says: "ext4", "nfs4", "fuse.sshfs"; "" when no mount holds it."""
+    with open(mountinfo, "rb") as handle:
+        lines = handle.read().splitlines()
+    best, kind = -1, ""
+    for line in lines:
+        fields = line.split(b" ")
+        if b"-" not in fields[6:] or len(fields) < 5:
+            continue
+        point = os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4]))
+        inside = path == point or path.startswith(point.rstrip(os.sep) + os.sep)
+        if inside and len(point) >= best:  # the deepest mount holding it; the last one mounted wins a tie
+            separator = fields.index(b"-", 6)
+            if separator + 1 < len(fields):
+                best, kind = len(point), os.fsdecode(fields[separator + 1])
+    return kind
+
+
 def mounts_inside(tree: WatchedTree, points: list[str]) -> frozenset[str]:
     """The mount points strictly under the tree's root, except our own directories."""
     prefix = tree.root + os.sep
