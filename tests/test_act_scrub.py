@@ -1,14 +1,19 @@
 """A finished intent's path leaves the state database at once when the audit log masks it, by the next
-tick when the audit log already shows it in clear (the per-file checkpoint that costs is saved there)."""
+tick when the audit log already shows it in clear (the per-file checkpoint that costs is saved there);
+a checkpoint that waits does not hold up the other workers."""
 
 from __future__ import annotations
 
 import base64
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 from dropwarden.act.records import shown_in_clear
+from dropwarden.judge import turn as turn_module
 from dropwarden.judge.names import JudgedName
+from dropwarden.judge.turn import Turn
 from dropwarden.state import State
 
 from .test_daemon import CLEAN, Drop, write
@@ -70,3 +75,34 @@ def test_only_a_path_no_rule_matched_in_counts_as_shown_in_clear():
     assert not shown_in_clear(JudgedName(raw, hidden=True), "sub/report.txt")
     assert not shown_in_clear(None, "sub/report.txt")
     assert not shown_in_clear(JudgedName(raw), "sub/other.txt")
+
+
+def test_a_checkpoint_held_up_by_a_reader_is_waited_for_without_the_workers_turn(tmp_path):
+    """A worker that finishes an intent whose name matched a rule checkpoints the write-ahead log at
+    once. A reader (a CLI) that keeps the log busy holds that checkpoint up to its busy timeout: the
+    other workers must judge meanwhile, so the worker waits without its turn, and has it back after."""
+    path = tmp_path / "state" / "state.db"
+    state = State(path)
+    reader = sqlite3.connect(path)
+    try:
+        body = {"op": "release", "relpath_b64": base64.b64encode(SECRET_NAME.encode()).decode()}
+        state.add_intent("b" * 32, "release", body)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM intents").fetchone()  # a read snapshot: TRUNCATE must wait
+        turn, other_judged = Turn(), threading.Event()
+
+        def other_worker() -> None:
+            with turn.held():
+                other_judged.set()
+
+        with turn.held():
+            other = threading.Thread(target=other_worker, daemon=True)
+            other.start()
+            state.finish_intent("b" * 32, "done")  # path not in clear: checkpoint now
+            judged_meanwhile = other_judged.is_set()
+            held_after = getattr(turn_module._local, "turn", None) is turn
+        other.join(5)
+    finally:
+        reader.close()
+        state.close()
+    assert judged_meanwhile and held_after

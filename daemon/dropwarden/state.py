@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dropwarden.judge.intake import FileIdentity
+from dropwarden.judge.turn import without_turn
 
 SCHEMA_VERSION = 2
 
@@ -361,8 +362,12 @@ class State:
     def scrub_wal(self) -> bool:
         """Checkpoint and truncate the write-ahead log when it may still hold a finished intent's raw name;
         True when it holds none. A reader that keeps the log busy (a CLI) is not waited for long: the
-        next finished intent, or the daemon's tick, tries again."""
+        next finished intent, or the daemon's tick, tries again. The checkpoint (two fsyncs) is done
+        without the worker's turn: the other workers judge meanwhile."""
         with self._lock:
+            if not self._wal_holds_names:
+                return True
+        with without_turn(), self._lock:
             if not self._wal_holds_names:
                 return True
             try:
