@@ -217,6 +217,33 @@ def test_a_bare_digit_run_is_at_most_a_luhn_valid_card(digits, before):
         assert found == []
 
 
+def _luhn_valid_runs(first: str, length: int, count: int) -> list[str]:
+    """The first `count` digit runs of `length` starting with `first` that pass the card check."""
+    runs, body = [], int(first + "0" * (length - len(first) - 1))
+    for _ in range(1000):
+        if len(runs) == count:
+            break
+        body += 7919  # a stride that leaves the low digits varied
+        for check in "0123456789":
+            candidate = f"{body}{check}"
+            if candidate.startswith(first) and luhn_card(candidate):
+                runs.append(candidate)
+                break
+    assert len(runs) == count, f"no {length}-digit card numbers start with {first}"
+    return runs
+
+
+@pytest.mark.parametrize("digits", _luhn_valid_runs("4", 19, 4) + _luhn_valid_runs("51", 16, 3))
+def test_a_mime_boundary_as_pythons_email_package_writes_it_is_not_a_card(digits):
+    """Every multipart message Python writes separates its parts with "===============<digits>==": a
+    run that would pass as a card (issuer prefix, Luhn) there is not one; the same digits elsewhere are."""
+    boundary = "===============" + digits + "=="
+    text = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n--{boundary}\nhello\n--{boundary}--\n'
+    assert values(detect(text), text) == []
+    for elsewhere in (f"card {digits}\n", f"pan={digits}&ok=1", f"<td>{digits}</td>"):
+        assert values(detect(elsewhere), elsewhere) == [("CREDIT_CARD", digits)], elsewhere
+
+
 @settings(max_examples=100)
 @given(seed=st.binary(min_size=1, max_size=64), upper=st.booleans())
 def test_uuids_and_hex_hashes_produce_no_findings(seed, upper):
