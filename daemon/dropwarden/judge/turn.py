@@ -23,8 +23,8 @@ class Turn:
     ~40 % more CPU per file than one. With the turn, the other worker waits here instead, and a
     worker keeps the GIL from one system call to the next. Work that waits (a detector called in a
     thread, a child process, a disk flush), long work (a file or a view above LARGE_FILE_BYTES) and
-    the files of a watch on a network file system (polled, or seen to be one: reads there can stall) are done
-    `without_turn`, so the other workers run meanwhile, as before.
+    the files of a watch on a network file system (polled, or by its mount type: reads there can
+    stall) are done `without_turn`, so the other workers run meanwhile, as before.
 
     Deadlock-free by construction: a thread takes the turn only while it holds no other lock (at the
     start of a batch, and at the end of a `without_turn` block wrapped around a whole call that takes

@@ -246,8 +246,8 @@ class _DispatchAtOnce:
 
     watchdog hands every event from its emitter thread to its dispatching thread through a queue. Under
     load that hop is a lock, a wake-up and a switch of the GIL per event, two or three events per file:
-    ~8 % of a plain watch's CPU per file (bench/README.md). Our handlers only translate an event and
-    append it to the settler's inbox, which is safe from any thread."""
+    ~5 % of a plain watch's CPU per file (bench/README.md, session 11). Our handlers only translate an
+    event and append it to the settler's inbox, which is safe from any thread."""
 
     def __init__(self, queue_: EventQueue, handlers: dict[str, _Handler], on_loss: Callable[[str], None]):
         self._queue = queue_
