@@ -49,20 +49,13 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
 
 
 def file_system_of(path: Path) -> str:
-    """`path`'s file system as the mount table says it: "ext4 (rw,relatime,discard) at /" — the
-    options matter (online `discard` makes every unlink, and so every release, cost more)."""
-    best: tuple[str, str, str] = ("?", "?", "")
-    where = os.path.realpath(path)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        point = fields[1].replace("\\040", " ")
-        inside = where == point or where.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best[2]):
-            best = (fields[2], fields[3], point)
-    kind, options, point = best
-    return f"{kind} ({options}) at {point or '?'}"
+    """`path`'s file system as the daemon's mount table reader sees it, with the file system's own
+    options: "ext4 (rw,discard) at /" — they matter (online `discard` makes every unlink, and so
+    every release, cost more)."""
+    from dropwarden.watch.watch import mount_holding
+
+    mount = mount_holding(os.path.realpath(path))
+    return "?" if mount is None else f"{mount.kind} ({mount.options}) at {mount.point}"
 
 
 @dataclass

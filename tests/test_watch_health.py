@@ -20,8 +20,10 @@ from dropwarden.watch.activewatch import arm
 from dropwarden.watch.settle import settle_quiet_for
 from dropwarden.watch.watch import (
     NETWORK_FILE_SYSTEMS,
+    Mount,
     WatchedTree,
     file_system_type,
+    mount_holding,
     mount_points,
     mounts_inside,
 )
@@ -304,13 +306,14 @@ def test_the_file_system_of_a_path_is_that_of_the_deepest_mount_holding_it(tmp_p
         "41 22 0:41 / /srv/drop\\040box rw shared:5 - nfs4 nas:/drop rw\n"
         "42 22 0:42 / /srv/drop\\040box/sub rw - fuse.sshfs host:/x rw\n"
         "43 22 0:43 / /srv/over rw - nfs nas:/a rw\n"
-        "44 43 0:44 / /srv/over rw - ext4 /dev/sdb1 rw\n"
+        "44 43 0:44 / /srv/over rw - ext4 /dev/sdb1 rw,discard\n"
     )
     kind = lambda path: file_system_type(path, str(table))  # noqa: E731
     assert kind("/srv/drop box/inbox") == "nfs4"
     assert kind("/srv/drop box/sub/a") == "fuse.sshfs"
     assert kind("/srv/drop") == "ext4"
     assert kind("/srv/over/inbox") == "ext4"
+    assert mount_holding("/srv/over/inbox", str(table)) == Mount("/srv/over", "ext4", "rw,discard")
     assert {"nfs4", "fuse.sshfs", "cifs"} <= NETWORK_FILE_SYSTEMS and "ext4" not in NETWORK_FILE_SYSTEMS
 
 

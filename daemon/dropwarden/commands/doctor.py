@@ -103,10 +103,7 @@ def watch_checks(watch: WatchSettings) -> Iterator[Check]:
 def network_check(watch: WatchSettings, mountinfo: str = "/proc/self/mountinfo") -> Check | None:
     """A warning for an inotify watch on a network file system, where inotify sees only the writes made
     on this host; None otherwise."""
-    try:
-        kind = file_system_type(os.path.realpath(watch.path), mountinfo)
-    except OSError:
-        return None
+    kind = file_system_type(str(watch.path), mountinfo)
     if watch.observer != "inotify" or kind not in NETWORK_FILE_SYSTEMS:
         return None
     return Check(

@@ -92,7 +92,7 @@ def arm(settings: WatchSettings) -> ActiveWatch:
                 excluded.add((st.st_dev, st.st_ino))
         tree = WatchedTree(settings, root, tuple(os.path.abspath(p) for p in excluded_paths))
         armed = ActiveWatch(settings, root_fd, tree, store, release_fd, frozenset(excluded))
-        armed.file_system = _file_system(root)
+        armed.file_system = file_system_type(root)
         return armed
     except BaseException:
         os.close(root_fd)
@@ -101,13 +101,6 @@ def arm(settings: WatchSettings) -> ActiveWatch:
         if release_fd is not None:
             os.close(release_fd)
         raise
-
-
-def _file_system(root: str) -> str:
-    try:
-        return file_system_type(os.path.realpath(root))
-    except OSError:
-        return ""
 
 
 def _open_release(settings: WatchSettings, root_fd: int) -> int:

@@ -10,6 +10,7 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import structlog
 from watchdog.events import (
@@ -396,18 +397,37 @@ class _OverflowListener(logging.Handler):
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Every mount point this process sees (its mount namespace: a sandboxed service sees its own)."""
+class Mount(NamedTuple):
+    """One line of the mount table: where, what type ("ext4", "nfs4"; "" when the line has none), and
+    the file system's own options ("rw,discard")."""
+
+    point: str
+    kind: str
+    options: str
+
+
+def mount_table(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
+    """Every mount this process sees (its mount namespace: a sandboxed service sees its own), in the
+    order they were mounted."""
     with open(mountinfo, "rb") as handle:
         lines = handle.read().splitlines()
-    points = []
+    mounts = []
     for line in lines:
         fields = line.split(b" ")
-        if len(fields) > 4:
-            # Spaces, tabs, newlines and backslashes in the path are written as \ooo.
-            raw = _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
-            points.append(os.fsdecode(raw))
-    return points
+        if len(fields) <= 4:
+            continue
+        # Spaces, tabs, newlines and backslashes in the path are written as \ooo.
+        point = os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4]))
+        after = fields.index(b"-", 6) + 1 if b"-" in fields[6:] else len(fields)  # type, source, options
+        kind = os.fsdecode(fields[after]) if after < len(fields) else ""
+        options = os.fsdecode(fields[after + 2]) if after + 2 < len(fields) else ""
+        mounts.append(Mount(point, kind, options))
+    return mounts
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Every mount point this process sees."""
+    return [mount.point for mount in mount_table(mountinfo)]
 
 
 # File systems whose calls wait on another host: a read, a stat or a rename there can stall for as long
@@ -418,23 +438,26 @@ NETWORK_FILE_SYSTEMS = frozenset(
 )
 
 
-def file_system_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
-    """The type of the file system `path` (absolute, symlinks resolved by the caller) lies on, as this
-    process's mount table says: "ext4", "nfs4", "fuse.sshfs"; "" when no mount holds it."""
-    with open(mountinfo, "rb") as handle:
-        lines = handle.read().splitlines()
-    best, kind = -1, ""
-    for line in lines:
-        fields = line.split(b" ")
-        if b"-" not in fields[6:] or len(fields) < 5:
-            continue
-        point = os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4]))
+def mount_holding(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
+    """The mount `path` (absolute, symlinks resolved by the caller) lies on: the deepest one holding
+    it, the last one mounted where two share a point; None when no mount with a type holds it."""
+    held = None
+    for mount in mount_table(mountinfo):
+        point = mount.point
         inside = path == point or path.startswith(point.rstrip(os.sep) + os.sep)
-        if inside and len(point) >= best:  # the deepest mount holding it; the last one mounted wins a tie
-            separator = fields.index(b"-", 6)
-            if separator + 1 < len(fields):
-                best, kind = len(point), os.fsdecode(fields[separator + 1])
-    return kind
+        if inside and mount.kind and (held is None or len(point) >= len(held.point)):
+            held = mount
+    return held
+
+
+def file_system_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The type of the file system `path` lies on: "ext4", "nfs4", "fuse.sshfs"; "" when unknown (no
+    mount holds it, or the mount table cannot be read). Symlinks in `path` are resolved first."""
+    try:
+        held = mount_holding(os.path.realpath(path), mountinfo)
+    except OSError:
+        return ""
+    return held.kind if held is not None else ""
 
 
 def mounts_inside(tree: WatchedTree, points: list[str]) -> frozenset[str]:
