@@ -77,21 +77,27 @@ class Daemon:
             self.proc.wait()
 
 
-def start_daemon(root: Path, *, release: bool, workers: int = 2, extra: str = "") -> Daemon:
-    """The real daemon (regex detector, OCR off, metrics off) on `root`/inbox; with `release`, clean
-    files are released to `root`/outbound. `extra` is TOML appended to the config."""
+def write_config(root: Path, *, release: bool, workers: int = 2, extra: str = "") -> Path:
+    """`root`/inbox made, and `root`/dropwarden.toml watching it (regex detector, OCR off, metrics off,
+    audit fsync "batch"); with `release`, clean files go to `root`/outbound. `extra` is TOML appended."""
     inbox = root / "inbox"
     inbox.mkdir(parents=True)
-    audit = root / "audit.jsonl"
     watch = f'[[watch]]\npath = "{inbox}"\nquarantine_dir = "{root / "q"}"\n'
     if release:
         watch += f'release_to = "{root / "outbound"}"\n'
     config = root / "dropwarden.toml"
     config.write_text(
-        f'[state]\ndir = "{root / "state"}"\n[audit]\npath = "{audit}"\nfsync = "batch"\n'
+        f'[state]\ndir = "{root / "state"}"\n[audit]\npath = "{root / "audit.jsonl"}"\nfsync = "batch"\n'
         f'[metrics]\nlisten = ""\n[ocr]\nenabled = false\n[daemon]\nworkers = {workers}\n'
         f"{extra}\n{watch}"
     )
+    return config
+
+
+def start_daemon(root: Path, *, release: bool, workers: int = 2, extra: str = "") -> Daemon:
+    """The real daemon on `write_config`'s configuration."""
+    config = write_config(root, release=release, workers=workers, extra=extra)
+    inbox, audit = root / "inbox", root / "audit.jsonl"
     log = open(root / "daemon.log", "wb")  # noqa: SIM115 - a file: an unread pipe would stall the daemon
     proc = subprocess.Popen(
         [sys.executable, "-m", "dropwarden", "run", "--config", str(config), "--log-format", "json"],

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dropbench import BODY_4K
+from dropbench import BODY_4K, write_config
 
 BATCH = 32
 
@@ -79,16 +79,6 @@ def wrap_phases(clock: PhaseClock) -> None:
             clock.wrap(owner, name)
 
 
-def config_text(root: Path, release: bool) -> str:
-    inbox = root / "inbox"
-    release_line = f'release_to = "{root / "outbound"}"\n' if release else ""
-    return (
-        f'[state]\ndir = "{root / "state"}"\n[audit]\npath = "{root / "audit.jsonl"}"\n'
-        '[metrics]\nlisten = ""\n[ocr]\nenabled = false\n'
-        f'[[watch]]\npath = "{inbox}"\nquarantine_dir = "{root / "q"}"\n{release_line}'
-    )
-
-
 def in_thread(root: Path, release: bool, files: int, clock: PhaseClock) -> float:
     """µs of thread CPU per file for `process_batch` (the phases' times in `clock`)."""
     from dropwarden.audit import AuditLog
@@ -100,9 +90,7 @@ def in_thread(root: Path, release: bool, files: int, clock: PhaseClock) -> float
     from dropwarden.watch.activewatch import arm
     from dropwarden.watch.settle import WorkItem
 
-    (root / "inbox").mkdir(parents=True)
-    config = root / "dropwarden.toml"
-    config.write_text(config_text(root, release))
+    config = write_config(root, release=release)
     names = [f"file-{index:06d}.txt" for index in range(files)]
     for name in names:
         (root / "inbox" / name).write_bytes(BODY_4K)
@@ -136,10 +124,8 @@ def child_costs(root: Path, files: int) -> tuple[float, float, float]:
     from dropwarden.judge.intake import take_snapshot
     from dropwarden.runtime import build_runtime
 
+    config = write_config(root, release=False)
     inbox = root / "inbox"
-    inbox.mkdir(parents=True)
-    config = root / "dropwarden.toml"
-    config.write_text(config_text(root, release=False))
     runtime = build_runtime(load_config(config).settings)
     judge = runtime.judge
     names = [f"file-{index:06d}.txt" for index in range(files)]
